@@ -1,0 +1,465 @@
+// Package agent runs a CCI host: it joins a control plane with a join token,
+// registers this host as a node through virtual-kubelet, serves the kubelet
+// API (logs, exec, attach, port-forward) over TLS, and runs the pods bound to
+// it through the containerd-backed runtime.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+
+	cciContainerd "github.com/cci-project/cci/internal/containerd"
+	"github.com/cci-project/cci/internal/network"
+	"github.com/cci-project/cci/internal/pki"
+	"github.com/cci-project/cci/internal/runtime"
+	"github.com/cci-project/cci/internal/version"
+)
+
+// Config is the host agent's configuration.
+type Config struct {
+	// Server is the apiserver URL, e.g. https://10.0.0.1:6443.
+	Server string `json:"server"`
+	// Token is the join token printed by the server (<data>/pki/token).
+	Token string `json:"token"`
+	// DataDir holds containerd's root and state, pod records, volumes, logs. Default "./.cci".
+	DataDir string `json:"dataDir"`
+	// NodeName defaults to the host name.
+	NodeName string `json:"nodeName"`
+	// NodeIP is published as the node's InternalIP; the apiserver reaches the kubelet API there.
+	NodeIP string `json:"nodeIP"`
+	// KubeletPort is the kubelet API's TLS port. Default 10250.
+	KubeletPort int `json:"kubeletPort"`
+	// ContainerdSocket uses a running containerd instead of starting one.
+	ContainerdSocket string `json:"containerdSocket"`
+	// InsecureRegistries are reached over plain HTTP (the built-in registry is one).
+	InsecureRegistries []string `json:"insecureRegistries"`
+	// MaxPods is the node's pod capacity. Default 110.
+	MaxPods int `json:"maxPods"`
+	// Log receives the agent's messages. Default slog's default logger.
+	Log *slog.Logger `json:"-"`
+}
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		c.DataDir = ".cci"
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("host name: %w", err)
+		}
+		c.NodeName = strings.ToLower(h)
+	}
+	if c.KubeletPort == 0 {
+		c.KubeletPort = 10250
+	}
+	if c.MaxPods == 0 {
+		c.MaxPods = 110
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Server == "" || c.Token == "" {
+		return errors.New("the agent needs --server and --token (the token is in the server's <data>/pki/token)")
+	}
+	return nil
+}
+
+// Run joins the control plane and runs pods until ctx ends. Pods keep
+// running after it returns; the next agent on the same data folder
+// re-adopts them. ready is called once the node is registered and ready.
+func Run(ctx context.Context, cfg Config, ready func()) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	log := cfg.Log.With("node", cfg.NodeName)
+
+	restCfg, caPEM, err := joinConfig(cfg.Server, cfg.Token)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	if cfg.NodeIP == "" {
+		cfg.NodeIP = localIPFor(restCfg.Host)
+	}
+
+	// containerd
+	address := cfg.ContainerdSocket
+	var daemon *cciContainerd.Daemon
+	if address == "" {
+		daemon, err = cciContainerd.Start(ctx, cciContainerd.Config{
+			Root:    filepath.Join(cfg.DataDir, "containerd", "root"),
+			State:   filepath.Join(cfg.DataDir, "containerd", "state"),
+			LogPath: filepath.Join(cfg.DataDir, "logs", "containerd.log"),
+		})
+		if err != nil {
+			return fmt.Errorf("start containerd: %w", err)
+		}
+		defer func() {
+			if err := daemon.Stop(); err != nil {
+				log.Warn("stop containerd", "err", err)
+			}
+		}()
+		address = daemon.Address()
+		log.Info("containerd ready", "socket", address)
+	}
+	ctrd, err := containerd.New(address, containerd.WithDefaultNamespace("cci"), containerd.WithTimeout(20*time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to containerd at %q: %w", address, err)
+	}
+	defer ctrd.Close()
+	ctrdVersion, err := ctrd.Version(namespaces.WithNamespace(ctx, "cci"))
+	if err != nil {
+		return fmt.Errorf("containerd at %q: %w", address, err)
+	}
+
+	// Node object first, so that the controller-manager gives it a pod CIDR.
+	nodeSpec := buildNode(cfg, ctrdVersion.Version)
+	podCIDR, err := registerNode(ctx, kube, nodeSpec)
+	if err != nil {
+		return err
+	}
+	nodeSpec.Spec.PodCIDR = podCIDR
+	nodeSpec.Spec.PodCIDRs = []string{podCIDR}
+	log.Info("node registered", "podCIDR", podCIDR, "ip", cfg.NodeIP)
+
+	netMgr, err := network.New(network.Config{
+		PodCIDR: podCIDR,
+		ConfDir: filepath.Join(cfg.DataDir, "cni", "net.d"),
+		IPAMDir: filepath.Join(cfg.DataDir, "cni", "ipam"),
+	})
+	if err != nil {
+		return fmt.Errorf("pod network: %w", err)
+	}
+
+	// Events as a kubelet reports them.
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+
+	// Kubelet API TLS: a serving certificate of the agent's own (the
+	// apiserver does not verify kubelet certificates by default) and client
+	// certificates checked against the cluster CA.
+	certPEM, keyPEM, err := pki.SelfSigned(cfg.NodeName, []string{cfg.NodeIP, cfg.NodeName, "localhost", "127.0.0.1"})
+	if err != nil {
+		return fmt.Errorf("kubelet serving certificate: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	tlsCfg := &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS12,
+	}
+	caContent, err := dynamiccertificates.NewStaticCAContent("cluster-ca", caPEM)
+	if err != nil {
+		return err
+	}
+	auth, err := nodeutil.WebhookAuth(kube, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kubelet API auth: %w", err)
+	}
+
+	var rt *runtime.Runtime
+	mux := http.NewServeMux()
+	vk, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
+		rt, err = runtime.New(ctx, runtime.Config{
+			NodeName:           cfg.NodeName,
+			HostIP:             cfg.NodeIP,
+			StateDir:           filepath.Join(cfg.DataDir, "agent"),
+			InsecureRegistries: cfg.InsecureRegistries,
+			Containerd:         ctrd,
+			Network:            netMgr,
+			Kube:               kube,
+			ConfigMaps:         pc.ConfigMaps,
+			Secrets:            pc.Secrets,
+			Recorder:           recorder,
+			Log:                log,
+		})
+		return rt, nil, err
+	},
+		nodeutil.WithClient(kube),
+		nodeutil.AttachProviderRoutes(mux),
+		func(c *nodeutil.NodeConfig) error {
+			c.NodeSpec = *nodeSpec
+			c.HTTPListenAddr = net.JoinHostPort("", strconv.Itoa(cfg.KubeletPort))
+			c.TLSConfig = tlsCfg
+			c.Handler = nodeutil.WithAuth(auth, mux)
+			c.EventRecorder = recorder
+			c.NumWorkers = 20
+			c.InformerResyncPeriod = 10 * time.Minute
+			return nil
+		},
+	)
+	if err != nil {
+		return fmt.Errorf("create node: %w", err)
+	}
+	rt.Start()
+	defer rt.Shutdown()
+	if daemon != nil {
+		daemon.OnRestart(func() {
+			log.Warn("containerd restarted; re-attaching pods")
+			rt.Reattach()
+		})
+	}
+
+	errCh := make(chan error, 1)
+	go func() { errCh <- vk.Run(ctx) }()
+	if err := vk.WaitReady(ctx, 2*time.Minute); err != nil {
+		return fmt.Errorf("node %q not ready: %w", cfg.NodeName, err)
+	}
+	log.Info("node ready", "kubeletAPI", net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort)))
+	if ready != nil {
+		ready()
+	}
+	select {
+	case err := <-errCh:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("node controller: %w", err)
+	case <-ctx.Done():
+		<-errCh
+		return nil
+	}
+}
+
+// joinConfig builds the agent's API client from a join token: the CA is
+// learned from the apiserver's TLS chain and accepted only if its hash
+// matches the one in the token.
+func joinConfig(server, token string) (*rest.Config, []byte, error) {
+	tok, err := pki.ParseToken(token)
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return nil, nil, fmt.Errorf("server URL %q: expected https://HOST:PORT", server)
+	}
+	var caPEM []byte
+	err = wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", u.Host, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // checked against the pinned hash below
+		if err != nil {
+			return false, nil
+		}
+		defer conn.Close()
+		for _, c := range conn.ConnectionState().PeerCertificates {
+			if c.IsCA && pki.CAHash(c.Raw) == tok.CAHash {
+				caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("the server at %q does not present the CA named in the join token: wrong token or wrong server", server)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("join %q: %w", server, err)
+	}
+	cfg := &rest.Config{
+		Host:            server,
+		BearerToken:     tok.Secret,
+		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
+		QPS:             50,
+		Burst:           100,
+		UserAgent:       "cci-agent/" + version.Version,
+	}
+	return cfg, caPEM, nil
+}
+
+// localIPFor is the local address used to reach the server's host.
+func localIPFor(server string) string {
+	u, err := url.Parse(server)
+	if err == nil {
+		host := u.Hostname()
+		if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+			if c, err := net.Dial("udp", net.JoinHostPort(host, "9")); err == nil {
+				defer c.Close()
+				return c.LocalAddr().(*net.UDPAddr).IP.String()
+			}
+		}
+	}
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		defer c.Close()
+		if a := c.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
+			return a.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+func buildNode(cfg Config, runtimeVersion string) *v1.Node {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	kernel := unix.ByteSliceToString(uts.Release[:])
+	cpu := resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI)
+	mem := resource.NewQuantity(memTotal(), resource.BinarySI)
+	pods := resource.NewQuantity(int64(cfg.MaxPods), resource.DecimalSI)
+	storage := resource.NewQuantity(diskTotal(cfg.DataDir), resource.BinarySI)
+	capacity := v1.ResourceList{v1.ResourceCPU: *cpu, v1.ResourceMemory: *mem, v1.ResourcePods: *pods, v1.ResourceEphemeralStorage: *storage}
+	hostname, _ := os.Hostname()
+	now := metav1.Now()
+	cond := func(t v1.NodeConditionType, s v1.ConditionStatus, reason, msg string) v1.NodeCondition {
+		return v1.NodeCondition{Type: t, Status: s, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
+	}
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: cfg.NodeName,
+			Labels: map[string]string{
+				"kubernetes.io/hostname": cfg.NodeName,
+				"kubernetes.io/os":       goruntime.GOOS,
+				"kubernetes.io/arch":     goruntime.GOARCH,
+				"beta.kubernetes.io/os":  goruntime.GOOS,
+				"node.cci.io/pool":       "x86",
+			},
+		},
+		Status: v1.NodeStatus{
+			Capacity:    capacity,
+			Allocatable: capacity.DeepCopy(),
+			Phase:       v1.NodePending,
+			Conditions: []v1.NodeCondition{
+				cond(v1.NodeReady, v1.ConditionFalse, "KubeletNotReady", "agent starting"),
+				cond(v1.NodeMemoryPressure, v1.ConditionFalse, "KubeletHasSufficientMemory", "agent has sufficient memory available"),
+				cond(v1.NodeDiskPressure, v1.ConditionFalse, "KubeletHasNoDiskPressure", "agent has no disk pressure"),
+				cond(v1.NodePIDPressure, v1.ConditionFalse, "KubeletHasSufficientPID", "agent has sufficient PID available"),
+			},
+			Addresses: []v1.NodeAddress{
+				{Type: v1.NodeInternalIP, Address: cfg.NodeIP},
+				{Type: v1.NodeHostName, Address: hostname},
+			},
+			DaemonEndpoints: v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: int32(cfg.KubeletPort)}},
+			NodeInfo: v1.NodeSystemInfo{
+				KernelVersion:           kernel,
+				OSImage:                 osImage(),
+				ContainerRuntimeVersion: "containerd://" + runtimeVersion,
+				KubeletVersion:          version.KubernetesVersion,
+				KubeProxyVersion:        "",
+				OperatingSystem:         goruntime.GOOS,
+				Architecture:            goruntime.GOARCH,
+			},
+		},
+	}
+}
+
+// registerNode creates (or refreshes) the node object and waits for the
+// controller-manager to assign it a pod CIDR.
+func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (string, error) {
+	nodes := kube.CoreV1().Nodes()
+	existing, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		existing, err = nodes.Create(ctx, n, metav1.CreateOptions{})
+		if err != nil {
+			return "", fmt.Errorf("register node %q: %w", n.Name, err)
+		}
+	case err != nil:
+		return "", fmt.Errorf("look up node %q: %w", n.Name, err)
+	default:
+		existing.Labels = mergeLabels(existing.Labels, n.Labels)
+		if existing, err = nodes.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
+			return "", fmt.Errorf("update node %q: %w", n.Name, err)
+		}
+	}
+	cidr := existing.Spec.PodCIDR
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if cidr != "" {
+			return true, nil
+		}
+		got, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		cidr = got.Spec.PodCIDR
+		return cidr != "", nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("node %q got no pod CIDR from the controller-manager: %w", n.Name, err)
+	}
+	return cidr, nil
+}
+
+func mergeLabels(a, b map[string]string) map[string]string {
+	if a == nil {
+		a = map[string]string{}
+	}
+	for k, v := range b {
+		a[k] = v
+	}
+	return a
+}
+
+func memTotal() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}
+
+func diskTotal(dir string) int64 {
+	var st unix.Statfs_t
+	_ = os.MkdirAll(dir, 0o755)
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	return int64(st.Blocks) * st.Bsize
+}
+
+func osImage() string {
+	raw, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return "Linux"
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return "Linux"
+}

@@ -1,0 +1,311 @@
+// Package cli is the `cci` command line: one binary, roles by subcommand.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/cci-project/cci/internal/agent"
+	"github.com/cci-project/cci/internal/image"
+	"github.com/cci-project/cci/internal/server"
+	"github.com/cci-project/cci/internal/version"
+)
+
+// Execute runs the command line and returns the process exit code.
+func Execute() int {
+	root := &cobra.Command{
+		Use:           "cci",
+		Short:         "CCI: a serverless container engine on upstream Kubernetes",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(upCmd(), serverCmd(), agentCmd(), imageCmd(), versionCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
+	return 0
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "cci %s (kubernetes %s)\n", version.Version, version.KubernetesVersion)
+		},
+	}
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("CCI_DATA_DIR"); d != "" {
+		return d
+	}
+	return ".cci"
+}
+
+type upFlags struct {
+	server server.Config
+	agent  agent.Config
+}
+
+func addServerFlags(cmd *cobra.Command, c *server.Config) {
+	f := cmd.Flags()
+	f.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "folder for all state (etcd, PKI, registry, pods, logs); $CCI_DATA_DIR")
+	f.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address the apiserver listens on")
+	f.IntVar(&c.APIPort, "api-port", 6443, "apiserver HTTPS port")
+	f.StringVar(&c.AdvertiseAddress, "advertise-address", "", "IP agents and pods use to reach the apiserver (default: the host's primary IP)")
+	f.StringSliceVar(&c.EtcdServers, "etcd-servers", nil, "external etcd cluster URLs (default: an embedded member)")
+	f.IntVar(&c.EtcdClientPort, "etcd-client-port", 2379, "embedded etcd client port (loopback)")
+	f.IntVar(&c.EtcdPeerPort, "etcd-peer-port", 2380, "embedded etcd peer port (loopback)")
+	f.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:5000", "address of the built-in OCI registry")
+	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
+	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
+}
+
+func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
+	f := cmd.Flags()
+	if standalone {
+		f.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "folder for the agent's state (containerd, pods, logs)")
+		f.StringVar(&c.Server, "server", "", "apiserver URL, e.g. https://10.0.0.1:6443")
+		f.StringVar(&c.Token, "token", "", "join token (the server's <data>/pki/token)")
+		f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
+	}
+	f.StringVar(&c.NodeName, "node-name", "", "node name (default: the host name)")
+	f.StringVar(&c.NodeIP, "node-ip", "", "IP the apiserver uses to reach this host's kubelet API")
+	f.IntVar(&c.KubeletPort, "kubelet-port", 10250, "kubelet API TLS port")
+	f.StringVar(&c.ContainerdSocket, "containerd-socket", "", "use this running containerd instead of starting one")
+	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
+}
+
+func upCmd() *cobra.Command {
+	var fl upFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the control plane and a host agent in one process, data in one folder",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runUp(cmd.Context(), cmd.ErrOrStderr(), &fl)
+		},
+	}
+	addServerFlags(cmd, &fl.server)
+	addAgentFlags(cmd, &fl.agent, false)
+	return cmd
+}
+
+func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
+	start := time.Now()
+	ctx, stop := signalContext(ctx)
+	defer stop()
+	dataDir, unlock, logger, err := prepareDataDir(fl.server.DataDir, stderr)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	fl.server.DataDir = dataDir
+	fl.server.Log = logger
+	fl.agent.DataDir = dataDir
+	fl.agent.Log = logger
+
+	serverDone := make(chan error, 1)
+	infoCh := make(chan *server.Info, 1)
+	sctx, cancelServer := context.WithCancel(context.Background())
+	defer cancelServer()
+	go func() {
+		serverDone <- server.Run(sctx, fl.server, func(i *server.Info) { infoCh <- i })
+	}()
+	var info *server.Info
+	select {
+	case info = <-infoCh:
+	case err := <-serverDone:
+		return err
+	case <-ctx.Done():
+		cancelServer()
+		return <-serverDone
+	}
+
+	fl.agent.Server = info.APIServerURL
+	fl.agent.Token = info.Token
+	fl.agent.InsecureRegistries = append(fl.agent.InsecureRegistries, info.RegistryAddr)
+	agentDone := make(chan error, 1)
+	go func() {
+		agentDone <- agent.Run(ctx, fl.agent, func() {
+			fmt.Fprintf(stderr, "\nCCI is ready (%.1fs)\n", time.Since(start).Seconds())
+			fmt.Fprintf(stderr, "  kubeconfig: %s\n", info.AdminKubeconfig)
+			fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
+			fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
+			fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
+			fmt.Fprintf(stderr, "  try: kubectl --kubeconfig %s get nodes\n\n", info.AdminKubeconfig)
+		})
+	}()
+	var runErr error
+	select {
+	case runErr = <-agentDone:
+		if ctx.Err() == nil && runErr != nil {
+			runErr = fmt.Errorf("agent: %w", runErr)
+		}
+	case runErr = <-serverDone:
+		// The agent follows the server down.
+		stop()
+		if err := <-agentDone; err != nil {
+			logger.Warn("agent stopped", "err", err)
+		}
+		return runErr
+	}
+	// The agent returned (signal or failure); stop the control plane after it
+	// so that the agent's last status updates reach the apiserver.
+	cancelServer()
+	if err := <-serverDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	logger.Info("stopped; pods keep running and are re-adopted at the next start")
+	return runErr
+}
+
+func serverCmd() *cobra.Command {
+	var c server.Config
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane (etcd, kube-apiserver, controller-manager, scheduler, registry)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			dataDir, unlock, logger, err := prepareDataDir(c.DataDir, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			c.DataDir, c.Log = dataDir, logger
+			return server.Run(ctx, c, func(i *server.Info) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\nCCI control plane is ready\n  kubeconfig: %s\n  apiserver:  %s\n  registry:   %s\n  join token: %s\n\n",
+					i.AdminKubeconfig, i.APIServerURL, i.RegistryAddr, filepath.Join(i.PKI.Dir, "token"))
+			})
+		},
+	}
+	addServerFlags(cmd, &c)
+	return cmd
+}
+
+func agentCmd() *cobra.Command {
+	var c agent.Config
+	cmd := &cobra.Command{
+		Use:   "agent --server URL --token TOKEN",
+		Short: "Run a host agent that joins a control plane and runs pods on this host",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			dataDir, unlock, logger, err := prepareDataDir(c.DataDir, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			c.DataDir, c.Log = dataDir, logger
+			if strings.HasPrefix(c.Token, "@") {
+				raw, err := os.ReadFile(c.Token[1:])
+				if err != nil {
+					return fmt.Errorf("read token file: %w", err)
+				}
+				c.Token = strings.TrimSpace(string(raw))
+			}
+			return agent.Run(ctx, c, func() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\nCCI agent is ready: node %q joined %s\n\n", c.NodeName, c.Server)
+			})
+		},
+	}
+	addAgentFlags(cmd, &c, true)
+	return cmd
+}
+
+func imageCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Work with images in the built-in registry"}
+	var registry, name string
+	imp := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Push the images of a docker-archive or OCI-layout tar into the registry",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			refs, err := image.Import(cmd.Context(), args[0], registry, name)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				fmt.Fprintln(cmd.OutOrStdout(), r)
+			}
+			return nil
+		},
+	}
+	imp.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	imp.Flags().StringVar(&name, "name", "", "repository:tag for images the archive does not name")
+	cmd.AddCommand(imp)
+	return cmd
+}
+
+// signalContext ends on the first SIGINT or SIGTERM.
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	return signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
+}
+
+// prepareDataDir creates the data folder, takes its lock (so a second cci
+// on the same folder refuses to start instead of corrupting it) and sends
+// the upstream components' logs to <data>/logs/cci.log.
+func prepareDataDir(dir string, stderr io.Writer) (string, func(), *slog.Logger, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(abs, "logs"), 0o755); err != nil {
+		return "", nil, nil, fmt.Errorf("create data folder %q: %w", abs, err)
+	}
+	lockPath := filepath.Join(abs, "cci.lock")
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("open lock %q: %w", lockPath, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid, _ := os.ReadFile(lockPath)
+			return "", nil, nil, fmt.Errorf("data folder %q is in use by another cci (pid %s); stop it first or choose another --data-dir", abs, strings.TrimSpace(string(pid)))
+		}
+		return "", nil, nil, fmt.Errorf("lock %q: %w", lockPath, err)
+	}
+	_ = lock.Truncate(0)
+	_, _ = lock.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
+
+	logFile, err := os.OpenFile(filepath.Join(abs, "logs", "cci.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		lock.Close()
+		return "", nil, nil, err
+	}
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("logtostderr", "false")
+	_ = fs.Set("alsologtostderr", "false")
+	_ = fs.Set("stderrthreshold", "FATAL")
+	klog.SetOutput(logFile)
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(stderr, logFile), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(logger)
+	unlock := func() {
+		klog.Flush()
+		logFile.Close()
+		_ = unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+		lock.Close()
+	}
+	return abs, unlock, logger, nil
+}

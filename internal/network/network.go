@@ -1,0 +1,460 @@
+// Package network gives each pod its own network namespace and IP address
+// through CNI: the standard bridge plugin (with host-local IPAM on this
+// host's pod subnet and NAT for traffic leaving it), portmap for host ports
+// and loopback for lo.
+//
+// A pod's namespace is bind-mounted at <NetnsDir>/cci-<id>, so `ip netns`
+// shows it and it outlives the agent; host-local keeps its leases in
+// IPAMDir. Both survive an agent restart, and Setup finds an existing
+// sandbox again instead of allocating a second address.
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	gocni "github.com/containerd/go-cni"
+	"github.com/containernetworking/cni/libcni"
+)
+
+const (
+	// NetworkName is the CNI network name; plugins use it (with the pod id)
+	// to name lease folders and iptables chains.
+	NetworkName = "cci"
+	// netnsPrefix marks the namespaces this package made.
+	netnsPrefix = "cci-"
+	// podInterface is the pod's interface name, as go-cni numbers them.
+	podInterface = "eth0"
+	confName     = "10-cci.conflist"
+)
+
+// Config describes this host's pod network.
+type Config struct {
+	// PodCIDR is this host's pod subnet, e.g. "10.88.0.0/24". The bridge
+	// gets its first address as the pods' gateway. Required.
+	PodCIDR string
+	// Bridge is the bridge interface name. Default is "cci0".
+	Bridge string
+	// PluginDirs are searched for CNI plugin binaries. Default is
+	// {"/usr/lib/cni", "/opt/cni/bin"}.
+	PluginDirs []string
+	// ConfDir receives the generated conflist. Required, e.g.
+	// <data>/cni/net.d.
+	ConfDir string
+	// IPAMDir holds host-local's leases. Required, e.g. <data>/cni/ipam.
+	IPAMDir string
+	// NetnsDir is where pod namespaces are bind-mounted. Default is
+	// "/var/run/netns", where `ip netns` looks.
+	NetnsDir string
+	// MTU of the bridge and pod interfaces; 0 leaves the plugin's default.
+	MTU int
+}
+
+// PortMapping publishes a pod port on the host (portmap plugin).
+type PortMapping struct {
+	HostPort      int32
+	ContainerPort int32
+	Protocol      string // "tcp" (default), "udp" or "sctp"
+	HostIP        string // "" for all host addresses
+}
+
+// Sandbox is a pod's network: its namespace and addresses.
+type Sandbox struct {
+	// NetnsPath is the bind-mounted namespace, for the OCI spec's network
+	// namespace path.
+	NetnsPath string
+	// IPs are the pod's addresses, IPv4 first.
+	IPs []net.IP
+}
+
+// Manager sets up and tears down pod networks. Its methods may be called
+// concurrently; calls for the same id are serialised.
+type Manager struct {
+	cfg    Config
+	prefix netip.Prefix
+	cni    gocni.CNI
+	cache  *libcni.CNIConfig // reads libcni's result cache only
+	locks  keyedMutex
+}
+
+// New checks cfg, writes the CNI conflist to ConfDir, turns on IP
+// forwarding and returns a Manager. It creates no interface: the bridge
+// appears with the first pod.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Bridge == "" {
+		cfg.Bridge = "cci0"
+	}
+	if len(cfg.PluginDirs) == 0 {
+		cfg.PluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
+	}
+	if cfg.NetnsDir == "" {
+		cfg.NetnsDir = "/var/run/netns"
+	}
+	if cfg.ConfDir == "" || cfg.IPAMDir == "" {
+		return nil, fmt.Errorf("network config: ConfDir and IPAMDir are required")
+	}
+	if len(cfg.Bridge) > 15 {
+		return nil, fmt.Errorf("network config: bridge name %q is longer than 15 bytes", cfg.Bridge)
+	}
+	if cfg.MTU < 0 {
+		return nil, fmt.Errorf("network config: MTU %d is negative", cfg.MTU)
+	}
+	prefix, err := netip.ParsePrefix(cfg.PodCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("network config: pod CIDR %q: %w", cfg.PodCIDR, err)
+	}
+	prefix = prefix.Masked()
+	if prefix.Bits() > prefix.Addr().BitLen()-2 {
+		return nil, fmt.Errorf("network config: pod CIDR %q is too small for a gateway and a pod", cfg.PodCIDR)
+	}
+	for _, p := range []*string{&cfg.ConfDir, &cfg.IPAMDir, &cfg.NetnsDir} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return nil, fmt.Errorf("network config: absolute path of %q: %w", *p, err)
+		}
+	}
+	for _, plugin := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		if !pluginExists(cfg.PluginDirs, plugin) {
+			return nil, fmt.Errorf("CNI plugin %q not found in %q: install containernetworking-plugins or set PluginDirs", plugin, cfg.PluginDirs)
+		}
+	}
+	for _, dir := range []string{cfg.ConfDir, cfg.IPAMDir, cfg.NetnsDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %q: %w", dir, err)
+		}
+	}
+	if err := enableForwarding(prefix.Addr().Is4()); err != nil {
+		return nil, err
+	}
+	conf, err := conflist(cfg, prefix)
+	if err != nil {
+		return nil, err
+	}
+	confPath := filepath.Join(cfg.ConfDir, confName)
+	if err := writeFileAtomic(confPath, conf); err != nil {
+		return nil, fmt.Errorf("write CNI config %q: %w", confPath, err)
+	}
+	// The pod network is loaded first so that it gets eth0; go-cni names
+	// interfaces by load order and gives loopback "lo".
+	cni, err := gocni.New(gocni.WithPluginDir(cfg.PluginDirs), gocni.WithPluginConfDir(cfg.ConfDir), gocni.WithMinNetworkCount(2))
+	if err != nil {
+		return nil, fmt.Errorf("init CNI: %w", err)
+	}
+	if err := cni.Load(gocni.WithConfListFile(confPath), gocni.WithLoNetwork); err != nil {
+		return nil, fmt.Errorf("load CNI config %q: %w", confPath, err)
+	}
+	return &Manager{cfg: cfg, prefix: prefix, cni: cni, cache: libcni.NewCNIConfig(cfg.PluginDirs, nil)}, nil
+}
+
+// Setup gives pod id a network namespace and an address and returns them.
+// If id already has a namespace with an address (the agent restarted), it
+// returns that sandbox unchanged, ports included: a second ADD would
+// allocate a second address. A namespace left without an address by an
+// interrupted Setup is cleaned and set up again. On error nothing is left
+// behind.
+func (m *Manager) Setup(ctx context.Context, id string, ports []PortMapping) (*Sandbox, error) {
+	if err := validID(id); err != nil {
+		return nil, err
+	}
+	unlock := m.locks.lock(id)
+	defer unlock()
+
+	path := m.netnsPath(id)
+	ok, err := isNetns(path)
+	if err != nil {
+		return nil, err
+	}
+	created := false
+	if ok {
+		ips, err := interfaceIPs(path, podInterface)
+		if err != nil {
+			return nil, fmt.Errorf("read addresses of pod %q: %w", id, err)
+		}
+		if len(ips) > 0 {
+			sortIPs(ips)
+			return &Sandbox{NetnsPath: path, IPs: ips}, nil
+		}
+		// An interrupted ADD: release whatever it got before trying again.
+		if err := m.remove(ctx, id, path); err != nil {
+			return nil, fmt.Errorf("clean up half set-up network of pod %q: %w", id, err)
+		}
+	} else {
+		if err := removeNetns(path); err != nil { // a mount point without a namespace
+			return nil, err
+		}
+		if err := createNetns(path); err != nil {
+			return nil, fmt.Errorf("network namespace for pod %q: %w", id, err)
+		}
+		created = true
+	}
+
+	res, err := m.cni.Setup(ctx, id, path, gocni.WithCapabilityPortMap(cniPorts(ports)))
+	if err != nil {
+		// Release the address, iptables rules and namespace; the caller's
+		// ctx may be what failed, so do not use it.
+		cerr := m.remove(context.WithoutCancel(ctx), id, path)
+		if created && cerr == nil {
+			cerr = removeNetns(path)
+		}
+		if cerr != nil {
+			return nil, fmt.Errorf("set up network of pod %q: %w (clean-up also failed: %v)", id, err, cerr)
+		}
+		return nil, fmt.Errorf("set up network of pod %q: %w", id, err)
+	}
+	var ips []net.IP
+	if ifc := res.Interfaces[podInterface]; ifc != nil {
+		for _, c := range ifc.IPConfigs {
+			ips = append(ips, c.IP)
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("set up network of pod %q: CNI returned no address for %s", id, podInterface)
+	}
+	sortIPs(ips)
+	return &Sandbox{NetnsPath: path, IPs: ips}, nil
+}
+
+// Teardown releases pod id's address and port mappings (CNI DEL) and
+// removes its namespace. A missing namespace or lease is not an error, so
+// Teardown may be repeated.
+func (m *Manager) Teardown(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	unlock := m.locks.lock(id)
+	defer unlock()
+
+	path := m.netnsPath(id)
+	ok, err := isNetns(path)
+	if err != nil {
+		return err
+	}
+	nsArg := path
+	if !ok {
+		// Without the namespace the plugins can still release the lease and
+		// the port mappings; the bridge plugin skips the masquerade rule,
+		// which it finds through the namespace's addresses.
+		nsArg = ""
+	}
+	if err := m.remove(ctx, id, nsArg); err != nil {
+		return fmt.Errorf("tear down network of pod %q: %w", id, err)
+	}
+	return removeNetns(path)
+}
+
+// remove runs CNI DEL. The portmap plugin removes nothing unless DEL carries
+// port mappings too (it returns early on an empty list), so DEL gets the
+// ones ADD had, from libcni's result cache (/var/lib/cni/results). Without a
+// cache entry it gets a placeholder mapping: portmap deletes its rules by
+// pod id, not by port, and a leaked DNAT rule would steal a host port from
+// the next pod that asks for it.
+func (m *Manager) remove(ctx context.Context, id, netns string) error {
+	ports, err := m.cachedPorts(id)
+	if err != nil {
+		return err
+	}
+	return m.cni.Remove(ctx, id, netns, gocni.WithCapability("portMappings", ports))
+}
+
+// cachedPorts returns the port mappings that ADD recorded for id.
+func (m *Manager) cachedPorts(id string) (any, error) {
+	_, rt, err := m.cache.GetNetworkListCachedConfig(
+		&libcni.NetworkConfigList{Name: NetworkName},
+		&libcni.RuntimeConf{ContainerID: id, IfName: podInterface})
+	if err != nil {
+		return nil, fmt.Errorf("read CNI cache of pod %q: %w", id, err)
+	}
+	if rt == nil { // no cache entry
+		return []gocni.PortMapping{{HostPort: 1, ContainerPort: 1, Protocol: "tcp"}}, nil
+	}
+	if p, ok := rt.CapabilityArgs["portMappings"]; ok {
+		return p, nil
+	}
+	return []gocni.PortMapping{}, nil
+}
+
+// Sandboxes lists the ids that have a namespace in NetnsDir made by a
+// Manager, for finding leftovers after a crash.
+func (m *Manager) Sandboxes() ([]string, error) {
+	entries, err := os.ReadDir(m.cfg.NetnsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list network namespaces in %q: %w", m.cfg.NetnsDir, err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutPrefix(e.Name(), netnsPrefix); ok && validID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// Gateway returns the pods' gateway, the bridge's address.
+func (m *Manager) Gateway() net.IP {
+	return net.IP(m.prefix.Addr().Next().AsSlice())
+}
+
+func (m *Manager) netnsPath(id string) string {
+	return filepath.Join(m.cfg.NetnsDir, netnsPrefix+id)
+}
+
+// idPattern is what libcni accepts as a container id, made stricter on
+// length so that the netns name stays a sane file name.
+var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,127}$`)
+
+func validID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("pod id %q: want 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
+// conflist renders the CNI network configuration.
+func conflist(cfg Config, prefix netip.Prefix) ([]byte, error) {
+	defaultRoute := "0.0.0.0/0"
+	if prefix.Addr().Is6() {
+		defaultRoute = "::/0"
+	}
+	bridge := map[string]any{
+		"type":        "bridge",
+		"bridge":      cfg.Bridge,
+		"isGateway":   true,
+		"ipMasq":      true,
+		"hairpinMode": true,
+		"ipam": map[string]any{
+			"type":    "host-local",
+			"dataDir": cfg.IPAMDir,
+			"ranges": [][]map[string]string{{{
+				"subnet":  prefix.String(),
+				"gateway": prefix.Addr().Next().String(),
+			}}},
+			"routes": []map[string]string{{"dst": defaultRoute}},
+		},
+	}
+	if cfg.MTU > 0 {
+		bridge["mtu"] = cfg.MTU
+	}
+	list := map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       NetworkName,
+		"plugins": []any{
+			bridge,
+			map[string]any{
+				"type":         "portmap",
+				"capabilities": map[string]bool{"portMappings": true},
+				"snat":         true,
+			},
+		},
+	}
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("render CNI config: %w", err)
+	}
+	return b, nil
+}
+
+func cniPorts(ports []PortMapping) []gocni.PortMapping {
+	out := make([]gocni.PortMapping, 0, len(ports))
+	for _, p := range ports {
+		proto := strings.ToLower(p.Protocol)
+		if proto == "" {
+			proto = "tcp"
+		}
+		out = append(out, gocni.PortMapping{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: proto, HostIP: p.HostIP})
+	}
+	return out
+}
+
+// enableForwarding turns on routing between the bridge and the host's other
+// interfaces, without which pods reach nothing past the gateway.
+func enableForwarding(v4 bool) error {
+	path := "/proc/sys/net/ipv4/ip_forward"
+	if !v4 {
+		path = "/proc/sys/net/ipv6/conf/all/forwarding"
+	}
+	if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IP forwarding (%s): %w", path, err)
+	}
+	return nil
+}
+
+func pluginExists(dirs []string, name string) bool {
+	for _, d := range dirs {
+		if st, err := os.Stat(filepath.Join(d, name)); err == nil && !st.IsDir() {
+			return true
+		}
+	}
+	return false
+}
+
+// sortIPs puts IPv4 addresses first, keeping the order otherwise.
+func sortIPs(ips []net.IP) {
+	slices.SortStableFunc(ips, func(a, b net.IP) int {
+		a4, b4 := a.To4() != nil, b.To4() != nil
+		switch {
+		case a4 && !b4:
+			return -1
+		case !a4 && b4:
+			return 1
+		}
+		return 0
+	})
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// keyedMutex serialises work per key.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

@@ -1,0 +1,375 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/signal"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/cci-project/cci/internal/network"
+)
+
+// Labels put on every containerd container, so leftovers can be traced to a pod.
+const (
+	labelPodUID       = "io.cci.pod.uid"
+	labelPodNamespace = "io.cci.pod.namespace"
+	labelPodName      = "io.cci.pod.name"
+	labelContainer    = "io.cci.container.name"
+)
+
+const runcRuntime = "io.containerd.runc.v2"
+
+// prepareSandbox gives the pod its network namespace and IP, its volumes and
+// the /etc files every container shares.
+func (w *podWorker) prepareSandbox() error {
+	ctx := w.ctx()
+	pod := w.pod()
+	if pod.Spec.HostNetwork {
+		return fmt.Errorf("hostNetwork pods are not supported by this node")
+	}
+	var ports []network.PortMapping
+	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				ports = append(ports, network.PortMapping{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: strings.ToLower(string(p.Protocol)), HostIP: p.HostIP})
+			}
+		}
+	}
+	sb, err := w.r.cfg.Network.Setup(ctx, string(pod.UID), ports)
+	if err != nil {
+		return fmt.Errorf("set up network: %w", err)
+	}
+	ips := make([]string, 0, len(sb.IPs))
+	for _, ip := range sb.IPs {
+		ips = append(ips, ip.String())
+	}
+	w.update(func(rec *podRecord) { rec.IPs = ips })
+	if err := w.r.prepareVolumes(ctx, pod); err != nil {
+		return err
+	}
+	return w.r.writeEtcFiles(pod, ips)
+}
+
+func (r *Runtime) netnsPath(pod *v1.Pod) string {
+	return filepath.Join("/var/run/netns", "cci-"+string(pod.UID))
+}
+
+// startContainer creates the containerd container and starts its task.
+func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledImage) (*liveTask, time.Time, error) {
+	ctx := w.ctx()
+	pod := w.pod()
+	client := w.r.cfg.Containerd
+
+	// A container of the same id left from an earlier run goes first.
+	if old, err := client.LoadContainer(ctx, cr.ID); err == nil {
+		w.removeContainer(cr.ID, nil)
+		_ = old
+	}
+
+	specOpts, err := w.r.specOpts(ctx, pod, c, img)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	ctr, err := client.NewContainer(ctx, cr.ID,
+		containerd.WithImage(img.image),
+		containerd.WithSnapshotter(w.r.cfg.Snapshotter),
+		containerd.WithNewSnapshot(cr.ID, img.image),
+		containerd.WithRuntime(runcRuntime, nil),
+		containerd.WithNewSpec(specOpts...),
+		containerd.WithContainerLabels(map[string]string{
+			labelPodUID: string(pod.UID), labelPodNamespace: pod.Namespace, labelPodName: pod.Name, labelContainer: c.Name,
+		}),
+	)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("create container %q: %w", c.Name, err)
+	}
+	w.event(v1.EventTypeNormal, "Created", "Created container %s", c.Name)
+
+	w.mu.Lock()
+	restarts := cr.RestartCount
+	if cr.Started {
+		restarts++
+	}
+	w.mu.Unlock()
+	logPath := w.r.logPath(pod, c.Name, restarts)
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, time.Time{}, fmt.Errorf("create log folder: %w", err)
+	}
+	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
+	if err != nil {
+		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		return nil, time.Time{}, fmt.Errorf("create task for container %q: %w", c.Name, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	exitCh, err := task.Wait(wctx)
+	if err != nil {
+		cancel()
+		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		return nil, time.Time{}, fmt.Errorf("wait on container %q: %w", c.Name, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		cancel()
+		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		return nil, time.Time{}, fmt.Errorf("start container %q: %w", c.Name, err)
+	}
+	return w.watch(c.Name, task, exitCh, cancel), time.Now(), nil
+}
+
+// removeContainer deletes a container's task, the container and its snapshot.
+func (w *podWorker) removeContainer(id string, task containerd.Task) {
+	ctx := w.ctx()
+	client := w.r.cfg.Containerd
+	c, err := client.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	if task == nil {
+		task, _ = c.Task(ctx, nil)
+	}
+	if task != nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			w.log.Warn("delete task", "id", id, "err", err)
+		}
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		w.log.Warn("delete container", "id", id, "err", err)
+	}
+}
+
+// oomKilled tells whether the container's memory cgroup saw an OOM kill.
+func (w *podWorker) oomKilled(id string) bool {
+	// cgroup v1 path used by runc for containerd's default spec.
+	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, id, "memory.oom_control"))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// stopSignal is the image's STOPSIGNAL, SIGTERM by default.
+func (w *podWorker) stopSignal(name string) syscall.Signal {
+	cr := w.rec.ctr(name)
+	if cr == nil {
+		return syscall.SIGTERM
+	}
+	c, err := w.r.cfg.Containerd.LoadContainer(w.ctx(), cr.ID)
+	if err != nil {
+		return syscall.SIGTERM
+	}
+	img, err := c.Image(w.ctx())
+	if err != nil {
+		return syscall.SIGTERM
+	}
+	cfg, err := img.Spec(w.ctx())
+	if err != nil || cfg.Config.StopSignal == "" {
+		return syscall.SIGTERM
+	}
+	sig, err := signal.ParseSignal(cfg.Config.StopSignal)
+	if err != nil {
+		return syscall.SIGTERM
+	}
+	return sig
+}
+
+func (r *Runtime) logPath(pod *v1.Pod, container string, restart int32) string {
+	return filepath.Join(r.podDir(pod.UID), "logs", container, strconv.Itoa(int(restart))+".log")
+}
+
+// specOpts turns a Kubernetes container into OCI spec options.
+func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, img *pulledImage) ([]oci.SpecOpts, error) {
+	imgSpec, err := img.image.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read image config of %q: %w", c.Image, err)
+	}
+	hostname := pod.Name
+	if pod.Spec.Hostname != "" {
+		hostname = pod.Spec.Hostname
+	}
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img.image),
+		oci.WithHostname(hostname),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.netnsPath(pod)}),
+	}
+
+	// Kubernetes: command replaces ENTRYPOINT, args replace CMD.
+	entrypoint, cmd := imgSpec.Config.Entrypoint, imgSpec.Config.Cmd
+	if len(c.Command) > 0 {
+		entrypoint, cmd = c.Command, nil
+	}
+	if len(c.Args) > 0 {
+		cmd = c.Args
+	}
+	args := append(append([]string{}, entrypoint...), cmd...)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("container %q has no command: the image %q sets no ENTRYPOINT or CMD and the pod gives no command", c.Name, c.Image)
+	}
+	args = expandArgs(args, c.Env)
+	opts = append(opts, oci.WithProcessArgs(args...))
+	if c.WorkingDir != "" {
+		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
+	}
+	env := make([]string, 0, len(c.Env)+1)
+	env = append(env, "HOSTNAME="+hostname)
+	for _, e := range c.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	opts = append(opts, oci.WithEnv(env))
+	if c.TTY {
+		opts = append(opts, oci.WithTTY)
+	}
+
+	mounts, err := r.containerMounts(pod, c)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, oci.WithMounts(mounts))
+
+	// Resources.
+	if q, ok := c.Resources.Limits[v1.ResourceMemory]; ok && q.Value() > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(q.Value())))
+	}
+	if q, ok := c.Resources.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
+		const period = 100000
+		opts = append(opts, oci.WithCPUCFS(q.MilliValue()*period/1000, period))
+	}
+	shares := uint64(2)
+	if q, ok := c.Resources.Requests[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
+		shares = max(uint64(q.MilliValue()*1024/1000), 2)
+	} else if q, ok := c.Resources.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
+		shares = max(uint64(q.MilliValue()*1024/1000), 2)
+	}
+	opts = append(opts, oci.WithCPUShares(shares))
+
+	// Security context (container over pod).
+	sc := c.SecurityContext
+	psc := pod.Spec.SecurityContext
+	var uid, gid *int64
+	if psc != nil {
+		uid, gid = psc.RunAsUser, psc.RunAsGroup
+	}
+	if sc != nil {
+		if sc.RunAsUser != nil {
+			uid = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = sc.RunAsGroup
+		}
+	}
+	switch {
+	case uid != nil && gid != nil:
+		opts = append(opts, oci.WithUIDGID(uint32(*uid), uint32(*gid)))
+	case uid != nil:
+		opts = append(opts, oci.WithUserID(uint32(*uid)))
+	}
+	if psc != nil && len(psc.SupplementalGroups) > 0 {
+		gids := make([]uint32, 0, len(psc.SupplementalGroups))
+		for _, g := range psc.SupplementalGroups {
+			gids = append(gids, uint32(g))
+		}
+		opts = append(opts, withAdditionalGIDs(gids))
+	}
+	if sc != nil {
+		if sc.Privileged != nil && *sc.Privileged {
+			opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)
+		}
+		if sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
+			opts = append(opts, oci.WithRootFSReadonly())
+		}
+		if sc.Capabilities != nil {
+			if add := capNames(sc.Capabilities.Add); len(add) > 0 {
+				opts = append(opts, oci.WithAddedCapabilities(add))
+			}
+			if drop := capNames(sc.Capabilities.Drop); len(drop) > 0 {
+				opts = append(opts, oci.WithDroppedCapabilities(drop))
+			}
+		}
+		if sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
+			opts = append(opts, oci.WithNoNewPrivileges)
+		}
+	}
+	return opts, nil
+}
+
+func withAdditionalGIDs(gids []uint32) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, gids...)
+		return nil
+	}
+}
+
+func capNames(caps []v1.Capability) []string {
+	out := make([]string, 0, len(caps))
+	for _, c := range caps {
+		n := strings.ToUpper(string(c))
+		if n == "ALL" {
+			out = append(out, "ALL")
+			continue
+		}
+		if !strings.HasPrefix(n, "CAP_") {
+			n = "CAP_" + n
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// expandArgs replaces $(VAR) references to the container's env as the
+// kubelet does; $$(VAR) escapes.
+func expandArgs(args []string, env []v1.EnvVar) []string {
+	vals := map[string]string{}
+	for _, e := range env {
+		vals[e.Name] = e.Value
+	}
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = expand(a, vals)
+	}
+	return out
+}
+
+func expand(s string, vals map[string]string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			if s[i+1] == '$' {
+				b.WriteByte('$')
+				i++
+				continue
+			}
+			if s[i+1] == '(' {
+				if end := strings.IndexByte(s[i+2:], ')'); end >= 0 {
+					name := s[i+2 : i+2+end]
+					if v, ok := vals[name]; ok {
+						b.WriteString(v)
+					} else {
+						b.WriteString(s[i : i+3+end])
+					}
+					i += 2 + end
+					continue
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,20 @@
+// Package runtime runs the pods bound to this host: it is the agent's one
+// real implementation of the virtual-kubelet provider interface, built on
+// containerd (through its Go client) and CNI.
+//
+// Each pod gets a worker goroutine that drives it, kubelet-style, through
+//
+//	Pending ──► sandbox (netns + IP, volumes, /etc files)
+//	        ──► images pulled ──► init containers, one by one, each to exit 0
+//	        ──► app containers running ◄──┐ restart per restartPolicy,
+//	                    │                 └─ with back-off (10 s doubling to 5 min)
+//	                    ▼
+//	        Succeeded / Failed (sandbox released at once, logs kept)
+//	any state ──DeletePod──► containers stopped (SIGTERM, grace, SIGKILL)
+//	        ──► containers, snapshots, netns, IP lease, mounts removed ──► gone
+//
+// A pod's record (spec, IPs, container states, restart counts) is written to
+// <state>/pods/<uid>/record.json at every transition, so an agent that starts
+// again re-adopts the containers still running in containerd, with their
+// restart counts and start times, and reports the ones that exited meanwhile.
+package runtime

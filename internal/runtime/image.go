@@ -1,0 +1,136 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	v1 "k8s.io/api/core/v1"
+)
+
+// pulledImage is an image ready to run: unpacked in the snapshotter.
+type pulledImage struct {
+	image  containerd.Image
+	ref    string // normalized reference, e.g. docker.io/library/busybox:latest
+	id     string // ref@digest, as the kubelet reports imageID
+	pulled bool   // fetched now rather than found locally
+	took   time.Duration
+}
+
+// puller pulls images once even when many pods ask at the same time.
+type puller struct {
+	client      *containerd.Client
+	snapshotter string
+	insecure    []string
+
+	mu       sync.Mutex
+	inflight map[string]*pullCall
+}
+
+type pullCall struct {
+	done chan struct{}
+	img  *pulledImage
+	err  error
+}
+
+func newPuller(c *containerd.Client, snapshotter string, insecure []string) *puller {
+	return &puller{client: c, snapshotter: snapshotter, insecure: insecure, inflight: map[string]*pullCall{}}
+}
+
+// ensure returns the image, pulling it when the policy asks for it or it is
+// not here. pulling is called when a pull starts.
+func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy, pulling func(string)) (*pulledImage, error) {
+	named, err := reference.ParseDockerRef(image)
+	if err != nil {
+		return nil, fmt.Errorf("invalid image reference %q: %w", image, err)
+	}
+	ref := named.String()
+	if policy == "" {
+		policy = v1.PullIfNotPresent
+		if _, tagged := named.(reference.Tagged); tagged && named.(reference.Tagged).Tag() == "latest" {
+			policy = v1.PullAlways
+		}
+	}
+	if policy != v1.PullAlways {
+		img, err := p.client.GetImage(ctx, ref)
+		if err == nil {
+			if err := p.unpack(ctx, img); err != nil {
+				return nil, err
+			}
+			return &pulledImage{image: img, ref: ref, id: imageID(named, img)}, nil
+		}
+		if !errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("look up image %q: %w", ref, err)
+		}
+		if policy == v1.PullNever {
+			return nil, fmt.Errorf("image %q is not present on the node and imagePullPolicy is Never", image)
+		}
+	}
+
+	p.mu.Lock()
+	if call, ok := p.inflight[ref]; ok {
+		p.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.img, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	call := &pullCall{done: make(chan struct{})}
+	p.inflight[ref] = call
+	p.mu.Unlock()
+
+	pulling(ref)
+	start := time.Now()
+	img, err := p.client.Pull(ctx, ref,
+		containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(p.snapshotter),
+		containerd.WithResolver(p.resolver()),
+	)
+	if err == nil {
+		call.img = &pulledImage{image: img, ref: ref, id: imageID(named, img), pulled: true, took: time.Since(start)}
+	}
+	call.err = err
+	p.mu.Lock()
+	delete(p.inflight, ref)
+	p.mu.Unlock()
+	close(call.done)
+	return call.img, call.err
+}
+
+func (p *puller) unpack(ctx context.Context, img containerd.Image) error {
+	ok, err := img.IsUnpacked(ctx, p.snapshotter)
+	if err != nil {
+		return fmt.Errorf("check image %q: %w", img.Name(), err)
+	}
+	if !ok {
+		if err := img.Unpack(ctx, p.snapshotter); err != nil {
+			return fmt.Errorf("unpack image %q: %w", img.Name(), err)
+		}
+	}
+	return nil
+}
+
+func (p *puller) resolver() remotes.Resolver {
+	plain := func(host string) (bool, error) {
+		if slices.Contains(p.insecure, host) {
+			return true, nil
+		}
+		return docker.MatchLocalhost(host)
+	}
+	return docker.NewResolver(docker.ResolverOptions{
+		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain)),
+	})
+}
+
+func imageID(named reference.Named, img containerd.Image) string {
+	return reference.TrimNamed(named).String() + "@" + img.Target().Digest.String()
+}

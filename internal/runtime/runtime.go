@@ -1,0 +1,280 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/cci-project/cci/internal/network"
+)
+
+// Network gives each pod its own network namespace and IP. It is satisfied
+// by *network.Manager; calls with different ids may run concurrently.
+type Network interface {
+	Setup(ctx context.Context, id string, ports []network.PortMapping) (*network.Sandbox, error)
+	Teardown(ctx context.Context, id string) error
+}
+
+// Config is what the runtime needs from the agent.
+type Config struct {
+	// NodeName and HostIP are published in every pod's status.
+	NodeName string
+	HostIP   string
+	// StateDir holds pod records, volumes and container logs, e.g. <data>/agent.
+	StateDir string
+	// Namespace is the containerd namespace of every container. Default "cci".
+	Namespace string
+	// Snapshotter unpacks images. Default "overlayfs".
+	Snapshotter string
+	// InsecureRegistries are host:port registries reached over plain HTTP
+	// (localhost and 127.0.0.1 always are).
+	InsecureRegistries []string
+	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
+	ClusterDomain string
+
+	Containerd *containerd.Client
+	Network    Network
+	Kube       kubernetes.Interface
+	ConfigMaps corev1listers.ConfigMapLister
+	Secrets    corev1listers.SecretLister
+	Recorder   record.EventRecorder
+	Log        *slog.Logger
+}
+
+// Runtime runs pods; it implements nodeutil.Provider and node.PodNotifier.
+// All methods are safe for concurrent use.
+type Runtime struct {
+	cfg Config
+
+	mu     sync.Mutex
+	pods   map[string]*podWorker // by namespace/name
+	notify func(*v1.Pod)
+	ctx    context.Context
+	pulls  *puller
+}
+
+// New prepares the runtime and re-adopts every pod recorded in StateDir.
+// Pods are driven only after Start.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = "cci"
+	}
+	if cfg.Snapshotter == "" {
+		cfg.Snapshotter = "overlayfs"
+	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = "cluster.local"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = &record.FakeRecorder{}
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "pods"), 0o700); err != nil {
+		return nil, fmt.Errorf("create state folder: %w", err)
+	}
+	r := &Runtime{
+		cfg:  cfg,
+		pods: map[string]*podWorker{},
+		ctx:  namespaces.WithNamespace(ctx, cfg.Namespace),
+	}
+	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
+	if err := r.recover(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// recover loads the pod records left by an earlier agent and starts their
+// workers, which re-attach to the containers that still run.
+func (r *Runtime) recover() error {
+	dir := filepath.Join(r.cfg.StateDir, "pods")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read pod records: %w", err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name(), recordFile)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			r.cfg.Log.Warn("skipping pod folder without record", "dir", e.Name(), "err", err)
+			continue
+		}
+		var rec podRecord
+		if err := json.Unmarshal(raw, &rec); err != nil || rec.Pod == nil {
+			r.cfg.Log.Warn("skipping unreadable pod record", "path", path, "err", err)
+			continue
+		}
+		w := newWorker(r, &rec, true)
+		r.pods[key(rec.Pod.Namespace, rec.Pod.Name)] = w
+		r.cfg.Log.Info("re-adopting pod", "pod", key(rec.Pod.Namespace, rec.Pod.Name), "uid", rec.Pod.UID)
+	}
+	return nil
+}
+
+// Start runs the workers of re-adopted pods.
+func (r *Runtime) Start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.pods {
+		w.start()
+	}
+}
+
+// Reattach makes every worker re-attach to its tasks; called after
+// containerd came back from a crash.
+func (r *Runtime) Reattach() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.pods {
+		w.post(event{kind: evReattach})
+	}
+}
+
+func key(ns, name string) string { return ns + "/" + name }
+
+func (r *Runtime) worker(ns, name string) *podWorker {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pods[key(ns, name)]
+}
+
+func (r *Runtime) forget(w *podWorker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := key(w.pod().Namespace, w.pod().Name)
+	if r.pods[k] == w {
+		delete(r.pods, k)
+	}
+}
+
+// NotifyPods registers the callback that receives every pod status change.
+func (r *Runtime) NotifyPods(_ context.Context, f func(*v1.Pod)) {
+	r.mu.Lock()
+	r.notify = f
+	r.mu.Unlock()
+}
+
+func (r *Runtime) publish(p *v1.Pod) {
+	r.mu.Lock()
+	f := r.notify
+	r.mu.Unlock()
+	if f != nil {
+		f(p)
+	}
+}
+
+// CreatePod starts driving pod. It returns at once; progress shows in the
+// pod's status.
+func (r *Runtime) CreatePod(_ context.Context, pod *v1.Pod) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := key(pod.Namespace, pod.Name)
+	if old, ok := r.pods[k]; ok {
+		if old.pod().UID == pod.UID {
+			return nil
+		}
+		// A pod of the same name but another UID: the old one is on its way out.
+		old.post(event{kind: evDelete})
+	}
+	w := newWorker(r, newRecord(pod), false)
+	r.pods[k] = w
+	w.start()
+	return nil
+}
+
+// UpdatePod takes a new version of a running pod's spec (only the fields
+// Kubernetes allows to change, such as images and activeDeadlineSeconds).
+func (r *Runtime) UpdatePod(_ context.Context, pod *v1.Pod) error {
+	w := r.worker(pod.Namespace, pod.Name)
+	if w == nil || w.pod().UID != pod.UID {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	w.post(event{kind: evUpdate, pod: pod.DeepCopy()})
+	return nil
+}
+
+// DeletePod stops the pod's containers within its grace period and releases
+// everything it holds. It returns at once; the terminal status is notified
+// when the pod is gone.
+func (r *Runtime) DeletePod(_ context.Context, pod *v1.Pod) error {
+	w := r.worker(pod.Namespace, pod.Name)
+	if w == nil {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	w.post(event{kind: evDelete, pod: pod.DeepCopy()})
+	return nil
+}
+
+// GetPod returns the pod as this node runs it, status included.
+func (r *Runtime) GetPod(_ context.Context, ns, name string) (*v1.Pod, error) {
+	w := r.worker(ns, name)
+	if w == nil {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", ns, name)
+	}
+	return w.snapshot(), nil
+}
+
+// GetPodStatus returns the pod's current status.
+func (r *Runtime) GetPodStatus(ctx context.Context, ns, name string) (*v1.PodStatus, error) {
+	p, err := r.GetPod(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	return &p.Status, nil
+}
+
+// GetPods returns every pod this node runs.
+func (r *Runtime) GetPods(context.Context) ([]*v1.Pod, error) {
+	r.mu.Lock()
+	ws := make([]*podWorker, 0, len(r.pods))
+	for _, w := range r.pods {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	out := make([]*v1.Pod, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, w.snapshot())
+	}
+	return out, nil
+}
+
+// Shutdown stops every worker without touching containers: they keep
+// running and are re-adopted by the next agent.
+func (r *Runtime) Shutdown() {
+	r.mu.Lock()
+	ws := make([]*podWorker, 0, len(r.pods))
+	for _, w := range r.pods {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+}
+
+// errPodGone is returned by stream calls on a pod or container that does not run.
+var errPodGone = errors.New("not running")
+
+func (r *Runtime) podDir(uid types.UID) string {
+	return filepath.Join(r.cfg.StateDir, "pods", string(uid))
+}
+
+// timeNow is the runtime's clock; a var so that tests of pure logic can fix it.
+var timeNow = time.Now

@@ -1,0 +1,181 @@
+package runtime
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// snapshot returns the pod with its status as this node sees it now.
+func (w *podWorker) snapshot() *v1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return buildPod(w.rec, w.r.cfg.HostIP, timeNow())
+}
+
+// buildPod computes the API status of a pod from its record, the way a
+// kubelet reports it.
+func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
+	pod := rec.Pod.DeepCopy()
+	old := rec.Pod.Status
+	st := v1.PodStatus{
+		Phase:     rec.Phase,
+		Reason:    rec.Reason,
+		Message:   rec.Message,
+		HostIP:    hostIP,
+		StartTime: rec.StartTime,
+		QOSClass:  old.QOSClass,
+	}
+	if hostIP != "" {
+		st.HostIPs = []v1.HostIP{{IP: hostIP}}
+	}
+	if !rec.Released || rec.Phase == v1.PodSucceeded || rec.Phase == v1.PodFailed {
+		for _, ip := range rec.IPs {
+			st.PodIPs = append(st.PodIPs, v1.PodIP{IP: ip})
+		}
+		if len(rec.IPs) > 0 {
+			st.PodIP = rec.IPs[0]
+		}
+	}
+	if net.ParseIP(st.PodIP) == nil {
+		st.PodIP, st.PodIPs = "", nil
+	}
+
+	initDone := true
+	appReady := true
+	for _, cr := range rec.Containers {
+		cs := containerStatus(rec.Pod, cr, now)
+		if cr.Init {
+			st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+			sidecar := isSidecar(rec.Pod, cr.Name)
+			done := (sidecar && cr.State.Running != nil) ||
+				(cr.State.Terminated != nil && cr.State.Terminated.ExitCode == 0)
+			if !done {
+				initDone = false
+			}
+			if sidecar && cr.State.Running == nil {
+				appReady = false
+			}
+			continue
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		if !cs.Ready {
+			appReady = false
+		}
+	}
+	if len(st.ContainerStatuses) == 0 {
+		appReady = false
+	}
+	if rec.Phase == v1.PodSucceeded || rec.Phase == v1.PodFailed {
+		appReady = false
+	}
+
+	cond := func(t v1.PodConditionType, ok bool, reason, msg string) v1.PodCondition {
+		c := v1.PodCondition{Type: t, Status: v1.ConditionFalse, Reason: reason, Message: msg}
+		if ok {
+			c.Status, c.Reason, c.Message = v1.ConditionTrue, "", ""
+		}
+		c.LastTransitionTime = transitionTime(old.Conditions, t, c.Status, now)
+		return c
+	}
+	sandboxOK := rec.SandboxReady && !rec.Released
+	st.Conditions = []v1.PodCondition{
+		cond(v1.PodReadyToStartContainers, sandboxOK, "", ""),
+		cond(v1.PodInitialized, initDone, "ContainersNotInitialized", notReadyNames(st.InitContainerStatuses, "uncompleted", true)),
+		cond(v1.ContainersReady, appReady, "ContainersNotReady", notReadyNames(st.ContainerStatuses, "unready", false)),
+		cond(v1.PodReady, appReady, "ContainersNotReady", notReadyNames(st.ContainerStatuses, "unready", false)),
+		cond(v1.PodScheduled, true, "", ""),
+	}
+	if rec.Phase == v1.PodSucceeded || rec.Phase == v1.PodFailed {
+		st.Conditions[1].Status, st.Conditions[1].Reason, st.Conditions[1].Message = v1.ConditionTrue, "", ""
+		if rec.Phase == v1.PodSucceeded || initDone {
+			st.Conditions[1].Reason = "PodCompleted"
+		}
+		st.Conditions[2].Reason, st.Conditions[3].Reason = "PodCompleted", "PodCompleted"
+		st.Conditions[2].Message, st.Conditions[3].Message = "", ""
+	}
+	for i := range st.Conditions {
+		if st.Conditions[i].Status == v1.ConditionFalse && st.Conditions[i].Reason == "" {
+			st.Conditions[i].Reason = "NotReady"
+		}
+	}
+	pod.Status = st
+	return pod
+}
+
+func notReadyNames(cs []v1.ContainerStatus, what string, init bool) string {
+	var names []string
+	for _, c := range cs {
+		if init {
+			if c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
+				if c.State.Running == nil {
+					names = append(names, c.Name)
+				}
+			}
+			continue
+		}
+		if !c.Ready {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("containers with %s status: %v", what, names)
+}
+
+func transitionTime(old []v1.PodCondition, t v1.PodConditionType, s v1.ConditionStatus, now time.Time) metav1.Time {
+	for _, c := range old {
+		if c.Type == t && c.Status == s && !c.LastTransitionTime.IsZero() {
+			return c.LastTransitionTime
+		}
+	}
+	return metav1.NewTime(now)
+}
+
+func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStatus {
+	image := ""
+	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == cr.Name {
+			image = c.Image
+		}
+	}
+	cs := v1.ContainerStatus{
+		Name:         cr.Name,
+		Image:        image,
+		ImageID:      cr.ImageID,
+		RestartCount: cr.RestartCount,
+		State:        *cr.State.DeepCopy(),
+		LastTerminationState: *cr.LastState.DeepCopy(),
+	}
+	if cr.Started {
+		cs.ContainerID = "containerd://" + cr.ID
+	}
+	running := cr.State.Running != nil
+	cs.Ready = running
+	cs.Started = &running
+
+	// In back-off: report what the kubelet reports while it waits.
+	if t := cr.State.Terminated; t != nil && now.Before(cr.BackoffUntil) {
+		cs.LastTerminationState = v1.ContainerState{Terminated: t.DeepCopy()}
+		cs.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{
+			Reason:  "CrashLoopBackOff",
+			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", cr.Backoff/2, cr.Name, pod.Name, pod.Namespace, pod.UID),
+		}}
+	}
+	if wt := cr.State.Waiting; wt != nil && wt.Reason == "ErrImagePull" && now.Before(cr.BackoffUntil) {
+		if until := cr.BackoffUntil; until.Sub(now) < cr.Backoff/2-2*time.Second {
+			cs.State.Waiting = &v1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: fmt.Sprintf("Back-off pulling image %q: %s", image, wt.Message)}
+		}
+	}
+	return cs
+}
+
+// statusEqual compares statuses ignoring nothing: a change anywhere is news.
+func statusEqual(a, b *v1.PodStatus) bool {
+	return equality.Semantic.DeepEqual(a, b)
+}

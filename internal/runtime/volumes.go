@@ -1,0 +1,559 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+)
+
+func (r *Runtime) volumeDir(pod *v1.Pod, name string) string {
+	return filepath.Join(r.podDir(pod.UID), "volumes", name)
+}
+
+func (r *Runtime) etcDir(pod *v1.Pod) string {
+	return filepath.Join(r.podDir(pod.UID), "etc")
+}
+
+// prepareVolumes materializes every volume of the pod under its folder.
+// Volumes already prepared (agent restart) are left as they are.
+func (r *Runtime) prepareVolumes(ctx context.Context, pod *v1.Pod) error {
+	for _, vol := range pod.Spec.Volumes {
+		dir := r.volumeDir(pod, vol.Name)
+		if vol.HostPath != nil {
+			if err := prepareHostPath(vol.HostPath); err != nil {
+				return fmt.Errorf("volume %q: %w", vol.Name, err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return fmt.Errorf("volume %q: %w", vol.Name, err)
+		}
+		var err error
+		switch {
+		case vol.EmptyDir != nil:
+			err = r.prepareEmptyDir(dir, vol.EmptyDir)
+		case vol.ConfigMap != nil:
+			err = r.writeFiles(dir, func() (map[string]file, error) { return r.configMapFiles(pod.Namespace, vol.ConfigMap) })
+		case vol.Secret != nil:
+			err = r.writeFiles(dir, func() (map[string]file, error) { return r.secretFiles(pod.Namespace, vol.Secret) })
+		case vol.DownwardAPI != nil:
+			err = r.writeFiles(dir, func() (map[string]file, error) {
+				return downwardFiles(pod, vol.DownwardAPI.Items, vol.DownwardAPI.DefaultMode)
+			})
+		case vol.Projected != nil:
+			err = r.writeFiles(dir, func() (map[string]file, error) { return r.projectedFiles(ctx, pod, vol.Projected) })
+		default:
+			err = fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath)")
+		}
+		if err != nil {
+			return fmt.Errorf("volume %q: %w", vol.Name, err)
+		}
+	}
+	return nil
+}
+
+func prepareHostPath(hp *v1.HostPathVolumeSource) error {
+	t := v1.HostPathUnset
+	if hp.Type != nil {
+		t = *hp.Type
+	}
+	fi, err := os.Stat(hp.Path)
+	switch t {
+	case v1.HostPathDirectoryOrCreate:
+		if errors.Is(err, os.ErrNotExist) {
+			return os.MkdirAll(hp.Path, 0o755)
+		}
+	case v1.HostPathFileOrCreate:
+		if errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(hp.Path), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(hp.Path, os.O_CREATE, 0o644)
+			if err != nil {
+				return err
+			}
+			return f.Close()
+		}
+	case v1.HostPathDirectory:
+		if err != nil || !fi.IsDir() {
+			return fmt.Errorf("hostPath %q is not a directory", hp.Path)
+		}
+	case v1.HostPathFile:
+		if err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("hostPath %q is not a file", hp.Path)
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) prepareEmptyDir(dir string, ed *v1.EmptyDirVolumeSource) error {
+	if ed.Medium != v1.StorageMediumMemory {
+		return nil
+	}
+	if mounted(dir) {
+		return nil
+	}
+	opts := "mode=1777"
+	if ed.SizeLimit != nil && !ed.SizeLimit.IsZero() {
+		opts += ",size=" + strconv.FormatInt(ed.SizeLimit.Value(), 10)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+		return fmt.Errorf("mount tmpfs on %q: %w", dir, err)
+	}
+	return nil
+}
+
+// mounted tells whether dir is a mount point.
+func mounted(dir string) bool {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unmountVolumes unmounts what prepareVolumes mounted (memory emptyDirs).
+func (r *Runtime) unmountVolumes(pod *v1.Pod) error {
+	var errs []error
+	for _, vol := range pod.Spec.Volumes {
+		dir := r.volumeDir(pod, vol.Name)
+		for mounted(dir) {
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %q: %w", dir, err))
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type file struct {
+	data []byte
+	mode os.FileMode
+}
+
+// writeFiles replaces the folder's content by the files make returns.
+func (r *Runtime) writeFiles(dir string, make func() (map[string]file, error)) error {
+	files, err := make()
+	if err != nil {
+		return err
+	}
+	for name, f := range files {
+		path := filepath.Join(dir, name)
+		if !strings.HasPrefix(path, dir+string(filepath.Separator)) {
+			return fmt.Errorf("file path %q leaves the volume", name)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, f.data, f.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(path, f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mode(item *int32, def *int32) os.FileMode {
+	if item != nil {
+		return os.FileMode(*item)
+	}
+	if def != nil {
+		return os.FileMode(*def)
+	}
+	return 0o644
+}
+
+func keyFiles(data map[string][]byte, items []v1.KeyToPath, defMode *int32, optional bool, what string) (map[string]file, error) {
+	out := map[string]file{}
+	if len(items) == 0 {
+		for k, v := range data {
+			out[k] = file{v, mode(nil, defMode)}
+		}
+		return out, nil
+	}
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if optional {
+				continue
+			}
+			return nil, fmt.Errorf("%s has no key %q", what, it.Key)
+		}
+		out[it.Path] = file{v, mode(it.Mode, defMode)}
+	}
+	return out, nil
+}
+
+func (r *Runtime) configMapData(ns, name string) (map[string][]byte, error) {
+	cm, err := r.cfg.ConfigMaps.ConfigMaps(ns).Get(name)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string][]byte{}
+	for k, v := range cm.Data {
+		data[k] = []byte(v)
+	}
+	for k, v := range cm.BinaryData {
+		data[k] = v
+	}
+	return data, nil
+}
+
+func (r *Runtime) configMapFiles(ns string, src *v1.ConfigMapVolumeSource) (map[string]file, error) {
+	optional := src.Optional != nil && *src.Optional
+	data, err := r.configMapData(ns, src.Name)
+	if apierrors.IsNotFound(err) && optional {
+		return map[string]file{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("configmap %q: %w", src.Name, err)
+	}
+	return keyFiles(data, src.Items, src.DefaultMode, optional, fmt.Sprintf("configmap %q", src.Name))
+}
+
+func (r *Runtime) secretFiles(ns string, src *v1.SecretVolumeSource) (map[string]file, error) {
+	optional := src.Optional != nil && *src.Optional
+	s, err := r.cfg.Secrets.Secrets(ns).Get(src.SecretName)
+	if apierrors.IsNotFound(err) && optional {
+		return map[string]file{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: %w", src.SecretName, err)
+	}
+	return keyFiles(s.Data, src.Items, src.DefaultMode, optional, fmt.Sprintf("secret %q", src.SecretName))
+}
+
+func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, src *v1.ProjectedVolumeSource) (map[string]file, error) {
+	out := map[string]file{}
+	merge := func(m map[string]file) {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	for _, s := range src.Sources {
+		switch {
+		case s.ConfigMap != nil:
+			optional := s.ConfigMap.Optional != nil && *s.ConfigMap.Optional
+			data, err := r.configMapData(pod.Namespace, s.ConfigMap.Name)
+			if apierrors.IsNotFound(err) && optional {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("configmap %q: %w", s.ConfigMap.Name, err)
+			}
+			m, err := keyFiles(data, s.ConfigMap.Items, src.DefaultMode, optional, fmt.Sprintf("configmap %q", s.ConfigMap.Name))
+			if err != nil {
+				return nil, err
+			}
+			merge(m)
+		case s.Secret != nil:
+			optional := s.Secret.Optional != nil && *s.Secret.Optional
+			sec, err := r.cfg.Secrets.Secrets(pod.Namespace).Get(s.Secret.Name)
+			if apierrors.IsNotFound(err) && optional {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("secret %q: %w", s.Secret.Name, err)
+			}
+			m, err := keyFiles(sec.Data, s.Secret.Items, src.DefaultMode, optional, fmt.Sprintf("secret %q", s.Secret.Name))
+			if err != nil {
+				return nil, err
+			}
+			merge(m)
+		case s.DownwardAPI != nil:
+			m, err := downwardFiles(pod, s.DownwardAPI.Items, src.DefaultMode)
+			if err != nil {
+				return nil, err
+			}
+			merge(m)
+		case s.ServiceAccountToken != nil:
+			tok, err := r.serviceAccountToken(ctx, pod, s.ServiceAccountToken)
+			if err != nil {
+				return nil, err
+			}
+			out[s.ServiceAccountToken.Path] = file{[]byte(tok), mode(nil, src.DefaultMode)}
+		default:
+			return nil, fmt.Errorf("projected source not supported yet (supported: configMap, secret, downwardAPI, serviceAccountToken)")
+		}
+	}
+	return out, nil
+}
+
+func (r *Runtime) serviceAccountToken(ctx context.Context, pod *v1.Pod, src *v1.ServiceAccountTokenProjection) (string, error) {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	expiry := int64(3600)
+	if src.ExpirationSeconds != nil {
+		expiry = *src.ExpirationSeconds
+	}
+	var audiences []string
+	if src.Audience != "" {
+		audiences = []string{src.Audience}
+	}
+	tr, err := r.cfg.Kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			Audiences:         audiences,
+			ExpirationSeconds: &expiry,
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("request token for service account %q: %w", sa, err)
+	}
+	return tr.Status.Token, nil
+}
+
+func downwardFiles(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode *int32) (map[string]file, error) {
+	out := map[string]file{}
+	for _, it := range items {
+		var val string
+		switch {
+		case it.FieldRef != nil:
+			v, err := podField(pod, it.FieldRef.FieldPath)
+			if err != nil {
+				return nil, err
+			}
+			val = v
+		case it.ResourceFieldRef != nil:
+			v, err := resourceField(pod, it.ResourceFieldRef)
+			if err != nil {
+				return nil, err
+			}
+			val = v
+		}
+		out[it.Path] = file{[]byte(val), mode(it.Mode, defMode)}
+	}
+	return out, nil
+}
+
+func podField(pod *v1.Pod, path string) (string, error) {
+	switch path {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "metadata.labels":
+		return formatMap(pod.Labels), nil
+	case "metadata.annotations":
+		return formatMap(pod.Annotations), nil
+	case "spec.nodeName":
+		return pod.Spec.NodeName, nil
+	case "spec.serviceAccountName":
+		return pod.Spec.ServiceAccountName, nil
+	}
+	if strings.HasPrefix(path, "metadata.labels['") && strings.HasSuffix(path, "']") {
+		return pod.Labels[path[len("metadata.labels['"):len(path)-2]], nil
+	}
+	if strings.HasPrefix(path, "metadata.annotations['") && strings.HasSuffix(path, "']") {
+		return pod.Annotations[path[len("metadata.annotations['"):len(path)-2]], nil
+	}
+	return "", fmt.Errorf("downward API field %q is not supported", path)
+}
+
+func formatMap(m map[string]string) string {
+	keys := sets.List(sets.KeySet(m))
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%q\n", k, m[k])
+	}
+	return b.String()
+}
+
+func resourceField(pod *v1.Pod, ref *v1.ResourceFieldSelector) (string, error) {
+	var c *v1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == ref.ContainerName || (ref.ContainerName == "" && i == 0) {
+			c = &pod.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		return "", fmt.Errorf("resourceFieldRef names unknown container %q", ref.ContainerName)
+	}
+	divisor := ref.Divisor
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	var q resource.Quantity
+	switch ref.Resource {
+	case "limits.cpu":
+		q = c.Resources.Limits[v1.ResourceCPU]
+	case "limits.memory":
+		q = c.Resources.Limits[v1.ResourceMemory]
+	case "requests.cpu":
+		q = c.Resources.Requests[v1.ResourceCPU]
+	case "requests.memory":
+		q = c.Resources.Requests[v1.ResourceMemory]
+	default:
+		return "", fmt.Errorf("resourceFieldRef %q is not supported", ref.Resource)
+	}
+	if ref.Resource == "limits.cpu" || ref.Resource == "requests.cpu" {
+		v := (q.MilliValue() + divisor.MilliValue() - 1) / divisor.MilliValue()
+		return strconv.FormatInt(v, 10), nil
+	}
+	v := (q.Value() + divisor.Value() - 1) / divisor.Value()
+	return strconv.FormatInt(v, 10), nil
+}
+
+// containerMounts lists the bind mounts of one container: its volumeMounts
+// and the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf.
+func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, error) {
+	vols := map[string]*v1.Volume{}
+	for i := range pod.Spec.Volumes {
+		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
+	}
+	var mounts []specs.Mount
+	hasMount := map[string]bool{}
+	for _, vm := range c.VolumeMounts {
+		vol, ok := vols[vm.Name]
+		if !ok {
+			return nil, fmt.Errorf("volumeMount %q of container %q names no volume of the pod", vm.Name, c.Name)
+		}
+		src := r.volumeDir(pod, vm.Name)
+		if vol.HostPath != nil {
+			src = vol.HostPath.Path
+		}
+		if vm.SubPath != "" {
+			sub := filepath.Join(src, filepath.Clean("/"+vm.SubPath))
+			if _, err := os.Stat(sub); errors.Is(err, os.ErrNotExist) {
+				if err := os.MkdirAll(sub, 0o777); err != nil {
+					return nil, fmt.Errorf("create subPath %q: %w", vm.SubPath, err)
+				}
+			}
+			src = sub
+		}
+		opts := []string{"rbind", "rprivate"}
+		if vm.ReadOnly || vol.ConfigMap != nil || vol.Secret != nil || vol.Projected != nil || vol.DownwardAPI != nil {
+			opts = append(opts, "ro")
+		} else {
+			opts = append(opts, "rw")
+		}
+		mounts = append(mounts, specs.Mount{Destination: vm.MountPath, Type: "bind", Source: src, Options: opts})
+		hasMount[vm.MountPath] = true
+	}
+	for _, f := range []string{"hosts", "hostname", "resolv.conf"} {
+		dst := "/etc/" + f
+		if hasMount[dst] {
+			continue
+		}
+		mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: filepath.Join(r.etcDir(pod), f), Options: []string{"rbind", "rprivate", "rw"}})
+	}
+	if c.TerminationMessagePath != "" && !hasMount[c.TerminationMessagePath] {
+		p := filepath.Join(r.podDir(pod.UID), "termination", c.Name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+			if f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o666); err == nil {
+				f.Close()
+				mounts = append(mounts, specs.Mount{Destination: c.TerminationMessagePath, Type: "bind", Source: p, Options: []string{"rbind", "rprivate", "rw"}})
+			}
+		}
+	}
+	return mounts, nil
+}
+
+// writeEtcFiles writes the pod's /etc/hosts, /etc/hostname and
+// /etc/resolv.conf as a kubelet does.
+func (r *Runtime) writeEtcFiles(pod *v1.Pod, ips []string) error {
+	dir := r.etcDir(pod)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	hostname := pod.Name
+	if pod.Spec.Hostname != "" {
+		hostname = pod.Spec.Hostname
+	}
+	fqdn := hostname
+	if pod.Spec.Subdomain != "" {
+		fqdn = fmt.Sprintf("%s.%s.%s.svc.%s", hostname, pod.Spec.Subdomain, pod.Namespace, r.cfg.ClusterDomain)
+	}
+	var hosts strings.Builder
+	hosts.WriteString("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
+	for _, ip := range ips {
+		if fqdn != hostname {
+			fmt.Fprintf(&hosts, "%s\t%s\t%s\n", ip, fqdn, hostname)
+		} else {
+			fmt.Fprintf(&hosts, "%s\t%s\n", ip, hostname)
+		}
+	}
+	for _, ha := range pod.Spec.HostAliases {
+		fmt.Fprintf(&hosts, "\n# Entries added by HostAliases.\n%s\t%s\n", ha.IP, strings.Join(ha.Hostnames, "\t"))
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), r.resolvConf(pod), 0o644)
+}
+
+// resolvConf is the host's resolver configuration (cluster DNS is not served
+// yet, so ClusterFirst falls back to it as a kubelet without DNS does),
+// overridden by the pod's dnsConfig.
+func (r *Runtime) resolvConf(pod *v1.Pod) []byte {
+	var servers, searches, options []string
+	if pod.Spec.DNSPolicy != v1.DNSNone {
+		raw, _ := os.ReadFile("/etc/resolv.conf")
+		for _, line := range strings.Split(string(raw), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			switch f[0] {
+			case "nameserver":
+				servers = append(servers, f[1])
+			case "search":
+				searches = append(searches, f[1:]...)
+			case "options":
+				options = append(options, f[1:]...)
+			}
+		}
+	}
+	if dc := pod.Spec.DNSConfig; dc != nil {
+		servers = append(servers, dc.Nameservers...)
+		searches = append(searches, dc.Searches...)
+		for _, o := range dc.Options {
+			if o.Value != nil {
+				options = append(options, o.Name+":"+*o.Value)
+			} else {
+				options = append(options, o.Name)
+			}
+		}
+	}
+	var b strings.Builder
+	if len(searches) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(searches, " "))
+	}
+	for _, s := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if len(options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(options, " "))
+	}
+	return []byte(b.String())
+}

@@ -1,0 +1,811 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	recordFile = "record.json"
+
+	// Kubelet's container restart back-off: 10 s doubling to 5 min, reset
+	// after a container ran this long without failing.
+	backoffInitial = 10 * time.Second
+	backoffMax     = 5 * time.Minute
+	backoffReset   = 10 * time.Minute
+
+	// sandboxRetry is how soon a pod whose sandbox could not be prepared is tried again.
+	sandboxRetry = 5 * time.Second
+	// reattachRetry is how soon a lost task (containerd went away) is looked up again.
+	reattachRetry = time.Second
+)
+
+// podRecord is everything the agent must remember about a pod across restarts.
+type podRecord struct {
+	Pod          *v1.Pod      `json:"pod"`
+	IPs          []string     `json:"ips,omitempty"`
+	SandboxReady bool         `json:"sandboxReady"`
+	Released     bool         `json:"released"`
+	StartTime    *metav1.Time `json:"startTime,omitempty"`
+	Phase        v1.PodPhase  `json:"phase"`
+	Reason       string       `json:"reason,omitempty"`
+	Message      string       `json:"message,omitempty"`
+	Containers   []*ctrRecord `json:"containers"`
+}
+
+// ctrRecord is one container of the pod, init containers first.
+type ctrRecord struct {
+	Name         string             `json:"name"`
+	Init         bool               `json:"init,omitempty"`
+	ID           string             `json:"id"`
+	ImageRef     string             `json:"imageRef,omitempty"`
+	ImageID      string             `json:"imageID,omitempty"`
+	RestartCount int32              `json:"restartCount"`
+	Started      bool               `json:"started"`
+	State        v1.ContainerState  `json:"state"`
+	LastState    v1.ContainerState  `json:"lastState"`
+	Backoff      time.Duration      `json:"backoff,omitempty"`
+	BackoffUntil time.Time          `json:"backoffUntil,omitempty"`
+	Live         bool               `json:"live,omitempty"` // a task exists in containerd
+}
+
+func newRecord(pod *v1.Pod) *podRecord {
+	rec := &podRecord{Pod: pod.DeepCopy(), Phase: v1.PodPending}
+	waiting := v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "PodInitializing"}}
+	for _, c := range pod.Spec.InitContainers {
+		rec.Containers = append(rec.Containers, &ctrRecord{Name: c.Name, Init: true, ID: containerID(pod, c.Name), State: waiting})
+	}
+	for _, c := range pod.Spec.Containers {
+		rec.Containers = append(rec.Containers, &ctrRecord{Name: c.Name, ID: containerID(pod, c.Name), State: waiting})
+	}
+	return rec
+}
+
+func containerID(pod *v1.Pod, name string) string {
+	return string(pod.UID) + "-" + name
+}
+
+func (rec *podRecord) ctr(name string) *ctrRecord {
+	for _, c := range rec.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+type evKind int
+
+const (
+	evWake evKind = iota
+	evExit
+	evUpdate
+	evDelete
+	evReattach
+)
+
+type event struct {
+	kind      evKind
+	pod       *v1.Pod
+	container string
+	task      *liveTask
+}
+
+// liveTask is a task the worker watches; done closes when it exited.
+type liveTask struct {
+	task     containerd.Task
+	cancel   context.CancelFunc
+	done     chan struct{}
+	code     uint32
+	exitedAt time.Time
+	lost     error // set when the exit status could not be read (containerd gone)
+}
+
+// podWorker drives one pod. Only its run goroutine changes rec; readers take mu.
+type podWorker struct {
+	r   *Runtime
+	log *slog.Logger
+
+	mu  sync.Mutex
+	rec *podRecord
+
+	events    chan event
+	stopCh    chan struct{}
+	done      chan struct{}
+	once      sync.Once
+	recovered bool
+
+	tasks    map[string]*liveTask
+	deleting *v1.Pod
+	lastPub  *v1.Pod
+}
+
+func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
+	return &podWorker{
+		r:         r,
+		log:       r.cfg.Log.With("pod", key(rec.Pod.Namespace, rec.Pod.Name)),
+		rec:       rec,
+		events:    make(chan event, 64),
+		stopCh:    make(chan struct{}),
+		done:      make(chan struct{}),
+		recovered: recovered,
+		tasks:     map[string]*liveTask{},
+	}
+}
+
+func (w *podWorker) start() {
+	w.once.Do(func() { go w.run() })
+}
+
+func (w *podWorker) stop() {
+	select {
+	case <-w.stopCh:
+	default:
+		close(w.stopCh)
+	}
+	<-w.done
+}
+
+func (w *podWorker) post(e event) {
+	select {
+	case w.events <- e:
+	case <-w.done:
+	}
+}
+
+func (w *podWorker) pod() *v1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rec.Pod
+}
+
+func (w *podWorker) update(f func(rec *podRecord)) {
+	w.mu.Lock()
+	f(w.rec)
+	w.mu.Unlock()
+}
+
+func (w *podWorker) ctx() context.Context { return w.r.ctx }
+
+func (w *podWorker) run() {
+	defer close(w.done)
+	if w.recovered {
+		w.reattachAll()
+	}
+	var timer *time.Timer
+	for {
+		next, finished := w.sync()
+		w.persistAndPublish()
+		if finished {
+			return
+		}
+		var timerC <-chan time.Time
+		if next > 0 {
+			timer = time.NewTimer(next)
+			timerC = timer.C
+		}
+		select {
+		case <-w.stopCh:
+			w.detach()
+			return
+		case e := <-w.events:
+			w.handle(e)
+			// Take whatever else is queued before syncing again.
+			for drained := false; !drained; {
+				select {
+				case e := <-w.events:
+					w.handle(e)
+				default:
+					drained = true
+				}
+			}
+		case <-timerC:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+func (w *podWorker) handle(e event) {
+	switch e.kind {
+	case evExit:
+		w.onExit(e.container, e.task)
+	case evUpdate:
+		w.update(func(rec *podRecord) {
+			status := rec.Pod.Status
+			rec.Pod = e.pod
+			rec.Pod.Status = status
+		})
+	case evDelete:
+		if w.deleting == nil {
+			w.deleting = w.pod()
+		}
+		if e.pod != nil {
+			w.deleting = e.pod
+		}
+	case evReattach:
+		w.reattachAll()
+	}
+}
+
+// detach stops watching tasks without touching them (agent shutdown).
+func (w *podWorker) detach() {
+	for _, t := range w.tasks {
+		t.cancel()
+	}
+}
+
+// sync moves the pod one step towards what its spec asks. It returns when
+// to sync again without an event (0: only on an event) and whether the
+// worker is finished.
+func (w *podWorker) sync() (time.Duration, bool) {
+	if w.deleting != nil {
+		w.terminate()
+		return 0, true
+	}
+	w.mu.Lock()
+	if w.rec.StartTime == nil {
+		now := metav1.Now()
+		w.rec.StartTime = &now
+	}
+	phase := w.rec.Phase
+	released := w.rec.Released
+	sandbox := w.rec.SandboxReady
+	w.mu.Unlock()
+
+	if phase == v1.PodSucceeded || phase == v1.PodFailed {
+		if !released {
+			w.release()
+		}
+		return 0, false
+	}
+	if !sandbox {
+		if err := w.prepareSandbox(); err != nil {
+			w.log.Warn("pod sandbox not ready", "err", err)
+			w.event(v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+			w.update(func(rec *podRecord) {
+				rec.Reason, rec.Message = "", fmt.Sprintf("pod sandbox: %v", err)
+			})
+			return sandboxRetry, false
+		}
+		w.update(func(rec *podRecord) {
+			rec.SandboxReady = true
+			rec.Message = ""
+		})
+	}
+
+	pod := w.pod()
+	spec := pod.Spec
+	var next time.Duration
+	soonest := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+
+	initDone := true
+	for i := range spec.InitContainers {
+		c := &spec.InitContainers[i]
+		cr := w.rec.ctr(c.Name)
+		sidecar := c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways
+		state := w.state(cr)
+		if sidecar {
+			if state.Running != nil {
+				continue
+			}
+			soonest(w.ensureStarted(c, cr, true))
+			if w.state(cr).Running == nil {
+				initDone = false
+				break
+			}
+			continue
+		}
+		if state.Terminated != nil && state.Terminated.ExitCode == 0 {
+			continue
+		}
+		initDone = false
+		if state.Running != nil {
+			break
+		}
+		if state.Terminated != nil && spec.RestartPolicy == v1.RestartPolicyNever {
+			w.finish(v1.PodFailed, "", fmt.Sprintf("init container %q failed with exit code %d", c.Name, state.Terminated.ExitCode))
+			w.release()
+			return 0, false
+		}
+		soonest(w.ensureStarted(c, cr, false))
+		break
+	}
+
+	if initDone {
+		for i := range spec.Containers {
+			c := &spec.Containers[i]
+			cr := w.rec.ctr(c.Name)
+			state := w.state(cr)
+			if state.Running != nil {
+				continue
+			}
+			if state.Terminated != nil && !shouldRestart(spec.RestartPolicy, state.Terminated.ExitCode) {
+				continue
+			}
+			soonest(w.ensureStarted(c, cr, false))
+		}
+	}
+
+	if p := w.appPhase(initDone); p == v1.PodSucceeded || p == v1.PodFailed {
+		// Sidecars stop once the main containers are done.
+		w.killAll(w.gracePeriod(nil))
+		w.finish(p, "", "")
+		w.release()
+		return 0, false
+	}
+	w.update(func(rec *podRecord) {
+		if initDone && rec.Phase == v1.PodPending {
+			for _, cr := range rec.Containers {
+				if !cr.Init && cr.Started {
+					rec.Phase = v1.PodRunning
+					break
+				}
+			}
+		}
+	})
+	return next, false
+}
+
+func (w *podWorker) state(cr *ctrRecord) v1.ContainerState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return *cr.State.DeepCopy()
+}
+
+func shouldRestart(policy v1.RestartPolicy, code int32) bool {
+	switch policy {
+	case v1.RestartPolicyNever:
+		return false
+	case v1.RestartPolicyOnFailure:
+		return code != 0
+	default:
+		return true
+	}
+}
+
+// appPhase is the phase the app containers put the pod in.
+func (w *podWorker) appPhase(initDone bool) v1.PodPhase {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !initDone {
+		return v1.PodPending
+	}
+	policy := w.rec.Pod.Spec.RestartPolicy
+	allDone, anyFailed := true, false
+	for _, cr := range w.rec.Containers {
+		if cr.Init {
+			continue
+		}
+		t := cr.State.Terminated
+		if t == nil || shouldRestart(policy, t.ExitCode) {
+			allDone = false
+			break
+		}
+		if t.ExitCode != 0 {
+			anyFailed = true
+		}
+	}
+	switch {
+	case !allDone:
+		return v1.PodRunning
+	case anyFailed:
+		return v1.PodFailed
+	default:
+		return v1.PodSucceeded
+	}
+}
+
+func (w *podWorker) finish(phase v1.PodPhase, reason, message string) {
+	w.update(func(rec *podRecord) {
+		rec.Phase, rec.Reason, rec.Message = phase, reason, message
+	})
+}
+
+// ensureStarted starts a container that is not running, unless it is in
+// back-off; it returns how long until it should be tried again (0: wait for
+// an event).
+func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) time.Duration {
+	now := timeNow()
+	w.mu.Lock()
+	until := cr.BackoffUntil
+	w.mu.Unlock()
+	if now.Before(until) {
+		return until.Sub(now)
+	}
+
+	image, err := w.r.pulls.ensure(w.ctx(), c.Image, c.ImagePullPolicy, func(msg string) {
+		w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+	})
+	if err != nil {
+		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
+		w.event(v1.EventTypeWarning, "Failed", "%s", msg)
+		w.event(v1.EventTypeWarning, "Failed", "Error: ErrImagePull")
+		d := w.backoff(cr, now)
+		w.update(func(*podRecord) {
+			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: msg}}
+		})
+		// The status reads ErrImagePull now and ImagePullBackOff while waiting.
+		go func() {
+			select {
+			case <-time.After(2 * time.Second):
+				w.post(event{kind: evWake})
+			case <-w.done:
+			}
+		}()
+		return d
+	}
+	if image.pulled {
+		w.event(v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, image.took.Round(time.Millisecond))
+	}
+
+	lt, startedAt, err := w.startContainer(c, cr, image)
+	if err != nil {
+		msg := err.Error()
+		w.event(v1.EventTypeWarning, "Failed", "Error: %s", msg)
+		d := w.backoff(cr, now)
+		w.update(func(*podRecord) {
+			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "CreateContainerError", Message: msg}}
+		})
+		return d
+	}
+	w.tasks[cr.Name] = lt
+	w.update(func(*podRecord) {
+		if cr.Started {
+			cr.RestartCount++
+			if cr.State.Terminated != nil {
+				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
+			}
+		}
+		cr.Started = true
+		cr.Live = true
+		cr.ImageRef, cr.ImageID = image.ref, image.id
+		cr.State = v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt)}}
+	})
+	w.event(v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	return 0
+}
+
+// backoff records a failed start and returns the wait before the next try.
+func (w *podWorker) backoff(cr *ctrRecord, now time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := cr.Backoff
+	if d == 0 {
+		d = backoffInitial
+	}
+	cr.BackoffUntil = now.Add(d)
+	cr.Backoff = min(2*d, backoffMax)
+	return d
+}
+
+// onExit records a container's exit and schedules its restart.
+func (w *podWorker) onExit(name string, lt *liveTask) {
+	if cur := w.tasks[name]; cur != lt {
+		return // an older task of a container since restarted
+	}
+	if lt.lost != nil {
+		// containerd went away: the task may still run. Look again soon.
+		w.log.Warn("lost track of container, re-attaching", "container", name, "err", lt.lost)
+		delete(w.tasks, name)
+		go func() {
+			select {
+			case <-time.After(reattachRetry):
+				w.post(event{kind: evReattach})
+			case <-w.done:
+			}
+		}()
+		return
+	}
+	delete(w.tasks, name)
+	cr := w.rec.ctr(name)
+	w.removeContainer(cr.ID, lt.task)
+	pod := w.pod()
+	w.update(func(*podRecord) {
+		cr.Live = false
+		var startedAt metav1.Time
+		if cr.State.Running != nil {
+			startedAt = cr.State.Running.StartedAt
+		}
+		reason := "Completed"
+		if lt.code != 0 {
+			reason = "Error"
+		}
+		if lt.code == 137 && w.oomKilled(cr.ID) {
+			reason = "OOMKilled"
+		}
+		cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
+			ExitCode:    int32(lt.code),
+			Reason:      reason,
+			StartedAt:   startedAt,
+			FinishedAt:  metav1.NewTime(lt.exitedAt),
+			ContainerID: "containerd://" + cr.ID,
+		}}
+		policy := pod.Spec.RestartPolicy
+		if cr.Init && policy == v1.RestartPolicyAlways {
+			policy = v1.RestartPolicyOnFailure
+		}
+		if isSidecar(pod, name) {
+			policy = v1.RestartPolicyAlways
+		}
+		if !shouldRestart(policy, int32(lt.code)) {
+			return
+		}
+		// First restart at once, then 10 s doubling; reset after a long run.
+		if !startedAt.IsZero() && lt.exitedAt.Sub(startedAt.Time) > backoffReset {
+			cr.Backoff = 0
+		}
+		if cr.Backoff == 0 {
+			cr.Backoff = backoffInitial
+			cr.BackoffUntil = time.Time{}
+		} else {
+			cr.BackoffUntil = lt.exitedAt.Add(cr.Backoff)
+			cr.Backoff = min(2*cr.Backoff, backoffMax)
+		}
+	})
+}
+
+func isSidecar(pod *v1.Pod, name string) bool {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways
+		}
+	}
+	return false
+}
+
+// watch waits for the task's exit in the background and posts it.
+func (w *podWorker) watch(name string, task containerd.Task, exitCh <-chan containerd.ExitStatus, cancel context.CancelFunc) *liveTask {
+	lt := &liveTask{task: task, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		st, ok := <-exitCh
+		if !ok {
+			lt.lost = fmt.Errorf("wait channel closed")
+		} else if err := st.Error(); err != nil {
+			lt.lost = err
+		} else {
+			lt.code, lt.exitedAt = st.ExitCode(), st.ExitTime()
+		}
+		close(lt.done)
+		select {
+		case <-w.stopCh:
+			return
+		default:
+		}
+		w.post(event{kind: evExit, container: name, task: lt})
+	}()
+	return lt
+}
+
+// reattachAll looks up, in containerd, every container the record says is
+// live and not yet watched: still running ones are watched again, ones that
+// exited meanwhile are reported as exited.
+func (w *podWorker) reattachAll() {
+	ctx := w.ctx()
+	for _, cr := range w.rec.Containers {
+		if !cr.Live || w.tasks[cr.Name] != nil {
+			continue
+		}
+		c, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID)
+		if errdefs.IsNotFound(err) {
+			w.markUnknown(cr)
+			continue
+		}
+		if err != nil {
+			w.log.Warn("re-attach: containerd not answering", "container", cr.Name, "err", err)
+			go func() {
+				select {
+				case <-time.After(reattachRetry):
+					w.post(event{kind: evReattach})
+				case <-w.done:
+				}
+			}()
+			return
+		}
+		task, err := c.Task(ctx, nil)
+		if errdefs.IsNotFound(err) {
+			w.markUnknown(cr)
+			_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
+			continue
+		}
+		if err != nil {
+			w.log.Warn("re-attach: load task", "container", cr.Name, "err", err)
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		exitCh, err := task.Wait(wctx)
+		if err != nil {
+			cancel()
+			w.log.Warn("re-attach: wait task", "container", cr.Name, "err", err)
+			continue
+		}
+		w.tasks[cr.Name] = w.watch(cr.Name, task, exitCh, cancel)
+		w.log.Info("re-attached container", "container", cr.Name, "id", cr.ID)
+	}
+}
+
+// markUnknown reports a container that vanished while nobody watched it.
+func (w *podWorker) markUnknown(cr *ctrRecord) {
+	w.update(func(*podRecord) {
+		cr.Live = false
+		var started metav1.Time
+		if cr.State.Running != nil {
+			started = cr.State.Running.StartedAt
+		}
+		cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
+			ExitCode: 137, Reason: "ContainerStatusUnknown",
+			Message:   "The container could not be located when the agent re-adopted the pod",
+			StartedAt: started, FinishedAt: metav1.Now(), ContainerID: "containerd://" + cr.ID,
+		}}
+	})
+}
+
+// gracePeriod is how long containers get between SIGTERM and SIGKILL.
+func (w *podWorker) gracePeriod(deleting *v1.Pod) time.Duration {
+	if deleting != nil && deleting.DeletionGracePeriodSeconds != nil {
+		return time.Duration(*deleting.DeletionGracePeriodSeconds) * time.Second
+	}
+	p := w.pod()
+	if p.Spec.TerminationGracePeriodSeconds != nil {
+		return time.Duration(*p.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// killAll stops every live task: SIGTERM (or the image's stop signal), then
+// SIGKILL after grace. It returns when all exited and records their exits.
+func (w *podWorker) killAll(grace time.Duration) {
+	ctx := w.ctx()
+	var wg sync.WaitGroup
+	for name, lt := range w.tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sig := w.stopSignal(name)
+			if err := lt.task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+				w.log.Warn("signal container", "container", name, "err", err)
+			}
+			select {
+			case <-lt.done:
+				return
+			case <-time.After(grace):
+			}
+			_ = lt.task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)
+			select {
+			case <-lt.done:
+			case <-time.After(10 * time.Second):
+				w.log.Warn("container did not exit after SIGKILL", "container", name)
+			}
+		}()
+		w.event(v1.EventTypeNormal, "Killing", "Stopping container %s", name)
+	}
+	wg.Wait()
+	for name, lt := range w.tasks {
+		if lt.lost == nil {
+			select {
+			case <-lt.done:
+				w.onExit(name, lt)
+				continue
+			default:
+			}
+		}
+		delete(w.tasks, name)
+	}
+}
+
+// terminate stops the pod for deletion and removes everything it holds.
+func (w *podWorker) terminate() {
+	w.killAll(w.gracePeriod(w.deleting))
+	ctx := w.ctx()
+	// Containers the record calls live but no task watches (lost while containerd restarted).
+	for _, cr := range w.rec.Containers {
+		if cr.Live {
+			if c, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID); err == nil {
+				if t, err := c.Task(ctx, nil); err == nil {
+					_, _ = t.Delete(ctx, containerd.WithProcessKill)
+				}
+				_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
+			}
+		}
+	}
+	w.release()
+	w.update(func(rec *podRecord) {
+		for _, cr := range rec.Containers {
+			cr.Live = false
+			if cr.State.Terminated == nil {
+				var started metav1.Time
+				if cr.State.Running != nil {
+					started = cr.State.Running.StartedAt
+				}
+				cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
+					ExitCode: 137, Reason: "Error", Message: "stopped because the pod was deleted",
+					StartedAt: started, FinishedAt: metav1.Now(), ContainerID: "containerd://" + cr.ID,
+				}}
+			}
+		}
+		if rec.Phase != v1.PodSucceeded && rec.Phase != v1.PodFailed {
+			rec.Phase = v1.PodFailed
+			for _, cr := range rec.Containers {
+				if !cr.Init && cr.State.Terminated != nil && cr.State.Terminated.ExitCode != 0 {
+					goto done
+				}
+			}
+			rec.Phase = v1.PodSucceeded
+		done:
+		}
+	})
+	final := w.snapshot()
+	if err := os.RemoveAll(w.r.podDir(final.UID)); err != nil {
+		w.log.Warn("remove pod folder", "err", err)
+	}
+	w.r.forget(w)
+	w.r.publish(final)
+	w.log.Info("pod removed")
+}
+
+// release frees the sandbox of a pod that will run no more containers:
+// network namespace, IP, volume mounts. The record and logs stay until the
+// pod is deleted.
+func (w *podWorker) release() {
+	ctx := w.ctx()
+	for name, lt := range w.tasks {
+		_, _ = lt.task.Delete(ctx, containerd.WithProcessKill)
+		lt.cancel()
+		delete(w.tasks, name)
+	}
+	pod := w.pod()
+	if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
+		w.log.Warn("network teardown", "err", err)
+	}
+	if err := w.r.unmountVolumes(pod); err != nil {
+		w.log.Warn("unmount volumes", "err", err)
+	}
+	w.update(func(rec *podRecord) { rec.Released = true })
+}
+
+func (w *podWorker) persistAndPublish() {
+	w.mu.Lock()
+	raw, err := json.Marshal(w.rec)
+	uid := w.rec.Pod.UID
+	w.mu.Unlock()
+	if err != nil {
+		w.log.Error("encode pod record", "err", err)
+		return
+	}
+	dir := w.r.podDir(uid)
+	if w.deleting == nil {
+		if err := os.MkdirAll(dir, 0o700); err == nil {
+			tmp := filepath.Join(dir, recordFile+".tmp")
+			if err := os.WriteFile(tmp, raw, 0o600); err == nil {
+				_ = os.Rename(tmp, filepath.Join(dir, recordFile))
+			}
+		}
+	}
+	snap := w.snapshot()
+	if w.lastPub != nil && statusEqual(&w.lastPub.Status, &snap.Status) {
+		return
+	}
+	w.lastPub = snap
+	w.r.publish(snap)
+}
+
+func (w *podWorker) event(kind, reason, format string, args ...any) {
+	w.r.cfg.Recorder.Eventf(w.pod(), kind, reason, format, args...)
+}

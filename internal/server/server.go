@@ -1,0 +1,524 @@
+// Package server runs the CCI control plane in one process: an embedded etcd
+// (or an external cluster), the upstream kube-apiserver, kube-controller-manager
+// and kube-scheduler configured by arguments, the PKI they share, and the
+// built-in OCI registry.
+//
+// Start order and readiness:
+//
+//	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
+//	    ─► kube-controller-manager, kube-scheduler, registry
+//
+// Every component runs in its own goroutine; the first one to fail ends Run,
+// which cancels the rest.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/server/v3/embed"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	cmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+
+	"github.com/cci-project/cci/internal/pki"
+	"github.com/cci-project/cci/internal/registry"
+)
+
+// Config is the control plane's configuration. Zero fields take the defaults
+// documented on each field (see Default).
+type Config struct {
+	// DataDir holds etcd data, PKI, the registry's content and logs. Default "./.cci".
+	DataDir string `json:"dataDir"`
+	// BindAddress is where the apiserver listens. Default "0.0.0.0".
+	BindAddress string `json:"bindAddress"`
+	// APIPort is the apiserver's HTTPS port. Default 6443.
+	APIPort int `json:"apiPort"`
+	// AdvertiseAddress is the IP agents and pods use to reach the apiserver.
+	// Default: the host's first non-loopback IPv4 address.
+	AdvertiseAddress string `json:"advertiseAddress"`
+	// EtcdServers, when set, points at an external etcd cluster instead of the embedded member.
+	EtcdServers []string `json:"etcdServers"`
+	// EtcdClientPort and EtcdPeerPort are the embedded member's loopback ports. Default 2379 and 2380.
+	EtcdClientPort int `json:"etcdClientPort"`
+	EtcdPeerPort   int `json:"etcdPeerPort"`
+	// RegistryAddr is where the built-in OCI registry listens. Default "127.0.0.1:5000".
+	RegistryAddr string `json:"registryAddr"`
+	// ServiceCIDR is the Service IP range. Default "10.43.0.0/16".
+	ServiceCIDR string `json:"serviceCIDR"`
+	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
+	ClusterCIDR      string `json:"clusterCIDR"`
+	NodeCIDRMaskSize int    `json:"nodeCIDRMaskSize"`
+	// Log receives the server's own progress messages. Default: slog's default logger.
+	Log *slog.Logger `json:"-"`
+	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
+	ComponentLog io.Writer `json:"-"`
+}
+
+// Default fills unset fields.
+func (c *Config) Default() {
+	if c.DataDir == "" {
+		c.DataDir = ".cci"
+	}
+	if c.BindAddress == "" {
+		c.BindAddress = "0.0.0.0"
+	}
+	if c.APIPort == 0 {
+		c.APIPort = 6443
+	}
+	if c.AdvertiseAddress == "" {
+		c.AdvertiseAddress = HostIP()
+	}
+	if c.EtcdClientPort == 0 {
+		c.EtcdClientPort = 2379
+	}
+	if c.EtcdPeerPort == 0 {
+		c.EtcdPeerPort = 2380
+	}
+	if c.RegistryAddr == "" {
+		c.RegistryAddr = "127.0.0.1:5000"
+	}
+	if c.ServiceCIDR == "" {
+		c.ServiceCIDR = "10.43.0.0/16"
+	}
+	if c.ClusterCIDR == "" {
+		c.ClusterCIDR = "10.42.0.0/16"
+	}
+	if c.NodeCIDRMaskSize == 0 {
+		c.NodeCIDRMaskSize = 24
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Info is what a started control plane tells its callers.
+type Info struct {
+	// APIServerURL is the HTTPS address of the apiserver, reachable from this host.
+	APIServerURL string
+	// AdminKubeconfig is the path of the admin kubeconfig.
+	AdminKubeconfig string
+	// RegistryAddr is host:port of the built-in registry.
+	RegistryAddr string
+	// Token is the join token for agents.
+	Token string
+	// PKI holds every credential path.
+	PKI *pki.PKI
+}
+
+// Run starts the control plane, calls ready once every component answers,
+// and blocks until ctx ends or a component fails.
+func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
+	cfg.Default()
+	log := cfg.Log
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data folder %q: %w", cfg.DataDir, err)
+	}
+	logDir := filepath.Join(dataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return fmt.Errorf("create log folder: %w", err)
+	}
+	_, serviceNet, err := net.ParseCIDR(cfg.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("service CIDR %q: %w", cfg.ServiceCIDR, err)
+	}
+	serviceIP := make(net.IP, len(serviceNet.IP.To4()))
+	copy(serviceIP, serviceNet.IP.To4())
+	serviceIP[3]++
+
+	hostname, _ := os.Hostname()
+	p, err := pki.Ensure(filepath.Join(dataDir, "pki"), pki.Options{
+		Hosts:     []string{cfg.AdvertiseAddress, hostname},
+		ServiceIP: serviceIP,
+	})
+	if err != nil {
+		return err
+	}
+	apiURL := "https://127.0.0.1:" + strconv.Itoa(cfg.APIPort)
+	info := &Info{
+		APIServerURL:    apiURL,
+		AdminKubeconfig: filepath.Join(dataDir, "admin.kubeconfig"),
+		Token:           p.Token,
+		PKI:             p,
+	}
+	kubeconfigs := map[string][2]string{
+		info.AdminKubeconfig: {p.AdminCert, p.AdminKey},
+		filepath.Join(p.Dir, "controller-manager.kubeconfig"): {p.ControllerCert, p.ControllerKey},
+		filepath.Join(p.Dir, "scheduler.kubeconfig"):          {p.SchedulerCert, p.SchedulerKey},
+	}
+	for path, pair := range kubeconfigs {
+		if err := p.WriteKubeconfig(path, apiURL, pair[0], pair[1]); err != nil {
+			return err
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errCh := make(chan error, 8)
+	running := 0
+	goRun := func(name string, f func() error) {
+		running++
+		go func() {
+			err := f()
+			if err == nil && ctx.Err() == nil {
+				err = errors.New("exited")
+			}
+			if err != nil && ctx.Err() == nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			} else {
+				err = nil
+			}
+			errCh <- err
+		}()
+	}
+	// wait returns the first failure (or nil on a clean stop) after every
+	// component has returned.
+	wait := func(first error) error {
+		cancel()
+		errs := []error{first}
+		for ; running > 0; running-- {
+			select {
+			case err := <-errCh:
+				errs = append(errs, err)
+			case <-time.After(30 * time.Second):
+				log.Warn("control plane components did not stop in time")
+				return utilerrors.NewAggregate(errs)
+			}
+		}
+		return utilerrors.NewAggregate(errs)
+	}
+	fail := func(err error) error {
+		return wait(err)
+	}
+
+	// etcd
+	etcdServers := cfg.EtcdServers
+	if len(etcdServers) == 0 {
+		etcd, err := startEtcd(dataDir, cfg.EtcdClientPort, cfg.EtcdPeerPort, filepath.Join(logDir, "etcd.log"))
+		if err != nil {
+			return fail(err)
+		}
+		goRun("etcd", func() error {
+			select {
+			case err := <-etcd.Err():
+				etcd.Close()
+				return err
+			case <-ctx.Done():
+				etcd.Close()
+				return nil
+			}
+		})
+		etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
+		log.Info("etcd ready", "data", filepath.Join(dataDir, "etcd"))
+	}
+
+	// registry
+	regLog, err := os.OpenFile(filepath.Join(logDir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	defer regLog.Close()
+	reg, err := registry.New(ctx, registry.Config{Addr: cfg.RegistryAddr, RootDir: filepath.Join(dataDir, "registry"), Log: regLog})
+	if err != nil {
+		return fail(fmt.Errorf("registry: %w", err))
+	}
+	info.RegistryAddr = reg.Addr()
+	goRun("registry", func() error { return reg.Run(ctx) })
+
+	// kube-apiserver
+	apiArgs := []string{
+		"--etcd-servers=" + join(etcdServers),
+		"--bind-address=" + cfg.BindAddress,
+		"--secure-port=" + strconv.Itoa(cfg.APIPort),
+		"--advertise-address=" + cfg.AdvertiseAddress,
+		"--tls-cert-file=" + p.APIServerCert,
+		"--tls-private-key-file=" + p.APIServerKey,
+		"--client-ca-file=" + p.CACert,
+		"--service-account-key-file=" + p.ServiceAccountPub,
+		"--service-account-signing-key-file=" + p.ServiceAccountKey,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--authorization-mode=Node,RBAC",
+		"--service-cluster-ip-range=" + cfg.ServiceCIDR,
+		"--kubelet-client-certificate=" + p.KubeletClientCert,
+		"--kubelet-client-key=" + p.KubeletClientKey,
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--token-auth-file=" + p.TokenAuthFile,
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--cert-dir=" + filepath.Join(p.Dir, "apiserver-generated"),
+	}
+	goRun("kube-apiserver", func() error { return runAPIServer(ctx, apiArgs) })
+
+	admin, err := clientFor(info.AdminKubeconfig)
+	if err != nil {
+		return fail(err)
+	}
+	if err := waitReady(ctx, admin, errCh); err != nil {
+		return fail(err)
+	}
+	log.Info("kube-apiserver ready", "url", apiURL)
+	if err := ensureAgentRBAC(ctx, admin); err != nil {
+		return fail(err)
+	}
+
+	cmArgs := []string{
+		"--kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
+		"--authentication-kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
+		"--authorization-kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
+		"--secure-port=0",
+		"--leader-elect=false",
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file=" + p.ServiceAccountKey,
+		"--root-ca-file=" + p.CACert,
+		"--cluster-signing-cert-file=" + p.CACert,
+		"--cluster-signing-key-file=" + p.CAKey,
+		"--allocate-node-cidrs=true",
+		"--cluster-cidr=" + cfg.ClusterCIDR,
+		"--node-cidr-mask-size=" + strconv.Itoa(cfg.NodeCIDRMaskSize),
+		"--service-cluster-ip-range=" + cfg.ServiceCIDR,
+		"--profiling=false",
+	}
+	goRun("kube-controller-manager", func() error { return runControllerManager(ctx, cmArgs) })
+
+	schedArgs := []string{
+		"--kubeconfig=" + filepath.Join(p.Dir, "scheduler.kubeconfig"),
+		"--authentication-kubeconfig=" + filepath.Join(p.Dir, "scheduler.kubeconfig"),
+		"--authorization-kubeconfig=" + filepath.Join(p.Dir, "scheduler.kubeconfig"),
+		"--secure-port=0",
+		"--leader-elect=false",
+		"--profiling=false",
+	}
+	goRun("kube-scheduler", func() error { return runScheduler(ctx, schedArgs) })
+
+	if ready != nil {
+		ready(info)
+	}
+	select {
+	case err := <-errCh:
+		running--
+		return wait(err)
+	case <-ctx.Done():
+		return wait(nil)
+	}
+}
+
+func join(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}
+
+func startEtcd(dataDir string, clientPort, peerPort int, logPath string) (*embed.Etcd, error) {
+	ec := embed.NewConfig()
+	ec.Name = "cci"
+	ec.Dir = filepath.Join(dataDir, "etcd")
+	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
+	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}
+	ec.ListenClientUrls = []url.URL{clientURL}
+	ec.AdvertiseClientUrls = []url.URL{clientURL}
+	ec.ListenPeerUrls = []url.URL{peerURL}
+	ec.AdvertisePeerUrls = []url.URL{peerURL}
+	ec.InitialCluster = fmt.Sprintf("%s=%s", ec.Name, peerURL.String())
+	ec.LogOutputs = []string{logPath}
+	ec.LogLevel = "warn"
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd in %q (is another etcd using ports %d/%d?): %w", ec.Dir, clientPort, peerPort, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, errors.New("embedded etcd did not become ready in 60 s")
+	}
+}
+
+// runAPIServer runs the upstream kube-apiserver with args until ctx ends.
+// It uses the command's option set directly rather than its cobra command,
+// whose constructor installs a process-wide signal handler.
+func runAPIServer(ctx context.Context, args []string) error {
+	s := apiserveroptions.NewServerRunOptions()
+	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
+	for _, f := range s.Flags().FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return utilerrors.NewAggregate(errs)
+	}
+	return apiserver.Run(ctx, completed)
+}
+
+func runControllerManager(ctx context.Context, args []string) error {
+	s, err := cmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		return err
+	}
+	named := s.Flags(controllermanager.KnownControllers(), controllermanager.ControllersDisabledByDefault(), controllermanager.ControllerAliases())
+	s.ParsedFlags = &named
+	fs := pflag.NewFlagSet("kube-controller-manager", pflag.ContinueOnError)
+	for _, f := range named.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	c, err := s.Config(ctx, controllermanager.KnownControllers(), controllermanager.ControllersDisabledByDefault(), controllermanager.ControllerAliases())
+	if err != nil {
+		return err
+	}
+	return controllermanager.Run(ctx, c.Complete())
+}
+
+func runScheduler(ctx context.Context, args []string) error {
+	opts := scheduleroptions.NewOptions()
+	fs := pflag.NewFlagSet("kube-scheduler", pflag.ContinueOnError)
+	for _, f := range opts.Flags.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	cc, sched, err := scheduler.Setup(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return scheduler.Run(ctx, cc, sched)
+}
+
+func clientFor(kubeconfig string) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %q: %w", kubeconfig, err)
+	}
+	return kubernetes.NewForConfig(rc)
+}
+
+// waitReady polls the apiserver's /readyz until it answers ok, a component
+// fails, or two minutes pass.
+func waitReady(ctx context.Context, c kubernetes.Interface, errCh chan error) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var last error
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-errCh:
+			errCh <- err
+			return false, fmt.Errorf("a component failed before the apiserver was ready: %w", err)
+		default:
+		}
+		body, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil {
+			last = fmt.Errorf("%w: %s", err, body)
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("kube-apiserver not ready: %w (last answer: %v)", err, last)
+	}
+	return err
+}
+
+// AgentClusterRole is what host agents may do: run their node and its pods.
+const AgentClusterRole = "cci:agent"
+
+func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: AgentClusterRole},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"get", "update", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "delete"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"get", "update", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets", "services", "endpoints", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "update", "patch"}},
+			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "update", "patch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch"}},
+			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: AgentClusterRole},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: AgentClusterRole},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: pki.AgentGroup}},
+	}
+	if _, err := c.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
+		_, err = c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("create cluster role %q: %w", role.Name, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("update cluster role %q: %w", role.Name, err)
+	}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create cluster role binding %q: %w", binding.Name, err)
+	}
+	return nil
+}
+
+// HostIP returns the host's first non-loopback IPv4 address, or 127.0.0.1.
+func HostIP() string {
+	// The address the kernel would use for outside traffic is the best guess;
+	// no packet is sent by a UDP "connect".
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		defer c.Close()
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok && !a.IP.IsLoopback() {
+			return a.IP.String()
+		}
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}

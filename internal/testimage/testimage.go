@@ -1,0 +1,330 @@
+// Package testimage builds CCI's own test images without network access,
+// from the static busybox binary of Debian's busybox-static package, and
+// pushes them to CCI's registry.
+//
+// Each image is one layer built in memory: busybox, a symlink per applet,
+// the few files a container expects (/etc/passwd, /tmp), and what the image
+// is for. Builds are reproducible: file times are fixed and entries sorted,
+// so the same busybox always gives the same digests.
+package testimage
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Images built by Build, by short name.
+const (
+	// HTTPD runs busybox httpd in the foreground on port 8080, serving /www,
+	// whose index.html says "hello from cci".
+	HTTPD = "cci-test/httpd:1"
+	// Shell runs sh; pods give it shell snippets with `command`/`args`.
+	Shell = "cci-test/shell:1"
+)
+
+// DefaultBusybox is where Debian's busybox-static package installs busybox.
+const DefaultBusybox = "/bin/busybox"
+
+// IndexHTML is the content of /www/index.html in the HTTPD image.
+const IndexHTML = "hello from cci\n"
+
+// HTTPDPort is the TCP port the HTTPD image listens on.
+const HTTPDPort = 8080
+
+// epoch is every file's and the image's time, for reproducible digests.
+var epoch = time.Unix(0, 0).UTC()
+
+// path is PATH in every image, as in Debian's images.
+const path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// spec describes one test image on top of the common busybox root.
+type spec struct {
+	extra []entry
+	cmd   []string
+	ports []string
+}
+
+var specs = map[string]spec{
+	HTTPD: {
+		extra: []entry{
+			dir("www", 0o755),
+			file("www/index.html", 0o644, []byte(IndexHTML)),
+		},
+		cmd:   []string{"httpd", "-f", "-v", "-p", fmt.Sprint(HTTPDPort), "-h", "/www"},
+		ports: []string{fmt.Sprintf("%d/tcp", HTTPDPort)},
+	},
+	Shell: {
+		cmd: []string{"sh"},
+	},
+}
+
+// Build builds every test image from busyboxPath (default "/bin/busybox"
+// when empty) and pushes it to registry (host:port, plain HTTP). It returns
+// the full references keyed by the short names above, e.g.
+// {"cci-test/httpd:1": "127.0.0.1:5000/cci-test/httpd:1"}. Building twice
+// gives the same digests (deterministic: fixed file times, sorted entries).
+func Build(ctx context.Context, registry, busyboxPath string) (map[string]string, error) {
+	if _, err := name.NewRegistry(registry, name.Insecure, name.StrictValidation); err != nil {
+		return nil, fmt.Errorf("build test images: registry address %q: %w", registry, err)
+	}
+	bb, err := loadBusybox(ctx, busyboxPath)
+	if err != nil {
+		return nil, fmt.Errorf("build test images: %w", err)
+	}
+
+	shorts := make([]string, 0, len(specs))
+	for short := range specs {
+		shorts = append(shorts, short)
+	}
+	sort.Strings(shorts)
+	refs := make(map[string]string, len(specs))
+	for _, short := range shorts {
+		img, err := bb.image(specs[short])
+		if err != nil {
+			return nil, fmt.Errorf("build test image %q: %w", short, err)
+		}
+		ref, err := name.NewTag(registry+"/"+short, name.Insecure)
+		if err != nil {
+			return nil, fmt.Errorf("build test image %q: %w", short, err)
+		}
+		if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+			return nil, fmt.Errorf("push test image %q to %s: %w", short, registry, err)
+		}
+		refs[short] = ref.String()
+	}
+	return refs, nil
+}
+
+// busybox is the binary every test image is built from.
+type busybox struct {
+	binary  []byte
+	arch    string
+	applets []string
+}
+
+// loadBusybox reads the busybox binary at p, checks it can run in an empty
+// image (static), and lists its applets.
+func loadBusybox(ctx context.Context, p string) (*busybox, error) {
+	if p == "" {
+		p = DefaultBusybox
+	}
+	binary, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("busybox %q not found: install Debian's busybox-static package (apt-get install -y busybox-static): %w", p, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read busybox %q: %w", p, err)
+	}
+	arch, err := staticArch(binary)
+	if err != nil {
+		return nil, fmt.Errorf("busybox %q: %w; test images need the static busybox of Debian's busybox-static package", p, err)
+	}
+
+	out, err := exec.CommandContext(ctx, p, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("list applets with %q --list: %w", p, err)
+	}
+	seen := map[string]bool{"busybox": true}
+	var applets []string
+	for _, a := range strings.Fields(string(out)) {
+		if seen[a] || strings.Contains(a, "/") {
+			continue
+		}
+		seen[a] = true
+		applets = append(applets, a)
+	}
+	if !seen["sh"] || !seen["env"] {
+		return nil, fmt.Errorf("busybox %q lacks the sh or env applet", p)
+	}
+	return &busybox{binary: binary, arch: arch, applets: applets}, nil
+}
+
+// staticArch returns the GOARCH-style architecture of a statically linked
+// ELF executable, or an error if it is not one. The image's platform must
+// match the binary, or containerd's platform matcher refuses the image.
+func staticArch(binary []byte) (string, error) {
+	f, err := elf.NewFile(bytes.NewReader(binary))
+	if err != nil {
+		return "", fmt.Errorf("not an ELF executable: %w", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return "", errors.New("dynamically linked, so it cannot run in an image without libc")
+		}
+	}
+	switch f.Machine {
+	case elf.EM_X86_64:
+		return "amd64", nil
+	case elf.EM_AARCH64:
+		return "arm64", nil
+	case elf.EM_386:
+		return "386", nil
+	case elf.EM_ARM:
+		return "arm", nil
+	case elf.EM_PPC64:
+		if f.Data == elf.ELFDATA2LSB {
+			return "ppc64le", nil
+		}
+		return "ppc64", nil
+	case elf.EM_S390:
+		return "s390x", nil
+	case elf.EM_RISCV:
+		return "riscv64", nil
+	default:
+		return "", fmt.Errorf("unsupported ELF machine %s", f.Machine)
+	}
+}
+
+// image builds one test image: a single layer holding the common root plus
+// s.extra, and a config running s.cmd.
+func (bb *busybox) image(s spec) (v1.Image, error) {
+	layerTar, err := tarEntries(append(bb.root(), s.extra...))
+	if err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return nil, fmt.Errorf("make layer: %w", err)
+	}
+	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	img, err := mutate.Append(base, mutate.Addendum{
+		Layer:     layer,
+		MediaType: types.OCILayer,
+		History: v1.History{
+			Created:   v1.Time{Time: epoch},
+			CreatedBy: "cci testimage: busybox root filesystem",
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add layer: %w", err)
+	}
+
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Created = v1.Time{Time: epoch}
+	cfg.OS = "linux"
+	cfg.Architecture = bb.arch
+	cfg.Config.Env = []string{"PATH=" + path}
+	cfg.Config.Cmd = s.cmd
+	cfg.Config.WorkingDir = "/"
+	if len(s.ports) > 0 {
+		cfg.Config.ExposedPorts = map[string]struct{}{}
+		for _, p := range s.ports {
+			cfg.Config.ExposedPorts[p] = struct{}{}
+		}
+	}
+	img, err = mutate.ConfigFile(img, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("set config: %w", err)
+	}
+	return img, nil
+}
+
+// root is the file tree every test image shares. /bin holds busybox and its
+// applets; /sbin, /usr/bin and /usr/sbin point to it, so /bin/sh and
+// /usr/bin/env both exist.
+func (bb *busybox) root() []entry {
+	es := []entry{
+		dir("bin", 0o755),
+		file("bin/busybox", 0o755, bb.binary),
+		dir("dev", 0o755),
+		dir("etc", 0o755),
+		file("etc/group", 0o644, []byte("root:x:0:\nnobody:x:65534:\n")),
+		file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")),
+		dir("proc", 0o755),
+		dir("root", 0o700),
+		symlink("sbin", "bin"),
+		dir("sys", 0o755),
+		dir("tmp", 0o1777),
+		dir("usr", 0o755),
+		symlink("usr/bin", "../bin"),
+		symlink("usr/sbin", "../bin"),
+	}
+	for _, a := range bb.applets {
+		es = append(es, symlink("bin/"+a, "busybox"))
+	}
+	return es
+}
+
+// entry is one file in a layer.
+type entry struct {
+	name     string // relative, no trailing slash
+	typeflag byte
+	mode     int64
+	linkname string
+	data     []byte
+}
+
+func dir(name string, mode int64) entry {
+	return entry{name: name, typeflag: tar.TypeDir, mode: mode}
+}
+
+func file(name string, mode int64, data []byte) entry {
+	return entry{name: name, typeflag: tar.TypeReg, mode: mode, data: data}
+}
+
+func symlink(name, target string) entry {
+	return entry{name: name, typeflag: tar.TypeSymlink, mode: 0o777, linkname: target}
+}
+
+// tarEntries writes es as a tar, sorted by name (so parents come before
+// their children) with fixed owners and times.
+func tarEntries(es []entry) ([]byte, error) {
+	sorted := append([]entry(nil), es...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i, e := range sorted {
+		if i > 0 && sorted[i-1].name == e.name {
+			return nil, fmt.Errorf("two entries for %q", e.name)
+		}
+		hdr := &tar.Header{
+			Typeflag: e.typeflag,
+			Name:     e.name,
+			Linkname: e.linkname,
+			Mode:     e.mode,
+			Size:     int64(len(e.data)),
+			ModTime:  epoch,
+			Format:   tar.FormatPAX,
+		}
+		if e.typeflag == tar.TypeDir {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("write %q: %w", e.name, err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return nil, fmt.Errorf("write %q: %w", e.name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
