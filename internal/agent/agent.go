@@ -64,6 +64,9 @@ type Config struct {
 	ContainerdSocket string `json:"containerdSocket"`
 	// InsecureRegistries are reached over plain HTTP (the built-in registry is one).
 	InsecureRegistries []string `json:"insecureRegistries"`
+	// Bridge is the Linux bridge pods attach to. Default "cci0"; agents of
+	// different clusters on one host need different bridges.
+	Bridge string `json:"bridge"`
 	// MaxPods is the node's pod capacity. Default 110.
 	MaxPods int `json:"maxPods"`
 	// Log receives the agent's messages. Default slog's default logger.
@@ -164,6 +167,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	netMgr, err := network.New(network.Config{
 		PodCIDR: podCIDR,
+		Bridge:  cfg.Bridge,
 		ConfDir: filepath.Join(cfg.DataDir, "cni", "net.d"),
 		IPAMDir: filepath.Join(cfg.DataDir, "cni", "ipam"),
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/cci-project/cci/internal/agent"
 	"github.com/cci-project/cci/internal/image"
 	"github.com/cci-project/cci/internal/server"
+	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/internal/version"
 )
 
@@ -90,6 +91,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.IntVar(&c.KubeletPort, "kubelet-port", 10250, "kubelet API TLS port")
 	f.StringVar(&c.ContainerdSocket, "containerd-socket", "", "use this running containerd instead of starting one")
 	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
+	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 }
 
 func upCmd() *cobra.Command {
@@ -249,7 +251,25 @@ func imageCmd() *cobra.Command {
 	}
 	imp.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
 	imp.Flags().StringVar(&name, "name", "", "repository:tag for images the archive does not name")
-	cmd.AddCommand(imp)
+	var busybox string
+	test := &cobra.Command{
+		Use:   "build-test-images",
+		Short: "Build the project's test images from Debian's busybox-static and push them to the registry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			refs, err := testimage.Build(cmd.Context(), registry, busybox)
+			if err != nil {
+				return err
+			}
+			for _, name := range []string{testimage.HTTPD, testimage.Shell} {
+				fmt.Fprintln(cmd.OutOrStdout(), refs[name])
+			}
+			return nil
+		},
+	}
+	test.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	test.Flags().StringVar(&busybox, "busybox", testimage.DefaultBusybox, "static busybox binary to build from")
+	cmd.AddCommand(imp, test)
 	return cmd
 }
 
@@ -298,7 +318,8 @@ func prepareDataDir(dir string, stderr io.Writer) (string, func(), *slog.Logger,
 	_ = fs.Set("logtostderr", "false")
 	_ = fs.Set("alsologtostderr", "false")
 	_ = fs.Set("stderrthreshold", "FATAL")
-	klog.SetOutput(logFile)
+	// Every severity goes to the INFO writer; one writer keeps each line once.
+	klog.SetOutputBySeverity("INFO", logFile)
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(stderr, logFile), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(logger)
 	unlock := func() {

@@ -263,7 +263,37 @@ func (m *Manager) remove(ctx context.Context, id, netns string) error {
 	if err != nil {
 		return err
 	}
-	return m.cni.Remove(ctx, id, netns, gocni.WithCapability("portMappings", ports))
+	err = m.cni.Remove(ctx, id, netns, gocni.WithCapability("portMappings", ports))
+	// A DEL that failed part-way (the bridge plugin gives up when the
+	// masquerade chain of a failed ADD does not exist) must not keep the
+	// address: release host-local's leases of id directly.
+	if rerr := m.releaseLeases(id); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// releaseLeases removes the host-local lease files that name id. A lease
+// file is named after its address and holds the container id, then the
+// interface name.
+func (m *Manager) releaseLeases(id string) error {
+	var errs []error
+	_ = filepath.WalkDir(m.cfg.IPAMDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || net.ParseIP(d.Name()) == nil {
+			return nil
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		if first, _, _ := strings.Cut(string(raw), "\n"); strings.TrimSpace(first) == id {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		return nil
+	})
+	return errors.Join(errs...)
 }
 
 // cachedPorts returns the port mappings that ADD recorded for id.

@@ -5,8 +5,8 @@ import (
 	"net"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -145,11 +145,11 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 		}
 	}
 	cs := v1.ContainerStatus{
-		Name:         cr.Name,
-		Image:        image,
-		ImageID:      cr.ImageID,
-		RestartCount: cr.RestartCount,
-		State:        *cr.State.DeepCopy(),
+		Name:                 cr.Name,
+		Image:                image,
+		ImageID:              cr.ImageID,
+		RestartCount:         cr.RestartCount,
+		State:                *cr.State.DeepCopy(),
 		LastTerminationState: *cr.LastState.DeepCopy(),
 	}
 	if cr.Started {

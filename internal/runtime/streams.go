@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"golang.org/x/sys/unix"

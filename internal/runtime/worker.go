@@ -14,6 +14,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -47,18 +48,18 @@ type podRecord struct {
 
 // ctrRecord is one container of the pod, init containers first.
 type ctrRecord struct {
-	Name         string             `json:"name"`
-	Init         bool               `json:"init,omitempty"`
-	ID           string             `json:"id"`
-	ImageRef     string             `json:"imageRef,omitempty"`
-	ImageID      string             `json:"imageID,omitempty"`
-	RestartCount int32              `json:"restartCount"`
-	Started      bool               `json:"started"`
-	State        v1.ContainerState  `json:"state"`
-	LastState    v1.ContainerState  `json:"lastState"`
-	Backoff      time.Duration      `json:"backoff,omitempty"`
-	BackoffUntil time.Time          `json:"backoffUntil,omitempty"`
-	Live         bool               `json:"live,omitempty"` // a task exists in containerd
+	Name         string            `json:"name"`
+	Init         bool              `json:"init,omitempty"`
+	ID           string            `json:"id"`
+	ImageRef     string            `json:"imageRef,omitempty"`
+	ImageID      string            `json:"imageID,omitempty"`
+	RestartCount int32             `json:"restartCount"`
+	Started      bool              `json:"started"`
+	State        v1.ContainerState `json:"state"`
+	LastState    v1.ContainerState `json:"lastState"`
+	Backoff      time.Duration     `json:"backoff,omitempty"`
+	BackoffUntil time.Time         `json:"backoffUntil,omitempty"`
+	Live         bool              `json:"live,omitempty"` // a task exists in containerd
 }
 
 func newRecord(pod *v1.Pod) *podRecord {
@@ -446,6 +447,7 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		go func() {
 			select {
 			case <-time.After(2 * time.Second):
+				w.event(v1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.Image)
 				w.post(event{kind: evWake})
 			case <-w.done:
 			}
@@ -500,6 +502,9 @@ func (w *podWorker) backoff(cr *ctrRecord, now time.Time) time.Duration {
 func (w *podWorker) onExit(name string, lt *liveTask) {
 	if cur := w.tasks[name]; cur != lt {
 		return // an older task of a container since restarted
+	}
+	if lt.lost != nil && w.ctx().Err() != nil {
+		return // the agent is stopping; the task runs on
 	}
 	if lt.lost != nil {
 		// containerd went away: the task may still run. Look again soon.
@@ -758,6 +763,18 @@ func (w *podWorker) terminate() {
 	w.r.forget(w)
 	w.r.publish(final)
 	w.log.Info("pod removed")
+	// Like the kubelet's status manager: once nothing of the pod runs, its
+	// API object goes at once instead of after the whole grace period.
+	if w.deleting.DeletionTimestamp != nil {
+		grace := int64(0)
+		err := w.r.cfg.Kube.CoreV1().Pods(final.Namespace).Delete(context.WithoutCancel(w.ctx()), final.Name, metav1.DeleteOptions{
+			GracePeriodSeconds: &grace,
+			Preconditions:      metav1.NewUIDPreconditions(string(final.UID)),
+		})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			w.log.Warn("delete pod object", "err", err)
+		}
+	}
 }
 
 // release frees the sandbox of a pod that will run no more containers:

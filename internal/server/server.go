@@ -175,7 +175,10 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Each component reports once on errCh when it returns (nil on a clean
+	// stop); etcd's watcher reports only failures and is not counted.
 	errCh := make(chan error, 8)
+	stoppedCh := make(chan struct{}, 8)
 	running := 0
 	goRun := func(name string, f func() error) {
 		running++
@@ -185,50 +188,48 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 				err = errors.New("exited")
 			}
 			if err != nil && ctx.Err() == nil {
-				err = fmt.Errorf("%s: %w", name, err)
-			} else {
-				err = nil
+				errCh <- fmt.Errorf("%s: %w", name, err)
 			}
-			errCh <- err
+			stoppedCh <- struct{}{}
 		}()
 	}
-	// wait returns the first failure (or nil on a clean stop) after every
-	// component has returned.
+	// wait cancels every component and returns the first failure (or nil on
+	// a clean stop) once they all returned or a deadline passed.
 	wait := func(first error) error {
 		cancel()
-		errs := []error{first}
-		for ; running > 0; running-- {
+		deadline := time.After(15 * time.Second)
+		for stopped := 0; stopped < running; stopped++ {
 			select {
-			case err := <-errCh:
-				errs = append(errs, err)
-			case <-time.After(30 * time.Second):
+			case <-stoppedCh:
+			case <-deadline:
 				log.Warn("control plane components did not stop in time")
-				return utilerrors.NewAggregate(errs)
+				return first
 			}
 		}
-		return utilerrors.NewAggregate(errs)
+		return first
 	}
 	fail := func(err error) error {
 		return wait(err)
 	}
 
-	// etcd
+	// etcd stops last, after every component that uses it has returned
+	// (the deferred Close runs after wait).
 	etcdServers := cfg.EtcdServers
 	if len(etcdServers) == 0 {
 		etcd, err := startEtcd(dataDir, cfg.EtcdClientPort, cfg.EtcdPeerPort, filepath.Join(logDir, "etcd.log"))
 		if err != nil {
 			return fail(err)
 		}
-		goRun("etcd", func() error {
+		defer etcd.Close()
+		go func() {
 			select {
 			case err := <-etcd.Err():
-				etcd.Close()
-				return err
+				if err != nil && ctx.Err() == nil {
+					errCh <- fmt.Errorf("etcd: %w", err)
+				}
 			case <-ctx.Done():
-				etcd.Close()
-				return nil
 			}
-		})
+		}()
 		etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
 		log.Info("etcd ready", "data", filepath.Join(dataDir, "etcd"))
 	}
@@ -316,7 +317,6 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	}
 	select {
 	case err := <-errCh:
-		running--
 		return wait(err)
 	case <-ctx.Done():
 		return wait(nil)

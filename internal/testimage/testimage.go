@@ -63,13 +63,17 @@ type spec struct {
 	ports []string
 }
 
+var httpdCmd = []string{"sh", "-c", fmt.Sprintf("trap 'exit 0' TERM; httpd -f -vv -p %d -h /www & wait", HTTPDPort)}
+
 var specs = map[string]spec{
 	HTTPD: {
 		extra: []entry{
 			dir("www", 0o755),
 			file("www/index.html", 0o644, []byte(IndexHTML)),
 		},
-		cmd:   []string{"httpd", "-f", "-v", "-p", fmt.Sprint(HTTPDPort), "-h", "/www"},
+		// httpd under a shell that exits on SIGTERM: as PID 1 httpd itself
+		// would ignore it and every delete would wait out the grace period.
+		cmd:   httpdCmd,
 		ports: []string{fmt.Sprintf("%d/tcp", HTTPDPort)},
 	},
 	Shell: {

@@ -40,7 +40,7 @@ func TestBuild(t *testing.T) {
 	if cfg.OS != "linux" || cfg.Architecture != runtime.GOARCH {
 		t.Errorf("platform = %s/%s, want linux/%s", cfg.OS, cfg.Architecture, runtime.GOARCH)
 	}
-	if got, want := cfg.Config.Cmd, []string{"httpd", "-f", "-v", "-p", "8080", "-h", "/www"}; !slices.Equal(got, want) {
+	if got, want := cfg.Config.Cmd, []string{"sh", "-c", "trap 'exit 0' TERM; httpd -f -vv -p 8080 -h /www & wait"}; !slices.Equal(got, want) {
 		t.Errorf("Cmd = %q, want %q", got, want)
 	}
 	if _, ok := cfg.Config.ExposedPorts["8080/tcp"]; !ok {

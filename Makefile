@@ -1,0 +1,36 @@
+# CCI — run `make help` for the targets.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/bin:$(PATH):/usr/local/go/bin
+DATA_DIR ?= .cci
+
+.PHONY: help setup build up test test-unit test-e2e fmt vet clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## install missing Debian packages and Go modules, build bin/cci
+	@scripts/setup.sh
+
+build: ## build bin/cci
+	go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/cci ./cmd/cci
+
+up: setup ## set up, then run the control plane and a host agent (data in $(DATA_DIR))
+	bin/cci up --data-dir $(DATA_DIR)
+
+test: setup ## set up, then run every test (unit and end-to-end; needs root)
+	go test -count=1 -timeout 40m ./...
+
+test-unit: ## unit and component tests only
+	go test -count=1 $$(go list ./... | grep -v /test/e2e)
+
+test-e2e: ## end-to-end tests against a real `cci up`
+	go test -count=1 -v -timeout 30m ./test/e2e/
+
+fmt: ## gofmt every Go file
+	gofmt -w $$(git ls-files '*.go')
+
+vet: ## go vet
+	go vet ./...
+
+clean: ## remove build outputs
+	rm -rf bin

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what CCI needs on a Debian host, only what is missing; safe to run
+# again. Debian packages come through apt-get, Go modules through the Go
+# module proxy. Needs root (or sudo) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# binary -> Debian package
+declare -A PKGS=(
+  [containerd]=containerd
+  [runc]=runc
+  [runsc]=runsc
+  [/usr/lib/cni/bridge]=containernetworking-plugins
+  [iptables]=iptables
+  [/bin/busybox]=busybox-static
+  [ip]=iproute2
+  [curl]=curl
+)
+missing=()
+for bin in "${!PKGS[@]}"; do
+  if [[ "$bin" == /* ]]; then
+    [ -e "$bin" ] || missing+=("${PKGS[$bin]}")
+  else
+    command -v "$bin" >/dev/null 2>&1 || missing+=("${PKGS[$bin]}")
+  fi
+done
+# busybox from the busybox package is dynamic; the test images need the static one.
+if [ -e /bin/busybox ] && ! dpkg -s busybox-static >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin; else
+    echo "setup: Go 1.26 is needed (https://go.dev/dl/); install it to /usr/local/go" >&2; exit 1; fi
+fi
+
+go mod download
+mkdir -p bin
+VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
+go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION}" -o bin/cci ./cmd/cci
+
+# kubectl: the tests and the quick start use the real binary; when the host
+# has none, build the one of the Kubernetes release CCI embeds.
+if ! command -v kubectl >/dev/null 2>&1 && [ ! -x bin/kubectl ]; then
+  echo "setup: building kubectl from k8s.io/kubernetes"
+  go build -o bin/kubectl k8s.io/kubernetes/cmd/kubectl
+fi
+echo "setup: ok (bin/cci $(bin/cci version))"

@@ -1,0 +1,795 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/creack/pty"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/cci-project/cci/internal/testimage"
+)
+
+// waitFor polls cond until it holds or timeout passes; the last detail is
+// in the failure message.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	detail := ""
+	for time.Now().Before(deadline) {
+		var ok bool
+		ok, detail = cond()
+		if ok {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+}
+
+func listPods(t *testing.T, ns, selector string) []v1.Pod {
+	t.Helper()
+	pods, err := client(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pods.Items
+}
+
+// waitRunning waits for n Running and Ready pods matching selector.
+func waitRunning(t *testing.T, ns, selector string, n int, timeout time.Duration) []v1.Pod {
+	t.Helper()
+	var pods []v1.Pod
+	waitFor(t, timeout, fmt.Sprintf("%d running pods %q", n, selector), func() (bool, string) {
+		pods = listPods(t, ns, selector)
+		ready := 0
+		var states []string
+		for _, p := range pods {
+			states = append(states, fmt.Sprintf("%s=%s", p.Name, p.Status.Phase))
+			if p.Status.Phase == v1.PodRunning && podReady(&p) && p.DeletionTimestamp == nil {
+				ready++
+			}
+		}
+		return ready == n && len(pods) == n, strings.Join(states, " ")
+	})
+	return pods
+}
+
+func podReady(p *v1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == v1.PodReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func httpGet(url string) (string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// Step 1: `cci up` prints where the kubeconfig and registry are and that it is ready.
+func TestUpReportsReady(t *testing.T) {
+	out := cci.output.String()
+	for _, want := range []string{"CCI is ready", "kubeconfig: " + cci.kubeconfig, "registry:   " + cci.registry} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cci up output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(cci.kubeconfig); err != nil {
+		t.Errorf("admin kubeconfig: %v", err)
+	}
+	nodes := mustKubectl(t, "get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}")
+	if strings.TrimSpace(nodes) != "True" {
+		t.Errorf("node Ready = %q, want True", nodes)
+	}
+	body, err := httpGet("http://" + cci.registry + "/v2/")
+	if err != nil {
+		t.Errorf("registry /v2/: %v (%s)", err, body)
+	}
+}
+
+// Step 2: images pushed with a standard client and with `cci image import` run.
+func TestImagePushAndImport(t *testing.T) {
+	// go-containerregistry is the library behind crane.
+	pushed := cci.registry + "/e2e/random:1"
+	img, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(pushed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push %s: %v", pushed, err)
+	}
+	got, err := remote.Image(ref)
+	if err != nil {
+		t.Fatalf("pull back %s: %v", pushed, err)
+	}
+	d1, _ := img.Digest()
+	d2, _ := got.Digest()
+	if d1 != d2 {
+		t.Errorf("digest after push = %s, want %s", d2, d1)
+	}
+
+	// A docker-archive of the shell image under a new name, imported with the CLI.
+	src, err := remote.Image(mustRef(t, image(testimage.Shell)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := src.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config
+	cfg.Cmd = []string{"sh", "-c", "echo imported-image-runs; sleep 3600"}
+	src, err = mutate.Config(src, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag("docker.io/library/imported:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "imported.tar")
+	if err := tarball.WriteToFile(archive, tag, src); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(cci.bin, "image", "import", "--registry", cci.registry, archive).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cci image import: %v\n%s", err, out)
+	}
+	want := cci.registry + "/library/imported:7"
+	if strings.TrimSpace(string(out)) != want {
+		t.Fatalf("cci image import printed %q, want %q", out, want)
+	}
+	mustKubectl(t, "run", "imported", "--image="+want, "--restart=Never")
+	t.Cleanup(func() { kubectl(t, "delete", "pod", "imported", "--grace-period=0", "--force") })
+	waitFor(t, 60*time.Second, "imported image's output", func() (bool, string) {
+		out, _ := kubectl(t, "logs", "imported")
+		return strings.Contains(out, "imported-image-runs"), out
+	})
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Step 3: a Deployment of 3 replicas runs, each pod with its own IP serving HTTP.
+// Step 4: logs, logs -f, exec, exec -it, attach and port-forward work against them.
+func TestDeploymentServesAndStreams(t *testing.T) {
+	begin := time.Now()
+	mustKubectl(t, "create", "deployment", "web", "--image="+image(testimage.HTTPD), "--replicas=3")
+	pods := waitRunning(t, "default", "app=web", 3, 60*time.Second)
+	t.Logf("3 replicas Running and Ready %.2fs after `kubectl create deployment`", time.Since(begin).Seconds())
+
+	ips := map[string]bool{}
+	for _, p := range pods {
+		if p.Status.PodIP == "" || ips[p.Status.PodIP] {
+			t.Fatalf("pod %s has IP %q; IPs so far %v", p.Name, p.Status.PodIP, ips)
+		}
+		ips[p.Status.PodIP] = true
+		_, cidr, _ := net.ParseCIDR(cci.clusterCIDR)
+		if !cidr.Contains(net.ParseIP(p.Status.PodIP)) {
+			t.Errorf("pod IP %s outside the cluster CIDR %s", p.Status.PodIP, cci.clusterCIDR)
+		}
+		body, err := httpGet("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/")
+		if err != nil || body != testimage.IndexHTML {
+			t.Errorf("GET pod %s at %s: %q, %v", p.Name, p.Status.PodIP, body, err)
+		}
+		checkRunningStatus(t, &p)
+	}
+	pod := pods[0]
+
+	t.Run("logs", func(t *testing.T) {
+		out := mustKubectl(t, "logs", pod.Name)
+		if !strings.Contains(out, "response:200") {
+			t.Errorf("kubectl logs lacks the request just served:\n%s", out)
+		}
+	})
+
+	t.Run("logs -f", func(t *testing.T) {
+		lines := streamLines(t, "logs", "-f", pod.Name)
+		marker := "/follow-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		httpGet("http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + marker)
+		expectLine(t, lines, marker, 10*time.Second)
+	})
+
+	t.Run("attach", func(t *testing.T) {
+		lines := streamLines(t, "attach", pod.Name)
+		// attach shows output from now on; give it a moment to connect.
+		marker := "/attach-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			httpGet("http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + marker)
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("kubectl attach ended")
+				}
+				if strings.Contains(l, marker) {
+					return
+				}
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		t.Fatal("kubectl attach did not show the container's new output")
+	})
+
+	t.Run("exec", func(t *testing.T) {
+		out := mustKubectl(t, "exec", pod.Name, "--", "sh", "-c", "echo in-$(hostname); cat /etc/hostname")
+		if !strings.Contains(out, "in-"+pod.Name) {
+			t.Errorf("exec output %q lacks the pod's hostname %q", out, pod.Name)
+		}
+		out, err := kubectl(t, "exec", pod.Name, "--", "sh", "-c", "exit 7")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+			t.Errorf("exec exit 7: err %v, output %q", err, out)
+		}
+		cmd := exec.Command("kubectl", "--kubeconfig", cci.kubeconfig, "exec", "-i", pod.Name, "--", "sh")
+		cmd.Stdin = strings.NewReader("echo from-stdin-$((6*7))\nexit\n")
+		b, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(b), "from-stdin-42") {
+			t.Errorf("exec -i: %v %q", err, b)
+		}
+	})
+
+	t.Run("exec -it", func(t *testing.T) {
+		cmd := exec.Command("kubectl", "--kubeconfig", cci.kubeconfig, "exec", "-it", pod.Name, "--", "sh")
+		f, err := pty.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		out := make(chan string, 1)
+		go func() {
+			b, _ := io.ReadAll(f)
+			out <- string(b)
+		}()
+		time.Sleep(time.Second)
+		fmt.Fprintf(f, "tty && echo tty-$((6*7))\r")
+		time.Sleep(500 * time.Millisecond)
+		fmt.Fprintf(f, "exit\r")
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("kubectl exec -it: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Fatal("kubectl exec -it did not end")
+		}
+		f.Close()
+		got := <-out
+		if !strings.Contains(got, "tty-42") || !strings.Contains(got, "/dev/pts/") {
+			t.Errorf("exec -it output lacks a terminal session:\n%s", got)
+		}
+	})
+
+	t.Run("port-forward", func(t *testing.T) {
+		port := freePorts(1)[0]
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", cci.kubeconfig, "port-forward", "pod/"+pod.Name, fmt.Sprintf("%d:8080", port))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cancel()
+			cmd.Wait()
+		}()
+		waitFor(t, 15*time.Second, "port-forward to serve", func() (bool, string) {
+			body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			return err == nil && body == testimage.IndexHTML, fmt.Sprint(body, err)
+		})
+	})
+}
+
+// checkRunningStatus checks the fields a kubelet sets on a running pod.
+func checkRunningStatus(t *testing.T, p *v1.Pod) {
+	t.Helper()
+	st := p.Status
+	if st.HostIP == "" || st.StartTime == nil || st.QOSClass == "" {
+		t.Errorf("pod %s: hostIP %q startTime %v qosClass %q", p.Name, st.HostIP, st.StartTime, st.QOSClass)
+	}
+	want := map[v1.PodConditionType]bool{v1.PodScheduled: true, v1.PodInitialized: true, v1.ContainersReady: true, v1.PodReady: true}
+	for _, c := range st.Conditions {
+		if want[c.Type] {
+			if c.Status != v1.ConditionTrue {
+				t.Errorf("pod %s condition %s = %s", p.Name, c.Type, c.Status)
+			}
+			delete(want, c.Type)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("pod %s lacks conditions %v", p.Name, want)
+	}
+	if len(st.ContainerStatuses) != 1 {
+		t.Fatalf("pod %s: %d container statuses", p.Name, len(st.ContainerStatuses))
+	}
+	cs := st.ContainerStatuses[0]
+	if cs.State.Running == nil || cs.State.Running.StartedAt.IsZero() || !cs.Ready || cs.RestartCount != 0 ||
+		!strings.HasPrefix(cs.ContainerID, "containerd://") || !strings.Contains(cs.ImageID, "@sha256:") {
+		t.Errorf("pod %s container status: %+v", p.Name, cs)
+	}
+}
+
+// streamLines runs a long kubectl command and yields its output lines; the
+// command is stopped when the test ends.
+func streamLines(t *testing.T, args ...string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cci.kubeconfig}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	return lines
+}
+
+func expectLine(t *testing.T, lines <-chan string, substr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("stream ended before a line with %q", substr)
+			}
+			if strings.Contains(l, substr) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no line with %q within %s", substr, timeout)
+		}
+	}
+}
+
+// Pod status is exact for containers that end: exit codes, reasons, phases,
+// init containers run first.
+func TestPodStatusOnExit(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	mk := func(name string, policy v1.RestartPolicy, script string) *v1.Pod {
+		return &v1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1.PodSpec{
+				RestartPolicy: policy,
+				InitContainers: []v1.Container{{
+					Name: "init", Image: image(testimage.Shell), Command: []string{"sh", "-c", "echo init-ran > /work/init"},
+					VolumeMounts: []v1.VolumeMount{{Name: "work", MountPath: "/work"}},
+				}},
+				Containers: []v1.Container{{
+					Name: "main", Image: image(testimage.Shell), Command: []string{"sh", "-c", script},
+					VolumeMounts: []v1.VolumeMount{{Name: "work", MountPath: "/work"}},
+				}},
+				Volumes: []v1.Volume{{Name: "work", VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}}},
+			},
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		script string
+		phase  v1.PodPhase
+		code   int32
+		reason string
+	}{
+		{"exit-ok", "cat /work/init", v1.PodSucceeded, 0, "Completed"},
+		{"exit-fail", "cat /work/init; exit 3", v1.PodFailed, 3, "Error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := cs.CoreV1().Pods("default").Create(ctx, mk(tc.name, v1.RestartPolicyNever, tc.script), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cs.CoreV1().Pods("default").Delete(ctx, tc.name, metav1.DeleteOptions{}) })
+			var p *v1.Pod
+			waitFor(t, 60*time.Second, "pod to end", func() (bool, string) {
+				var err error
+				p, err = cs.CoreV1().Pods("default").Get(ctx, tc.name, metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error()
+				}
+				return p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed, string(p.Status.Phase)
+			})
+			if p.Status.Phase != tc.phase {
+				t.Errorf("phase %s, want %s", p.Status.Phase, tc.phase)
+			}
+			ic := p.Status.InitContainerStatuses
+			if len(ic) != 1 || ic[0].State.Terminated == nil || ic[0].State.Terminated.ExitCode != 0 || ic[0].State.Terminated.Reason != "Completed" {
+				t.Errorf("init container status %+v", ic)
+			}
+			mc := p.Status.ContainerStatuses
+			if len(mc) != 1 || mc[0].State.Terminated == nil {
+				t.Fatalf("container status %+v", mc)
+			}
+			term := mc[0].State.Terminated
+			if term.ExitCode != tc.code || term.Reason != tc.reason || term.StartedAt.IsZero() || term.FinishedAt.Before(&term.StartedAt) {
+				t.Errorf("terminated state %+v, want exit %d reason %s", term, tc.code, tc.reason)
+			}
+			out := mustKubectl(t, "logs", tc.name)
+			if !strings.Contains(out, "init-ran") {
+				t.Errorf("main container did not see the init container's work: %q", out)
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == v1.PodReady && c.Status != v1.ConditionFalse {
+					t.Errorf("ended pod Ready = %s", c.Status)
+				}
+				if c.Type == v1.PodInitialized && c.Status != v1.ConditionTrue {
+					t.Errorf("ended pod Initialized = %s", c.Status)
+				}
+			}
+		})
+	}
+
+	t.Run("restart-always", func(t *testing.T) {
+		p := mk("crashloop", v1.RestartPolicyAlways, "exit 2")
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{}) })
+		waitFor(t, 60*time.Second, "a restart and CrashLoopBackOff", func() (bool, string) {
+			got, err := cs.CoreV1().Pods("default").Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil || len(got.Status.ContainerStatuses) == 0 {
+				return false, fmt.Sprint(err)
+			}
+			c := got.Status.ContainerStatuses[0]
+			ok := c.RestartCount >= 1 && c.State.Waiting != nil && c.State.Waiting.Reason == "CrashLoopBackOff" &&
+				c.LastTerminationState.Terminated != nil && c.LastTerminationState.Terminated.ExitCode == 2
+			return ok, fmt.Sprintf("restarts %d state %+v last %+v", c.RestartCount, c.State, c.LastTerminationState)
+		})
+	})
+}
+
+// Bad input: a missing image shows in the pod's status and events, and the
+// node keeps serving other pods.
+func TestMissingImage(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	missing := cci.registry + "/does-not/exist:1"
+	mustKubectl(t, "run", "missing", "--image="+missing, "--restart=Never")
+	t.Cleanup(func() { kubectl(t, "delete", "pod", "missing", "--grace-period=0", "--force") })
+	waitFor(t, 30*time.Second, "ErrImagePull or ImagePullBackOff", func() (bool, string) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "missing", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		if w == nil {
+			return false, fmt.Sprintf("%+v", p.Status.ContainerStatuses[0].State)
+		}
+		return (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, "not found"), w.Reason + ": " + w.Message
+	})
+	waitFor(t, 30*time.Second, "a Failed event with the registry's message", func() (bool, string) {
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=missing"})
+		if err != nil {
+			return false, err.Error()
+		}
+		var all []string
+		for _, e := range evs.Items {
+			all = append(all, e.Reason+": "+e.Message)
+			if e.Reason == "Failed" && strings.Contains(e.Message, "not found") && strings.Contains(e.Message, missing) {
+				return true, ""
+			}
+		}
+		return false, strings.Join(all, "\n")
+	})
+	mustKubectl(t, "run", "still-serving", "--image="+image(testimage.HTTPD))
+	t.Cleanup(func() { kubectl(t, "delete", "pod", "still-serving", "--grace-period=0", "--force") })
+	waitRunning(t, "default", "run=still-serving", 1, 60*time.Second)
+}
+
+// Bad input: an invalid manifest is refused with the upstream validation message.
+func TestInvalidManifestRefused(t *testing.T) {
+	manifest := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(manifest, []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: Bad_Name
+spec:
+  selector:
+    matchLabels: {app: bad}
+  template:
+    metadata:
+      labels: {app: bad}
+    spec:
+      containers:
+      - name: c
+`), 0o644)
+	out, err := kubectl(t, "apply", "-f", manifest)
+	if err == nil {
+		t.Fatalf("invalid manifest accepted:\n%s", out)
+	}
+	for _, want := range []string{`metadata.name: Invalid value: "Bad_Name"`, "spec.template.spec.containers[0].image: Required value"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("refusal lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Bad input: a second `cci up` on the same data folder refuses to start.
+func TestSecondUpRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cci.bin, cci.args...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("second cci up started:\n%s", out)
+	}
+	if !strings.Contains(string(out), "in use by another cci") {
+		t.Errorf("second cci up error lacks a clear message:\n%s", out)
+	}
+	if _, err := kubectl(t, "get", "nodes"); err != nil {
+		t.Errorf("first instance harmed: %v", err)
+	}
+}
+
+type podFacts struct {
+	name, ip, containerID string
+	startedAt             time.Time
+	uid                   types.UID
+}
+
+func runningFacts(t *testing.T, selector string) map[string]podFacts {
+	t.Helper()
+	out := map[string]podFacts{}
+	for _, p := range listPods(t, "default", selector) {
+		if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Running == nil {
+			t.Fatalf("pod %s not running: %+v", p.Name, p.Status)
+		}
+		c := p.Status.ContainerStatuses[0]
+		out[p.Name] = podFacts{p.Name, p.Status.PodIP, c.ContainerID, c.State.Running.StartedAt.Time, p.UID}
+	}
+	return out
+}
+
+// Bad input: containerd killed; the agent restarts it and re-adopts the pods.
+func TestContainerdKilled(t *testing.T) {
+	before := runningFacts(t, "app=web")
+	pidFile := filepath.Join(cci.dataDir, "containerd", "state", "cci-containerd.pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill containerd %d: %v", pid, err)
+	}
+	waitFor(t, 30*time.Second, "a new containerd", func() (bool, string) {
+		raw, _ := os.ReadFile(pidFile)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+		return n != 0 && n != pid && syscall.Kill(n, 0) == nil, string(raw)
+	})
+	var p podFacts
+	for _, f := range before {
+		p = f
+	}
+	waitFor(t, 30*time.Second, "exec after containerd came back", func() (bool, string) {
+		out, err := kubectl(t, "exec", p.name, "--", "echo", "back")
+		return err == nil && strings.Contains(out, "back"), out
+	})
+	after := runningFacts(t, "app=web")
+	for n, f := range before {
+		if after[n] != f {
+			t.Errorf("pod %s changed across the containerd crash: %+v -> %+v", n, f, after[n])
+		}
+	}
+}
+
+// Step 6: stopping and starting `cci up` keeps every object, the PKI, the
+// registry's content and the running containers, re-adopted.
+func TestRestartKeepsEverything(t *testing.T) {
+	mustKubectl(t, "create", "configmap", "survivor", "--from-literal=k=v")
+	before := runningFacts(t, "app=web")
+	if len(before) != 3 {
+		t.Fatalf("want the 3 web pods, got %d", len(before))
+	}
+	caBefore := fileHash(t, filepath.Join(cci.dataDir, "pki", "ca.crt"))
+	tokenBefore := fileHash(t, filepath.Join(cci.dataDir, "pki", "token"))
+
+	if err := cci.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	// With cci down, the pods still serve.
+	for _, f := range before {
+		if body, err := httpGet("http://" + net.JoinHostPort(f.ip, "8080") + "/"); err != nil || body != testimage.IndexHTML {
+			t.Errorf("pod %s not serving while cci is down: %q %v", f.name, body, err)
+		}
+	}
+	took, err := cci.start()
+	if err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+	t.Logf("cci up ready again after %.2fs", took.Seconds())
+
+	if got := fileHash(t, filepath.Join(cci.dataDir, "pki", "ca.crt")); got != caBefore {
+		t.Error("CA changed across restart")
+	}
+	if got := fileHash(t, filepath.Join(cci.dataDir, "pki", "token")); got != tokenBefore {
+		t.Error("join token changed across restart")
+	}
+	if out := mustKubectl(t, "get", "configmap", "survivor", "-o", "jsonpath={.data.k}"); out != "v" {
+		t.Errorf("configmap after restart: %q", out)
+	}
+	if _, err := remote.Image(mustRef(t, image(testimage.HTTPD))); err != nil {
+		t.Errorf("registry content after restart: %v", err)
+	}
+	waitRunning(t, "default", "app=web", 3, 60*time.Second)
+	after := runningFacts(t, "app=web")
+	for n, f := range before {
+		a, ok := after[n]
+		if !ok {
+			t.Errorf("pod %s gone after restart", n)
+			continue
+		}
+		if a.containerID != f.containerID || !a.startedAt.Equal(f.startedAt) || a.ip != f.ip {
+			t.Errorf("pod %s not re-adopted as it was: %+v -> %+v", n, f, a)
+		}
+	}
+	for _, p := range listPods(t, "default", "app=web") {
+		if rc := p.Status.ContainerStatuses[0].RestartCount; rc != 0 {
+			t.Errorf("pod %s restartCount %d after agent restart", p.Name, rc)
+		}
+	}
+	// Exactly one task per container: nothing was started twice.
+	c := ctrdClient(t)
+	ctx := namespaces.WithNamespace(context.Background(), "cci")
+	ctrs, err := c.Containers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, f := range before {
+		count := 0
+		for _, ctr := range ctrs {
+			if strings.HasPrefix(ctr.ID(), string(f.uid)) {
+				count++
+			}
+		}
+		if count != 1 {
+			t.Errorf("pod %s has %d containers in containerd, want 1", n, count)
+		}
+	}
+}
+
+func fileHash(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func ctrdClient(t *testing.T) *containerd.Client {
+	t.Helper()
+	c, err := containerd.New(filepath.Join(cci.dataDir, "containerd", "state", "containerd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Step 5: deleting the Deployment removes every container, network
+// namespace, IP lease and mount its pods had.
+func TestDeleteLeavesNothing(t *testing.T) {
+	pods := listPods(t, "default", "app=web")
+	if len(pods) == 0 {
+		t.Fatal("no web pods to delete")
+	}
+	begin := time.Now()
+	mustKubectl(t, "delete", "deployment", "web")
+	waitFor(t, 60*time.Second, "web pods gone", func() (bool, string) {
+		n := len(listPods(t, "default", "app=web"))
+		return n == 0, fmt.Sprintf("%d left", n)
+	})
+	t.Logf("pods gone %.2fs after `kubectl delete deployment`", time.Since(begin).Seconds())
+
+	c := ctrdClient(t)
+	ctx := namespaces.WithNamespace(context.Background(), "cci")
+	ctrs, err := c.Containers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := c.SnapshotService("overlayfs")
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	leases := filepath.Join(cci.dataDir, "cni", "ipam")
+	for _, p := range pods {
+		uid := string(p.UID)
+		for _, ctr := range ctrs {
+			if strings.HasPrefix(ctr.ID(), uid) {
+				t.Errorf("pod %s: container %s left in containerd", p.Name, ctr.ID())
+			}
+		}
+		if _, err := snaps.Stat(ctx, uid+"-httpd"); err == nil {
+			t.Errorf("pod %s: snapshot left", p.Name)
+		}
+		if _, err := os.Stat(filepath.Join("/var/run/netns", "cci-"+uid)); err == nil {
+			t.Errorf("pod %s: network namespace left", p.Name)
+		}
+		if strings.Contains(string(mounts), uid) {
+			t.Errorf("pod %s: a mount is left", p.Name)
+		}
+		err := filepath.Walk(leases, func(path string, info os.FileInfo, err error) error {
+			if err == nil && info.Name() == p.Status.PodIP {
+				t.Errorf("pod %s: IP lease %s left", p.Name, path)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		if _, err := os.Stat(filepath.Join(cci.dataDir, "agent", "pods", uid)); err == nil {
+			t.Errorf("pod %s: state folder left", p.Name)
+		}
+	}
+	// CNI's rules name the pod (its UID is the CNI container id).
+	out, _ := exec.Command("iptables-save").CombinedOutput()
+	for _, p := range pods {
+		if strings.Contains(string(out), string(p.UID)) {
+			t.Errorf("pod %s: iptables rules left:\n%s", p.Name, grepLines(string(out), string(p.UID)))
+		}
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
