@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,6 +113,22 @@ func TestUpReportsReady(t *testing.T) {
 	nodes := mustKubectl(t, "get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}")
 	if strings.TrimSpace(nodes) != "True" {
 		t.Errorf("node Ready = %q, want True", nodes)
+	}
+	node, err := client(t).CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(node.Items) != 1 {
+		t.Fatalf("nodes: %v %v", node, err)
+	}
+	capacity := node.Items[0].Status.Capacity
+	if got := capacity.Cpu().Value(); got != int64(goruntime.NumCPU()) {
+		t.Errorf("node cpu capacity %d, host has %d", got, goruntime.NumCPU())
+	}
+	var si syscall.Sysinfo_t
+	syscall.Sysinfo(&si)
+	if got, want := capacity.Memory().Value(), int64(si.Totalram)*int64(si.Unit); got != want {
+		t.Errorf("node memory capacity %d, host has %d", got, want)
+	}
+	if capacity.Pods().Value() <= 0 {
+		t.Errorf("node pod capacity %v", capacity.Pods())
 	}
 	body, err := httpGet("http://" + cci.registry + "/v2/")
 	if err != nil {
@@ -792,4 +809,59 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// `cci agent --server --token` joins a second host (here: a second agent on
+// this machine with its own data folder, bridge and kubelet port), and pods
+// scheduled there run and answer.
+func TestSecondAgentJoins(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "agent2")
+	token, err := os.ReadFile(filepath.Join(cci.dataDir, "pki", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := strings.TrimSpace(grepLines(cci.output.String(), "apiserver:"))
+	server = strings.TrimSpace(strings.TrimPrefix(server, "apiserver:"))
+	args := []string{"agent", "--data-dir", data, "--server", server, "--token", strings.TrimSpace(string(token)),
+		"--node-name", "agent2", "--kubelet-port", strconv.Itoa(freePorts(1)[0]), "--cni-bridge", "cci-e2e1",
+		"--insecure-registry", cci.registry}
+	cmd := exec.Command(cci.bin, args...)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		kubectl(t, "delete", "node", "agent2")
+		if t.Failed() {
+			t.Logf("agent output:\n%s", out.String())
+		}
+	})
+
+	waitFor(t, 60*time.Second, "node agent2 Ready", func() (bool, string) {
+		s, _ := kubectl(t, "get", "node", "agent2", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
+		return s == "True", s
+	})
+	mustKubectl(t, "run", "on-agent2", "--image="+image(testimage.HTTPD), "--overrides", `{"spec":{"nodeName":"agent2"}}`)
+	pods := waitRunning(t, "default", "run=on-agent2", 1, 60*time.Second)
+	if pods[0].Spec.NodeName != "agent2" {
+		t.Fatalf("pod on %q", pods[0].Spec.NodeName)
+	}
+	if body, err := httpGet("http://" + net.JoinHostPort(pods[0].Status.PodIP, "8080") + "/"); err != nil || body != testimage.IndexHTML {
+		t.Errorf("pod on agent2 at %s: %q %v", pods[0].Status.PodIP, body, err)
+	}
+	if out := mustKubectl(t, "exec", "on-agent2", "--", "hostname"); strings.TrimSpace(out) != "on-agent2" {
+		t.Errorf("exec through agent2's kubelet API: %q", out)
+	}
+	mustKubectl(t, "delete", "pod", "on-agent2")
+	stop()
 }
