@@ -34,6 +34,7 @@ type instance struct {
 	kubeconfig   string
 	registry     string
 	clusterCIDR  string
+	bridge       string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -82,11 +83,15 @@ func run(m *testing.M) int {
 	}
 
 	ports := freePorts(5)
+	// Bridge and pod range of their own, so that suites in other checkouts
+	// (and a `cci up` of the user) can run on the same host at once.
+	n := os.Getpid() % 100
 	cci = &instance{
 		bin:         bin,
 		dataDir:     filepath.Join(work, "data"),
 		registry:    fmt.Sprintf("127.0.0.1:%d", ports[3]),
-		clusterCIDR: "10.77.0.0/16",
+		clusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
+		bridge:      fmt.Sprintf("cci-e2e%d", n),
 	}
 	cci.args = []string{"up",
 		"--data-dir", cci.dataDir,
@@ -96,7 +101,7 @@ func run(m *testing.M) int {
 		"--registry-addr", cci.registry,
 		"--kubelet-port", strconv.Itoa(ports[4]),
 		"--cluster-cidr", cci.clusterCIDR,
-		"--cni-bridge", "cci-e2e0",
+		"--cni-bridge", cci.bridge,
 	}
 	cci.kubeconfig = filepath.Join(cci.dataDir, "admin.kubeconfig")
 	if _, err := cci.start(); err != nil {

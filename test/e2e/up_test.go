@@ -823,7 +823,7 @@ func TestSecondAgentJoins(t *testing.T) {
 	server := strings.TrimSpace(grepLines(cci.output.String(), "apiserver:"))
 	server = strings.TrimSpace(strings.TrimPrefix(server, "apiserver:"))
 	args := []string{"agent", "--data-dir", data, "--server", server, "--token", strings.TrimSpace(string(token)),
-		"--node-name", "agent2", "--kubelet-port", strconv.Itoa(freePorts(1)[0]), "--cni-bridge", "cci-e2e1",
+		"--node-name", "agent2", "--kubelet-port", strconv.Itoa(freePorts(1)[0]), "--cni-bridge", cci.bridge + "b",
 		"--insecure-registry", cci.registry}
 	cmd := exec.Command(cci.bin, args...)
 	out := &strings.Builder{}
