@@ -225,6 +225,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			Kube:               kube,
 			ConfigMaps:         pc.ConfigMaps,
 			Secrets:            pc.Secrets,
+			Services:           pc.Services,
 			Recorder:           recorder,
 			Log:                log,
 		})
@@ -239,6 +240,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			c.Handler = nodeutil.WithAuth(auth, mux)
 			c.EventRecorder = recorder
 			c.NumWorkers = 20
+			// The runtime computes environments itself when a container
+			// starts (pod IP known, kubelet error reasons).
+			c.SkipDownwardAPIResolution = true
 			c.InformerResyncPeriod = 10 * time.Minute
 			return nil
 		},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -79,7 +80,10 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 		_ = old
 	}
 
-	specOpts, err := w.r.specOpts(ctx, pod, c, img)
+	w.mu.Lock()
+	podIPs := append([]string(nil), w.rec.IPs...)
+	w.mu.Unlock()
+	specOpts, err := w.r.specOpts(ctx, pod, c, img, podIPs)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -196,7 +200,7 @@ func (r *Runtime) logPath(pod *v1.Pod, container string, restart int32) string {
 }
 
 // specOpts turns a Kubernetes container into OCI spec options.
-func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, img *pulledImage) ([]oci.SpecOpts, error) {
+func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, img *pulledImage, podIPs []string) ([]oci.SpecOpts, error) {
 	imgSpec, err := img.image.Spec(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read image config of %q: %w", c.Image, err)
@@ -223,17 +227,21 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 	if len(args) == 0 {
 		return nil, fmt.Errorf("container %q has no command: the image %q sets no ENTRYPOINT or CMD and the pod gives no command", c.Name, c.Image)
 	}
-	args = expandArgs(args, c.Env)
+	env, err := r.containerEnv(pod, c, podIPs)
+	if err != nil {
+		return nil, err
+	}
+	args = expandCommand(args, env)
 	opts = append(opts, oci.WithProcessArgs(args...))
 	if c.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
 	}
-	env := make([]string, 0, len(c.Env)+1)
-	env = append(env, "HOSTNAME="+hostname)
-	for _, e := range c.Env {
-		env = append(env, e.Name+"="+e.Value)
+	envList := make([]string, 0, len(env)+1)
+	envList = append(envList, "HOSTNAME="+hostname)
+	for _, e := range env {
+		envList = append(envList, e.Name+"="+e.Value)
 	}
-	opts = append(opts, oci.WithEnv(env))
+	opts = append(opts, oci.WithEnv(envList))
 	if c.TTY {
 		opts = append(opts, oci.WithTTY)
 	}
@@ -275,6 +283,12 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 			gid = sc.RunAsGroup
 		}
 	}
+	if nonRoot := (sc != nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) ||
+		(sc == nil || sc.RunAsNonRoot == nil) && psc != nil && psc.RunAsNonRoot != nil && *psc.RunAsNonRoot; nonRoot {
+		if err := verifyNonRoot(uid, imgSpec.Config.User, pod, c); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case uid != nil && gid != nil:
 		opts = append(opts, oci.WithUIDGID(uint32(*uid), uint32(*gid)))
@@ -307,7 +321,54 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 			opts = append(opts, oci.WithNoNewPrivileges)
 		}
 	}
+	// seccomp: the container's profile over the pod's; Unconfined by
+	// default, as on a kubelet.
+	var profile *v1.SeccompProfile
+	if psc != nil {
+		profile = psc.SeccompProfile
+	}
+	if sc != nil && sc.SeccompProfile != nil {
+		profile = sc.SeccompProfile
+	}
+	if profile != nil {
+		switch profile.Type {
+		case v1.SeccompProfileTypeRuntimeDefault:
+			opts = append(opts, seccomp.WithDefaultProfile())
+		case v1.SeccompProfileTypeUnconfined:
+		default:
+			return nil, &configError{fmt.Errorf("seccomp profile type %q is not supported on this node (RuntimeDefault and Unconfined are)", profile.Type)}
+		}
+	}
 	return opts, nil
+}
+
+// configError is a container whose configuration cannot be honoured: the
+// kubelet reports it as CreateContainerConfigError.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// verifyNonRoot refuses to run a container as root when runAsNonRoot asks so.
+func verifyNonRoot(uid *int64, imageUser string, pod *v1.Pod, c *v1.Container) error {
+	if uid != nil {
+		if *uid == 0 {
+			return &configError{fmt.Errorf("container's runAsUser breaks non-root policy (pod: %q, container: %s)", pod.Namespace+"/"+pod.Name, c.Name)}
+		}
+		return nil
+	}
+	user, _, _ := strings.Cut(imageUser, ":")
+	if user == "" || user == "root" {
+		return &configError{fmt.Errorf("container has runAsNonRoot and image will run as root (pod: %q, container: %s)", pod.Namespace+"/"+pod.Name, c.Name)}
+	}
+	n, err := strconv.ParseInt(user, 10, 64)
+	if err != nil {
+		return &configError{fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root (pod: %q, container: %s)", user, pod.Namespace+"/"+pod.Name, c.Name)}
+	}
+	if n == 0 {
+		return &configError{fmt.Errorf("container has runAsNonRoot and image will run as root (pod: %q, container: %s)", pod.Namespace+"/"+pod.Name, c.Name)}
+	}
+	return nil
 }
 
 func withAdditionalGIDs(gids []uint32) oci.SpecOpts {
@@ -331,45 +392,4 @@ func capNames(caps []v1.Capability) []string {
 		out = append(out, n)
 	}
 	return out
-}
-
-// expandArgs replaces $(VAR) references to the container's env as the
-// kubelet does; $$(VAR) escapes.
-func expandArgs(args []string, env []v1.EnvVar) []string {
-	vals := map[string]string{}
-	for _, e := range env {
-		vals[e.Name] = e.Value
-	}
-	out := make([]string, len(args))
-	for i, a := range args {
-		out[i] = expand(a, vals)
-	}
-	return out
-}
-
-func expand(s string, vals map[string]string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '$' && i+1 < len(s) {
-			if s[i+1] == '$' {
-				b.WriteByte('$')
-				i++
-				continue
-			}
-			if s[i+1] == '(' {
-				if end := strings.IndexByte(s[i+2:], ')'); end >= 0 {
-					name := s[i+2 : i+2+end]
-					if v, ok := vals[name]; ok {
-						b.WriteString(v)
-					} else {
-						b.WriteString(s[i : i+3+end])
-					}
-					i += 2 + end
-					continue
-				}
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,7 @@ type Config struct {
 	Kube       kubernetes.Interface
 	ConfigMaps corev1listers.ConfigMapLister
 	Secrets    corev1listers.SecretLister
+	Services   corev1listers.ServiceLister
 	Recorder   record.EventRecorder
 	Log        *slog.Logger
 }
@@ -66,6 +68,7 @@ type Runtime struct {
 	notify func(*v1.Pod)
 	ctx    context.Context
 	pulls  *puller
+	tokens map[string]tokenEntry // service-account tokens by pod UID/volume/path
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -90,9 +93,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("create state folder: %w", err)
 	}
 	r := &Runtime{
-		cfg:  cfg,
-		pods: map[string]*podWorker{},
-		ctx:  namespaces.WithNamespace(ctx, cfg.Namespace),
+		cfg:    cfg,
+		pods:   map[string]*podWorker{},
+		ctx:    namespaces.WithNamespace(ctx, cfg.Namespace),
+		tokens: map[string]tokenEntry{},
 	}
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
 	if err := r.recover(); err != nil {
@@ -161,6 +165,12 @@ func (r *Runtime) forget(w *podWorker) {
 	k := key(w.pod().Namespace, w.pod().Name)
 	if r.pods[k] == w {
 		delete(r.pods, k)
+	}
+	prefix := string(w.pod().UID) + "/"
+	for t := range r.tokens {
+		if strings.HasPrefix(t, prefix) {
+			delete(r.tokens, t)
+		}
 	}
 }
 

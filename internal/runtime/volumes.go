@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
+	volumeutil "k8s.io/kubernetes/pkg/volume/util"
 )
 
 func (r *Runtime) volumeDir(pod *v1.Pod, name string) string {
@@ -28,42 +30,73 @@ func (r *Runtime) etcDir(pod *v1.Pod) string {
 	return filepath.Join(r.podDir(pod.UID), "etc")
 }
 
-// prepareVolumes materializes every volume of the pod under its folder.
-// Volumes already prepared (agent restart) are left as they are.
-func (r *Runtime) prepareVolumes(ctx context.Context, pod *v1.Pod) error {
+// refreshVolumes brings the pod's file volumes up to date with their
+// sources (a changed configMap or secret, a service-account token near its
+// expiry). Failures are events; the files stay as they were.
+func (w *podWorker) refreshVolumes() {
+	w.mu.Lock()
+	active := w.rec.SandboxReady && !w.rec.Released
+	w.mu.Unlock()
+	if !active {
+		return
+	}
+	pod := w.pod()
 	for _, vol := range pod.Spec.Volumes {
-		dir := r.volumeDir(pod, vol.Name)
-		if vol.HostPath != nil {
-			if err := prepareHostPath(vol.HostPath); err != nil {
-				return fmt.Errorf("volume %q: %w", vol.Name, err)
-			}
+		if vol.ConfigMap == nil && vol.Secret == nil && vol.DownwardAPI == nil && vol.Projected == nil {
 			continue
 		}
-		if err := os.MkdirAll(dir, 0o777); err != nil {
-			return fmt.Errorf("volume %q: %w", vol.Name, err)
+		if err := w.r.prepareVolume(w.ctx(), pod, vol); err != nil {
+			w.event(v1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed for volume %q : %v", vol.Name, err)
 		}
-		var err error
-		switch {
-		case vol.EmptyDir != nil:
-			err = r.prepareEmptyDir(dir, vol.EmptyDir)
-		case vol.ConfigMap != nil:
-			err = r.writeFiles(dir, func() (map[string]file, error) { return r.configMapFiles(pod.Namespace, vol.ConfigMap) })
-		case vol.Secret != nil:
-			err = r.writeFiles(dir, func() (map[string]file, error) { return r.secretFiles(pod.Namespace, vol.Secret) })
-		case vol.DownwardAPI != nil:
-			err = r.writeFiles(dir, func() (map[string]file, error) {
-				return downwardFiles(pod, vol.DownwardAPI.Items, vol.DownwardAPI.DefaultMode)
-			})
-		case vol.Projected != nil:
-			err = r.writeFiles(dir, func() (map[string]file, error) { return r.projectedFiles(ctx, pod, vol.Projected) })
-		default:
-			err = fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath)")
-		}
-		if err != nil {
-			return fmt.Errorf("volume %q: %w", vol.Name, err)
+	}
+}
+
+// prepareVolumes materializes every volume of the pod under its folder.
+func (r *Runtime) prepareVolumes(ctx context.Context, pod *v1.Pod) error {
+	for _, vol := range pod.Spec.Volumes {
+		if err := r.prepareVolume(ctx, pod, vol); err != nil {
+			return &mountError{volume: vol.Name, err: err}
 		}
 	}
 	return nil
+}
+
+// mountError is a volume that could not be set up, reported as the kubelet does.
+type mountError struct {
+	volume string
+	err    error
+}
+
+func (e *mountError) Error() string {
+	return fmt.Sprintf("MountVolume.SetUp failed for volume %q : %v", e.volume, e.err)
+}
+
+func (e *mountError) Unwrap() error { return e.err }
+
+func (r *Runtime) prepareVolume(ctx context.Context, pod *v1.Pod, vol v1.Volume) error {
+	if vol.HostPath != nil {
+		return prepareHostPath(vol.HostPath)
+	}
+	dir := r.volumeDir(pod, vol.Name)
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return err
+	}
+	switch {
+	case vol.EmptyDir != nil:
+		return r.prepareEmptyDir(dir, vol.EmptyDir)
+	case vol.ConfigMap != nil:
+		return r.writeFiles(dir, func() (map[string]file, error) { return r.configMapFiles(pod.Namespace, vol.ConfigMap) })
+	case vol.Secret != nil:
+		return r.writeFiles(dir, func() (map[string]file, error) { return r.secretFiles(pod.Namespace, vol.Secret) })
+	case vol.DownwardAPI != nil:
+		return r.writeFiles(dir, func() (map[string]file, error) {
+			return downwardFiles(pod, vol.DownwardAPI.Items, vol.DownwardAPI.DefaultMode)
+		})
+	case vol.Projected != nil:
+		return r.writeFiles(dir, func() (map[string]file, error) { return r.projectedFiles(ctx, pod, vol.Name, vol.Projected) })
+	default:
+		return fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath)")
+	}
 }
 
 func prepareHostPath(hp *v1.HostPathVolumeSource) error {
@@ -151,28 +184,24 @@ type file struct {
 	mode os.FileMode
 }
 
-// writeFiles replaces the folder's content by the files make returns.
-func (r *Runtime) writeFiles(dir string, make func() (map[string]file, error)) error {
-	files, err := make()
+// writeFiles makes the folder hold exactly the files render returns, through
+// the kubelet's atomic writer: the files live in a timestamped folder that
+// a `..data` symlink switches to at once, so a container never sees half an
+// update.
+func (r *Runtime) writeFiles(dir string, render func() (map[string]file, error)) error {
+	files, err := render()
 	if err != nil {
 		return err
 	}
+	payload := make(map[string]volumeutil.FileProjection, len(files))
 	for name, f := range files {
-		path := filepath.Join(dir, name)
-		if !strings.HasPrefix(path, dir+string(filepath.Separator)) {
-			return fmt.Errorf("file path %q leaves the volume", name)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(path, f.data, f.mode); err != nil {
-			return err
-		}
-		if err := os.Chmod(path, f.mode); err != nil {
-			return err
-		}
+		payload[name] = volumeutil.FileProjection{Data: f.data, Mode: int32(f.mode)}
 	}
-	return nil
+	w, err := volumeutil.NewAtomicWriter(dir, "cci")
+	if err != nil {
+		return err
+	}
+	return w.Write(payload, nil)
 }
 
 func mode(item *int32, def *int32) os.FileMode {
@@ -245,7 +274,7 @@ func (r *Runtime) secretFiles(ns string, src *v1.SecretVolumeSource) (map[string
 	return keyFiles(s.Data, src.Items, src.DefaultMode, optional, fmt.Sprintf("secret %q", src.SecretName))
 }
 
-func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, src *v1.ProjectedVolumeSource) (map[string]file, error) {
+func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, volName string, src *v1.ProjectedVolumeSource) (map[string]file, error) {
 	out := map[string]file{}
 	merge := func(m map[string]file) {
 		for k, v := range m {
@@ -289,7 +318,7 @@ func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, src *v1.Proje
 			}
 			merge(m)
 		case s.ServiceAccountToken != nil:
-			tok, err := r.serviceAccountToken(ctx, pod, s.ServiceAccountToken)
+			tok, err := r.serviceAccountToken(ctx, pod, volName, s.ServiceAccountToken)
 			if err != nil {
 				return nil, err
 			}
@@ -301,7 +330,21 @@ func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, src *v1.Proje
 	return out, nil
 }
 
-func (r *Runtime) serviceAccountToken(ctx context.Context, pod *v1.Pod, src *v1.ServiceAccountTokenProjection) (string, error) {
+// tokenEntry is a service-account token handed to a pod, kept until 80% of
+// its life has passed (the kubelet's rule for refreshing it).
+type tokenEntry struct {
+	token   string
+	refresh time.Time
+}
+
+func (r *Runtime) serviceAccountToken(ctx context.Context, pod *v1.Pod, volName string, src *v1.ServiceAccountTokenProjection) (string, error) {
+	cacheKey := string(pod.UID) + "/" + volName + "/" + src.Path
+	r.mu.Lock()
+	cached, ok := r.tokens[cacheKey]
+	r.mu.Unlock()
+	if ok && time.Now().Before(cached.refresh) {
+		return cached.token, nil
+	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
@@ -324,6 +367,10 @@ func (r *Runtime) serviceAccountToken(ctx context.Context, pod *v1.Pod, src *v1.
 	if err != nil {
 		return "", fmt.Errorf("request token for service account %q: %w", sa, err)
 	}
+	life := tr.Status.ExpirationTimestamp.Sub(time.Now())
+	r.mu.Lock()
+	r.tokens[cacheKey] = tokenEntry{token: tr.Status.Token, refresh: time.Now().Add(life * 8 / 10)}
+	r.mu.Unlock()
 	return tr.Status.Token, nil
 }
 

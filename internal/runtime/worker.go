@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +30,8 @@ const (
 
 	// sandboxRetry is how soon a pod whose sandbox could not be prepared is tried again.
 	sandboxRetry = 5 * time.Second
+	// volumeResync is how often file volumes are brought up to date.
+	volumeResync = 5 * time.Second
 	// reattachRetry is how soon a lost task (containerd went away) is looked up again.
 	reattachRetry = time.Second
 )
@@ -67,6 +70,9 @@ func newRecord(pod *v1.Pod) *podRecord {
 	waiting := v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "PodInitializing"}}
 	for _, c := range pod.Spec.InitContainers {
 		rec.Containers = append(rec.Containers, &ctrRecord{Name: c.Name, Init: true, ID: containerID(pod, c.Name), State: waiting})
+	}
+	if len(pod.Spec.InitContainers) == 0 {
+		waiting = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ContainerCreating"}}
 	}
 	for _, c := range pod.Spec.Containers {
 		rec.Containers = append(rec.Containers, &ctrRecord{Name: c.Name, ID: containerID(pod, c.Name), State: waiting})
@@ -186,6 +192,10 @@ func (w *podWorker) run() {
 		w.reattachAll()
 	}
 	var timer *time.Timer
+	// configMap, secret, downwardAPI and projected volumes follow their
+	// sources while the pod runs, as on a kubelet.
+	volumeSync := time.NewTicker(volumeResync)
+	defer volumeSync.Stop()
 	for {
 		next, finished := w.sync()
 		w.persistAndPublish()
@@ -213,6 +223,8 @@ func (w *podWorker) run() {
 				}
 			}
 		case <-timerC:
+		case <-volumeSync.C:
+			w.refreshVolumes()
 		}
 		if timer != nil {
 			timer.Stop()
@@ -276,7 +288,11 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	if !sandbox {
 		if err := w.prepareSandbox(); err != nil {
 			w.log.Warn("pod sandbox not ready", "err", err)
-			w.event(v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+			if me := (*mountError)(nil); errors.As(err, &me) {
+				w.event(v1.EventTypeWarning, "FailedMount", "%v", me)
+			} else {
+				w.event(v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+			}
 			w.update(func(rec *podRecord) {
 				rec.Reason, rec.Message = "", fmt.Sprintf("pod sandbox: %v", err)
 			})
@@ -461,10 +477,14 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 	lt, startedAt, err := w.startContainer(c, cr, image)
 	if err != nil {
 		msg := err.Error()
+		reason := "CreateContainerError"
+		if ce := (*configError)(nil); errors.As(err, &ce) {
+			reason = "CreateContainerConfigError"
+		}
 		w.event(v1.EventTypeWarning, "Failed", "Error: %s", msg)
 		d := w.backoff(cr, now)
 		w.update(func(*podRecord) {
-			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "CreateContainerError", Message: msg}}
+			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: reason, Message: msg}}
 		})
 		return d
 	}
@@ -521,6 +541,9 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	}
 	delete(w.tasks, name)
 	cr := w.rec.ctr(name)
+	// The OOM verdict lives in the container's cgroup: read it before the
+	// container and its cgroup go.
+	oom := lt.code == 137 && w.oomKilled(cr.ID)
 	w.removeContainer(cr.ID, lt.task)
 	pod := w.pod()
 	w.update(func(*podRecord) {
@@ -533,7 +556,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		if lt.code != 0 {
 			reason = "Error"
 		}
-		if lt.code == 137 && w.oomKilled(cr.ID) {
+		if oom {
 			reason = "OOMKilled"
 		}
 		cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
