@@ -1,0 +1,163 @@
+package runtime
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func testPod(init ...string) *v1.Pod {
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid"}}
+	for _, n := range init {
+		p.Spec.InitContainers = append(p.Spec.InitContainers, v1.Container{Name: n, Image: "img"})
+	}
+	p.Spec.Containers = []v1.Container{{Name: "main", Image: "img"}}
+	return p
+}
+
+func condition(p *v1.Pod, t v1.PodConditionType) v1.ConditionStatus {
+	for _, c := range p.Status.Conditions {
+		if c.Type == t {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+func TestBuildPodConditions(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	running := v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(now)}}
+	done := v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+	for _, tc := range []struct {
+		name               string
+		init, main         v1.ContainerState
+		phase              v1.PodPhase
+		initialized, ready v1.ConditionStatus
+	}{
+		{"init running", running, v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "PodInitializing"}}, v1.PodPending, v1.ConditionFalse, v1.ConditionFalse},
+		{"all running", done, running, v1.PodRunning, v1.ConditionTrue, v1.ConditionTrue},
+		{"succeeded", done, done, v1.PodSucceeded, v1.ConditionTrue, v1.ConditionFalse},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecord(testPod("init"))
+			rec.SandboxReady = true
+			rec.IPs = []string{"10.1.0.5"}
+			rec.Phase = tc.phase
+			rec.Containers[0].State = tc.init
+			rec.Containers[1].State = tc.main
+			p := buildPod(rec, "192.0.2.2", now)
+			if got := condition(p, v1.PodInitialized); got != tc.initialized {
+				t.Errorf("Initialized = %s, want %s", got, tc.initialized)
+			}
+			if got := condition(p, v1.PodReady); got != tc.ready {
+				t.Errorf("Ready = %s, want %s", got, tc.ready)
+			}
+			if got := condition(p, v1.ContainersReady); got != tc.ready {
+				t.Errorf("ContainersReady = %s, want %s", got, tc.ready)
+			}
+			if condition(p, v1.PodScheduled) != v1.ConditionTrue {
+				t.Error("PodScheduled not True")
+			}
+			if p.Status.PodIP != "10.1.0.5" || p.Status.HostIP != "192.0.2.2" || len(p.Status.InitContainerStatuses) != 1 {
+				t.Errorf("status %+v", p.Status)
+			}
+		})
+	}
+}
+
+func TestBuildPodBackOffReasons(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := newRecord(testPod())
+	cr := rec.Containers[0]
+	cr.RestartCount = 2
+	cr.Started = true
+	cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 2, Reason: "Error"}}
+	cr.Backoff = 40 * time.Second
+	cr.BackoffUntil = now.Add(15 * time.Second)
+	cs := buildPod(rec, "", now).Status.ContainerStatuses[0]
+	if cs.State.Waiting == nil || cs.State.Waiting.Reason != "CrashLoopBackOff" || !strings.Contains(cs.State.Waiting.Message, "back-off 20s") {
+		t.Errorf("in back-off: %+v", cs.State)
+	}
+	if cs.LastTerminationState.Terminated == nil || cs.LastTerminationState.Terminated.ExitCode != 2 {
+		t.Errorf("last state %+v", cs.LastTerminationState)
+	}
+	// Past the back-off, the terminated state shows until the restart.
+	cs = buildPod(rec, "", now.Add(time.Minute)).Status.ContainerStatuses[0]
+	if cs.State.Terminated == nil {
+		t.Errorf("after back-off: %+v", cs.State)
+	}
+
+	// A failed pull reads ErrImagePull, then ImagePullBackOff while waiting.
+	pull := newRecord(testPod())
+	pc := pull.Containers[0]
+	pc.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}}
+	pc.Backoff = 20 * time.Second
+	pc.BackoffUntil = now.Add(10 * time.Second)
+	if got := buildPod(pull, "", now).Status.ContainerStatuses[0].State.Waiting.Reason; got != "ErrImagePull" {
+		t.Errorf("just failed: %s", got)
+	}
+	if got := buildPod(pull, "", now.Add(5*time.Second)).Status.ContainerStatuses[0].State.Waiting.Reason; got != "ImagePullBackOff" {
+		t.Errorf("waiting: %s", got)
+	}
+}
+
+func TestShouldRestart(t *testing.T) {
+	for _, tc := range []struct {
+		policy v1.RestartPolicy
+		code   int32
+		want   bool
+	}{
+		{v1.RestartPolicyAlways, 0, true},
+		{v1.RestartPolicyAlways, 1, true},
+		{v1.RestartPolicyOnFailure, 0, false},
+		{v1.RestartPolicyOnFailure, 1, true},
+		{v1.RestartPolicyNever, 1, false},
+	} {
+		if got := shouldRestart(tc.policy, tc.code); got != tc.want {
+			t.Errorf("shouldRestart(%s, %d) = %v", tc.policy, tc.code, got)
+		}
+	}
+}
+
+func TestSeekTail(t *testing.T) {
+	for _, tc := range []struct {
+		content string
+		n       int
+		want    string
+	}{
+		{"a\nb\nc\n", 1, "c\n"},
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc", 1, "c"},
+		{"a\nb\nc\n", 10, "a\nb\nc\n"},
+		{strings.Repeat("x\n", 10000) + "last\n", 1, "last\n"},
+	} {
+		path := filepath.Join(t.TempDir(), "log")
+		os.WriteFile(path, []byte(tc.content), 0o644)
+		f, _ := os.Open(path)
+		if err := seekTail(f, tc.n); err != nil {
+			t.Fatal(err)
+		}
+		rest := make([]byte, len(tc.content))
+		n, _ := f.Read(rest)
+		f.Close()
+		if got := string(rest[:n]); got != tc.want {
+			t.Errorf("tail %d of %q = %q, want %q", tc.n, tc.content[:min(len(tc.content), 20)], got, tc.want)
+		}
+	}
+}
+
+func TestExpandCommand(t *testing.T) {
+	env := []v1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "two"}}
+	got := expandCommand([]string{"echo", "$(A)-$(B)", "$$(A)", "$(MISSING)"}, env)
+	want := []string{"echo", "1-two", "$(A)", "$(MISSING)"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("arg %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
