@@ -393,3 +393,20 @@ func TestVolumeMountFailure(t *testing.T) {
 	mustKubectl(t, "-n", ns, "create", "configmap", "missing", "--from-literal=k=v")
 	waitRunning(t, ns, "app=no-cm", 1, 60*time.Second)
 }
+
+// Bad input: exec of a binary the container does not have fails with a
+// clear message and leaves the container running.
+func TestExecMissingBinary(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rc string) {
+		ns := testNamespace(t)
+		createPod(t, ns, shellPod("execme", rc, "sleep 3600"))
+		waitRunning(t, ns, "app=execme", 1, 60*time.Second)
+		out, err := kubectl(t, "-n", ns, "exec", "execme", "--", "/no/such/binary")
+		if err == nil || !strings.Contains(out, "/no/such/binary") || !strings.Contains(out, "no such file or directory") {
+			t.Errorf("exec of a missing binary: err %v, output %q", err, out)
+		}
+		if got := execOut(t, ns, "execme", "echo", "still-here"); got != "still-here\n" {
+			t.Errorf("container after a failed exec: %q", got)
+		}
+	})
+}
