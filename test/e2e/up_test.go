@@ -227,10 +227,12 @@ func TestDeploymentServesAndStreams(t *testing.T) {
 		if !cidr.Contains(net.ParseIP(p.Status.PodIP)) {
 			t.Errorf("pod IP %s outside the cluster CIDR %s", p.Status.PodIP, cci.clusterCIDR)
 		}
-		body, err := httpGet("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/")
-		if err != nil || body != testimage.IndexHTML {
-			t.Errorf("GET pod %s at %s: %q, %v", p.Name, p.Status.PodIP, body, err)
-		}
+		// Running means the process started; the server inside takes a
+		// moment more to listen (no readiness probe here).
+		waitFor(t, 15*time.Second, "pod "+p.Name+" to serve HTTP", func() (bool, string) {
+			body, err := httpGet("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/")
+			return err == nil && body == testimage.IndexHTML, fmt.Sprint(body, err)
+		})
 		checkRunningStatus(t, &p)
 	}
 	pod := pods[0]
