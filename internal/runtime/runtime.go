@@ -54,6 +54,9 @@ type Config struct {
 	Secrets    corev1listers.SecretLister
 	Recorder   record.EventRecorder
 	Log        *slog.Logger
+	// Prober runs liveness, readiness and startup probes. Default: the
+	// kubelet's probers, exec probes through containerd.
+	Prober Prober
 }
 
 // Runtime runs pods; it implements nodeutil.Provider and node.PodNotifier.
@@ -66,6 +69,7 @@ type Runtime struct {
 	notify func(*v1.Pod)
 	ctx    context.Context
 	pulls  *puller
+	execer execRunner // exec probes and hooks
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -95,6 +99,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		ctx:  namespaces.WithNamespace(ctx, cfg.Namespace),
 	}
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
+	r.execer = execRunner{client: cfg.Containerd, namespace: cfg.Namespace}
+	if r.cfg.Prober == nil {
+		r.cfg.Prober = newKubeProber(r.execer)
+	}
 	if err := r.recover(); err != nil {
 		return nil, err
 	}
