@@ -365,8 +365,10 @@ func TestProbesBadInput(t *testing.T) {
 			return p.Status.PodIP != "" && mainStatus(p).State.Running != nil, describe(p)
 		})
 		ip := got.Status.PodIP
-		waitEvent(t, p, "Unhealthy", "Readiness probe failed: dial tcp "+net.JoinHostPort(ip, "9999")+": connect: connection refused")
-		waitEvent(t, p, "Unhealthy", "Liveness probe errored and resulted in unknown state:", "no-such-binary")
+		ev := waitEvent(t, p, "Unhealthy", "Readiness probe failed: dial tcp "+net.JoinHostPort(ip, "9999")+": connect: connection refused")
+		t.Logf("%s %s: %s", ev.Type, ev.Reason, ev.Message)
+		ev = waitEvent(t, p, "Unhealthy", "Liveness probe errored and resulted in unknown state:", "no-such-binary")
+		t.Logf("%s %s: %s", ev.Type, ev.Reason, ev.Message)
 		waitFor(t, 30*time.Second, "several errored liveness probes", func() (bool, string) {
 			n := eventCount(t, p, "Unhealthy", "Liveness probe errored")
 			return n >= 3, fmt.Sprint(n)
@@ -452,6 +454,28 @@ func hostLog(t *testing.T, pod *v1.Pod) string {
 	return filepath.Join(dir, "out")
 }
 
+// waitNoContainers waits until containerd holds no container of the pod:
+// the API object may go at the end of the grace period while the node
+// still stops the containers.
+func waitNoContainers(t *testing.T, p *v1.Pod) {
+	t.Helper()
+	c := ctrdClient(t)
+	ctx := namespaces.WithNamespace(context.Background(), "cci")
+	waitFor(t, 90*time.Second, "no container of pod "+p.Name+" in containerd", func() (bool, string) {
+		ctrs, err := c.Containers(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		var left []string
+		for _, ctr := range ctrs {
+			if strings.HasPrefix(ctr.ID(), string(p.UID)) {
+				left = append(left, ctr.ID())
+			}
+		}
+		return len(left) == 0, strings.Join(left, " ")
+	})
+}
+
 func readLines(t *testing.T, path string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -473,6 +497,7 @@ func TestLifecyclePreStop(t *testing.T) {
 		p := createPod(t, pod)
 		waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 		deletePodAndWait(t, p.Name, nil)
+		waitNoContainers(t, p)
 		if got := readLines(t, out); !slices.Equal(got, []string{"started", "preStop", "TERM"}) {
 			t.Errorf("container wrote %q, want started, preStop, TERM", got)
 		}
@@ -496,6 +521,8 @@ func TestLifecycleGracePeriod(t *testing.T) {
 			_, err := client(t).CoreV1().Pods("default").Get(context.Background(), p.Name, metav1.GetOptions{})
 			return apierrors.IsNotFound(err), fmt.Sprint(err)
 		})
+		// It ignores SIGTERM: only SIGKILL ends it.
+		waitNoContainers(t, p)
 		lines := readLines(t, out)
 		i := slices.Index(lines, "TERM")
 		if i < 0 {
@@ -503,6 +530,28 @@ func TestLifecycleGracePeriod(t *testing.T) {
 		}
 		if !slices.Contains(lines[i+1:], "tick") {
 			t.Errorf("container did not run on after SIGTERM within the grace period: %q", lines)
+		}
+	})
+}
+
+// A preStop hook counts against the grace period: one that would run for
+// ten minutes is cut short, the container still gets its stop signal and
+// the pod goes long before the hook would have ended.
+func TestLifecyclePreStopUsesGrace(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rc string) {
+		pod := shellPod(podName("prestop-grace", rc), rc, "trap 'echo TERM >> /log/out' TERM; while :; do sleep 1 & wait; done")
+		grace := int64(3)
+		pod.Spec.TerminationGracePeriodSeconds = &grace
+		out := hostLog(t, pod)
+		pod.Spec.Containers[0].Lifecycle = &v1.Lifecycle{PreStop: &v1.LifecycleHandler{
+			Exec: &v1.ExecAction{Command: []string{"sh", "-c", "echo preStop >> /log/out; sleep 600"}},
+		}}
+		p := createPod(t, pod)
+		waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
+		deletePodAndWait(t, p.Name, nil)
+		waitNoContainers(t, p)
+		if got := readLines(t, out); !slices.Equal(got, []string{"preStop", "TERM"}) {
+			t.Errorf("container wrote %q, want preStop, TERM", got)
 		}
 	})
 }
