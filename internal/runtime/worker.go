@@ -737,6 +737,9 @@ func (w *podWorker) killAll(grace time.Duration) {
 	for name, lt := range w.tasks {
 		wg.Add(1)
 		c := w.containerSpec(name)
+		if c == nil {
+			c = &v1.Container{Name: name}
+		}
 		id := ""
 		if cr := w.rec.ctr(name); cr != nil {
 			id = cr.ID
