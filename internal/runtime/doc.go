@@ -13,7 +13,12 @@
 //	any state ──DeletePod──► containers stopped (SIGTERM, grace, SIGKILL)
 //	        ──► containers, snapshots, netns, IP lease, mounts removed ──► gone
 //
-// A pod's record (spec, IPs, container states, restart counts) is written to
+// Beside each running container run its probes (liveness, readiness, startup;
+// probe.go, with the kubelet's own probers) and lifecycle hooks (lifecycle.go,
+// with the kubelet's hook runner). They report to the pod's worker through its
+// event channel: the worker goroutine is the only writer of the record.
+//
+// A pod's record (spec, IPs, container states, restart counts, probe results) is written to
 // <state>/pods/<uid>/record.json at every transition, so an agent that starts
 // again re-adopts the containers still running in containerd, with their
 // restart counts and start times, and reports the ones that exited meanwhile.

@@ -56,6 +56,9 @@ type Config struct {
 	Services   corev1listers.ServiceLister
 	Recorder   record.EventRecorder
 	Log        *slog.Logger
+	// Prober runs liveness, readiness and startup probes. Default: the
+	// kubelet's probers, exec probes through containerd.
+	Prober Prober
 }
 
 // Runtime runs pods; it implements nodeutil.Provider and node.PodNotifier.
@@ -69,6 +72,7 @@ type Runtime struct {
 	ctx    context.Context
 	pulls  *puller
 	tokens map[string]tokenEntry // service-account tokens by pod UID/volume/path
+	execer execRunner            // exec probes and hooks
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -99,6 +103,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		tokens: map[string]tokenEntry{},
 	}
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
+	r.execer = execRunner{client: cfg.Containerd, namespace: cfg.Namespace}
+	if r.cfg.Prober == nil {
+		r.cfg.Prober = newKubeProber(r.execer)
+	}
 	if err := r.recover(); err != nil {
 		return nil, err
 	}

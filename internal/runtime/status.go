@@ -57,7 +57,7 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 			if !done {
 				initDone = false
 			}
-			if sidecar && cr.State.Running == nil {
+			if sidecar && !cs.Ready {
 				appReady = false
 			}
 			continue
@@ -138,12 +138,13 @@ func transitionTime(old []v1.PodCondition, t v1.PodConditionType, s v1.Condition
 }
 
 func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStatus {
-	image := ""
+	var spec v1.Container
 	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		if c.Name == cr.Name {
-			image = c.Image
+			spec = c
 		}
 	}
+	image := spec.Image
 	cs := v1.ContainerStatus{
 		Name:                 cr.Name,
 		Image:                image,
@@ -155,9 +156,19 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 	if cr.Started {
 		cs.ContainerID = "containerd://" + cr.ID
 	}
-	running := cr.State.Running != nil
-	cs.Ready = running
-	cs.Started = &running
+	// As the kubelet's prober manager: started once the startup probe
+	// passed, ready once started and the readiness probe passed; a
+	// container without such a probe passes it by running.
+	started := containerStarted(&spec, cr)
+	cs.Started = &started
+	cs.Ready = started && (spec.ReadinessProbe == nil || cr.Ready)
+	if cr.Init && !isSidecar(pod, cr.Name) {
+		cs.Ready = cr.State.Terminated != nil && cr.State.Terminated.ExitCode == 0
+	}
+	// While its postStart hook runs a container is still being created.
+	if cr.State.Running != nil && cr.PostStartPending {
+		cs.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	}
 
 	// In back-off: report what the kubelet reports while it waits.
 	if t := cr.State.Terminated; t != nil && now.Before(cr.BackoffUntil) {

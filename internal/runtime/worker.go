@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -63,6 +62,12 @@ type ctrRecord struct {
 	Backoff      time.Duration     `json:"backoff,omitempty"`
 	BackoffUntil time.Time         `json:"backoffUntil,omitempty"`
 	Live         bool              `json:"live,omitempty"` // a task exists in containerd
+
+	// Probe and hook state of the running container, kept across agent
+	// restarts so that a re-adopted container stays ready and started.
+	Ready            bool `json:"ready,omitempty"`            // readiness probe passed
+	StartupPassed    bool `json:"startupPassed,omitempty"`    // startup probe passed
+	PostStartPending bool `json:"postStartPending,omitempty"` // postStart hook not yet done
 }
 
 func newRecord(pod *v1.Pod) *podRecord {
@@ -101,6 +106,8 @@ const (
 	evUpdate
 	evDelete
 	evReattach
+	evProbe     // a probe's settled outcome changed
+	evPostStart // a postStart hook ended
 )
 
 type event struct {
@@ -108,6 +115,10 @@ type event struct {
 	pod       *v1.Pod
 	container string
 	task      *liveTask
+	probe     probeKind // evProbe
+	outcome   outcome   // evProbe
+	message   string    // evPostStart: the kubelet's message for a failed hook
+	err       error     // evPostStart
 }
 
 // liveTask is a task the worker watches; done closes when it exited.
@@ -135,6 +146,8 @@ type podWorker struct {
 	recovered bool
 
 	tasks    map[string]*liveTask
+	probes   map[string]*probeSet // by container: probe loops and postStart hook
+	killing  map[string]*killing  // by container: being stopped while the pod goes on
 	deleting *v1.Pod
 	lastPub  *v1.Pod
 }
@@ -149,6 +162,8 @@ func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
 		done:      make(chan struct{}),
 		recovered: recovered,
 		tasks:     map[string]*liveTask{},
+		probes:    map[string]*probeSet{},
+		killing:   map[string]*killing{},
 	}
 }
 
@@ -251,11 +266,16 @@ func (w *podWorker) handle(e event) {
 		}
 	case evReattach:
 		w.reattachAll()
+	case evProbe:
+		w.onProbe(e)
+	case evPostStart:
+		w.onPostStart(e)
 	}
 }
 
 // detach stops watching tasks without touching them (agent shutdown).
 func (w *podWorker) detach() {
+	w.stopAllProbes()
 	for _, t := range w.tasks {
 		t.cancel()
 	}
@@ -320,11 +340,12 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		sidecar := c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways
 		state := w.state(cr)
 		if sidecar {
-			if state.Running != nil {
-				continue
+			// The next container starts once a sidecar has started (its
+			// postStart hook done and its startup probe passed).
+			if state.Running == nil {
+				soonest(w.ensureStarted(c, cr, true))
 			}
-			soonest(w.ensureStarted(c, cr, true))
-			if w.state(cr).Running == nil {
+			if !w.started(c, cr) {
 				initDone = false
 				break
 			}
@@ -371,7 +392,7 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	w.update(func(rec *podRecord) {
 		if initDone && rec.Phase == v1.PodPending {
 			for _, cr := range rec.Containers {
-				if !cr.Init && cr.Started {
+				if !cr.Init && cr.Started && !cr.PostStartPending {
 					rec.Phase = v1.PodRunning
 					break
 				}
@@ -379,6 +400,18 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 	})
 	return next, false
+}
+
+// started tells whether a container runs and counts as started: its
+// postStart hook done and its startup probe, if any, passed.
+func (w *podWorker) started(c *v1.Container, cr *ctrRecord) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return containerStarted(c, cr)
+}
+
+func containerStarted(c *v1.Container, cr *ctrRecord) bool {
+	return cr.State.Running != nil && !cr.PostStartPending && (c.StartupProbe == nil || cr.StartupPassed)
 }
 
 func (w *podWorker) state(cr *ctrRecord) v1.ContainerState {
@@ -500,8 +533,15 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		cr.Live = true
 		cr.ImageRef, cr.ImageID = image.ref, image.id
 		cr.State = v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt)}}
+		cr.Ready, cr.StartupPassed = false, false
+		cr.PostStartPending = c.Lifecycle != nil && c.Lifecycle.PostStart != nil
 	})
 	w.event(v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		w.runPostStart(c, cr, lt)
+	} else {
+		w.startProbes(c, cr, lt)
+	}
 	return 0
 }
 
@@ -540,6 +580,10 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		return
 	}
 	delete(w.tasks, name)
+	w.stopProbes(name)
+	kill := w.killing[name]
+	delete(w.killing, name)
+	killedForRestart := kill != nil && kill.task == lt && kill.restart
 	cr := w.rec.ctr(name)
 	// The OOM verdict lives in the container's cgroup: read it before the
 	// container and its cgroup go.
@@ -548,6 +592,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	pod := w.pod()
 	w.update(func(*podRecord) {
 		cr.Live = false
+		cr.Ready, cr.StartupPassed, cr.PostStartPending = false, false, false
 		var startedAt metav1.Time
 		if cr.State.Running != nil {
 			startedAt = cr.State.Running.StartedAt
@@ -573,7 +618,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		if isSidecar(pod, name) {
 			policy = v1.RestartPolicyAlways
 		}
-		if !shouldRestart(policy, int32(lt.code)) {
+		if !shouldRestart(policy, int32(lt.code)) && !killedForRestart {
 			return
 		}
 		// First restart at once, then 10 s doubling; reset after a long run.
@@ -664,8 +709,15 @@ func (w *podWorker) reattachAll() {
 			w.log.Warn("re-attach: wait task", "container", cr.Name, "err", err)
 			continue
 		}
-		w.tasks[cr.Name] = w.watch(cr.Name, task, exitCh, cancel)
+		lt := w.watch(cr.Name, task, exitCh, cancel)
+		w.tasks[cr.Name] = lt
 		w.log.Info("re-attached container", "container", cr.Name, "id", cr.ID)
+		if spec := w.containerSpec(cr.Name); spec != nil {
+			// A postStart hook the previous agent did not see end is taken
+			// as done: it ran in the container, which still runs.
+			w.update(func(*podRecord) { cr.PostStartPending = false })
+			w.startProbes(spec, cr, lt)
+		}
 	}
 }
 
@@ -699,30 +751,28 @@ func (w *podWorker) gracePeriod(deleting *v1.Pod) time.Duration {
 
 // killAll stops every live task: SIGTERM (or the image's stop signal), then
 // SIGKILL after grace. It returns when all exited and records their exits.
+// Each container's preStop hook runs first, within grace (not again for one
+// already being killed after a failed probe).
 func (w *podWorker) killAll(grace time.Duration) {
-	ctx := w.ctx()
+	w.stopAllProbes()
+	pod := w.pod()
 	var wg sync.WaitGroup
 	for name, lt := range w.tasks {
 		wg.Add(1)
+		c := w.containerSpec(name)
+		if c == nil {
+			c = &v1.Container{Name: name}
+		}
+		id := ""
+		if cr := w.rec.ctr(name); cr != nil {
+			id = cr.ID
+		}
+		preStop := w.killing[name] == nil
+		w.ctrEvent(name, v1.EventTypeNormal, "Killing", "Stopping container %s", name)
 		go func() {
 			defer wg.Done()
-			sig := w.stopSignal(name)
-			if err := lt.task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
-				w.log.Warn("signal container", "container", name, "err", err)
-			}
-			select {
-			case <-lt.done:
-				return
-			case <-time.After(grace):
-			}
-			_ = lt.task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)
-			select {
-			case <-lt.done:
-			case <-time.After(10 * time.Second):
-				w.log.Warn("container did not exit after SIGKILL", "container", name)
-			}
+			w.stopTask(pod, c, id, lt, grace, preStop)
 		}()
-		w.event(v1.EventTypeNormal, "Killing", "Stopping container %s", name)
 	}
 	wg.Wait()
 	for name, lt := range w.tasks {
@@ -805,6 +855,7 @@ func (w *podWorker) terminate() {
 // pod is deleted.
 func (w *podWorker) release() {
 	ctx := w.ctx()
+	w.stopAllProbes()
 	for name, lt := range w.tasks {
 		_, _ = lt.task.Delete(ctx, containerd.WithProcessKill)
 		lt.cancel()

@@ -39,7 +39,18 @@ const (
 	HTTPD = "cci-test/httpd:1"
 	// Shell runs sh; pods give it shell snippets with `command`/`args`.
 	Shell = "cci-test/shell:1"
+	// GRPCHealth serves the gRPC health protocol on GRPCHealthPort (the
+	// grpchealth command of this repository, on the busybox root). It is
+	// built by BuildGRPCHealth, not Build, as it needs the Go toolchain.
+	GRPCHealth = "cci-test/grpchealth:1"
 )
+
+// GRPCHealthPort is the TCP port the GRPCHealth image serves on.
+const GRPCHealthPort = 9090
+
+// GRPCHealthDown is the file whose presence makes the GRPCHealth image
+// answer NOT_SERVING.
+const GRPCHealthDown = "/tmp/grpc-down"
 
 // DefaultBusybox is where Debian's busybox-static package installs busybox.
 const DefaultBusybox = "/bin/busybox"
@@ -102,20 +113,66 @@ func Build(ctx context.Context, registry, busyboxPath string) (map[string]string
 	sort.Strings(shorts)
 	refs := make(map[string]string, len(specs))
 	for _, short := range shorts {
-		img, err := bb.image(specs[short])
+		ref, err := bb.push(ctx, registry, short, specs[short])
 		if err != nil {
-			return nil, fmt.Errorf("build test image %q: %w", short, err)
+			return nil, err
 		}
-		ref, err := name.NewTag(registry+"/"+short, name.Insecure)
-		if err != nil {
-			return nil, fmt.Errorf("build test image %q: %w", short, err)
-		}
-		if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
-			return nil, fmt.Errorf("push test image %q to %s: %w", short, registry, err)
-		}
-		refs[short] = ref.String()
+		refs[short] = ref
 	}
 	return refs, nil
+}
+
+// BuildGRPCHealthServer builds the grpchealth command of the module at
+// repoRoot into out: static (CGO_ENABLED=0) and reproducible (-trimpath, no
+// VCS stamp, no build id), with modules from the Go module proxy only.
+func BuildGRPCHealthServer(ctx context.Context, repoRoot, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=",
+		"-o", out, "./internal/testimage/grpchealth")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the grpchealth server: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// BuildGRPCHealth builds the GRPCHealth image from busyboxPath (default
+// "/bin/busybox" when empty) and server, a static grpchealth binary (see
+// BuildGRPCHealthServer), and pushes it to registry. It returns the image's
+// full reference.
+func BuildGRPCHealth(ctx context.Context, registry, busyboxPath, server string) (string, error) {
+	bb, err := loadBusybox(ctx, busyboxPath)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", GRPCHealth, err)
+	}
+	binary, err := os.ReadFile(server)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: read the grpchealth server: %w", GRPCHealth, err)
+	}
+	if _, err := staticArch(binary); err != nil {
+		return "", fmt.Errorf("build test image %q: grpchealth server %q: %w", GRPCHealth, server, err)
+	}
+	return bb.push(ctx, registry, GRPCHealth, spec{
+		extra: []entry{file("usr/local/bin/grpchealth", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
+		cmd:   []string{"/usr/local/bin/grpchealth", "-addr", fmt.Sprintf(":%d", GRPCHealthPort), "-down", GRPCHealthDown},
+		ports: []string{fmt.Sprintf("%d/tcp", GRPCHealthPort)},
+	})
+}
+
+// push builds the test image short from s and pushes it to registry.
+func (bb *busybox) push(ctx context.Context, registry, short string, s spec) (string, error) {
+	img, err := bb.image(s)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", short, err)
+	}
+	ref, err := name.NewTag(registry+"/"+short, name.Insecure)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", short, err)
+	}
+	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("push test image %q to %s: %w", short, registry, err)
+	}
+	return ref.String(), nil
 }
 
 // busybox is the binary every test image is built from.

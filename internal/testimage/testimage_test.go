@@ -223,3 +223,48 @@ func layerFiles(t *testing.T, img v1.Image) map[string]layerFile {
 		files[hdr.Name] = layerFile{hdr: hdr, content: content}
 	}
 }
+
+// The grpchealth image is the busybox root plus the server binary it is
+// given (here busybox itself stands in: any static binary will do), and
+// builds reproducibly. A dynamically linked server is refused.
+func TestBuildGRPCHealth(t *testing.T) {
+	addr := startRegistry(t)
+	ctx := context.Background()
+	ref, err := BuildGRPCHealth(ctx, addr, "", DefaultBusybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref != addr+"/"+GRPCHealth {
+		t.Fatalf("ref %q", ref)
+	}
+	img := pull(t, ref)
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Config.Cmd, []string{"/usr/local/bin/grpchealth", "-addr", ":9090", "-down", GRPCHealthDown}; !slices.Equal(got, want) {
+		t.Errorf("Cmd = %q, want %q", got, want)
+	}
+	if _, ok := cfg.Config.ExposedPorts["9090/tcp"]; !ok {
+		t.Errorf("ExposedPorts = %v, want 9090/tcp", cfg.Config.ExposedPorts)
+	}
+	files := layerFiles(t, img)
+	if f, ok := files["usr/local/bin/grpchealth"]; !ok || f.hdr.Mode != 0o755 {
+		t.Errorf("usr/local/bin/grpchealth: %+v (present %v)", f.hdr, ok)
+	}
+	if _, ok := files["bin/sh"]; !ok {
+		t.Error("no busybox root (bin/sh) under the server")
+	}
+	first, _ := img.Digest()
+	if _, err := BuildGRPCHealth(ctx, addr, "", DefaultBusybox); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := pull(t, ref).Digest()
+	if first != second {
+		t.Errorf("second build gave %s, first %s", second, first)
+	}
+
+	if _, err := BuildGRPCHealth(ctx, addr, "", "/bin/ls"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("dynamically linked server: err %v", err)
+	}
+}
