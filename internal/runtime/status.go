@@ -14,7 +14,11 @@ import (
 func (w *podWorker) snapshot() *v1.Pod {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return buildPod(w.rec, w.r.cfg.HostIP, timeNow())
+	p := buildPod(w.rec, w.r.cfg.HostIP, timeNow())
+	// The conditions just computed are the base of the next transition
+	// times, across agent restarts too (the record keeps them).
+	w.rec.Pod.Status.Conditions = p.Status.Conditions
+	return p
 }
 
 // buildPod computes the API status of a pod from its record, the way a

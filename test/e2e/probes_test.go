@@ -39,8 +39,8 @@ func fast(h v1.ProbeHandler) *v1.Probe {
 	return &v1.Probe{ProbeHandler: h, PeriodSeconds: 1, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
 }
 
-// shellPod is a pod of one container "main" of the shell image running script.
-func shellPod(name, rc, script string) *v1.Pod {
+// probePod is a pod of one container "main" of the shell image running script.
+func probePod(name, rc, script string) *v1.Pod {
 	grace := int64(5)
 	return &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -62,9 +62,9 @@ func podName(base, rc string) string {
 	return base + "-" + rc
 }
 
-// createPod creates pod and deletes it at the end of the test, waiting
+// createProbePod creates pod and deletes it at the end of the test, waiting
 // until it is gone so that the next test starts on a quiet node.
-func createPod(t *testing.T, pod *v1.Pod) *v1.Pod {
+func createProbePod(t *testing.T, pod *v1.Pod) *v1.Pod {
 	t.Helper()
 	cs := client(t)
 	ctx := context.Background()
@@ -203,9 +203,9 @@ func eventCount(t *testing.T, p *v1.Pod, reason, substr string) int32 {
 // creates and removes.
 func TestProbesReadinessFollowsExec(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
-		pod := shellPod(podName("ready-exec", rc), rc, idle)
+		pod := probePod(podName("ready-exec", rc), rc, idle)
 		pod.Spec.Containers[0].ReadinessProbe = fast(execProbe("cat", "/tmp/ready"))
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 
 		got := waitPod(t, p.Name, 90*time.Second, "running, not ready", readyIs(false))
 		if c := mainStatus(got); c.Started == nil || !*c.Started {
@@ -231,7 +231,7 @@ func TestProbesAllKinds(t *testing.T) {
 	grpcImage := grpcHealthImage(t)
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		t.Run("http-tcp-exec", func(t *testing.T) {
-			pod := shellPod(podName("probe-kinds", rc), rc, "")
+			pod := probePod(podName("probe-kinds", rc), rc, "")
 			c := &pod.Spec.Containers[0]
 			c.Image, c.Command = image(testimage.HTTPD), nil
 			c.Ports = []v1.ContainerPort{{Name: "http", ContainerPort: testimage.HTTPDPort}}
@@ -239,7 +239,7 @@ func TestProbesAllKinds(t *testing.T) {
 			c.StartupProbe.FailureThreshold = 30
 			c.LivenessProbe = fast(v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/index.html", Port: intstr.FromInt32(testimage.HTTPDPort)}})
 			c.ReadinessProbe = fast(v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/ready.html", Port: intstr.FromString("http")}})
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 
 			// /ready.html does not exist yet: a 404 is a failure.
 			waitPod(t, p.Name, 90*time.Second, "running, not ready", readyIs(false))
@@ -251,13 +251,13 @@ func TestProbesAllKinds(t *testing.T) {
 			}
 		})
 		t.Run("grpc", func(t *testing.T) {
-			pod := shellPod(podName("probe-grpc", rc), rc, "")
+			pod := probePod(podName("probe-grpc", rc), rc, "")
 			c := &pod.Spec.Containers[0]
 			c.Image, c.Command = grpcImage, nil
 			c.ReadinessProbe = fast(v1.ProbeHandler{GRPC: &v1.GRPCAction{Port: testimage.GRPCHealthPort}})
 			c.LivenessProbe = fast(v1.ProbeHandler{GRPC: &v1.GRPCAction{Port: testimage.GRPCHealthPort}})
 			c.LivenessProbe.FailureThreshold = 1000 // the test makes the server say NOT_SERVING
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 
 			waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 			mustKubectl(t, "exec", p.Name, "--", "touch", testimage.GRPCHealthDown)
@@ -273,9 +273,9 @@ func TestProbesAllKinds(t *testing.T) {
 // back-off; the restart count grows and the last state is the killed one.
 func TestProbesLivenessRestarts(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
-		pod := shellPod(podName("liveness", rc), rc, idle)
+		pod := probePod(podName("liveness", rc), rc, idle)
 		pod.Spec.Containers[0].LivenessProbe = fast(execProbe("test", "-f", "/tmp/healthy"))
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 
 		got := waitPod(t, p.Name, 2*time.Minute, "two restarts", func(p *v1.Pod) (bool, string) {
 			c := mainStatus(p)
@@ -300,13 +300,13 @@ func TestProbesLivenessRestarts(t *testing.T) {
 func TestProbesStartupGates(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		t.Run("gates", func(t *testing.T) {
-			pod := shellPod(podName("startup", rc), rc, idle)
+			pod := probePod(podName("startup", rc), rc, idle)
 			c := &pod.Spec.Containers[0]
 			c.StartupProbe = fast(execProbe("test", "-f", "/tmp/started"))
 			c.StartupProbe.FailureThreshold = 1000
 			c.LivenessProbe = fast(execProbe("test", "-f", "/tmp/started"))
 			c.ReadinessProbe = fast(execProbe("true"))
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 
 			waitPod(t, p.Name, 90*time.Second, "running", readyIs(false))
 			waitFor(t, 60*time.Second, "three failed startup probes", func() (bool, string) {
@@ -336,10 +336,10 @@ func TestProbesStartupGates(t *testing.T) {
 			}
 		})
 		t.Run("fails", func(t *testing.T) {
-			pod := shellPod(podName("startup-fails", rc), rc, idle)
+			pod := probePod(podName("startup-fails", rc), rc, idle)
 			pod.Spec.Containers[0].StartupProbe = fast(execProbe("false"))
 			pod.Spec.Containers[0].StartupProbe.FailureThreshold = 2
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 			waitPod(t, p.Name, 90*time.Second, "a restart", func(p *v1.Pod) (bool, string) {
 				c := mainStatus(p)
 				return c.RestartCount >= 1 && c.LastTerminationState.Terminated != nil, describe(p)
@@ -354,12 +354,12 @@ func TestProbesStartupGates(t *testing.T) {
 // errored counts for nothing) and keeps serving.
 func TestProbesBadInput(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
-		pod := shellPod(podName("bad-probes", rc), rc, "")
+		pod := probePod(podName("bad-probes", rc), rc, "")
 		c := &pod.Spec.Containers[0]
 		c.Image, c.Command = image(testimage.HTTPD), nil
 		c.ReadinessProbe = fast(v1.ProbeHandler{TCPSocket: &v1.TCPSocketAction{Port: intstr.FromInt32(9999)}})
 		c.LivenessProbe = fast(execProbe("no-such-binary", "--healthy"))
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 
 		got := waitPod(t, p.Name, 90*time.Second, "running with an IP", func(p *v1.Pod) (bool, string) {
 			return p.Status.PodIP != "" && mainStatus(p).State.Running != nil, describe(p)
@@ -390,11 +390,11 @@ func TestProbesBadInput(t *testing.T) {
 func TestLifecyclePostStart(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		t.Run("exec", func(t *testing.T) {
-			pod := shellPod(podName("poststart", rc), rc, "while [ ! -f /tmp/hooked ]; do sleep 0.1; done; cat /tmp/hooked; "+idle)
+			pod := probePod(podName("poststart", rc), rc, "while [ ! -f /tmp/hooked ]; do sleep 0.1; done; cat /tmp/hooked; "+idle)
 			pod.Spec.Containers[0].Lifecycle = &v1.Lifecycle{PostStart: &v1.LifecycleHandler{
 				Exec: &v1.ExecAction{Command: []string{"sh", "-c", "echo written-by-poststart > /tmp/hooked"}},
 			}}
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 			waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 			waitFor(t, 30*time.Second, "main to see the hook's file", func() (bool, string) {
 				out, _ := kubectl(t, "logs", p.Name)
@@ -415,9 +415,9 @@ func TestLifecyclePostStart(t *testing.T) {
 			hook := func(path string) *v1.LifecycleHandler {
 				return &v1.LifecycleHandler{HTTPGet: &v1.HTTPGetAction{Host: host, Port: intstr.FromInt(portN), Path: path}}
 			}
-			pod := shellPod(podName("hooks-http", rc), rc, idle)
+			pod := probePod(podName("hooks-http", rc), rc, idle)
 			pod.Spec.Containers[0].Lifecycle = &v1.Lifecycle{PostStart: hook("/poststart"), PreStop: hook("/prestop")}
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 			waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 			deletePodAndWait(t, p.Name, nil)
 			mu.Lock()
@@ -427,11 +427,11 @@ func TestLifecyclePostStart(t *testing.T) {
 			}
 		})
 		t.Run("fails", func(t *testing.T) {
-			pod := shellPod(podName("poststart-fails", rc), rc, idle)
+			pod := probePod(podName("poststart-fails", rc), rc, idle)
 			pod.Spec.Containers[0].Lifecycle = &v1.Lifecycle{PostStart: &v1.LifecycleHandler{
 				Exec: &v1.ExecAction{Command: []string{"sh", "-c", "echo hook-broke; exit 3"}},
 			}}
-			p := createPod(t, pod)
+			p := createProbePod(t, pod)
 			waitEvent(t, p, "FailedPostStartHook", `Exec lifecycle hook ([sh -c echo hook-broke; exit 3]) for Container "main" in Pod "`+p.Name+"_default(", "hook-broke")
 			waitEvent(t, p, "Killing", "FailedPostStartHook")
 			got := waitPod(t, p.Name, 90*time.Second, "a restart", func(p *v1.Pod) (bool, string) {
@@ -489,12 +489,12 @@ func readLines(t *testing.T, path string) []string {
 // container's TERM trap writes.
 func TestLifecyclePreStop(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
-		pod := shellPod(podName("prestop", rc), rc, "trap 'echo TERM >> /log/out; exit 0' TERM; echo started >> /log/out; while :; do sleep 1 & wait; done")
+		pod := probePod(podName("prestop", rc), rc, "trap 'echo TERM >> /log/out; exit 0' TERM; echo started >> /log/out; while :; do sleep 1 & wait; done")
 		out := hostLog(t, pod)
 		pod.Spec.Containers[0].Lifecycle = &v1.Lifecycle{PreStop: &v1.LifecycleHandler{
 			Exec: &v1.ExecAction{Command: []string{"sh", "-c", "echo preStop >> /log/out"}},
 		}}
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 		waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 		deletePodAndWait(t, p.Name, nil)
 		waitNoContainers(t, p)
@@ -509,11 +509,11 @@ func TestLifecyclePreStop(t *testing.T) {
 // after it and is killed once the shorter grace period is over.
 func TestLifecycleGracePeriod(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
-		pod := shellPod(podName("grace", rc), rc, "trap 'echo TERM >> /log/out' TERM; while :; do echo tick >> /log/out; sleep 1 & wait; done")
+		pod := probePod(podName("grace", rc), rc, "trap 'echo TERM >> /log/out' TERM; while :; do echo tick >> /log/out; sleep 1 & wait; done")
 		long := int64(300)
 		pod.Spec.TerminationGracePeriodSeconds = &long
 		out := hostLog(t, pod)
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 		waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 		mustKubectl(t, "delete", "pod", p.Name, "--grace-period=3", "--wait=false")
 		// Well within the pod's own 300 s: the override was used.
@@ -539,14 +539,14 @@ func TestLifecycleGracePeriod(t *testing.T) {
 // the pod goes long before the hook would have ended.
 func TestLifecyclePreStopUsesGrace(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
-		pod := shellPod(podName("prestop-grace", rc), rc, "trap 'echo TERM >> /log/out' TERM; while :; do sleep 1 & wait; done")
+		pod := probePod(podName("prestop-grace", rc), rc, "trap 'echo TERM >> /log/out' TERM; while :; do sleep 1 & wait; done")
 		grace := int64(3)
 		pod.Spec.TerminationGracePeriodSeconds = &grace
 		out := hostLog(t, pod)
 		pod.Spec.Containers[0].Lifecycle = &v1.Lifecycle{PreStop: &v1.LifecycleHandler{
 			Exec: &v1.ExecAction{Command: []string{"sh", "-c", "echo preStop >> /log/out; sleep 600"}},
 		}}
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 		waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
 		deletePodAndWait(t, p.Name, nil)
 		waitNoContainers(t, p)
@@ -563,14 +563,14 @@ func TestLifecyclePreStopUsesGrace(t *testing.T) {
 func TestProbesSurviveAgentRestart(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		// Exits once (restartCount 1), then runs with /tmp/ready present.
-		pod := shellPod(podName("probe-restart", rc), rc, "if [ ! -f /state/once ]; then touch /state/once; exit 1; fi; touch /tmp/ready; "+idle)
+		pod := probePod(podName("probe-restart", rc), rc, "if [ ! -f /state/once ]; then touch /state/once; exit 1; fi; touch /tmp/ready; "+idle)
 		pod.Spec.Volumes = []v1.Volume{{Name: "state", VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}}}
 		c := &pod.Spec.Containers[0]
 		c.VolumeMounts = []v1.VolumeMount{{Name: "state", MountPath: "/state"}}
 		c.ReadinessProbe = fast(execProbe("cat", "/tmp/ready"))
 		c.ReadinessProbe.SuccessThreshold = 3
 		c.LivenessProbe = fast(execProbe("true"))
-		p := createPod(t, pod)
+		p := createProbePod(t, pod)
 
 		before := waitPod(t, p.Name, 90*time.Second, "ready after one restart", func(p *v1.Pod) (bool, string) {
 			ok, d := readyIs(true)(p)
