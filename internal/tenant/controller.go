@@ -13,7 +13,6 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -217,10 +216,11 @@ func (c *Controller) reconcile(ctx context.Context, name string) (time.Duration,
 		status.Phase = PhaseReady
 		setReady(&status, t.Generation, metav1.ConditionTrue, "Ready", "namespace, identity, RBAC and quota in place")
 	}
+	wasReady := t.Status.Phase == PhaseReady
 	if serr := c.writeStatus(ctx, t, status); serr != nil && err == nil {
 		err = serr
 	}
-	if err == nil && status.Phase == PhaseReady && t.Status.Phase != PhaseReady {
+	if err == nil && status.Phase == PhaseReady && !wasReady {
 		log.Info("tenant ready", "namespace", name)
 	}
 	return requeue, err
@@ -396,17 +396,14 @@ func quotaHard(q corev1.ResourceList) corev1.ResourceList {
 }
 
 // limitRange gives containers without requests the default flavor's share
-// before admission runs (so quota always sees requests) and caps a
-// container at the largest flavor. It sets no default limits: admission
-// makes limits equal to requests.
+// before admission runs, so that quota always sees requests. It sets no
+// limits and no maximum (a LimitRange's max would become every container's
+// default limit): admission makes limits equal to requests and bounds the
+// pod by the flavor table.
 func limitRange() corev1.LimitRangeSpec {
 	return corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{{
 		Type:           corev1.LimitTypeContainer,
 		DefaultRequest: corev1.ResourceList{corev1.ResourceCPU: policy.DefaultCPU, corev1.ResourceMemory: policy.DefaultMemory},
-		Max: corev1.ResourceList{
-			corev1.ResourceCPU:    *resource.NewMilliQuantity(policy.MaxCPU, resource.DecimalSI),
-			corev1.ResourceMemory: *resource.NewQuantity(policy.MaxRatio*policy.GiB*policy.MaxCPU/1000, resource.BinarySI),
-		},
 	}}}
 }
 
