@@ -136,6 +136,10 @@ func TestTenantRBAC(t *testing.T) {
 			t.Errorf("kubectl get tenants lacks %s Ready:\n%s", n, out)
 		}
 	}
+	out, err := cciTenant(t, "list")
+	if err != nil || !strings.Contains(out, a) || !strings.Contains(out, b) || !strings.Contains(out, "0/50") {
+		t.Errorf("cci tenant list: %v\n%s", err, out)
+	}
 	ns, err := client(t).CoreV1().Namespaces().Get(context.Background(), a, metav1.GetOptions{})
 	if err != nil || ns.Labels["cci.io/tenant"] != a {
 		t.Fatalf("namespace %s: %v %v", a, err, ns.Labels)
@@ -352,6 +356,15 @@ func TestTenantRestart(t *testing.T) {
 	mustTenantKubectl(t, kc, "", "create", "deployment", "web", "--image="+image(testimage.HTTPD))
 	before := waitRunning(t, name, "app=web", 1, 2*time.Minute)[0]
 
+	webhookURL := func() string {
+		c, err := client(t).AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "cci-tenant-policy", metav1.GetOptions{})
+		if err != nil || len(c.Webhooks) != 1 || c.Webhooks[0].ClientConfig.URL == nil {
+			t.Fatalf("webhook configuration: %v", err)
+		}
+		return *c.Webhooks[0].ClientConfig.URL
+	}
+	urlBefore := webhookURL()
+
 	if err := cci.stop(syscall.SIGINT); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -362,6 +375,10 @@ func TestTenantRestart(t *testing.T) {
 	out, err := cciTenant(t, "get", name)
 	if err != nil || !strings.Contains(out, "Ready") {
 		t.Fatalf("cci tenant get after restart: %v\n%s", err, out)
+	}
+	// The webhook keeps its port, so the apiserver never calls a stale URL.
+	if got := webhookURL(); got != urlBefore {
+		t.Errorf("webhook URL %s after restart, was %s", got, urlBefore)
 	}
 	after := waitRunning(t, name, "app=web", 1, 2*time.Minute)[0]
 	if after.UID != before.UID {
