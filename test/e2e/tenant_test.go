@@ -349,6 +349,21 @@ func TestTenantDelete(t *testing.T) {
 	}
 }
 
+// A tenant named like an admin namespace fails and, deleted, leaves that
+// namespace alone.
+func TestTenantNameTaken(t *testing.T) {
+	ns := testNamespace(t)
+	out, err := cciTenant(t, "create", ns, "--timeout", "30s")
+	wantRefused(t, "tenant named like an admin namespace", out, err, "failed", "exists and does not belong to tenant")
+	if out, err := cciTenant(t, "delete", ns); err != nil {
+		t.Fatalf("cci tenant delete: %v\n%s", err, out)
+	}
+	got, err := client(t).CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{})
+	if err != nil || got.DeletionTimestamp != nil {
+		t.Errorf("admin namespace %s after deleting the tenant of that name: %v", ns, err)
+	}
+}
+
 // TestTenantRestart stops and starts the instance; it runs last in this
 // file and leaves the instance running.
 func TestTenantRestart(t *testing.T) {
