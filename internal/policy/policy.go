@@ -51,6 +51,9 @@ func (r Rules) runtimeAllowed(class string) bool {
 	return class == RuntimeGVisor || class == r.defaultClass() || (class == RuntimeRunc && r.AllowRunc)
 }
 
+// RefusalPrefix starts the message of every refusal the webhook answers.
+const RefusalPrefix = "CCI tenant policy: "
+
 // Refusal is a request the policy turns down; its message lists every reason.
 type Refusal struct {
 	Reasons []string

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -373,7 +374,24 @@ func (c *Controller) ensure(ctx context.Context, t *Tenant) (ready bool, why str
 	if !apiequality.Semantic.DeepEqual(cur.Status.Hard, cur.Spec.Hard) {
 		return false, "waiting for the resource quota to be enforced", nil
 	}
+	if t.Status.Phase != PhaseReady && !c.policyActive(ctx, name) {
+		return false, "waiting for the apiserver to apply the admission policy", nil
+	}
 	return true, "", nil
+}
+
+// policyActive says whether the apiserver sends the namespace's requests
+// through the tenant admission policy: a dry run of something it refuses
+// (a NodePort Service) must come back refused by it. Right after the
+// control plane's first start the apiserver may not have loaded the
+// webhook configurations yet; a tenant is not Ready (and gets no
+// kubeconfig) before they apply to it.
+func (c *Controller) policyActive(ctx context.Context, ns string) bool {
+	_, err := c.kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "cci-policy-probe"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	return err != nil && strings.Contains(err.Error(), policy.RefusalPrefix)
 }
 
 // quotaHard maps the tenant's quota to ResourceQuota keys. Admission makes

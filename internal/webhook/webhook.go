@@ -140,7 +140,7 @@ func (s *Server) serve(decide func(*admissionv1.AdmissionRequest) *admissionv1.A
 		resp.UID = review.Request.UID
 		if !resp.Allowed {
 			s.cfg.Log.Info("admission refused", "tenant", review.Request.Namespace, "kind", review.Request.Kind.Kind,
-				"name", review.Request.Name, "reason", resp.Result.Message)
+				"name", review.Request.Name, "dryRun", review.Request.DryRun != nil && *review.Request.DryRun, "reason", resp.Result.Message)
 		}
 		out, _ := json.Marshal(admissionv1.AdmissionReview{
 			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
@@ -163,7 +163,7 @@ func deny(err error) *admissionv1.AdmissionResponse {
 	if errors.As(err, &refusal) {
 		return &admissionv1.AdmissionResponse{Result: &metav1.Status{
 			Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden,
-			Message: "CCI tenant policy: " + err.Error(),
+			Message: policy.RefusalPrefix + err.Error(),
 		}}
 	}
 	return &admissionv1.AdmissionResponse{Result: &metav1.Status{
