@@ -34,7 +34,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(upCmd(), serverCmd(), agentCmd(), imageCmd(), versionCmd())
+	root.AddCommand(upCmd(), serverCmd(), agentCmd(), imageCmd(), tenantCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
@@ -76,6 +76,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:5000", "address of the built-in OCI registry")
 	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
 	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
+	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 }
 
 func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {

@@ -6,6 +6,7 @@
 // Start order and readiness:
 //
 //	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
+//	    ─► Tenant CRD, tenant controller, admission webhook (tenancy.go)
 //	    ─► kube-controller-manager, kube-scheduler, registry
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
@@ -69,6 +70,10 @@ type Config struct {
 	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
 	ClusterCIDR      string `json:"clusterCIDR"`
 	NodeCIDRMaskSize int    `json:"nodeCIDRMaskSize"`
+	// WebhookAddr is where the admission webhook for tenant pods listens;
+	// the apiserver calls it. Default "127.0.0.1:0": loopback, a free port
+	// chosen on first start and kept on later ones.
+	WebhookAddr string `json:"webhookAddr"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -106,6 +111,9 @@ func (c *Config) Default() {
 	}
 	if c.NodeCIDRMaskSize == 0 {
 		c.NodeCIDRMaskSize = 24
+	}
+	if c.WebhookAddr == "" {
+		c.WebhookAddr = "127.0.0.1:0"
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -281,6 +289,9 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	log.Info("kube-apiserver ready", "url", apiURL)
 	if err := ensureAgentRBAC(ctx, admin); err != nil {
 		return fail(err)
+	}
+	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
+		return fail(fmt.Errorf("tenants: %w", err))
 	}
 
 	cmArgs := []string{
