@@ -6,6 +6,7 @@
 // Start order and readiness:
 //
 //	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
+//	    ─► usage CRD ─► meter, usage endpoint
 //	    ─► kube-controller-manager, kube-scheduler, registry
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
@@ -69,6 +70,10 @@ type Config struct {
 	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
 	ClusterCIDR      string `json:"clusterCIDR"`
 	NodeCIDRMaskSize int    `json:"nodeCIDRMaskSize"`
+	// UsagePort is the HTTPS port of the usage endpoint (metering). Default APIPort+1.
+	UsagePort int `json:"usagePort"`
+	// PriceTable is a YAML or JSON file of prices (see metering.Prices). Default: built-in prices.
+	PriceTable string `json:"priceTable"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -107,6 +112,9 @@ func (c *Config) Default() {
 	if c.NodeCIDRMaskSize == 0 {
 		c.NodeCIDRMaskSize = 24
 	}
+	if c.UsagePort == 0 {
+		c.UsagePort = c.APIPort + 1
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -120,6 +128,8 @@ type Info struct {
 	AdminKubeconfig string
 	// RegistryAddr is host:port of the built-in registry.
 	RegistryAddr string
+	// UsageURL is the HTTPS address of the usage endpoint.
+	UsageURL string
 	// Token is the join token for agents.
 	Token string
 	// PKI holds every credential path.
@@ -282,6 +292,13 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	if err := ensureAgentRBAC(ctx, admin); err != nil {
 		return fail(err)
 	}
+	mp, err := setupMetering(ctx, &cfg, p, info.AdminKubeconfig, []string{"localhost", "127.0.0.1", cfg.AdvertiseAddress, hostname})
+	if err != nil {
+		return fail(fmt.Errorf("metering: %w", err))
+	}
+	info.UsageURL = mp.url
+	goRun("metering", func() error { return mp.meter.Run(ctx) })
+	goRun("usage endpoint", func() error { return mp.meter.Serve(ctx, mp.endpoint) })
 
 	cmArgs := []string{
 		"--kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
