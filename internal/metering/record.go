@@ -166,7 +166,9 @@ type Store interface {
 }
 
 // apiStore keeps UsageRecords in the apiserver.
-type apiStore struct{ c dynamic.NamespaceableResourceInterface }
+type apiStore struct {
+	c dynamic.NamespaceableResourceInterface
+}
 
 // NewAPIStore keeps records as usagerecords.cci.io objects.
 func NewAPIStore(c dynamic.Interface) Store {
