@@ -138,7 +138,7 @@ func (m *Meter) usageFor(r *http.Request) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	var include func(string) bool
+	var tenants []string // nil: all
 	switch tenant := q.Get("tenant"); {
 	case tenant != "":
 		if !admin {
@@ -150,7 +150,7 @@ func (m *Meter) usageFor(r *http.Request) (*Report, error) {
 				return nil, &httpError{http.StatusForbidden, fmt.Sprintf("%s may not read the usage of tenant %q", id.user, tenant)}
 			}
 		}
-		include = func(t string) bool { return t == tenant }
+		tenants = []string{tenant}
 	case !admin:
 		own, err := m.ownTenants(ctx, id)
 		if err != nil {
@@ -159,10 +159,12 @@ func (m *Meter) usageFor(r *http.Request) (*Report, error) {
 		if len(own) == 0 {
 			return nil, &httpError{http.StatusForbidden, fmt.Sprintf("%s is no tenant's member and may not read usage", id.user)}
 		}
-		include = func(t string) bool { return own[t] }
+		for t := range own {
+			tenants = append(tenants, t)
+		}
 	}
 	m.log.Debug("usage report", "user", id.user, "tenant", q.Get("tenant"))
-	return m.Report(ctx, since, until, include)
+	return m.Report(ctx, since, until, tenants)
 }
 
 // authenticate knows the caller by its client certificate (verified by the

@@ -297,16 +297,18 @@ func TestReport(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		since, until string
-		include      func(string) bool
+		tenants      []string
 		want         map[string]int64
 	}{
 		{"everything: the running pod up to now", "0s", "1h", nil, map[string]int64{"done": 20, "live": 40}},
 		{"a window", "25s", "35s", nil, map[string]int64{"done": 5, "live": 10}},
 		{"after the first ended", "30s", "1h", nil, map[string]int64{"live": 30}},
-		{"another tenant", "0s", "1h", func(t string) bool { return t == "b" }, map[string]int64{}},
+		{"this tenant", "0s", "1h", []string{"a"}, map[string]int64{"done": 20, "live": 40}},
+		{"another tenant", "0s", "1h", []string{"b"}, map[string]int64{}},
+		{"no tenant", "0s", "1h", []string{}, map[string]int64{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, err := m.Report(context.Background(), at(tc.since), at(tc.until), tc.include)
+			rep, err := m.Report(context.Background(), at(tc.since), at(tc.until), tc.tenants)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -84,9 +85,9 @@ type podAcc struct {
 	running          bool
 }
 
-// Report computes usage in [since, until) for the tenants that include
-// accepts (all when nil). until is capped at now.
-func (m *Meter) Report(ctx context.Context, since, until time.Time, include func(tenant string) bool) (*Report, error) {
+// Report computes usage in [since, until) of the given tenants (all when
+// tenants is nil). until is capped at now. Safe to call concurrently.
+func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []string) (*Report, error) {
 	now := second(m.cfg.Now())
 	w := Interval{second(since), second(until)}
 	if until.IsZero() || w.End.After(now) {
@@ -103,13 +104,26 @@ func (m *Meter) Report(ctx context.Context, since, until time.Time, include func
 	if err != nil {
 		return nil, fmt.Errorf("select months %v: %w", months, err)
 	}
-	recs, err := m.cfg.Store.List(ctx, labels.NewSelector().Add(*req))
+	sel := labels.NewSelector().Add(*req)
+	include := func(string) bool { return true }
+	if tenants != nil {
+		if len(tenants) == 0 {
+			return buildReport(w, *m.cfg.Prices, nil), nil
+		}
+		treq, err := labels.NewRequirement(TenantLabel, selection.In, tenants)
+		if err != nil {
+			return nil, fmt.Errorf("select tenants %v: %w", tenants, err)
+		}
+		sel = sel.Add(*treq)
+		include = func(t string) bool { return slices.Contains(tenants, t) }
+	}
+	recs, err := m.cfg.Store.List(ctx, sel)
 	if err != nil {
 		return nil, err
 	}
 	accs := map[types.UID]*podAcc{}
 	for _, r := range recs {
-		if include != nil && !include(r.Spec.Tenant) {
+		if !include(r.Spec.Tenant) {
 			continue
 		}
 		for _, l := range r.Spec.Pods {
@@ -124,7 +138,7 @@ func (m *Meter) Report(ctx context.Context, since, until time.Time, include func
 	}
 	// What the meter holds in memory is newer than what it wrote.
 	for uid, st := range m.live(now) {
-		if include != nil && !include(st.tenant) {
+		if !include(st.tenant) {
 			continue
 		}
 		accs[uid] = &podAcc{tenant: st.tenant, ns: st.ns, name: st.pod, flavor: st.flavor, set: Set{}.Add(st.iv), running: st.open}
