@@ -69,8 +69,10 @@ type podState struct {
 	iv              Interval
 	open            bool
 	// written is the interval last written for the pod; its hours are the
-	// records that may hold a line of it.
-	written Interval
+	// records that may hold a line of it. writtenLine is the rest of what
+	// was written (flavor, names, open), to tell when every line must change.
+	written     Interval
+	writtenLine PodLine
 	// version counts changes, so that a flush does not mark as written a
 	// change that arrived while it was writing.
 	version, flushed int
@@ -188,6 +190,7 @@ func (m *Meter) recover(ctx context.Context) error {
 				st.written.End = iv.End
 			}
 			st.iv, st.open = st.written, true
+			st.writtenLine = PodLine{Namespace: l.Namespace, Name: l.Name, Flavor: l.Flavor, Open: true}
 		}
 	}
 	if len(m.pods) > 0 {
@@ -262,6 +265,11 @@ func (m *Meter) observePod(obj any, gone bool) {
 		st = &podState{uid: p.UID}
 		m.pods[p.UID] = st
 	}
+	if !st.seen && !st.written.Empty() && iv.Start.Before(st.written.Start) && st.written.Start.Equal(hourOf(st.written.Start)) {
+		// Recovered from an open line that began on the hour: the run that
+		// wrote it had written the pod's earlier hours, whole.
+		st.written.Start = iv.Start
+	}
 	flavor := FlavorOf(&p.Spec)
 	if st.seen && st.open == open && st.iv.Start.Equal(iv.Start) && (open || st.iv.End.Equal(iv.End)) && st.flavor == flavor && st.tenant == tenant {
 		return
@@ -302,7 +310,11 @@ func (m *Meter) flush(ctx context.Context) {
 			continue // recovered, waiting for the informer
 		}
 		hours := Set{}.Add(st.iv).Add(st.written).Span()
+		same := st.writtenLine.Namespace == st.ns && st.writtenLine.Name == st.pod && st.writtenLine.Flavor == st.flavor && st.writtenLine.Open == st.open
 		for h := hourOf(hours.Start); h.Before(hours.End); h = h.Add(time.Hour) {
+			if same && unchanged(st.iv, st.written, h) {
+				continue // its line stands: no read, no write
+			}
 			rec, err := m.record(ctx, st.tenant, h)
 			if err != nil {
 				m.log.Warn("read usage record", "tenant", st.tenant, "err", err)
@@ -347,6 +359,7 @@ func (m *Meter) flush(ctx context.Context) {
 			continue
 		}
 		st.written = j.st.iv
+		st.writtenLine = PodLine{Namespace: j.st.ns, Name: j.st.pod, Flavor: j.st.flavor, Open: j.st.open}
 		if st.version == j.version {
 			st.flushed = j.version
 			if !st.open {
@@ -362,6 +375,14 @@ func (m *Meter) flush(ctx context.Context) {
 			delete(m.records, name)
 		}
 	}
+}
+
+// unchanged says whether a pod's line in hour h is the same for intervals a
+// and b, and is not the line either ends in (which carries the open flag).
+func unchanged(a, b Interval, h time.Time) bool {
+	hour := Interval{h, h.Add(time.Hour)}
+	ca, cb := a.Clip(hour), b.Clip(hour)
+	return ca.Start.Equal(cb.Start) && ca.End.Equal(cb.End) && !ca.Empty() && a.End.After(hour.End) && b.End.After(hour.End)
 }
 
 // record returns the cached record of tenant for hour, read from the store

@@ -23,6 +23,7 @@ type memStore struct {
 	recs map[string]UsageRecord
 	rv   int
 	puts int
+	gets int
 }
 
 func newMemStore() *memStore { return &memStore{recs: map[string]UsageRecord{}} }
@@ -30,6 +31,7 @@ func newMemStore() *memStore { return &memStore{recs: map[string]UsageRecord{}} 
 func (s *memStore) Get(_ context.Context, name string) (*UsageRecord, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gets++
 	r, ok := s.recs[name]
 	if !ok {
 		return nil, nil
@@ -281,6 +283,39 @@ func TestMeterScenarios(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A pod running for days costs its meter a few reads per flush, before and
+// after a restart, not one per hour of its life.
+func TestMeterLongRunningPod(t *testing.T) {
+	s := newMemStore()
+	clock := t0
+	m := newTestMeter(t, s, &clock)
+	p := testPod("long", "ns-a", "10s")
+	m.see(p, "11s")
+	for h := 1; h <= 72; h++ {
+		m.flushAt(fmt.Sprintf("%dh30m", h))
+	}
+	if secs, lines, open := s.lineSeconds("long"); secs != 72*3600+30*60-10 || lines != 73 || open != 1 {
+		t.Fatalf("records hold %d s in %d lines (%d open)", secs, lines, open)
+	}
+	m.flushAt("80h0m15s") // past the cache's memory of old hours
+	gets, puts := s.gets, s.puts
+	m.flushAt("80h0m30s")
+	if s.gets != gets || s.puts != puts+1 {
+		t.Errorf("one flush of a running pod: %d reads, %d writes; want 0 and 1", s.gets-gets, s.puts-puts)
+	}
+	gets = s.gets
+	m2 := newTestMeter(t, s, &clock)
+	m2.see(p, "80h1m")
+	m2.closeUnseen()
+	m2.flushAt("80h1m")
+	if s.gets-gets > 2 {
+		t.Errorf("first flush after a restart read %d records", s.gets-gets)
+	}
+	if secs, _, open := s.lineSeconds("long"); secs != 80*3600+60-10 || open != 1 {
+		t.Errorf("after restart: %d s, %d open", secs, open)
 	}
 }
 
