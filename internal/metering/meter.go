@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -109,14 +110,23 @@ func New(cfg Config) *Meter {
 // follows pods and namespaces, and writes usage every FlushInterval and
 // soon after every change.
 func (m *Meter) Run(ctx context.Context) error {
-	if err := m.recover(ctx); err != nil {
-		return err
+	// Metering must not start without knowing what ran before; a store
+	// that does not answer yet is waited for, not fatal.
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := m.recover(ctx); err != nil {
+			m.log.Warn("read open usage; retrying", "err", err)
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil // ctx ended
 	}
 	factory := informers.NewSharedInformerFactory(m.cfg.Kube, 0)
 	nsInformer := factory.Core().V1().Namespaces()
 	m.nsLister = nsInformer.Lister()
 	podInformer := factory.Core().V1().Pods().Informer()
-	_, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err = podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { m.observePod(obj, false) },
 		UpdateFunc: func(_, obj any) { m.observePod(obj, false) },
 		DeleteFunc: func(obj any) { m.observePod(obj, true) },

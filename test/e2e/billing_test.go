@@ -149,7 +149,12 @@ func TestBillingSleepPod(t *testing.T) {
 	if !ok {
 		t.Fatalf("pod not in the report: %+v", rep)
 	}
-	t.Logf("sleep 20 billed %d s: %.3f core-s, %.3f GiB-s, %.6f %s (startTime %s)", p.Seconds, p.CoreSeconds, p.GiBSeconds, p.Cost, rep.Currency, pod.Status.StartTime)
+	var startedAt time.Time
+	if s := pod.Status.ContainerStatuses; len(s) == 1 && s[0].State.Terminated != nil {
+		startedAt = s[0].State.Terminated.StartedAt.Time
+	}
+	t.Logf("sleep 20 billed %d s: %.3f core-s, %.3f GiB-s, %.6f %s (startTime %s, container started %s, finished %s)",
+		p.Seconds, p.CoreSeconds, p.GiBSeconds, p.Cost, rep.Currency, pod.Status.StartTime.Format(time.TimeOnly), startedAt.Format(time.TimeOnly), lastFinished(pod).Format(time.TimeOnly))
 	if !near(p.CoreSeconds, 10, 1) || !near(p.GiBSeconds, 20, 1) {
 		t.Errorf("billed %.3f core-s and %.3f GiB-s, want 10 ± 1 and 20 ± 1", p.CoreSeconds, p.GiBSeconds)
 	}
@@ -319,7 +324,7 @@ func TestUsageEndpointTenants(t *testing.T) {
 	if code, body := getUsage(t, "not-a-token", ""); code != http.StatusUnauthorized {
 		t.Errorf("bad token: %d %s, want 401", code, body)
 	}
-	// A default service account of B's namespace is B, not A.
+	// B's own service account is B, not A.
 	tokenB := tenantToken(t, nsB)
 	if code, body := getUsage(t, tokenB, "?tenant="+tenantA); code != http.StatusForbidden {
 		t.Errorf("tenant B reading tenant A's usage: %d %s, want 403", code, body)
