@@ -123,10 +123,16 @@ func (m *Meter) Run(ctx context.Context) error {
 		return nil // ctx ended
 	}
 	factory := informers.NewSharedInformerFactory(m.cfg.Kube, 0)
+	defer factory.Shutdown()
+	// Namespaces first: a pod's tenant is read from its namespace.
 	nsInformer := factory.Core().V1().Namespaces()
+	nsSynced := nsInformer.Informer().HasSynced
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), nsSynced) {
+		return nil // ctx ended
+	}
 	m.nsLister = nsInformer.Lister()
-	podInformer := factory.Core().V1().Pods().Informer()
-	_, err = podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { m.observePod(obj, false) },
 		UpdateFunc: func(_, obj any) { m.observePod(obj, false) },
 		DeleteFunc: func(obj any) { m.observePod(obj, true) },
@@ -134,12 +140,10 @@ func (m *Meter) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Namespaces first: a pod's tenant is read from its namespace.
-	nsInformer.Informer()
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nsInformer.Informer().HasSynced, podInformer.HasSynced) {
-		return ctx.Err()
+	// The handler has seen every pod that exists before unseen ones are closed.
+	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+		return nil
 	}
 	m.closeUnseen()
 	close(m.ready)
