@@ -34,7 +34,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(upCmd(), serverCmd(), agentCmd(), imageCmd(), tenantCmd(), versionCmd())
+	root.AddCommand(upCmd(), serverCmd(), agentCmd(), imageCmd(), tenantCmd(), usageCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
@@ -77,6 +77,8 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
 	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
+	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
+	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
 }
 
 func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
@@ -150,6 +152,7 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 			fmt.Fprintf(stderr, "  kubeconfig: %s\n", info.AdminKubeconfig)
 			fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
 			fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
+			fmt.Fprintf(stderr, "  usage:      %s\n", info.UsageURL)
 			fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
 			fmt.Fprintf(stderr, "  try: kubectl --kubeconfig %s get nodes\n\n", info.AdminKubeconfig)
 		})

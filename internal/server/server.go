@@ -7,6 +7,7 @@
 //
 //	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
 //	    ─► Tenant CRD, tenant controller, admission webhook (tenancy.go)
+//	    ─► usage CRD ─► meter, usage endpoint
 //	    ─► kube-controller-manager, kube-scheduler, registry
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
@@ -74,6 +75,10 @@ type Config struct {
 	// the apiserver calls it. Default "127.0.0.1:0": loopback, a free port
 	// chosen on first start and kept on later ones.
 	WebhookAddr string `json:"webhookAddr"`
+	// UsagePort is the HTTPS port of the usage endpoint (metering). Default APIPort+1.
+	UsagePort int `json:"usagePort"`
+	// PriceTable is a YAML or JSON file of prices (see metering.Prices). Default: built-in prices.
+	PriceTable string `json:"priceTable"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -115,6 +120,9 @@ func (c *Config) Default() {
 	if c.WebhookAddr == "" {
 		c.WebhookAddr = "127.0.0.1:0"
 	}
+	if c.UsagePort == 0 {
+		c.UsagePort = c.APIPort + 1
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -128,6 +136,8 @@ type Info struct {
 	AdminKubeconfig string
 	// RegistryAddr is host:port of the built-in registry.
 	RegistryAddr string
+	// UsageURL is the HTTPS address of the usage endpoint.
+	UsageURL string
 	// Token is the join token for agents.
 	Token string
 	// PKI holds every credential path.
@@ -185,8 +195,8 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	defer cancel()
 	// Each component reports once on errCh when it returns (nil on a clean
 	// stop); etcd's watcher reports only failures and is not counted.
-	errCh := make(chan error, 8)
-	stoppedCh := make(chan struct{}, 8)
+	errCh := make(chan error, 16)
+	stoppedCh := make(chan struct{}, 16)
 	running := 0
 	goRun := func(name string, f func() error) {
 		running++
@@ -293,6 +303,13 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
+	mp, err := setupMetering(ctx, &cfg, p, info.AdminKubeconfig, []string{"localhost", "127.0.0.1", cfg.AdvertiseAddress, hostname})
+	if err != nil {
+		return fail(fmt.Errorf("metering: %w", err))
+	}
+	info.UsageURL = mp.url
+	goRun("metering", func() error { return mp.meter.Run(ctx) })
+	goRun("usage endpoint", func() error { return mp.meter.Serve(ctx, mp.endpoint) })
 
 	cmArgs := []string{
 		"--kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),

@@ -1,0 +1,237 @@
+package metering
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Usage is resource-seconds and their cost.
+type Usage struct {
+	Seconds     int64   `json:"seconds"`
+	CoreSeconds float64 `json:"coreSeconds"`
+	GiBSeconds  float64 `json:"gibSeconds"`
+	GPUSeconds  int64   `json:"gpuSeconds"`
+	Cost        float64 `json:"cost"`
+}
+
+func usageOf(t Totals, p Prices) Usage {
+	u := Usage{
+		Seconds:     t.Seconds,
+		CoreSeconds: round(float64(t.MilliCoreSeconds)/1000, 3),
+		GiBSeconds:  round(float64(t.MiBSeconds)/1024, 3),
+		GPUSeconds:  t.GPUSeconds,
+	}
+	u.Cost = p.Cost(u)
+	return u
+}
+
+func round(v float64, digits int) float64 {
+	f := math.Pow10(digits)
+	return math.Round(v*f) / f
+}
+
+// Report is usage and cost over a window, per tenant, namespace and pod.
+type Report struct {
+	Since    time.Time     `json:"since"`
+	Until    time.Time     `json:"until"`
+	Currency string        `json:"currency"`
+	Prices   Prices        `json:"prices"`
+	Tenants  []TenantUsage `json:"tenants"`
+	Total    Usage         `json:"total"`
+}
+
+// TenantUsage is one tenant's part of a report.
+type TenantUsage struct {
+	Tenant string `json:"tenant"`
+	Usage
+	Namespaces []NamespaceUsage `json:"namespaces"`
+}
+
+// NamespaceUsage is one namespace's part of a report.
+type NamespaceUsage struct {
+	Namespace string `json:"namespace"`
+	Usage
+	Pods []PodUsage `json:"pods"`
+}
+
+// PodUsage is one pod's part of a report. Start and End bound the metered
+// seconds inside the window; Running says the pod is still billed.
+type PodUsage struct {
+	Name      string    `json:"name"`
+	UID       string    `json:"uid"`
+	CPU       float64   `json:"cpu"`
+	MemoryGiB float64   `json:"memoryGiB"`
+	GPU       int64     `json:"gpu"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end"`
+	Running   bool      `json:"running"`
+	Usage
+}
+
+// podAcc gathers one pod's metered seconds.
+type podAcc struct {
+	tenant, ns, name string
+	flavor           Flavor
+	set              Set
+	running          bool
+}
+
+// Report computes usage in [since, until) of the given tenants (all when
+// tenants is nil). until is capped at now. Safe to call concurrently.
+func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []string) (*Report, error) {
+	now := second(m.cfg.Now())
+	w := Interval{second(since), second(until)}
+	if until.IsZero() || w.End.After(now) {
+		w.End = now
+	}
+	if w.Start.After(w.End) {
+		w.Start = w.End
+	}
+	var months []string
+	for mo := time.Date(w.Start.Year(), w.Start.Month(), 1, 0, 0, 0, 0, time.UTC); !mo.After(w.End); mo = mo.AddDate(0, 1, 0) {
+		months = append(months, mo.Format("2006-01"))
+	}
+	req, err := labels.NewRequirement(monthLabel, selection.In, months)
+	if err != nil {
+		return nil, fmt.Errorf("select months %v: %w", months, err)
+	}
+	sel := labels.NewSelector().Add(*req)
+	include := func(string) bool { return true }
+	if tenants != nil {
+		if len(tenants) == 0 {
+			return buildReport(w, *m.cfg.Prices, nil), nil
+		}
+		treq, err := labels.NewRequirement(TenantLabel, selection.In, tenants)
+		if err != nil {
+			return nil, fmt.Errorf("select tenants %v: %w", tenants, err)
+		}
+		sel = sel.Add(*treq)
+		include = func(t string) bool { return slices.Contains(tenants, t) }
+	}
+	recs, err := m.cfg.Store.List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	accs := map[types.UID]*podAcc{}
+	for _, r := range recs {
+		if !include(r.Spec.Tenant) {
+			continue
+		}
+		for _, l := range r.Spec.Pods {
+			uid := types.UID(l.UID)
+			a := accs[uid]
+			if a == nil {
+				a = &podAcc{tenant: r.Spec.Tenant, ns: l.Namespace, name: l.Name, flavor: l.Flavor}
+				accs[uid] = a
+			}
+			a.set = a.set.Add(l.interval())
+		}
+	}
+	// What the meter holds in memory is newer than what it wrote.
+	for uid, st := range m.live(now) {
+		if !include(st.tenant) {
+			continue
+		}
+		accs[uid] = &podAcc{tenant: st.tenant, ns: st.ns, name: st.pod, flavor: st.flavor, set: Set{}.Add(st.iv), running: st.open}
+	}
+	return buildReport(w, *m.cfg.Prices, accs), nil
+}
+
+func buildReport(w Interval, prices Prices, accs map[types.UID]*podAcc) *Report {
+	rep := &Report{Since: w.Start, Until: w.End, Currency: prices.Currency, Prices: prices, Tenants: []TenantUsage{}}
+	type nsKey struct{ tenant, ns string }
+	tenantTotals := map[string]Totals{}
+	nsTotals := map[nsKey]Totals{}
+	nsPods := map[nsKey][]PodUsage{}
+	var total Totals
+	for uid, a := range accs {
+		in := a.set.Clip(w)
+		secs := in.Seconds()
+		if secs == 0 && !(a.running && !a.set.Span().End.Before(w.End)) {
+			continue
+		}
+		t := totalsOf(a.flavor, secs)
+		span := in.Span()
+		k := nsKey{a.tenant, a.ns}
+		nsPods[k] = append(nsPods[k], PodUsage{
+			Name: a.name, UID: string(uid),
+			CPU: float64(a.flavor.MilliCPU) / 1000, MemoryGiB: round(float64(a.flavor.MemoryMiB)/1024, 3), GPU: a.flavor.GPU,
+			Start: span.Start, End: span.End, Running: a.running,
+			Usage: usageOf(t, prices),
+		})
+		nsTotals[k] = nsTotals[k].add(t)
+		tenantTotals[a.tenant] = tenantTotals[a.tenant].add(t)
+		total = total.add(t)
+	}
+	tenants := make([]string, 0, len(tenantTotals))
+	for t := range tenantTotals {
+		tenants = append(tenants, t)
+	}
+	sort.Strings(tenants)
+	for _, tn := range tenants {
+		tu := TenantUsage{Tenant: tn, Usage: usageOf(tenantTotals[tn], prices), Namespaces: []NamespaceUsage{}}
+		var keys []nsKey
+		for k := range nsTotals {
+			if k.tenant == tn {
+				keys = append(keys, k)
+			}
+		}
+		sort.Slice(keys, func(i, j int) bool { return keys[i].ns < keys[j].ns })
+		for _, k := range keys {
+			pods := nsPods[k]
+			sort.Slice(pods, func(i, j int) bool {
+				if c := strings.Compare(pods[i].Name, pods[j].Name); c != 0 {
+					return c < 0
+				}
+				return pods[i].Start.Before(pods[j].Start)
+			})
+			tu.Namespaces = append(tu.Namespaces, NamespaceUsage{Namespace: k.ns, Usage: usageOf(nsTotals[k], prices), Pods: pods})
+		}
+		rep.Tenants = append(rep.Tenants, tu)
+	}
+	rep.Total = usageOf(total, prices)
+	return rep
+}
+
+// ParseTime reads a point in time as the usage command and endpoint take
+// it: RFC 3339 ("2026-11-25T02:00:00Z"), a UTC date ("2026-11-25") or date
+// and minute ("2026-11-25T02:00"), "now", or a duration before now ("90m", "24h", "7d").
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if s == "now" {
+		return now, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(d, "%d", &days); err == nil && fmt.Sprint(days) == d && days >= 0 {
+			return now.AddDate(0, 0, -days), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("time %q: give RFC 3339 (2026-11-25T02:00:00Z), a date (2026-11-25), \"now\" or a duration before now (90m, 24h, 7d)", s)
+}
+
+// MonthStart is the start of now's UTC month: the default --since.
+func MonthStart(now time.Time) time.Time {
+	now = now.UTC()
+	return time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
