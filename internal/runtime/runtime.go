@@ -46,6 +46,8 @@ type Config struct {
 	InsecureRegistries []string
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
+	// Runsc runs the pods of the gvisor runtime handler.
+	Runsc RunscConfig
 
 	Containerd *containerd.Client
 	Network    Network
@@ -66,6 +68,7 @@ type Runtime struct {
 	notify func(*v1.Pod)
 	ctx    context.Context
 	pulls  *puller
+	gvisor *gvisor
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -95,6 +98,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		ctx:  namespaces.WithNamespace(ctx, cfg.Namespace),
 	}
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
+	r.gvisor = setupGVisor(filepath.Join(cfg.StateDir, "runsc"), cfg.Runsc)
+	if r.gvisor.err != nil {
+		cfg.Log.Warn("gVisor pods cannot run on this node", "err", r.gvisor.err)
+	}
 	if err := r.recover(); err != nil {
 		return nil, err
 	}
