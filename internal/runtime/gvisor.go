@@ -170,6 +170,11 @@ const containerWrapper = `#!/bin/sh
 # child of the shim (its subreaper) that lives as long as the container, and
 # gives the shim the waiter's pid: the waiter waits for "start", then for the
 # container (runsc wait), and exits with the container's exit status.
+#
+# runsc gives a container that joins a sandbox the stdio of "runsc start",
+# where the shim passes the container's stdio to create (and collects the
+# output of start until it closes). The waiter holds create's stdio as fds
+# 5-7 until start, which runs runsc with them.
 runsc() { %s "$@"; }
 fifos='%s'
 
@@ -193,7 +198,7 @@ tell() {
 	[ -p "$fifo" ] || return 1
 	exec 4<>"$fifo" && echo "$1" >&4
 	exec 4>&-
-	rm -f "$fifo"
+	rm -f "$fifo" "$fifo.waiter"
 }
 
 case "$cmd" in
@@ -206,7 +211,7 @@ create)
 	exec 3<>"$fifo"
 	(
 		read -r word <&3
-		exec 3<&-
+		exec 3<&- 5<&- 6>&- 7>&-
 		[ "$word" = start ] || exit 137
 		out=$(runsc --root "$root" wait "$id" 2>/dev/null)
 		code=${out##*\"exitStatus\":}
@@ -214,11 +219,17 @@ create)
 		# No status: the sandbox itself went away.
 		[ -n "$code" ] || exit 137
 		exit "$code"
-	) </dev/null >/dev/null 2>&1 &
-	echo $! >"$pidfile.waiter" && mv "$pidfile.waiter" "$pidfile"
+	) 5<&0 6>&1 7>&2 </dev/null >/dev/null 2>&1 &
+	echo $! >"$fifo.waiter"
+	printf %%s $! >"$pidfile.waiter" && mv "$pidfile.waiter" "$pidfile"
 	;;
 start)
-	runsc "$@" || exit
+	w=$(cat "$fifo.waiter" 2>/dev/null)
+	if [ -n "$w" ]; then
+		runsc "$@" <"/proc/$w/fd/5" >"/proc/$w/fd/6" 2>"/proc/$w/fd/7" || exit
+	else
+		runsc "$@" || exit
+	fi
 	tell start
 	;;
 kill)

@@ -31,7 +31,9 @@ echo "$*" >>"$dir/calls"
 for a in "$@"; do prev2=$prev; prev=$a; done
 case " $* " in
 *" create "*)
-	while [ $# -gt 0 ]; do [ "$1" = --pid-file ] && echo 1 >"$2"; shift; done ;;
+	while [ $# -gt 0 ]; do [ "$1" = --pid-file ] && printf 1 >"$2"; shift; done ;;
+*" start "*)
+	echo "output of $prev" ;;
 *" kill "*)
 	echo $((128 + $prev)) >"$dir/exit-$prev2" ;;
 *" wait "*)
@@ -73,12 +75,25 @@ func TestContainerWrapperWaiter(t *testing.T) {
 	create := func(t *testing.T, id string) int {
 		t.Helper()
 		pidFile := filepath.Join(t.TempDir(), "init.pid")
-		run(t, "create", "--bundle", "/b", "--pid-file", pidFile, id)
+		// The container's stdout, as the shim gives it to create.
+		stdout, err := os.Create(filepath.Join(fakeDir, "stdout-"+id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stdout.Close()
+		full := []string{"--root", "/run/test-root", "--log", "/dev/null", "--log-format", "json", "create", "--bundle", "/b", "--pid-file", pidFile, id}
+		cmd := exec.Command(g.containerRuntime, full...)
+		// Files, as the shim's are: the waiter holds them until start.
+		cmd.Stdout, cmd.Stderr = stdout, stdout
+		if err := cmd.Run(); err != nil {
+			out, _ := os.ReadFile(stdout.Name())
+			t.Fatalf("wrapper create: %v\n%s", err, out)
+		}
 		raw, err := os.ReadFile(pidFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		pid, err := strconv.Atoi(string(raw)) // the shim reads it so: no newline
 		if err != nil || pid <= 1 {
 			t.Fatalf("pid file %q", raw)
 		}
@@ -119,6 +134,10 @@ func TestContainerWrapperWaiter(t *testing.T) {
 	}{
 		{"exits-3", func(t *testing.T, id string) {
 			run(t, "start", id)
+			// runsc start's stdio is the container's: create's.
+			if out, _ := os.ReadFile(filepath.Join(fakeDir, "stdout-"+id)); string(out) != "output of exits-3\n" {
+				t.Errorf("container stdout %q, want the output of runsc start", out)
+			}
 			os.WriteFile(filepath.Join(fakeDir, "exit-"+id), []byte("3"), 0o644)
 		}, 3, []string{"--platform=ptrace --network=host --root /run/test-root wait exits-3"}, nil},
 		{"killed", func(t *testing.T, id string) {
