@@ -106,11 +106,11 @@ func TestGVisorIsolation(t *testing.T) {
 		}
 		t.Logf("container %s: uname -r %q (host %q)", c, got, host)
 	}
-	uname := mustKubectl(t, "exec", "iso-gvisor", "--", "uname", "-a")
+	uname := mustKubectl(t, "exec", "iso-gvisor", "-c", "main", "--", "uname", "-a")
 	if strings.Contains(uname, host) {
 		t.Errorf("gvisor pod: uname -a %q shows the host's kernel %q", uname, host)
 	}
-	dmesg := mustKubectl(t, "exec", "iso-gvisor", "--", "dmesg")
+	dmesg := mustKubectl(t, "exec", "iso-gvisor", "-c", "main", "--", "dmesg")
 	if !strings.Contains(dmesg, "Starting gVisor") {
 		t.Errorf("gvisor pod: dmesg lacks gVisor's boot messages:\n%s", dmesg)
 	}
@@ -133,7 +133,7 @@ func TestGVisorIsolation(t *testing.T) {
 			t.Errorf("logs of %s: %q", c, out)
 		}
 	}
-	if got := strings.TrimSpace(mustKubectl(t, "exec", "iso-gvisor", "--", "hostname")); got != "iso-gvisor" {
+	if got := strings.TrimSpace(mustKubectl(t, "exec", "iso-gvisor", "-c", "main", "--", "hostname")); got != "iso-gvisor" {
 		t.Errorf("gvisor pod hostname %q", got)
 	}
 }
