@@ -85,6 +85,10 @@ type gvisor struct {
 	// containers that join its sandbox.
 	sandboxRuntime   string
 	containerRuntime string
+	// root is runsc's state folder (--root, below it one per containerd
+	// namespace): the agent's own, so that runsc state of other agents on
+	// the host never mixes with its own.
+	root string
 	// pauseRootfs holds /pause, the pod sandbox's only process.
 	pauseRootfs string
 	// err says why gvisor pods cannot run on this node (runsc missing …).
@@ -116,6 +120,7 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	g := &gvisor{
 		sandboxRuntime:   filepath.Join(dir, "runsc-sandbox"),
 		containerRuntime: filepath.Join(dir, "runsc-container"),
+		root:             filepath.Join(dir, "root"),
 		pauseRootfs:      filepath.Join(dir, "pause"),
 	}
 	path, err := exec.LookPath(cfg.Path)
@@ -138,8 +143,9 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 		return g
 	}
 	runsc := fmt.Sprintf("'%s' --platform='%s' --network=host", path, cfg.Platform)
-	sandbox := fmt.Sprintf(sandboxWrapper, runsc)
-	container := fmt.Sprintf(containerWrapper, runsc, filepath.Join(dir, "start"))
+	fifos := filepath.Join(dir, "start")
+	sandbox := fmt.Sprintf(wrapper, runsc, fifos, 0)
+	container := fmt.Sprintf(wrapper, runsc, fifos, 1)
 	for file, text := range map[string]string{g.sandboxRuntime: sandbox, g.containerRuntime: container} {
 		if err := writeFileAtomic(file, []byte(text), 0o755); err != nil {
 			g.err = fmt.Errorf("write runsc wrapper: %w", err)
@@ -149,22 +155,16 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	return g
 }
 
-// sandboxWrapper is the OCI runtime of a gvisor pod's pause container; %s is
-// the runsc command with its flags.
-const sandboxWrapper = `#!/bin/sh
-# Written by the cci agent at every start: the OCI runtime of a gVisor pod's
-# sandbox (its pause container), run by containerd's runc shim. runsc runs
-# with its host network stack inside the pod's own network namespace.
-exec %s "$@"
-`
-
-// containerWrapper is the OCI runtime of the containers that join a gvisor
-// pod's sandbox; the first %s is the runsc command, the second the folder of
-// the waiters' start fifos.
-const containerWrapper = `#!/bin/sh
-# Written by the cci agent at every start: the OCI runtime of the containers
-# that join a gVisor pod's sandbox, run by containerd's runc shim.
+// wrapper is the OCI runtime the runc shim runs for gvisor pods: runsc with
+// its flags (the first %s), the folder of the waiters' start fifos (the
+// second) and whether it serves containers that join a sandbox (1) or the
+// sandbox's own pause container (0).
+const wrapper = `#!/bin/sh
+# Written by the cci agent at every start: the OCI runtime of gVisor pods,
+# run by containerd's runc shim as its runc. runsc runs with its host network
+# stack inside the pod's own network namespace.
 #
+# For the containers that join a pod's sandbox (joins=1):
 # runsc reports the sandbox's pid as every container's pid, so the shim would
 # never see the container exit. On create this wrapper starts a waiter, a
 # child of the shim (its subreaper) that lives as long as the container, and
@@ -177,6 +177,7 @@ const containerWrapper = `#!/bin/sh
 # 5-7 until start, which runs runsc with them.
 runsc() { %s "$@"; }
 fifos='%s'
+joins=%d
 
 cmd= root= pidfile= prev= last=
 for a in "$@"; do
@@ -195,16 +196,25 @@ fifo="$fifos/$id"
 
 # tell WORD: hands WORD to a waiter that still waits for start; false if none does.
 tell() {
-	[ -p "$fifo" ] || return 1
+	[ "$joins" = 1 ] && [ -p "$fifo" ] || return 1
 	exec 4<>"$fifo" && echo "$1" >&4
 	exec 4>&-
 	rm -f "$fifo" "$fifo.waiter"
 }
 
+# gone OUTPUT: whether runsc failed because the sandbox is gone, and with it
+# the container.
+gone() {
+	case "$1" in
+	*"sandbox is not running"*|*"connection refused"*|*"file does not exist"*) return 0 ;;
+	esac
+	return 1
+}
+
 case "$cmd" in
 create)
 	runsc "$@" || exit
-	[ -n "$pidfile" ] || exit 0
+	[ "$joins" = 1 ] && [ -n "$pidfile" ] || exit 0
 	mkdir -p "$fifos" && rm -f "$fifo" && mkfifo -m 600 "$fifo" || exit
 	# The waiter holds the fifo open from here on, so what start, kill or
 	# delete write is never lost and they never block on it.
@@ -230,17 +240,24 @@ start)
 	else
 		runsc "$@" || exit
 	fi
-	tell start
+	tell start || true
 	;;
 kill)
 	# A container that never started has no process in the sandbox: its
 	# waiter stands for it.
 	tell stop && exit 0
-	runsc "$@"
+	out=$(runsc "$@" 2>&1) && exit 0
+	# In runc's words, which the shim takes for "already exited".
+	gone "$out" && out="container not running: $out"
+	echo "$out" >&2
+	exit 1
 	;;
 delete)
 	tell stop
-	runsc "$@"
+	out=$(runsc "$@" 2>&1) && exit 0
+	gone "$out" && exit 0
+	echo "$out" >&2
+	exit 1
 	;;
 *)
 	runsc "$@"
@@ -348,7 +365,7 @@ func (w *podWorker) runtimeOpts(pod *v1.Pod) (containerd.NewContainerOpts, []oci
 	if w.handler() != handlerGVisor {
 		return containerd.WithRuntime(runcRuntime, nil), nil
 	}
-	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: w.r.gvisor.containerRuntime}),
+	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: w.r.gvisor.containerRuntime, Root: w.r.gvisor.root}),
 		[]oci.SpecOpts{oci.WithAnnotations(map[string]string{
 			annotationContainerType: containerTypeContainer,
 			annotationSandboxID:     podSandboxID(pod),
@@ -384,7 +401,7 @@ func (w *podWorker) startPodSandbox() error {
 	}
 	opts = append(opts, podResourceOpts(pod)...)
 	ctr, err := client.NewContainer(ctx, id,
-		containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: g.sandboxRuntime}),
+		containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: g.sandboxRuntime, Root: g.root}),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(map[string]string{
 			labelPodUID: string(pod.UID), labelPodNamespace: pod.Namespace, labelPodName: pod.Name, labelContainer: podSandboxName,

@@ -30,6 +30,10 @@ dir=$(dirname "$0")
 echo "$*" >>"$dir/calls"
 for a in "$@"; do prev2=$prev; prev=$a; done
 case " $* " in
+*" kill "*|*" delete "*)
+	[ -e "$dir/gone" ] && { echo "connecting to control server at PID 7: connection refused" >&2; exit 128; }
+esac
+case " $* " in
 *" create "*)
 	while [ $# -gt 0 ]; do [ "$1" = --pid-file ] && printf 1 >"$2"; shift; done ;;
 *" start "*)
@@ -154,6 +158,13 @@ func TestContainerWrapperWaiter(t *testing.T) {
 			os.WriteFile(filepath.Join(fakeDir, "gone"), nil, 0o644)
 			t.Cleanup(func() { os.Remove(filepath.Join(fakeDir, "gone")) })
 			run(t, "start", id)
+			// The shim takes runc's words for a container that already exited,
+			out, err := exec.Command(g.containerRuntime, "--root", "/run/test-root", "kill", "--all", id, "9").CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "container not running") {
+				t.Errorf("kill in a sandbox that is gone: %v %q", err, out)
+			}
+			// and a container whose sandbox is gone is deleted with it.
+			run(t, "delete", id)
 		}, 137, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,6 +192,43 @@ func TestContainerWrapperWaiter(t *testing.T) {
 				t.Error("start fifo left behind")
 			}
 		})
+	}
+}
+
+// The pause container's wrapper passes every call through; the shim gets
+// the sandbox's pid.
+func TestSandboxWrapper(t *testing.T) {
+	fakeDir := t.TempDir()
+	fake := filepath.Join(fakeDir, "runsc")
+	if err := os.WriteFile(fake, []byte(fakeRunsc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := setupGVisor(filepath.Join(t.TempDir(), "runsc"), RunscConfig{Path: fake, Platform: "kvm"})
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "init.pid")
+	for _, args := range [][]string{
+		{"create", "--bundle", "/b", "--pid-file", pidFile, "sb"},
+		{"start", "sb"},
+		{"kill", "sb", "9"},
+		{"delete", "sb"},
+	} {
+		full := append([]string{"--root", "/run/test-root"}, args...)
+		if out, err := exec.Command(g.sandboxRuntime, full...).CombinedOutput(); err != nil {
+			t.Errorf("wrapper %v: %v\n%s", args, err, out)
+		}
+	}
+	if raw, _ := os.ReadFile(pidFile); string(raw) != "1" {
+		t.Errorf("pid file %q, want the sandbox's", raw)
+	}
+	calls, _ := os.ReadFile(filepath.Join(fakeDir, "calls"))
+	want := "--platform=kvm --network=host --root /run/test-root create --bundle /b --pid-file " + pidFile + " sb\n" +
+		"--platform=kvm --network=host --root /run/test-root start sb\n" +
+		"--platform=kvm --network=host --root /run/test-root kill sb 9\n" +
+		"--platform=kvm --network=host --root /run/test-root delete sb\n"
+	if string(calls) != want {
+		t.Errorf("runsc calls:\n%s\nwant:\n%s", calls, want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,18 +48,36 @@ func sleeper(name, runtimeClass string, containers ...string) *v1.Pod {
 	return p
 }
 
-// startPod creates p and returns how long it took to be Running and Ready.
+// startPod creates p and returns how long it took to be Running and Ready,
+// as a watch on the pod sees it.
 func startPod(t *testing.T, p *v1.Pod) time.Duration {
 	t.Helper()
 	cs := client(t)
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	w, err := cs.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + p.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
 	begin := time.Now()
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cs.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{}) })
-	waitRunning(t, "default", "pod="+p.Name, 1, 90*time.Second)
-	return time.Since(begin)
+	t.Cleanup(func() { cs.CoreV1().Pods("default").Delete(context.Background(), p.Name, metav1.DeleteOptions{}) })
+	last := ""
+	for ev := range w.ResultChan() {
+		got, ok := ev.Object.(*v1.Pod)
+		if !ok {
+			continue
+		}
+		if got.Status.Phase == v1.PodRunning && podReady(got) {
+			return time.Since(begin)
+		}
+		last = fmt.Sprintf("%s %+v", got.Status.Phase, got.Status.ContainerStatuses)
+	}
+	t.Fatalf("pod %s not Running and Ready within 90s: %s", p.Name, last)
+	return 0
 }
 
 func hostKernel(t *testing.T) string {
@@ -74,6 +93,15 @@ func hostKernel(t *testing.T) string {
 // boot …) whose command line names id.
 func sandboxProcesses(id string) []string {
 	var out []string
+	for _, pid := range sandboxPids(id) {
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		out = append(out, strings.ReplaceAll(strings.TrimRight(string(raw), "\x00"), "\x00", " "))
+	}
+	return out
+}
+
+func sandboxPids(id string) []int {
+	var out []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		raw, err := os.ReadFile(p)
@@ -82,7 +110,9 @@ func sandboxProcesses(id string) []string {
 		}
 		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 		if len(args) > 1 && args[0] == "runsc-sandbox" && slices.Contains(args, "boot") && strings.Contains(string(raw), id) {
-			out = append(out, strings.Join(args, " "))
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+				out = append(out, pid)
+			}
 		}
 	}
 	return out
@@ -141,7 +171,7 @@ func TestGVisorIsolation(t *testing.T) {
 // Start time of a pod under each runtime class, measured (not asserted):
 // create to Running and Ready, image already pulled.
 func TestGVisorStartTime(t *testing.T) {
-	const rounds = 3
+	const rounds = 5
 	for _, rc := range []string{"", "gvisor"} {
 		label := rc
 		if label == "" {
@@ -235,4 +265,40 @@ func TestGVisorUnknownHandler(t *testing.T) {
 	}
 	// The same node still runs pods of both classes.
 	startPod(t, sleeper("after-unknown", "gvisor"))
+}
+
+// A gvisor pod whose sandbox dies gets a new one, as the kubelet re-creates
+// a dead pod sandbox: its containers restart in it, with the pod's IP.
+func TestGVisorSandboxRecreated(t *testing.T) {
+	startPod(t, sleeper("gv-crash", "gvisor"))
+	cs := client(t)
+	ctx := context.Background()
+	before, err := cs.CoreV1().Pods("default").Get(ctx, "gv-crash", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := sandboxPids(string(before.UID))
+	if len(pids) != 1 {
+		t.Fatalf("pod has %d runsc sandboxes, want 1", len(pids))
+	}
+	if err := unix.Kill(pids[0], unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the pod running again in a new sandbox", func() (bool, string) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "gv-crash", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		c := p.Status.ContainerStatuses[0]
+		now := sandboxPids(string(p.UID))
+		return c.RestartCount == 1 && c.State.Running != nil && len(now) == 1 && now[0] != pids[0],
+			fmt.Sprintf("restarts %d state %+v sandboxes %v", c.RestartCount, c.State, now)
+	})
+	after, _ := cs.CoreV1().Pods("default").Get(ctx, "gv-crash", metav1.GetOptions{})
+	if after.Status.PodIP != before.Status.PodIP {
+		t.Errorf("pod IP %s, was %s", after.Status.PodIP, before.Status.PodIP)
+	}
+	if out := mustKubectl(t, "exec", "gv-crash", "--", "uname", "-r"); strings.TrimSpace(out) == hostKernel(t) {
+		t.Errorf("exec in the new sandbox reached the host kernel: %q", out)
+	}
 }
