@@ -69,6 +69,12 @@ type Config struct {
 	Bridge string `json:"bridge"`
 	// MaxPods is the node's pod capacity. Default 110.
 	MaxPods int `json:"maxPods"`
+	// RunscPath is gVisor's runsc, which runs the pods of the gvisor
+	// RuntimeClass. Default "runsc", looked up in PATH.
+	RunscPath string `json:"runscPath"`
+	// RunscPlatform is runsc's --platform. Default "ptrace" (KVM may be
+	// missing, and hangs on some hosts).
+	RunscPlatform string `json:"runscPlatform"`
 	// Log receives the agent's messages. Default slog's default logger.
 	Log *slog.Logger `json:"-"`
 }
@@ -220,6 +226,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			HostIP:             cfg.NodeIP,
 			StateDir:           filepath.Join(cfg.DataDir, "agent"),
 			InsecureRegistries: cfg.InsecureRegistries,
+			Runsc:              runtime.RunscConfig{Path: cfg.RunscPath, Platform: cfg.RunscPlatform},
 			Containerd:         ctrd,
 			Network:            netMgr,
 			Kube:               kube,

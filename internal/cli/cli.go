@@ -95,6 +95,8 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.ContainerdSocket, "containerd-socket", "", "use this running containerd instead of starting one")
 	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
+	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass")
+	f.StringVar(&c.RunscPlatform, "runsc-platform", "ptrace", "runsc --platform for gvisor pods (ptrace, kvm, systrap where the runsc has it)")
 }
 
 func upCmd() *cobra.Command {

@@ -41,6 +41,17 @@ func (w *podWorker) prepareSandbox() error {
 	if pod.Spec.HostNetwork {
 		return fmt.Errorf("hostNetwork pods are not supported by this node")
 	}
+	w.mu.Lock()
+	handler := w.rec.Handler
+	w.mu.Unlock()
+	if handler == "" {
+		h, err := resolveHandler(ctx, w.r.cfg.Kube, pod.Spec.RuntimeClassName)
+		if err != nil {
+			return err
+		}
+		w.update(func(rec *podRecord) { rec.Handler = h })
+		handler = h
+	}
 	var ports []network.PortMapping
 	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		for _, p := range c.Ports {
@@ -61,7 +72,13 @@ func (w *podWorker) prepareSandbox() error {
 	if err := w.r.prepareVolumes(ctx, pod); err != nil {
 		return err
 	}
-	return w.r.writeEtcFiles(pod, ips)
+	if err := w.r.writeEtcFiles(pod, ips); err != nil {
+		return err
+	}
+	if handler == handlerGVisor {
+		return w.startPodSandbox()
+	}
+	return nil
 }
 
 func (r *Runtime) netnsPath(pod *v1.Pod) string {
@@ -87,11 +104,13 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	runtimeOpt, runtimeSpecOpts := w.runtimeOpts(pod)
+	specOpts = append(specOpts, runtimeSpecOpts...)
 	ctr, err := client.NewContainer(ctx, cr.ID,
 		containerd.WithImage(img.image),
 		containerd.WithSnapshotter(w.r.cfg.Snapshotter),
 		containerd.WithNewSnapshot(cr.ID, img.image),
-		containerd.WithRuntime(runcRuntime, nil),
+		runtimeOpt,
 		containerd.WithNewSpec(specOpts...),
 		containerd.WithContainerLabels(map[string]string{
 			labelPodUID: string(pod.UID), labelPodNamespace: pod.Namespace, labelPodName: pod.Name, labelContainer: c.Name,

@@ -47,6 +47,8 @@ type Config struct {
 	InsecureRegistries []string
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
+	// Runsc runs the pods of the gvisor runtime handler.
+	Runsc RunscConfig
 
 	Containerd *containerd.Client
 	Network    Network
@@ -73,6 +75,7 @@ type Runtime struct {
 	pulls  *puller
 	tokens map[string]tokenEntry // service-account tokens by pod UID/volume/path
 	execer execRunner            // exec probes and hooks
+	gvisor *gvisor
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -106,6 +109,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r.execer = execRunner{client: cfg.Containerd, namespace: cfg.Namespace}
 	if r.cfg.Prober == nil {
 		r.cfg.Prober = newKubeProber(r.execer)
+	}
+	r.gvisor = setupGVisor(filepath.Join(cfg.StateDir, "runsc"), cfg.Runsc)
+	if r.gvisor.err != nil {
+		cfg.Log.Warn("gVisor pods cannot run on this node", "err", r.gvisor.err)
 	}
 	if err := r.recover(); err != nil {
 		return nil, err

@@ -46,6 +46,11 @@ type podRecord struct {
 	Reason       string       `json:"reason,omitempty"`
 	Message      string       `json:"message,omitempty"`
 	Containers   []*ctrRecord `json:"containers"`
+	// Handler is the runtime handler the pod runs under, fixed when its
+	// sandbox is first prepared; records of older agents have none (runc).
+	Handler string `json:"handler,omitempty"`
+	// Sandbox is the pod sandbox (pause container) of a gvisor pod.
+	Sandbox *sandboxRecord `json:"sandbox,omitempty"`
 }
 
 // ctrRecord is one container of the pod, init containers first.
@@ -145,11 +150,12 @@ type podWorker struct {
 	once      sync.Once
 	recovered bool
 
-	tasks    map[string]*liveTask
-	probes   map[string]*probeSet // by container: probe loops and postStart hook
-	killing  map[string]*killing  // by container: being stopped while the pod goes on
-	deleting *v1.Pod
-	lastPub  *v1.Pod
+	tasks       map[string]*liveTask
+	sandboxTask *liveTask            // a gvisor pod's pause container
+	probes      map[string]*probeSet // by container: probe loops and postStart hook
+	killing     map[string]*killing  // by container: being stopped while the pod goes on
+	deleting    *v1.Pod
+	lastPub     *v1.Pod
 }
 
 func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
@@ -250,6 +256,10 @@ func (w *podWorker) run() {
 func (w *podWorker) handle(e event) {
 	switch e.kind {
 	case evExit:
+		if e.container == podSandboxName {
+			w.onSandboxExit(e.task)
+			break
+		}
 		w.onExit(e.container, e.task)
 	case evUpdate:
 		w.update(func(rec *podRecord) {
@@ -278,6 +288,9 @@ func (w *podWorker) detach() {
 	w.stopAllProbes()
 	for _, t := range w.tasks {
 		t.cancel()
+	}
+	if w.sandboxTask != nil {
+		w.sandboxTask.cancel()
 	}
 }
 
@@ -672,6 +685,11 @@ func (w *podWorker) watch(name string, task containerd.Task, exitCh <-chan conta
 // exited meanwhile are reported as exited.
 func (w *podWorker) reattachAll() {
 	ctx := w.ctx()
+	// A gvisor pod's sandbox first: its containers live in it.
+	if !w.reattachSandbox() {
+		w.retryReattach()
+		return
+	}
 	for _, cr := range w.rec.Containers {
 		if !cr.Live || w.tasks[cr.Name] != nil {
 			continue
@@ -861,6 +879,7 @@ func (w *podWorker) release() {
 		lt.cancel()
 		delete(w.tasks, name)
 	}
+	w.removePodSandbox()
 	pod := w.pod()
 	if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
 		w.log.Warn("network teardown", "err", err)

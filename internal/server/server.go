@@ -29,6 +29,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/server/v3/embed"
+	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -300,6 +301,9 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	if err := ensureAgentRBAC(ctx, admin); err != nil {
 		return fail(err)
 	}
+	if err := ensureRuntimeClasses(ctx, admin); err != nil {
+		return fail(err)
+	}
 	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
@@ -511,6 +515,7 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch"}},
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"node.k8s.io"}, Resources: []string{"runtimeclasses"}, Verbs: []string{"get", "list", "watch"}},
 		},
 	}
 	binding := &rbacv1.ClusterRoleBinding{
@@ -528,6 +533,27 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 	}
 	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create cluster role binding %q: %w", binding.Name, err)
+	}
+	return nil
+}
+
+// RuntimeClasses every cluster has: the handlers every agent serves.
+var runtimeClasses = []*nodev1.RuntimeClass{
+	// runc: each container in its own runc container; the default for pods
+	// without a runtimeClassName.
+	{ObjectMeta: metav1.ObjectMeta{Name: "runc"}, Handler: "runc"},
+	// gvisor: the whole pod in one gVisor (runsc) sandbox.
+	{ObjectMeta: metav1.ObjectMeta{Name: "gvisor"}, Handler: "gvisor"},
+}
+
+// ensureRuntimeClasses creates the RuntimeClasses a fresh cluster has; ones
+// that exist are left as they are (an admin may have added scheduling or
+// overhead to them).
+func ensureRuntimeClasses(ctx context.Context, c kubernetes.Interface) error {
+	for _, rc := range runtimeClasses {
+		if _, err := c.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create RuntimeClass %q: %w", rc.Name, err)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -211,11 +213,42 @@ func mustRef(t *testing.T, s string) name.Reference {
 
 // Step 3: a Deployment of 3 replicas runs, each pod with its own IP serving HTTP.
 // Step 4: logs, logs -f, exec, exec -it, attach and port-forward work against them.
+// Under every runtime class.
 func TestDeploymentServesAndStreams(t *testing.T) {
+	forEachRuntime(t, testDeploymentServesAndStreams)
+}
+
+// createDeployment runs `kubectl create deployment`, with the runtime class
+// set in the pod template when there is one.
+func createDeployment(t *testing.T, name, img string, replicas int, rc string) {
+	t.Helper()
+	args := []string{"create", "deployment", name, "--image=" + img, "--replicas=" + strconv.Itoa(replicas)}
+	if rc == "" {
+		mustKubectl(t, args...)
+		return
+	}
+	var d appsv1.Deployment
+	if err := json.Unmarshal([]byte(mustKubectl(t, append(args, "--dry-run=client", "-o", "json")...)), &d); err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.RuntimeClassName = runtimeClassPtr(rc)
+	raw, err := json.Marshal(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(t.TempDir(), name+".json")
+	if err := os.WriteFile(manifest, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustKubectl(t, "apply", "-f", manifest)
+}
+
+func testDeploymentServesAndStreams(t *testing.T, rc string) {
+	name, replicas := webDeployment(rc)
 	begin := time.Now()
-	mustKubectl(t, "create", "deployment", "web", "--image="+image(testimage.HTTPD), "--replicas=3")
-	pods := waitRunning(t, "default", "app=web", 3, 60*time.Second)
-	t.Logf("3 replicas Running and Ready %.2fs after `kubectl create deployment`", time.Since(begin).Seconds())
+	createDeployment(t, name, image(testimage.HTTPD), replicas, rc)
+	pods := waitRunning(t, "default", "app="+name, replicas, 90*time.Second)
+	t.Logf("%d replicas Running and Ready %.2fs after `kubectl create deployment` (runtime class %q)", replicas, time.Since(begin).Seconds(), rc)
 
 	ips := map[string]bool{}
 	for _, p := range pods {
@@ -247,7 +280,9 @@ func TestDeploymentServesAndStreams(t *testing.T) {
 	t.Run("logs -f", func(t *testing.T) {
 		lines := streamLines(t, "logs", "-f", pod.Name)
 		marker := "/follow-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-		httpGet("http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + marker)
+		if _, err := httpGet("http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + marker); err != nil {
+			t.Logf("GET %s: %v", marker, err)
+		}
 		expectLine(t, lines, marker, 10*time.Second)
 	})
 
@@ -302,7 +337,9 @@ func TestDeploymentServesAndStreams(t *testing.T) {
 			out <- string(b)
 		}()
 		time.Sleep(time.Second)
-		fmt.Fprintf(f, "tty && echo tty-$((6*7))\r")
+		// In gVisor the terminal is a host pty passed in: a terminal
+		// (test -t) without a /dev/pts name.
+		fmt.Fprintf(f, "tty; test -t 0 && echo tty-$((6*7))\r")
 		time.Sleep(500 * time.Millisecond)
 		fmt.Fprintf(f, "exit\r")
 		done := make(chan error, 1)
@@ -318,7 +355,7 @@ func TestDeploymentServesAndStreams(t *testing.T) {
 		}
 		f.Close()
 		got := <-out
-		if !strings.Contains(got, "tty-42") || !strings.Contains(got, "/dev/pts/") {
+		if !strings.Contains(got, "tty-42") || (rc == "" && !strings.Contains(got, "/dev/pts/")) {
 			t.Errorf("exec -it output lacks a terminal session:\n%s", got)
 		}
 	})
@@ -598,6 +635,7 @@ type podFacts struct {
 	name, ip, containerID string
 	startedAt             time.Time
 	uid                   types.UID
+	runtimeClass          string
 }
 
 func runningFacts(t *testing.T, selector string) map[string]podFacts {
@@ -608,14 +646,40 @@ func runningFacts(t *testing.T, selector string) map[string]podFacts {
 			t.Fatalf("pod %s not running: %+v", p.Name, p.Status)
 		}
 		c := p.Status.ContainerStatuses[0]
-		out[p.Name] = podFacts{p.Name, p.Status.PodIP, c.ContainerID, c.State.Running.StartedAt.Time, p.UID}
+		rc := ""
+		if p.Spec.RuntimeClassName != nil {
+			rc = *p.Spec.RuntimeClassName
+		}
+		out[p.Name] = podFacts{p.Name, p.Status.PodIP, c.ContainerID, c.State.Running.StartedAt.Time, p.UID, rc}
 	}
 	return out
 }
 
+// webFacts are the running facts of the web pods of every runtime class.
+func webFacts(t *testing.T) map[string]podFacts {
+	t.Helper()
+	all := map[string]podFacts{}
+	for _, rc := range runtimeClasses {
+		name, _ := webDeployment(rc)
+		for n, f := range runningFacts(t, "app="+name) {
+			all[n] = f
+		}
+	}
+	return all
+}
+
+func webReplicas() int {
+	n := 0
+	for _, rc := range runtimeClasses {
+		_, r := webDeployment(rc)
+		n += r
+	}
+	return n
+}
+
 // Bad input: containerd killed; the agent restarts it and re-adopts the pods.
 func TestContainerdKilled(t *testing.T) {
-	before := runningFacts(t, "app=web")
+	before := webFacts(t)
 	pidFile := filepath.Join(cci.dataDir, "containerd", "state", "cci-containerd.pid")
 	raw, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -630,15 +694,13 @@ func TestContainerdKilled(t *testing.T) {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
 		return n != 0 && n != pid && syscall.Kill(n, 0) == nil, string(raw)
 	})
-	var p podFacts
-	for _, f := range before {
-		p = f
+	for _, p := range before {
+		waitFor(t, 30*time.Second, "exec after containerd came back", func() (bool, string) {
+			out, err := kubectl(t, "exec", p.name, "--", "echo", "back")
+			return err == nil && strings.Contains(out, "back"), out
+		})
 	}
-	waitFor(t, 30*time.Second, "exec after containerd came back", func() (bool, string) {
-		out, err := kubectl(t, "exec", p.name, "--", "echo", "back")
-		return err == nil && strings.Contains(out, "back"), out
-	})
-	after := runningFacts(t, "app=web")
+	after := webFacts(t)
 	for n, f := range before {
 		if after[n] != f {
 			t.Errorf("pod %s changed across the containerd crash: %+v -> %+v", n, f, after[n])
@@ -650,9 +712,9 @@ func TestContainerdKilled(t *testing.T) {
 // registry's content and the running containers, re-adopted.
 func TestRestartKeepsEverything(t *testing.T) {
 	mustKubectl(t, "create", "configmap", "survivor", "--from-literal=k=v")
-	before := runningFacts(t, "app=web")
-	if len(before) != 3 {
-		t.Fatalf("want the 3 web pods, got %d", len(before))
+	before := webFacts(t)
+	if len(before) != webReplicas() {
+		t.Fatalf("want the %d web pods, got %d", webReplicas(), len(before))
 	}
 	caBefore := fileHash(t, filepath.Join(cci.dataDir, "pki", "ca.crt"))
 	tokenBefore := fileHash(t, filepath.Join(cci.dataDir, "pki", "token"))
@@ -684,8 +746,11 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if _, err := remote.Image(mustRef(t, image(testimage.HTTPD))); err != nil {
 		t.Errorf("registry content after restart: %v", err)
 	}
-	waitRunning(t, "default", "app=web", 3, 60*time.Second)
-	after := runningFacts(t, "app=web")
+	for _, rc := range runtimeClasses {
+		name, replicas := webDeployment(rc)
+		waitRunning(t, "default", "app="+name, replicas, 60*time.Second)
+	}
+	after := webFacts(t)
 	for n, f := range before {
 		a, ok := after[n]
 		if !ok {
@@ -696,12 +761,17 @@ func TestRestartKeepsEverything(t *testing.T) {
 			t.Errorf("pod %s not re-adopted as it was: %+v -> %+v", n, f, a)
 		}
 	}
-	for _, p := range listPods(t, "default", "app=web") {
+	for n := range before {
+		p, err := client(t).CoreV1().Pods("default").Get(context.Background(), n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if rc := p.Status.ContainerStatuses[0].RestartCount; rc != 0 {
 			t.Errorf("pod %s restartCount %d after agent restart", p.Name, rc)
 		}
 	}
-	// Exactly one task per container: nothing was started twice.
+	// Exactly one task per container (and one pod sandbox per gvisor pod):
+	// nothing was started twice.
 	c := ctrdClient(t)
 	ctx := namespaces.WithNamespace(context.Background(), "cci")
 	ctrs, err := c.Containers(ctx)
@@ -709,14 +779,20 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	for n, f := range before {
-		count := 0
+		count, want := 0, 1
+		if f.runtimeClass == "gvisor" {
+			want = 2
+			if procs := sandboxProcesses(string(f.uid)); len(procs) != 1 {
+				t.Errorf("pod %s has %d runsc sandboxes, want 1", n, len(procs))
+			}
+		}
 		for _, ctr := range ctrs {
 			if strings.HasPrefix(ctr.ID(), string(f.uid)) {
 				count++
 			}
 		}
-		if count != 1 {
-			t.Errorf("pod %s has %d containers in containerd, want 1", n, count)
+		if count != want {
+			t.Errorf("pod %s has %d containers in containerd, want %d", n, count, want)
 		}
 	}
 }
@@ -742,19 +818,29 @@ func ctrdClient(t *testing.T) *containerd.Client {
 }
 
 // Step 5: deleting the Deployment removes every container, network
-// namespace, IP lease and mount its pods had.
+// namespace, IP lease and mount its pods had (and the runsc sandbox of a
+// gvisor pod).
 func TestDeleteLeavesNothing(t *testing.T) {
-	pods := listPods(t, "default", "app=web")
+	var pods []v1.Pod
+	var names []string
+	for _, rc := range runtimeClasses {
+		name, _ := webDeployment(rc)
+		names = append(names, name)
+		pods = append(pods, listPods(t, "default", "app="+name)...)
+	}
 	if len(pods) == 0 {
 		t.Fatal("no web pods to delete")
 	}
 	begin := time.Now()
-	mustKubectl(t, "delete", "deployment", "web")
+	mustKubectl(t, append([]string{"delete", "deployment"}, names...)...)
 	waitFor(t, 60*time.Second, "web pods gone", func() (bool, string) {
-		n := len(listPods(t, "default", "app=web"))
+		n := 0
+		for _, name := range names {
+			n += len(listPods(t, "default", "app="+name))
+		}
 		return n == 0, fmt.Sprintf("%d left", n)
 	})
-	t.Logf("pods gone %.2fs after `kubectl delete deployment`", time.Since(begin).Seconds())
+	t.Logf("pods gone %.2fs after `kubectl delete deployment %s`", time.Since(begin).Seconds(), strings.Join(names, " "))
 
 	c := ctrdClient(t)
 	ctx := namespaces.WithNamespace(context.Background(), "cci")
@@ -774,6 +860,9 @@ func TestDeleteLeavesNothing(t *testing.T) {
 		}
 		if _, err := snaps.Stat(ctx, uid+"-httpd"); err == nil {
 			t.Errorf("pod %s: snapshot left", p.Name)
+		}
+		if procs := sandboxProcesses(uid); len(procs) > 0 {
+			t.Errorf("pod %s: runsc sandbox left: %s", p.Name, procs)
 		}
 		if _, err := os.Stat(filepath.Join("/var/run/netns", "cci-"+uid)); err == nil {
 			t.Errorf("pod %s: network namespace left", p.Name)

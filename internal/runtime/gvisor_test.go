@@ -1,0 +1,352 @@
+package runtime
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// fakeRunsc is a controllable runsc: it logs every call to $dir/calls, a
+// container "exits" with the code written to $dir/exit-<id>, and wait
+// reports it as runsc does. A sandbox that is gone is $dir/gone.
+const fakeRunsc = `#!/bin/sh
+dir=$(dirname "$0")
+echo "$*" >>"$dir/calls"
+for a in "$@"; do prev2=$prev; prev=$a; done
+case " $* " in
+*" kill "*|*" delete "*)
+	[ -e "$dir/gone" ] && { echo "connecting to control server at PID 7: connection refused" >&2; exit 128; }
+esac
+case " $* " in
+*" create "*)
+	while [ $# -gt 0 ]; do [ "$1" = --pid-file ] && printf 1 >"$2"; shift; done ;;
+*" start "*)
+	echo "output of $prev" ;;
+*" kill "*)
+	echo $((128 + $prev)) >"$dir/exit-$prev2" ;;
+*" wait "*)
+	while [ ! -e "$dir/exit-$prev" ]; do
+		[ -e "$dir/gone" ] && { echo "sandbox gone" >&2; exit 1; }
+		sleep 0.02
+	done
+	echo "{\"id\":\"$prev\",\"exitStatus\":$(cat "$dir/exit-$prev")}" ;;
+esac
+`
+
+func TestContainerWrapperWaiter(t *testing.T) {
+	if _, err := exec.LookPath("mkfifo"); err != nil {
+		t.Skip("no mkfifo")
+	}
+	// The waiter is left to the shim, the nearest subreaper: here, the test.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Skipf("cannot become a subreaper: %v", err)
+	}
+	fakeDir := t.TempDir()
+	fake := filepath.Join(fakeDir, "runsc")
+	if err := os.WriteFile(fake, []byte(fakeRunsc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := setupGVisor(filepath.Join(t.TempDir(), "runsc"), RunscConfig{Path: fake})
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+
+	run := func(t *testing.T, args ...string) {
+		t.Helper()
+		// The shim's global flags, as go-runc passes them.
+		full := append([]string{"--root", "/run/test-root", "--log", "/dev/null", "--log-format", "json"}, args...)
+		if out, err := exec.Command(g.containerRuntime, full...).CombinedOutput(); err != nil {
+			t.Fatalf("wrapper %v: %v\n%s", args, err, out)
+		}
+	}
+	// create returns the pid the shim watches, which must not be the sandbox's (1).
+	create := func(t *testing.T, id string) int {
+		t.Helper()
+		pidFile := filepath.Join(t.TempDir(), "init.pid")
+		// The container's stdout, as the shim gives it to create.
+		stdout, err := os.Create(filepath.Join(fakeDir, "stdout-"+id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stdout.Close()
+		full := []string{"--root", "/run/test-root", "--log", "/dev/null", "--log-format", "json", "create", "--bundle", "/b", "--pid-file", pidFile, id}
+		cmd := exec.Command(g.containerRuntime, full...)
+		// Files, as the shim's are: the waiter holds them until start.
+		cmd.Stdout, cmd.Stderr = stdout, stdout
+		if err := cmd.Run(); err != nil {
+			out, _ := os.ReadFile(stdout.Name())
+			t.Fatalf("wrapper create: %v\n%s", err, out)
+		}
+		raw, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(string(raw)) // the shim reads it so: no newline
+		if err != nil || pid <= 1 {
+			t.Fatalf("pid file %q", raw)
+		}
+		return pid
+	}
+	exitCode := func(t *testing.T, pid int) int {
+		t.Helper()
+		got := make(chan int, 1)
+		go func() {
+			var ws unix.WaitStatus
+			if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+				got <- -1
+				return
+			}
+			got <- ws.ExitStatus()
+		}()
+		select {
+		case c := <-got:
+			return c
+		case <-time.After(10 * time.Second):
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("waiter %d still runs", pid)
+			return 0
+		}
+	}
+	alive := func(pid int) bool {
+		var ws unix.WaitStatus
+		n, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		return n == 0
+	}
+
+	for _, tc := range []struct {
+		name  string
+		steps func(t *testing.T, id string)
+		code  int
+		// calls the fake runsc must (not) have seen
+		want, unwanted []string
+	}{
+		{"exits-3", func(t *testing.T, id string) {
+			run(t, "start", id)
+			// runsc start's stdio is the container's: create's.
+			if out, _ := os.ReadFile(filepath.Join(fakeDir, "stdout-"+id)); string(out) != "output of exits-3\n" {
+				t.Errorf("container stdout %q, want the output of runsc start", out)
+			}
+			os.WriteFile(filepath.Join(fakeDir, "exit-"+id), []byte("3"), 0o644)
+		}, 3, []string{"--platform=ptrace --network=host --root /run/test-root wait exits-3"}, nil},
+		{"killed", func(t *testing.T, id string) {
+			run(t, "start", id)
+			run(t, "kill", "--all", id, "9")
+		}, 137, []string{"kill --all killed 9"}, nil},
+		{"kill-before-start", func(t *testing.T, id string) {
+			run(t, "kill", id, "9")
+		}, 137, nil, []string{"kill kill-before-start", "wait kill-before-start"}},
+		{"delete-before-start", func(t *testing.T, id string) {
+			run(t, "delete", id)
+		}, 137, []string{"delete delete-before-start"}, []string{"wait delete-before-start"}},
+		{"sandbox-gone", func(t *testing.T, id string) {
+			os.WriteFile(filepath.Join(fakeDir, "gone"), nil, 0o644)
+			t.Cleanup(func() { os.Remove(filepath.Join(fakeDir, "gone")) })
+			run(t, "start", id)
+			// The shim takes runc's words for a container that already exited,
+			out, err := exec.Command(g.containerRuntime, "--root", "/run/test-root", "kill", "--all", id, "9").CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "container not running") {
+				t.Errorf("kill in a sandbox that is gone: %v %q", err, out)
+			}
+			// and a container whose sandbox is gone is deleted with it.
+			run(t, "delete", id)
+		}, 137, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pid := create(t, tc.name)
+			time.Sleep(50 * time.Millisecond)
+			if !alive(pid) {
+				t.Fatal("waiter ended before start")
+			}
+			tc.steps(t, tc.name)
+			if got := exitCode(t, pid); got != tc.code {
+				t.Errorf("waiter exit %d, want %d", got, tc.code)
+			}
+			calls, _ := os.ReadFile(filepath.Join(fakeDir, "calls"))
+			for _, w := range tc.want {
+				if !strings.Contains(string(calls), w) {
+					t.Errorf("runsc calls lack %q:\n%s", w, calls)
+				}
+			}
+			for _, u := range tc.unwanted {
+				if strings.Contains(string(calls), u) {
+					t.Errorf("runsc calls have %q:\n%s", u, calls)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(g.containerRuntime), "start", tc.name)); err == nil {
+				t.Error("start fifo left behind")
+			}
+		})
+	}
+}
+
+// The pause container's wrapper passes every call through; the shim gets
+// the sandbox's pid.
+func TestSandboxWrapper(t *testing.T) {
+	fakeDir := t.TempDir()
+	fake := filepath.Join(fakeDir, "runsc")
+	if err := os.WriteFile(fake, []byte(fakeRunsc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := setupGVisor(filepath.Join(t.TempDir(), "runsc"), RunscConfig{Path: fake, Platform: "kvm"})
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "init.pid")
+	for _, args := range [][]string{
+		{"create", "--bundle", "/b", "--pid-file", pidFile, "sb"},
+		{"start", "sb"},
+		{"kill", "sb", "9"},
+		{"delete", "sb"},
+	} {
+		full := append([]string{"--root", "/run/test-root"}, args...)
+		if out, err := exec.Command(g.sandboxRuntime, full...).CombinedOutput(); err != nil {
+			t.Errorf("wrapper %v: %v\n%s", args, err, out)
+		}
+	}
+	if raw, _ := os.ReadFile(pidFile); string(raw) != "1" {
+		t.Errorf("pid file %q, want the sandbox's", raw)
+	}
+	calls, _ := os.ReadFile(filepath.Join(fakeDir, "calls"))
+	want := "--platform=kvm --network=host --root /run/test-root create --bundle /b --pid-file " + pidFile + " sb\n" +
+		"--platform=kvm --network=host --root /run/test-root start sb\n" +
+		"--platform=kvm --network=host --root /run/test-root kill sb 9\n" +
+		"--platform=kvm --network=host --root /run/test-root delete sb\n"
+	if string(calls) != want {
+		t.Errorf("runsc calls:\n%s\nwant:\n%s", calls, want)
+	}
+}
+
+func TestPauseELFRuns(t *testing.T) {
+	dir := t.TempDir()
+	if err := writePauseRootfs(dir); err != nil {
+		t.Skip(err)
+	}
+	cmd := exec.Command(filepath.Join(dir, "pause"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("pause ended on its own: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// A signal it does not handle ends it, as the kubelet's pause does.
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+			t.Errorf("pause ended with %v, want SIGTERM", err)
+		}
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("pause ignored SIGTERM")
+	}
+}
+
+func TestResolveHandler(t *testing.T) {
+	kube := fake.NewSimpleClientset(
+		&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "gvisor"}, Handler: "gvisor"},
+		&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "runc"}, Handler: "runc"},
+		&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "sandboxed"}, Handler: "runsc"},
+		&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "kata"}, Handler: "kata-qemu"},
+	)
+	str := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		class   *string
+		want    string
+		wantErr string
+	}{
+		{nil, handlerRunc, ""},
+		{str(""), handlerRunc, ""},
+		{str("runc"), handlerRunc, ""},
+		{str("gvisor"), handlerGVisor, ""},
+		{str("sandboxed"), handlerGVisor, ""},
+		{str("kata"), "", `RuntimeClass "kata" names handler "kata-qemu", which this node does not serve`},
+		{str("missing"), "", `RuntimeClass "missing" not found`},
+	} {
+		got, err := resolveHandler(context.Background(), kube, tc.class)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("class %v: err %v, want %q", tc.class, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("class %v: %q %v, want %q", tc.class, got, err, tc.want)
+		}
+	}
+}
+
+func TestPodResourceOpts(t *testing.T) {
+	res := func(cpu, mem string) v1.ResourceRequirements {
+		r := v1.ResourceRequirements{Limits: v1.ResourceList{}, Requests: v1.ResourceList{}}
+		if cpu != "" {
+			r.Limits[v1.ResourceCPU] = resource.MustParse(cpu)
+			r.Requests[v1.ResourceCPU] = resource.MustParse(cpu)
+		}
+		if mem != "" {
+			r.Limits[v1.ResourceMemory] = resource.MustParse(mem)
+		}
+		return r
+	}
+	always := v1.ContainerRestartPolicyAlways
+	for _, tc := range []struct {
+		name   string
+		spec   v1.PodSpec
+		mem    int64 // 0: no limit
+		quota  int64 // 0: no limit
+		shares uint64
+	}{
+		{"no limits", v1.PodSpec{Containers: []v1.Container{{Name: "a"}}}, 0, 0, 2},
+		{"sum", v1.PodSpec{Containers: []v1.Container{{Name: "a", Resources: res("500m", "64Mi")}, {Name: "b", Resources: res("250m", "32Mi")}}}, 96 << 20, 75000, 768},
+		{"one unlimited", v1.PodSpec{Containers: []v1.Container{{Name: "a", Resources: res("500m", "64Mi")}, {Name: "b"}}}, 0, 0, 512},
+		{"big init", v1.PodSpec{
+			InitContainers: []v1.Container{{Name: "i", Resources: res("1", "256Mi")}},
+			Containers:     []v1.Container{{Name: "a", Resources: res("500m", "64Mi")}},
+		}, 256 << 20, 100000, 512},
+		{"sidecar and overhead", v1.PodSpec{
+			InitContainers: []v1.Container{{Name: "s", RestartPolicy: &always, Resources: res("100m", "16Mi")}},
+			Containers:     []v1.Container{{Name: "a", Resources: res("500m", "64Mi")}},
+			Overhead:       v1.ResourceList{v1.ResourceMemory: resource.MustParse("32Mi")},
+		}, 112 << 20, 60000, 512},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &oci.Spec{Linux: &specs.Linux{}}
+			for _, o := range podResourceOpts(&v1.Pod{Spec: tc.spec}) {
+				if err := o(context.Background(), nil, &containers.Container{}, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := s.Linux.Resources
+			var mem, quota int64
+			if r.Memory != nil && r.Memory.Limit != nil {
+				mem = *r.Memory.Limit
+			}
+			if r.CPU != nil && r.CPU.Quota != nil {
+				quota = *r.CPU.Quota
+			}
+			if mem != tc.mem || quota != tc.quota || r.CPU == nil || r.CPU.Shares == nil || *r.CPU.Shares != tc.shares {
+				t.Errorf("memory %d quota %d shares %v, want %d %d %d", mem, quota, r.CPU.Shares, tc.mem, tc.quota, tc.shares)
+			}
+		})
+	}
+}
