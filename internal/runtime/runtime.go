@@ -46,6 +46,9 @@ type Config struct {
 	InsecureRegistries []string
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
+	// Cgroups reads containers' and the host's resource usage for
+	// /stats/summary and /metrics/resource. Default: CgroupFS at /sys/fs/cgroup.
+	Cgroups CgroupReader
 
 	Containerd *containerd.Client
 	Network    Network
@@ -66,6 +69,7 @@ type Runtime struct {
 	notify func(*v1.Pod)
 	ctx    context.Context
 	pulls  *puller
+	usage  *usageTracker
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -83,6 +87,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Cgroups == nil {
+		cfg.Cgroups = CgroupFS{}
+	}
 	if cfg.Recorder == nil {
 		cfg.Recorder = &record.FakeRecorder{}
 	}
@@ -94,6 +101,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		pods: map[string]*podWorker{},
 		ctx:  namespaces.WithNamespace(ctx, cfg.Namespace),
 	}
+	r.usage = newUsageTracker()
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
 	if err := r.recover(); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@
 //
 //	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
 //	    ─► kube-controller-manager, kube-scheduler, registry
+//	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
 // which cancels the rest.
@@ -69,6 +70,10 @@ type Config struct {
 	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
 	ClusterCIDR      string `json:"clusterCIDR"`
 	NodeCIDRMaskSize int    `json:"nodeCIDRMaskSize"`
+	// MetricsPort is the metrics API's (the embedded metrics-server's) HTTPS
+	// port on AdvertiseAddress. Default 0: a free port, picked at each start
+	// and published in the EndpointSlice of kube-system/metrics-server.
+	MetricsPort int `json:"metricsPort"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -166,6 +171,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		info.AdminKubeconfig: {p.AdminCert, p.AdminKey},
 		filepath.Join(p.Dir, "controller-manager.kubeconfig"): {p.ControllerCert, p.ControllerKey},
 		filepath.Join(p.Dir, "scheduler.kubeconfig"):          {p.SchedulerCert, p.SchedulerKey},
+		filepath.Join(p.Dir, "metrics-server.kubeconfig"):     {p.MetricsClientCert, p.MetricsClientKey},
 	}
 	for path, pair := range kubeconfigs {
 		if err := p.WriteKubeconfig(path, apiURL, pair[0], pair[1]); err != nil {
@@ -269,6 +275,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--profiling=false",
 		"--cert-dir=" + filepath.Join(p.Dir, "apiserver-generated"),
 	}
+	apiArgs = append(apiArgs, aggregationArgs(p)...)
 	goRun("kube-apiserver", func() error { return runAPIServer(ctx, apiArgs) })
 
 	admin, err := clientFor(info.AdminKubeconfig)
@@ -298,6 +305,9 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--cluster-cidr=" + cfg.ClusterCIDR,
 		"--node-cidr-mask-size=" + strconv.Itoa(cfg.NodeCIDRMaskSize),
 		"--service-cluster-ip-range=" + cfg.ServiceCIDR,
+		// The HPA acts on usage at most metricsResolution old; the default
+		// 15 s sync adds up to 15 s more before it reacts.
+		"--horizontal-pod-autoscaler-sync-period=5s",
 		"--profiling=false",
 	}
 	goRun("kube-controller-manager", func() error { return runControllerManager(ctx, cmArgs) })
@@ -311,6 +321,28 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--profiling=false",
 	}
 	goRun("kube-scheduler", func() error { return runScheduler(ctx, schedArgs) })
+
+	// metrics.k8s.io, through the aggregation layer.
+	if !routable(cfg.AdvertiseAddress) {
+		log.Warn("metrics API disabled: the advertise address cannot be a Service endpoint; set --advertise-address", "address", cfg.AdvertiseAddress)
+	} else {
+		port := cfg.MetricsPort
+		if port == 0 {
+			if port, err = freePort(cfg.AdvertiseAddress); err != nil {
+				return fail(err)
+			}
+		}
+		agg, err := aggregatorFor(info.AdminKubeconfig)
+		if err != nil {
+			return fail(err)
+		}
+		if err := ensureMetricsAPI(ctx, admin, agg, p.CACert, cfg.AdvertiseAddress, port); err != nil {
+			return fail(err)
+		}
+		msArgs := metricsServerArgs(p, filepath.Join(p.Dir, "metrics-server.kubeconfig"), cfg.AdvertiseAddress, port)
+		goRun("metrics-server", func() error { return runMetricsServer(ctx, msArgs) })
+		log.Info("metrics API registered", "endpoint", net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(port)))
+	}
 
 	if ready != nil {
 		ready(info)
