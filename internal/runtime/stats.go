@@ -187,6 +187,12 @@ func (r *Runtime) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, 
 // podStats reads one pod's usage; nil when no container of it runs.
 func (r *Runtime) podStats(w *podWorker) *statsv1alpha1.PodStats {
 	pod, start, cg := w.cgroups()
+	return r.usageOf(pod, start, cg)
+}
+
+// usageOf reads the usage of a pod whose running containers are accounted
+// as cg says; nil when none of them can be read.
+func (r *Runtime) usageOf(pod *v1.Pod, start *metav1.Time, cg podCgroups) *statsv1alpha1.PodStats {
 	if len(cg.containers) == 0 {
 		return nil
 	}
@@ -217,10 +223,13 @@ func (r *Runtime) podStats(w *podWorker) *statsv1alpha1.PodStats {
 	if cg.sandbox != "" {
 		u, err := r.cfg.Cgroups.Read(cg.sandbox)
 		if err == nil {
+			// The sandbox holds every container, those with cgroups of
+			// their own included; the others share what is left.
+			rest := subUsage(u, total)
 			total = u
 			podKey = cg.sandbox
 			if n := uint64(len(shared)); n > 0 {
-				part := splitUsage(u, n)
+				part := splitUsage(rest, n)
 				for _, c := range shared {
 					ps.Containers = append(ps.Containers, containerStats(r.usage, c, cg.sandbox+"#"+c.name, part))
 				}
@@ -256,6 +265,25 @@ func addUsage(total *Usage, u Usage) {
 	total.RSS += u.RSS
 	total.PageFaults += u.PageFaults
 	total.MajorPageFaults += u.MajorPageFaults
+}
+
+// subUsage is u less what b already counts (never below zero).
+func subUsage(u, b Usage) Usage {
+	sub := func(x, y uint64) uint64 {
+		if x > y {
+			return x - y
+		}
+		return 0
+	}
+	return Usage{
+		Time:            u.Time,
+		CPUNanos:        sub(u.CPUNanos, b.CPUNanos),
+		MemoryUsage:     sub(u.MemoryUsage, b.MemoryUsage),
+		WorkingSet:      sub(u.WorkingSet, b.WorkingSet),
+		RSS:             sub(u.RSS, b.RSS),
+		PageFaults:      sub(u.PageFaults, b.PageFaults),
+		MajorPageFaults: sub(u.MajorPageFaults, b.MajorPageFaults),
+	}
 }
 
 func splitUsage(u Usage, n uint64) Usage {
