@@ -1,7 +1,8 @@
 // Package server runs the CCI control plane in one process: an embedded etcd
-// (or an external cluster), the upstream kube-apiserver, kube-controller-manager
-// and kube-scheduler configured by arguments, the PKI they share, and the
-// built-in OCI registry.
+// (or an external cluster), the upstream kube-apiserver, kube-controller-manager,
+// kube-scheduler and metrics-server (the metrics.k8s.io API, behind the
+// apiserver's aggregation layer) configured by arguments, the PKI they share,
+// and the built-in OCI registry.
 //
 // Start order and readiness:
 //

@@ -74,11 +74,21 @@ func nodeName(t *testing.T) string {
 
 // The kubelet API's /stats/summary and /metrics/resource (reached through
 // the apiserver's node proxy, as `kubectl get --raw` does) report CPU and
-// memory of the node, of a running pod and of its container, from cgroups.
+// memory of the node, of a running pod and of its container, from cgroups,
+// under every runtime class.
 func TestMetricsKubeletEndpoints(t *testing.T) {
-	ns := testNamespace(t, "metrics-kubelet")
+	forEachRuntime(t, testKubeletEndpoints)
+}
+
+func testKubeletEndpoints(t *testing.T, runtimeClass string) {
+	name := runtimeClass
+	if name == "" {
+		name = "default"
+	}
+	ns := testNamespace(t, "metrics-kubelet-"+name)
 	ctx := context.Background()
 	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "stats", Labels: map[string]string{"app": "stats"}}, Spec: burnerPod()}
+	pod.Spec.RuntimeClassName = runtimeClassPtr(runtimeClass)
 	if _, err := client(t).CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
