@@ -208,13 +208,14 @@ func cleanupPods(dataDir string) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	entries, _ := os.ReadDir("/var/run/netns")
+	// Only the network namespaces of this instance's pods (named after the
+	// pod UIDs it still records): suites in other checkouts may be running
+	// pods on this host right now.
+	entries, _ := os.ReadDir(filepath.Join(dataDir, "agent", "pods"))
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "cci-") {
-			p := filepath.Join("/var/run/netns", e.Name())
-			_ = syscall.Unmount(p, syscall.MNT_DETACH)
-			_ = os.Remove(p)
-		}
+		p := filepath.Join("/var/run/netns", "cci-"+e.Name())
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+		_ = os.Remove(p)
 	}
 	raw, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(raw), "\n") {
