@@ -150,16 +150,17 @@ func memoryStats(u Usage, capacity uint64) *statsv1alpha1.MemoryStats {
 // /stats/summary does.
 func (r *Runtime) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	begin := timeNow()
-	node, err := r.cfg.Cgroups.Read("/")
-	if err != nil {
-		return nil, err
-	}
 	s := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{
 		NodeName:  r.cfg.NodeName,
 		StartTime: metav1.NewTime(bootTime()),
-		CPU:       r.usage.cpuStats("/", node),
-		Memory:    memoryStats(node, memTotal()),
 	}}
+	// Without the host's figures the pods' are still worth reporting.
+	if node, err := r.cfg.Cgroups.Read("/"); err == nil {
+		s.Node.CPU = r.usage.cpuStats("/", node)
+		s.Node.Memory = memoryStats(node, memTotal())
+	} else {
+		r.cfg.Log.Warn("read host resource usage", "err", err)
+	}
 
 	r.mu.Lock()
 	ws := make([]*podWorker, 0, len(r.pods))
