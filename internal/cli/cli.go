@@ -79,6 +79,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
+	f.IntVar(&c.MetricsPort, "metrics-port", 0, "HTTPS port of the metrics API (metrics-server) on the advertise address (default: a free port)")
 }
 
 func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {

@@ -60,6 +60,21 @@ const (
 	schedulerCertName  = "scheduler"
 )
 
+// Identities and files of the aggregation layer and the metrics API.
+const (
+	// FrontProxyClient is the name the apiserver's aggregation layer
+	// presents to extension API servers (--requestheader-allowed-names).
+	FrontProxyClient = "front-proxy-client"
+	// MetricsServer is the metrics API server's user, for the apiserver and
+	// the nodes' kubelet API.
+	MetricsServer = "system:metrics-server"
+	// MetricsServerService names the Service (in kube-system) behind the
+	// metrics API; its serving certificate covers <name>.kube-system.svc.
+	MetricsServerService = "metrics-server"
+	frontProxyCAName     = "front-proxy-ca"
+	metricsClientName    = "metrics-server-client"
+)
+
 // Options says what the serving certificates must cover.
 type Options struct {
 	// Hosts are extra DNS names and IP addresses for the apiserver certificate.
@@ -80,6 +95,16 @@ type PKI struct {
 	SchedulerCert, SchedulerKey          string
 	ServiceAccountKey, ServiceAccountPub string
 	TokenAuthFile                        string
+
+	// FrontProxyCACert signs FrontProxyClientCert, the certificate the
+	// aggregation layer presents to extension API servers; it is their
+	// --requestheader-client-ca-file.
+	FrontProxyCACert, FrontProxyCAKey         string
+	FrontProxyClientCert, FrontProxyClientKey string
+	// MetricsServing* is the metrics API's serving pair, MetricsClient* its
+	// client identity (MetricsServer), both from the cluster CA.
+	MetricsServingCert, MetricsServingKey string
+	MetricsClientCert, MetricsClientKey   string
 	// Token is the join token agents present (see ParseToken).
 	Token string
 }
@@ -97,7 +122,7 @@ func Ensure(dir string, opts Options) (*PKI, error) {
 		ServiceAccountPub: filepath.Join(dir, serviceAccountPub),
 		TokenAuthFile:     filepath.Join(dir, tokenAuthFileName),
 	}
-	ca, caKey, err := ensureCA(p.CACert, p.CAKey)
+	ca, caKey, err := ensureCA(p.CACert, p.CAKey, "cci-ca")
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +148,9 @@ func Ensure(dir string, opts Options) (*PKI, error) {
 		{adminCertName, &p.AdminCert, &p.AdminKey, AdminUser, []string{MastersGroup}, false, nil, false},
 		{controllerCertName, &p.ControllerCert, &p.ControllerKey, ControllerManager, nil, false, nil, false},
 		{schedulerCertName, &p.SchedulerCert, &p.SchedulerKey, Scheduler, nil, false, nil, false},
+		{MetricsServerService, &p.MetricsServingCert, &p.MetricsServingKey, MetricsServerService, nil, true, append([]string{
+			MetricsServerService + ".kube-system.svc", MetricsServerService + ".kube-system", "localhost", "127.0.0.1"}, opts.Hosts...), false},
+		{metricsClientName, &p.MetricsClientCert, &p.MetricsClientKey, MetricsServer, nil, false, nil, false},
 	}
 	for _, l := range leaves {
 		*l.cert = filepath.Join(dir, l.name+".crt")
@@ -138,6 +166,26 @@ func Ensure(dir string, opts Options) (*PKI, error) {
 			certPEM = append(certPEM, encodeCert(ca)...)
 		}
 		if err := writeFiles(*l.key, keyPEM, *l.cert, certPEM); err != nil {
+			return nil, err
+		}
+	}
+
+	// The aggregation layer's identity has a CA of its own, so that no
+	// client certificate of the cluster CA can pass for it.
+	p.FrontProxyCACert = filepath.Join(dir, frontProxyCAName+".crt")
+	p.FrontProxyCAKey = filepath.Join(dir, frontProxyCAName+".key")
+	p.FrontProxyClientCert = filepath.Join(dir, FrontProxyClient+".crt")
+	p.FrontProxyClientKey = filepath.Join(dir, FrontProxyClient+".key")
+	fpCA, fpKey, err := ensureCA(p.FrontProxyCACert, p.FrontProxyCAKey, frontProxyCAName)
+	if err != nil {
+		return nil, err
+	}
+	if !exists(p.FrontProxyClientCert) || !exists(p.FrontProxyClientKey) {
+		certPEM, keyPEM, err := Issue(fpCA, fpKey, FrontProxyClient, nil, false, nil)
+		if err != nil {
+			return nil, fmt.Errorf("issue %s certificate: %w", FrontProxyClient, err)
+		}
+		if err := writeFiles(p.FrontProxyClientKey, keyPEM, p.FrontProxyClientCert, certPEM); err != nil {
 			return nil, err
 		}
 	}
@@ -325,7 +373,7 @@ func selfSignedTemplate(cn string, now time.Time, validity time.Duration) *x509.
 	}
 }
 
-func ensureCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+func ensureCA(certPath, keyPath, cn string) (*x509.Certificate, crypto.Signer, error) {
 	if exists(certPath) && exists(keyPath) {
 		return loadCA(certPath, keyPath)
 	}
@@ -333,7 +381,7 @@ func ensureCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate CA key: %w", err)
 	}
-	tmpl := selfSignedTemplate("cci-ca", time.Now(), caValidity)
+	tmpl := selfSignedTemplate(cn, time.Now(), caValidity)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sign CA: %w", err)

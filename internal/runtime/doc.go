@@ -22,4 +22,8 @@
 // <state>/pods/<uid>/record.json at every transition, so an agent that starts
 // again re-adopts the containers still running in containerd, with their
 // restart counts and start times, and reports the ones that exited meanwhile.
+//
+// Resource usage (/stats/summary, /metrics/resource) is read from the
+// containers' cgroups through a CgroupReader at each request; pods whose
+// containers share one sandbox cgroup are read from that cgroup.
 package runtime

@@ -49,6 +49,9 @@ type Config struct {
 	ClusterDomain string
 	// Runsc runs the pods of the gvisor runtime handler.
 	Runsc RunscConfig
+	// Cgroups reads containers' and the host's resource usage for
+	// /stats/summary and /metrics/resource. Default: CgroupFS at /sys/fs/cgroup.
+	Cgroups CgroupReader
 
 	Containerd *containerd.Client
 	Network    Network
@@ -76,6 +79,7 @@ type Runtime struct {
 	tokens map[string]tokenEntry // service-account tokens by pod UID/volume/path
 	execer execRunner            // exec probes and hooks
 	gvisor *gvisor
+	usage  *usageTracker
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -93,6 +97,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Cgroups == nil {
+		cfg.Cgroups = CgroupFS{}
+	}
 	if cfg.Recorder == nil {
 		cfg.Recorder = &record.FakeRecorder{}
 	}
@@ -105,6 +112,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		ctx:    namespaces.WithNamespace(ctx, cfg.Namespace),
 		tokens: map[string]tokenEntry{},
 	}
+	r.usage = newUsageTracker()
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
 	r.execer = execRunner{client: cfg.Containerd, namespace: cfg.Namespace}
 	if r.cfg.Prober == nil {

@@ -13,12 +13,9 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/cio"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"golang.org/x/sys/unix"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	utilexec "k8s.io/utils/exec"
 )
 
@@ -379,30 +376,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// GetStatsSummary reports the node and its pods. CPU and memory figures per
-// container come with the metrics work; the pod list is exact.
-func (r *Runtime) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
-	pods, _ := r.GetPods(ctx)
-	now := metav1.Now()
-	s := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: r.cfg.NodeName, StartTime: now}}
-	for _, p := range pods {
-		ps := statsv1alpha1.PodStats{PodRef: statsv1alpha1.PodReference{Name: p.Name, Namespace: p.Namespace, UID: string(p.UID)}, StartTime: now}
-		if p.Status.StartTime != nil {
-			ps.StartTime = *p.Status.StartTime
-		}
-		for _, c := range p.Status.ContainerStatuses {
-			if c.State.Running != nil {
-				ps.Containers = append(ps.Containers, statsv1alpha1.ContainerStats{Name: c.Name, StartTime: c.State.Running.StartedAt})
-			}
-		}
-		s.Pods = append(s.Pods, ps)
-	}
-	return s, nil
-}
-
-// GetMetricsResource reports no resource metrics yet (an empty, valid answer).
-func (r *Runtime) GetMetricsResource(context.Context) ([]*dto.MetricFamily, error) {
-	return nil, nil
 }

@@ -1,7 +1,8 @@
 // Package server runs the CCI control plane in one process: an embedded etcd
-// (or an external cluster), the upstream kube-apiserver, kube-controller-manager
-// and kube-scheduler configured by arguments, the PKI they share, and the
-// built-in OCI registry.
+// (or an external cluster), the upstream kube-apiserver, kube-controller-manager,
+// kube-scheduler and metrics-server (the metrics.k8s.io API, behind the
+// apiserver's aggregation layer) configured by arguments, the PKI they share,
+// and the built-in OCI registry.
 //
 // Start order and readiness:
 //
@@ -9,6 +10,7 @@
 //	    ─► Tenant CRD, tenant controller, admission webhook (tenancy.go)
 //	    ─► usage CRD ─► meter, usage endpoint
 //	    ─► kube-controller-manager, kube-scheduler, registry
+//	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
 // which cancels the rest.
@@ -80,6 +82,10 @@ type Config struct {
 	UsagePort int `json:"usagePort"`
 	// PriceTable is a YAML or JSON file of prices (see metering.Prices). Default: built-in prices.
 	PriceTable string `json:"priceTable"`
+	// MetricsPort is the metrics API's (the embedded metrics-server's) HTTPS
+	// port on AdvertiseAddress. Default 0: a free port, picked at each start
+	// and published in the EndpointSlice of kube-system/metrics-server.
+	MetricsPort int `json:"metricsPort"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -185,6 +191,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		info.AdminKubeconfig: {p.AdminCert, p.AdminKey},
 		filepath.Join(p.Dir, "controller-manager.kubeconfig"): {p.ControllerCert, p.ControllerKey},
 		filepath.Join(p.Dir, "scheduler.kubeconfig"):          {p.SchedulerCert, p.SchedulerKey},
+		filepath.Join(p.Dir, "metrics-server.kubeconfig"):     {p.MetricsClientCert, p.MetricsClientKey},
 	}
 	for path, pair := range kubeconfigs {
 		if err := p.WriteKubeconfig(path, apiURL, pair[0], pair[1]); err != nil {
@@ -288,6 +295,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--profiling=false",
 		"--cert-dir=" + filepath.Join(p.Dir, "apiserver-generated"),
 	}
+	apiArgs = append(apiArgs, aggregationArgs(p)...)
 	goRun("kube-apiserver", func() error { return runAPIServer(ctx, apiArgs) })
 
 	admin, err := clientFor(info.AdminKubeconfig)
@@ -330,6 +338,9 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--cluster-cidr=" + cfg.ClusterCIDR,
 		"--node-cidr-mask-size=" + strconv.Itoa(cfg.NodeCIDRMaskSize),
 		"--service-cluster-ip-range=" + cfg.ServiceCIDR,
+		// The HPA acts on usage at most metricsResolution old; the default
+		// 15 s sync adds up to 15 s more before it reacts.
+		"--horizontal-pod-autoscaler-sync-period=5s",
 		"--profiling=false",
 	}
 	goRun("kube-controller-manager", func() error { return runControllerManager(ctx, cmArgs) })
@@ -343,6 +354,28 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--profiling=false",
 	}
 	goRun("kube-scheduler", func() error { return runScheduler(ctx, schedArgs) })
+
+	// metrics.k8s.io, through the aggregation layer.
+	if !routable(cfg.AdvertiseAddress) {
+		log.Warn("metrics API disabled: the advertise address cannot be a Service endpoint; set --advertise-address", "address", cfg.AdvertiseAddress)
+	} else {
+		port := cfg.MetricsPort
+		if port == 0 {
+			if port, err = freePort(cfg.AdvertiseAddress); err != nil {
+				return fail(err)
+			}
+		}
+		agg, err := aggregatorFor(info.AdminKubeconfig)
+		if err != nil {
+			return fail(err)
+		}
+		if err := ensureMetricsAPI(ctx, admin, agg, p.CACert, cfg.AdvertiseAddress, port); err != nil {
+			return fail(err)
+		}
+		msArgs := metricsServerArgs(p, filepath.Join(p.Dir, "metrics-server.kubeconfig"), cfg.AdvertiseAddress, port)
+		goRun("metrics-server", func() error { return runMetricsServer(ctx, msArgs) })
+		log.Info("metrics API registered", "endpoint", net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(port)))
+	}
 
 	if ready != nil {
 		ready(info)
