@@ -29,7 +29,7 @@ done`
 
 // testNamespace creates a namespace that is deleted, with its pods, when
 // the test ends.
-func testNamespace(t *testing.T, name string) string {
+func namedNamespace(t *testing.T, name string) string {
 	t.Helper()
 	ctx := context.Background()
 	c := client(t)
@@ -85,7 +85,7 @@ func testKubeletEndpoints(t *testing.T, runtimeClass string) {
 	if name == "" {
 		name = "default"
 	}
-	ns := testNamespace(t, "metrics-kubelet-"+name)
+	ns := namedNamespace(t, "metrics-kubelet-"+name)
 	ctx := context.Background()
 	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "stats", Labels: map[string]string{"app": "stats"}}, Spec: burnerPod()}
 	pod.Spec.RuntimeClassName = runtimeClassPtr(runtimeClass)
@@ -156,7 +156,7 @@ func testKubeletEndpoints(t *testing.T, runtimeClass string) {
 // `kubectl top node` and `kubectl top pod` answer from the metrics API
 // (metrics-server behind the aggregation layer).
 func TestMetricsTop(t *testing.T) {
-	ns := testNamespace(t, "metrics-top")
+	ns := namedNamespace(t, "metrics-top")
 	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "top", Labels: map[string]string{"app": "top"}}, Spec: burnerPod()}
 	if _, err := client(t).CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestMetricsTop(t *testing.T) {
 // A HorizontalPodAutoscaler on CPU utilization scales a Deployment up while
 // one of its pods burns CPU and back down once it stops.
 func TestHPAScalesOnCPU(t *testing.T) {
-	ns := testNamespace(t, "metrics-hpa")
+	ns := namedNamespace(t, "metrics-hpa")
 	ctx := context.Background()
 	c := client(t)
 	labels := map[string]string{"app": "burner"}
