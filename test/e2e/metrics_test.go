@@ -27,7 +27,7 @@ while :; do
   sleep 1
 done`
 
-// testNamespace creates a namespace that is deleted, with its pods, when
+// namedNamespace creates a namespace that is deleted, with its pods, when
 // the test ends.
 func namedNamespace(t *testing.T, name string) string {
 	t.Helper()
