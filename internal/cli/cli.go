@@ -177,8 +177,9 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 	// The agent returned (signal or failure); stop the control plane after it
 	// so that the agent's last status updates reach the apiserver.
 	cancelServer()
-	if err := <-serverDone; err != nil && runErr == nil {
-		runErr = err
+	if err := <-serverDone; err != nil {
+		// A control plane that failed first is the cause of the agent's error.
+		runErr = errors.Join(fmt.Errorf("control plane: %w", err), runErr)
 	}
 	logger.Info("stopped; pods keep running and are re-adopted at the next start")
 	return runErr

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -174,16 +175,19 @@ func (w *podWorker) removeContainer(id string, task containerd.Task) {
 	}
 }
 
-// oomKilled tells whether the container's memory cgroup saw an OOM kill.
+// oomKilled tells whether the container's memory cgroup, or for a gvisor
+// pod its sandbox's, saw an OOM kill.
 func (w *podWorker) oomKilled(id string) bool {
-	// cgroup v1 path used by runc for containerd's default spec.
-	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, id, "memory.oom_control"))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
-			return true
+	// cgroup v1 paths used by runc and runsc for containerd's default spec.
+	for _, cg := range []string{id, podSandboxID(w.pod())} {
+		raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, cg, "memory.oom_control"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
+				return true
+			}
 		}
 	}
 	return false
@@ -329,11 +333,22 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 			opts = append(opts, oci.WithRootFSReadonly())
 		}
 		if sc.Capabilities != nil {
-			if add := capNames(sc.Capabilities.Add); len(add) > 0 {
-				opts = append(opts, oci.WithAddedCapabilities(add))
+			// As the CRI does: "ALL" in drop starts from no capability, "ALL"
+			// in add grants every known one; then the named ones.
+			add, drop := capNames(sc.Capabilities.Add), capNames(sc.Capabilities.Drop)
+			if slices.Contains(drop, "ALL") {
+				opts = append(opts, oci.WithCapabilities(nil))
+				drop = nil
 			}
-			if drop := capNames(sc.Capabilities.Drop); len(drop) > 0 {
+			if slices.Contains(add, "ALL") {
+				opts = append(opts, oci.WithAllKnownCapabilities)
+				add = nil
+			}
+			if len(drop) > 0 {
 				opts = append(opts, oci.WithDroppedCapabilities(drop))
+			}
+			if len(add) > 0 {
+				opts = append(opts, oci.WithAddedCapabilities(add))
 			}
 		}
 		if sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {

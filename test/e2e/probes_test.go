@@ -612,7 +612,8 @@ func TestProbesSurviveAgentRestart(t *testing.T) {
 		}
 		n := 0
 		for _, ctr := range ctrs {
-			if strings.HasPrefix(ctr.ID(), string(p.UID)) {
+			// A gvisor pod also has its sandbox container, <uid>_pod.
+			if strings.HasPrefix(ctr.ID(), string(p.UID)) && !strings.HasSuffix(ctr.ID(), "_pod") {
 				n++
 			}
 		}
