@@ -172,6 +172,17 @@ func (w *podWorker) removeContainer(id string, task containerd.Task) {
 
 // oomKilled tells whether the container's memory cgroup saw an OOM kill.
 func (w *podWorker) oomKilled(id string) bool {
+	// A gvisor pod's memory is its sandbox's: the limit and the OOM kills
+	// are on the sandbox's cgroup, whose death ends every container in it
+	// (and may be handled just before the container's exit).
+	// Only the run goroutine calls this, some callers with mu held: it reads
+	// the record without the lock, as its only writer may.
+	if w.rec.Handler == handlerGVisor {
+		if !w.sandboxOOMAt.IsZero() && timeNow().Sub(w.sandboxOOMAt) < 10*time.Second {
+			return true
+		}
+		id = podSandboxID(w.rec.Pod)
+	}
 	// cgroup v1 path used by runc for containerd's default spec.
 	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, id, "memory.oom_control"))
 	if err != nil {

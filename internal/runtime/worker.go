@@ -135,8 +135,10 @@ type podWorker struct {
 
 	tasks       map[string]*liveTask
 	sandboxTask *liveTask // a gvisor pod's pause container
-	deleting    *v1.Pod
-	lastPub     *v1.Pod
+	// sandboxOOMAt is when a gvisor pod's sandbox last died of an OOM kill.
+	sandboxOOMAt time.Time
+	deleting     *v1.Pod
+	lastPub      *v1.Pod
 }
 
 func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
