@@ -178,16 +178,25 @@ func (w *podWorker) removeContainer(id string, task containerd.Task) {
 // oomKilled tells whether the container's memory cgroup, or for a gvisor
 // pod its sandbox's, saw an OOM kill.
 func (w *podWorker) oomKilled(id string) bool {
-	// cgroup v1 paths used by runc and runsc for containerd's default spec.
-	for _, cg := range []string{id, podSandboxID(w.pod())} {
-		raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, cg, "memory.oom_control"))
-		if err != nil {
-			continue
+	// A gvisor pod's memory is its sandbox's: the limit and the OOM kills
+	// are on the sandbox's cgroup, whose death ends every container in it
+	// (and may be handled just before the container's exit).
+	// Only the run goroutine calls this, some callers with mu held: it reads
+	// the record without the lock, as its only writer may.
+	if w.rec.Handler == handlerGVisor {
+		if !w.sandboxOOMAt.IsZero() && timeNow().Sub(w.sandboxOOMAt) < 10*time.Second {
+			return true
 		}
-		for _, line := range strings.Split(string(raw), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
-				return true
-			}
+		id = podSandboxID(w.rec.Pod)
+	}
+	// cgroup v1 path used by runc for containerd's default spec.
+	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, id, "memory.oom_control"))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
+			return true
 		}
 	}
 	return false

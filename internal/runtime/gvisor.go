@@ -480,6 +480,9 @@ func (w *podWorker) onSandboxExit(lt *liveTask) {
 	}
 	w.log.Warn("gVisor pod sandbox exited", "code", lt.code)
 	w.event(v1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+	if lt.code == 137 && w.oomKilled(podSandboxID(w.rec.Pod)) {
+		w.sandboxOOMAt = timeNow()
+	}
 	w.mu.Lock()
 	id := w.rec.Sandbox.ID
 	w.mu.Unlock()

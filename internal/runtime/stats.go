@@ -52,15 +52,20 @@ func (w *podWorker) cgroups() (*v1.Pod, *metav1.Time, podCgroups) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var cg podCgroups
+	// A gvisor pod is accounted in its sandbox's cgroup as a whole.
+	gvisor := w.rec.Handler == handlerGVisor && w.rec.Sandbox != nil && w.rec.Sandbox.Live
+	if gvisor {
+		cg.sandbox = w.rec.Sandbox.CgroupsPath
+	}
 	for _, cr := range w.rec.Containers {
 		if cr.State.Running == nil {
 			continue
 		}
-		cg.containers = append(cg.containers, ctrCgroup{
-			name:    cr.Name,
-			cgroup:  w.r.containerCgroup(cr.ID),
-			started: cr.State.Running.StartedAt,
-		})
+		c := ctrCgroup{name: cr.Name, cgroup: w.r.containerCgroup(cr.ID), started: cr.State.Running.StartedAt}
+		if gvisor {
+			c.cgroup = ""
+		}
+		cg.containers = append(cg.containers, c)
 	}
 	return w.rec.Pod, w.rec.StartTime, cg
 }

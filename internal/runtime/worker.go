@@ -154,8 +154,10 @@ type podWorker struct {
 	sandboxTask *liveTask            // a gvisor pod's pause container
 	probes      map[string]*probeSet // by container: probe loops and postStart hook
 	killing     map[string]*killing  // by container: being stopped while the pod goes on
-	deleting    *v1.Pod
-	lastPub     *v1.Pod
+	// sandboxOOMAt is when a gvisor pod's sandbox last died of an OOM kill.
+	sandboxOOMAt time.Time
+	deleting     *v1.Pod
+	lastPub      *v1.Pod
 }
 
 func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {

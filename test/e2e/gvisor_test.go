@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cci-project/cci/internal/testimage"
@@ -301,4 +302,28 @@ func TestGVisorSandboxRecreated(t *testing.T) {
 	if out := mustKubectl(t, "exec", "gv-crash", "--", "uname", "-r"); strings.TrimSpace(out) == hostKernel(t) {
 		t.Errorf("exec in the new sandbox reached the host kernel: %q", out)
 	}
+}
+
+// A gvisor pod over its memory limit is killed as a whole (the limit is its
+// sandbox's) and its container shows OOMKilled.
+func TestGVisorOOMKilled(t *testing.T) {
+	cs := client(t)
+	ctx := context.Background()
+	p := sleeper("gv-oom", "gvisor")
+	p.Spec.RestartPolicy = v1.RestartPolicyNever
+	p.Spec.Containers[0].Command = []string{"sh", "-c", "tail /dev/zero"}
+	p.Spec.Containers[0].Resources.Limits = v1.ResourceList{v1.ResourceMemory: resource.MustParse("32Mi")}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{}) })
+	waitFor(t, 90*time.Second, "OOMKilled", func() (bool, string) {
+		got, err := cs.CoreV1().Pods("default").Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil || len(got.Status.ContainerStatuses) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		term := got.Status.ContainerStatuses[0].State.Terminated
+		return term != nil && term.Reason == "OOMKilled" && term.ExitCode == 137 && got.Status.Phase == v1.PodFailed,
+			fmt.Sprintf("%s %+v", got.Status.Phase, got.Status.ContainerStatuses[0].State)
+	})
 }
