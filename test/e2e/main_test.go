@@ -82,7 +82,7 @@ func run(m *testing.M) int {
 		}
 	}
 
-	ports := freePorts(6)
+	ports := freePorts(5)
 	// Bridge and pod range of their own, so that suites in other checkouts
 	// (and a `cci up` of the user) can run on the same host at once.
 	n := os.Getpid() % 100
@@ -100,7 +100,6 @@ func run(m *testing.M) int {
 		"--etcd-peer-port", strconv.Itoa(ports[2]),
 		"--registry-addr", cci.registry,
 		"--kubelet-port", strconv.Itoa(ports[4]),
-		"--usage-port", strconv.Itoa(ports[5]),
 		"--cluster-cidr", cci.clusterCIDR,
 		"--cni-bridge", cci.bridge,
 	}
