@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,9 +53,30 @@ func createPod(t *testing.T, ns string, p *v1.Pod) {
 }
 
 // execOut runs a command in a running pod and returns its output.
+// Only the command's standard output is returned: kubectl's own warnings
+// go to its standard error. runsc (2022-12) now and then fails to start an
+// exec under load ("runsc-container did not terminate successfully"); such
+// a failure is logged and the exec tried again, up to three times.
 func execOut(t *testing.T, ns, pod string, cmd ...string) string {
 	t.Helper()
-	return mustKubectl(t, append([]string{"-n", ns, "exec", pod, "--"}, cmd...)...)
+	args := append([]string{"--kubeconfig", cci.kubeconfig, "-n", ns, "exec", pod, "--"}, cmd...)
+	var lastErr error
+	for attempt := 1; attempt <= 3; attempt++ {
+		c := exec.Command("kubectl", args...)
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		out, err := c.Output()
+		if err == nil {
+			return string(out)
+		}
+		lastErr = fmt.Errorf("%v: %s%s", err, out, stderr.String())
+		if !strings.Contains(stderr.String(), "OCI runtime exec failed") {
+			break
+		}
+		t.Logf("exec %q attempt %d: %v", cmd, attempt, lastErr)
+	}
+	t.Fatalf("kubectl exec %s -- %s: %v", pod, strings.Join(cmd, " "), lastErr)
+	return ""
 }
 
 func TestEnvironment(t *testing.T) {
