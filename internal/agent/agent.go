@@ -321,8 +321,8 @@ func joinConfig(server, token string) (*rest.Config, []byte, error) {
 		Host:            server,
 		BearerToken:     tok.Secret,
 		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
-		QPS:             50,
-		Burst:           100,
+		QPS:             200,
+		Burst:           400,
 		UserAgent:       "cci-agent/" + version.Version,
 	}
 	return cfg, caPEM, nil

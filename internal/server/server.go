@@ -341,6 +341,10 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		// The HPA acts on usage at most metricsResolution old; the default
 		// 15 s sync adds up to 15 s more before it reacts.
 		"--horizontal-pod-autoscaler-sync-period=5s",
+		// The default 20 requests/s held pod creation of a 200-pod burst
+		// for about 9 s (BENCHMARKS.md).
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
 		"--profiling=false",
 	}
 	goRun("kube-controller-manager", func() error { return runControllerManager(ctx, cmArgs) })
@@ -351,6 +355,9 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--authorization-kubeconfig=" + filepath.Join(p.Dir, "scheduler.kubeconfig"),
 		"--secure-port=0",
 		"--leader-elect=false",
+		// The default 50 requests/s capped binding at 51 pods/s (BENCHMARKS.md).
+		"--kube-api-qps=500",
+		"--kube-api-burst=1000",
 		"--profiling=false",
 	}
 	goRun("kube-scheduler", func() error { return runScheduler(ctx, schedArgs) })

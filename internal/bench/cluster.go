@@ -1,0 +1,416 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cci-project/cci/internal/simulate"
+	"github.com/cci-project/cci/internal/testimage"
+)
+
+// ClusterOptions says how to start a cluster of the bench's own.
+type ClusterOptions struct {
+	// Binary is the cci executable. Default: this process's executable.
+	Binary string
+	// DataDir is the cluster's data folder. Default: a new temporary
+	// folder, removed by Close.
+	DataDir string
+	// ControlPlaneOnly runs `cci server` (no host agent) instead of `cci up`.
+	ControlPlaneOnly bool
+	// MaxPods is the host agent's pod capacity. Default 250 (a /24 pod
+	// subnet holds 253 pods).
+	MaxPods int
+	// ClusterCIDR is the pod range. Default "10.79.0.0/16"; scale uses a
+	// larger one so that a thousand simulated nodes each get a subnet.
+	ClusterCIDR string
+	// Bridge is the CNI bridge, so that the bench's cluster does not share
+	// cci0 with another `cci up` on the host. Default "cci-bench0".
+	Bridge string
+	// Pprof serves net/http/pprof from the cluster process, for profiles.
+	Pprof bool
+	// Log receives progress lines. Default os.Stderr.
+	Log io.Writer
+}
+
+// Cluster is a CCI cluster the bench measures: its own child process, or
+// one that runs already (Attach).
+type Cluster struct {
+	Rest       *rest.Config
+	Kube       kubernetes.Interface
+	Kubeconfig string
+	// DataDir is the cluster's data folder; "" when unknown (then node-side
+	// checks such as leftovers and the floor are skipped).
+	DataDir string
+	// ContainerdSocket is the host agent's containerd; "" when unknown.
+	ContainerdSocket string
+	// Registry is host:port of the built-in registry.
+	Registry string
+	// PprofAddr serves the cluster process's net/http/pprof; "" when not.
+	PprofAddr string
+	// PID is the cci process (control plane and agent); 0 when unknown.
+	PID int
+
+	cmd     *exec.Cmd
+	bridge  string // the CNI bridge the child was told to use, removed by Close
+	exited  chan struct{}
+	exitErr error
+	logPath string
+	tmp     bool
+	keep    bool
+	log     io.Writer
+}
+
+// StartCluster starts `cci up` (or `cci server`) as a child process on
+// free ports and waits until it is ready.
+func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
+	if o.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the cci binary: %w", err)
+		}
+		o.Binary = exe
+	}
+	if o.Log == nil {
+		o.Log = os.Stderr
+	}
+	if o.MaxPods == 0 {
+		o.MaxPods = 250
+	}
+	if o.ClusterCIDR == "" {
+		o.ClusterCIDR = "10.79.0.0/16"
+	}
+	if o.Bridge == "" {
+		o.Bridge = "cci-bench0"
+	}
+	c := &Cluster{log: o.Log, exited: make(chan struct{})}
+	if o.DataDir == "" {
+		dir, err := os.MkdirTemp("", "cci-bench-")
+		if err != nil {
+			return nil, err
+		}
+		o.DataDir, c.tmp = dir, true
+	} else {
+		c.keep = true
+	}
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	c.DataDir = dataDir
+
+	role := "up"
+	if o.ControlPlaneOnly {
+		role = "server"
+	}
+	help, err := exec.CommandContext(ctx, o.Binary, role, "--help").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s --help: %w: %s", o.Binary, role, err, help)
+	}
+	has := func(flag string) bool { return bytes.Contains(help, []byte("--"+flag+" ")) }
+
+	ports, err := freePorts(7)
+	if err != nil {
+		return nil, err
+	}
+	c.Registry = fmt.Sprintf("127.0.0.1:%d", ports[3])
+	args := []string{role,
+		"--data-dir", dataDir,
+		"--api-port", strconv.Itoa(ports[0]),
+		"--etcd-client-port", strconv.Itoa(ports[1]),
+		"--etcd-peer-port", strconv.Itoa(ports[2]),
+		"--registry-addr", c.Registry,
+		"--cluster-cidr", o.ClusterCIDR,
+	}
+	// Ports of newer roles default to api-port + 1 and such: free ones.
+	if has("usage-port") {
+		args = append(args, "--usage-port", strconv.Itoa(ports[6]))
+	}
+	if !o.ControlPlaneOnly {
+		args = append(args, "--kubelet-port", strconv.Itoa(ports[4]), "--max-pods", strconv.Itoa(o.MaxPods))
+		if has("cni-bridge") {
+			args = append(args, "--cni-bridge", o.Bridge)
+			c.bridge = o.Bridge
+		}
+	}
+	if o.Pprof {
+		if has("pprof-addr") {
+			c.PprofAddr = fmt.Sprintf("127.0.0.1:%d", ports[5])
+			args = append(args, "--pprof-addr", c.PprofAddr)
+		} else {
+			fmt.Fprintf(o.Log, "bench: %s %s has no --pprof-addr; no profiles\n", o.Binary, role)
+		}
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	c.logPath = filepath.Join(dataDir, "bench-cluster.log")
+	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(o.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: a Ctrl-C on the bench must not stop the
+	// cluster before the bench removed its pods.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	fmt.Fprintf(o.Log, "bench: starting %s %s (data %s, log %s)\n", filepath.Base(o.Binary), strings.Join(args, " "), dataDir, c.logPath)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", o.Binary, err)
+	}
+	c.cmd, c.PID = cmd, cmd.Process.Pid
+	go func() {
+		c.exitErr = cmd.Wait()
+		logFile.Close()
+		close(c.exited)
+	}()
+
+	if err := c.waitReady(ctx, !o.ControlPlaneOnly); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	fmt.Fprintf(o.Log, "bench: cluster ready in %.1fs\n", time.Since(start).Seconds())
+	if !o.ControlPlaneOnly {
+		c.ContainerdSocket = filepath.Join(dataDir, "containerd", "state", "containerd.sock")
+		if err := c.PushImages(ctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Attach measures a cluster that runs already. dataDir (optional) is its
+// data folder on this host, for the floor and node-side checks.
+func Attach(kubeconfig, dataDir, containerdSocket, registry string) (*Cluster, error) {
+	c := &Cluster{Kubeconfig: kubeconfig, Registry: registry, keep: true, log: os.Stderr, exited: make(chan struct{})}
+	if dataDir != "" {
+		abs, err := filepath.Abs(dataDir)
+		if err != nil {
+			return nil, err
+		}
+		c.DataDir = abs
+		c.PID = readPidFile(filepath.Join(abs, "cci.lock"))
+		if containerdSocket == "" {
+			containerdSocket = filepath.Join(abs, "containerd", "state", "containerd.sock")
+		}
+	}
+	c.ContainerdSocket = containerdSocket
+	if err := c.connect(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) connect() error {
+	rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig %q: %w", c.Kubeconfig, err)
+	}
+	// The bench is the only client of note; let it go as fast as the
+	// apiserver allows.
+	rc.QPS, rc.Burst = 1000, 2000
+	rc.UserAgent = "cci-bench"
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	c.Rest, c.Kube = rc, kube
+	return nil
+}
+
+func (c *Cluster) waitReady(ctx context.Context, node bool) error {
+	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	var last error
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-c.exited:
+			return false, fmt.Errorf("the cluster process exited: %v\n%s", c.exitErr, c.logTail(30))
+		default:
+		}
+		if c.Kube == nil {
+			if _, err := os.Stat(c.Kubeconfig); err != nil {
+				return false, nil
+			}
+			if err := c.connect(); err != nil {
+				last = err
+				return false, nil
+			}
+		}
+		if _, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
+			last = err
+			return false, nil
+		}
+		if !node {
+			return true, nil
+		}
+		nodes, err := c.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "!" + simulate.LabelSimulated})
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		for _, n := range nodes.Items {
+			if nodeReady(&n) {
+				return true, nil
+			}
+		}
+		last = errors.New("no host node is Ready yet")
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cluster not ready: %w (last: %v; log %s)", err, last, c.logPath)
+	}
+	return nil
+}
+
+// PushImages builds the test images and pushes them to the cluster's registry.
+func (c *Cluster) PushImages(ctx context.Context) error {
+	if c.Registry == "" {
+		return errors.New("no registry address: pass --registry")
+	}
+	if _, err := testimage.Build(ctx, c.Registry, ""); err != nil {
+		return fmt.Errorf("push test images to %s: %w", c.Registry, err)
+	}
+	return nil
+}
+
+// Image is the reference of a test image in the cluster's registry.
+func (c *Cluster) Image(short string) string {
+	return c.Registry + "/" + short
+}
+
+// Close stops the cluster child (SIGINT, then SIGKILL after a minute) and
+// removes its temporary data folder. An attached cluster is left alone.
+func (c *Cluster) Close() error {
+	if c.cmd == nil {
+		return nil
+	}
+	select {
+	case <-c.exited:
+	default:
+		_ = c.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-c.exited:
+		case <-time.After(time.Minute):
+			fmt.Fprintf(c.log, "bench: cluster did not stop in a minute; killing it\n")
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	}
+	// The bridge outlives the agent (pods of a restarted agent keep
+	// using it); the bench's own cluster is gone for good, so is its bridge.
+	if c.bridge != "" {
+		if out, err := exec.Command("ip", "link", "delete", "dev", c.bridge).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("Cannot find device")) {
+			fmt.Fprintf(c.log, "bench: remove bridge %s: %v: %s\n", c.bridge, err, bytes.TrimSpace(out))
+		}
+	}
+	if c.tmp && !c.keep {
+		if m := mountsUnder(c.DataDir); len(m) > 0 {
+			return fmt.Errorf("left %s in place: %d mounts remain under it (first %s)", c.DataDir, len(m), m[0])
+		}
+		if err := os.RemoveAll(c.DataDir); err != nil {
+			return fmt.Errorf("remove %s: %w", c.DataDir, err)
+		}
+	}
+	return nil
+}
+
+// Keep leaves the data folder in place after Close.
+func (c *Cluster) Keep() { c.keep = true }
+
+func (c *Cluster) logTail(n int) string {
+	raw, err := os.ReadFile(c.logPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// processGroups names the processes whose CPU and memory the bench watches.
+func (c *Cluster) processGroups() map[string][]int {
+	g := map[string][]int{"bench (this process)": {os.Getpid()}}
+	if c.PID != 0 {
+		g["cci (control plane + agent)"] = []int{c.PID}
+	}
+	if c.DataDir != "" {
+		if pid := readPidFile(filepath.Join(c.DataDir, "containerd", "state", "cci-containerd.pid")); pid != 0 {
+			g["containerd"] = []int{pid}
+		}
+	}
+	if c.ContainerdSocket != "" {
+		g["shims (+runc)"] = shimPids(c.ContainerdSocket)
+	}
+	return g
+}
+
+func nodeReady(n *v1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// mountsUnder lists the mount points at or below dir.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}

@@ -1,0 +1,369 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/cci-project/cci/internal/simulate"
+)
+
+// Container scripts. The test images are busybox: `ts '%.s'` stamps a line
+// with the clock to the microsecond (busybox `date` has no %N), under runc
+// and under gVisor alike, and the container shares the host's clock, so the
+// line the container writes first says when its first instruction ran.
+const (
+	t0Marker = "cci-bench-t0 "
+	t0Script = `echo | ts 'cci-bench-t0 %.s'`
+	// idleScript stamps, then idles until SIGTERM, on which it exits at
+	// once (a plain `sh` as PID 1 ignores SIGTERM and would sit out the
+	// grace period). The trap comes first, a builtin, so that a pod deleted
+	// the moment it runs still stops at once.
+	idleScript = `trap 'exit 0' TERM; ` + t0Script + `; sleep 86400 & wait`
+	// exitScript stamps and exits 0 (Job pods).
+	exitScript = t0Script
+)
+
+// Labels on everything the bench creates.
+const (
+	labelRun = "cci-bench/run"
+	labelApp = "app"
+	appName  = "cci-bench"
+)
+
+// agentNamespace is the containerd namespace of the host agent's containers.
+const agentNamespace = "cci"
+
+// parseT0 finds the stamp in a container's output.
+func parseT0(out string) (time.Time, error) {
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), strings.TrimSpace(t0Marker))
+		if !ok {
+			continue
+		}
+		secStr, usecStr, ok := strings.Cut(strings.TrimSpace(rest), ".")
+		if !ok {
+			break
+		}
+		sec, err1 := strconv.ParseInt(secStr, 10, 64)
+		usec, err2 := strconv.ParseInt(usecStr, 10, 64)
+		if err1 != nil || err2 != nil {
+			break
+		}
+		return time.Unix(sec, usec*1000), nil
+	}
+	return time.Time{}, fmt.Errorf("no %q line in the container's output %q", strings.TrimSpace(t0Marker), truncate(out, 200))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func randomID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// podOpts shapes the bench's pods.
+type podOpts struct {
+	Image        string
+	Script       string
+	RuntimeClass string // "" or "runc": the node's default runtime
+	Restart      v1.RestartPolicy
+	Simulated    bool // for simulated nodes: toleration and node selector, no script
+}
+
+// podTemplate is the bench's pod, minimal so that nothing but starting
+// it is measured: one container, no volumes, no service-account token.
+func (b *bench) podTemplate(o podOpts) v1.PodTemplateSpec {
+	f := false
+	grace := int64(5)
+	restart := o.Restart
+	if restart == "" {
+		restart = v1.RestartPolicyAlways
+	}
+	t := v1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{labelRun: b.runID, labelApp: appName}},
+		Spec: v1.PodSpec{
+			Containers: []v1.Container{{
+				Name:            "c",
+				Image:           o.Image,
+				ImagePullPolicy: v1.PullIfNotPresent,
+				Command:         []string{"sh", "-c", o.Script},
+			}},
+			RestartPolicy:                 restart,
+			AutomountServiceAccountToken:  &f,
+			EnableServiceLinks:            &f,
+			TerminationGracePeriodSeconds: &grace,
+		},
+	}
+	if o.RuntimeClass != "" && o.RuntimeClass != "runc" {
+		rc := o.RuntimeClass
+		t.Spec.RuntimeClassName = &rc
+	}
+	if o.Simulated {
+		t.Spec.NodeSelector = map[string]string{simulate.LabelSimulated: "true"}
+		t.Spec.Tolerations = []v1.Toleration{{Key: simulate.TaintSimulated, Operator: v1.TolerationOpEqual, Value: "true", Effect: v1.TaintEffectNoSchedule}}
+	} else {
+		// Keep ordinary bench pods off simulated nodes even where those
+		// carry no taint.
+		t.Spec.Affinity = &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: simulate.LabelSimulated, Operator: v1.NodeSelectorOpDoesNotExist}},
+			}}},
+		}}
+	}
+	return t
+}
+
+func (b *bench) pod(name string, o podOpts) *v1.Pod {
+	t := b.podTemplate(o)
+	t.ObjectMeta.Name = name
+	t.ObjectMeta.Namespace = b.ns
+	return &v1.Pod{ObjectMeta: t.ObjectMeta, Spec: t.Spec}
+}
+
+// createNamespace makes the run's namespace and waits for its default
+// service account (pods are refused until it exists).
+func (b *bench) createNamespace(ctx context.Context) error {
+	ns := &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: b.ns, Labels: map[string]string{labelRun: b.runID, labelApp: appName}}}
+	if _, err := b.kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace %q: %w", b.ns, err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := b.kube.CoreV1().ServiceAccounts(b.ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("namespace %q got no default service account: %w", b.ns, err)
+	}
+	return nil
+}
+
+// deleteNamespace removes the run's namespace and waits until it is gone.
+func (b *bench) deleteNamespace(ctx context.Context, timeout time.Duration) error {
+	err := b.kube.CoreV1().Namespaces().Delete(ctx, b.ns, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete namespace %q: %w", b.ns, err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		_, err := b.kube.CoreV1().Namespaces().Get(ctx, b.ns, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		return fmt.Errorf("namespace %q still there after %s", b.ns, timeout)
+	}
+	return nil
+}
+
+// deletePods deletes the run's pods and waits until the API has none left.
+func (b *bench) deletePods(ctx context.Context, timeout time.Duration) error {
+	sel := metav1.ListOptions{LabelSelector: labelRun + "=" + b.runID}
+	if err := b.kube.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
+		return fmt.Errorf("delete pods: %w", err)
+	}
+	var left int
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		l, err := b.kube.CoreV1().Pods(b.ns).List(ctx, sel)
+		if err != nil {
+			return false, nil
+		}
+		left = len(l.Items)
+		return left == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%d pods still in the API %s after deleting them", left, timeout)
+	}
+	return nil
+}
+
+// stamps reads each running pod's first-instruction stamp through the API
+// (kubectl logs' path), by pod name.
+func (b *bench) stamps(ctx context.Context, pods []podTimes) (map[string]time.Time, error) {
+	var (
+		mu      sync.Mutex
+		out     = map[string]time.Time{}
+		lastErr error
+		failed  int
+	)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		if p.Running.IsZero() {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			var stamp time.Time
+			var err error
+			for try := 0; try < 5; try++ {
+				var raw []byte
+				raw, err = b.kube.CoreV1().Pods(b.ns).GetLogs(p.Name, &v1.PodLogOptions{Container: "c"}).DoRaw(ctx)
+				if err == nil {
+					if stamp, err = parseT0(string(raw)); err == nil {
+						break
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				lastErr = fmt.Errorf("pod %s: %w", p.Name, err)
+				return
+			}
+			out[p.Name] = stamp
+		}()
+	}
+	wg.Wait()
+	if failed > 0 {
+		return out, fmt.Errorf("%d pods gave no first-instruction stamp; last: %w", failed, lastErr)
+	}
+	return out, nil
+}
+
+// Leftovers counts what the host still holds for pods that are gone from
+// the API: it should all be zero once the agent has cleaned up.
+type Leftovers struct {
+	Containers int `json:"containers"` // containerd containers of the pods
+	Shims      int `json:"shims"`      // shim processes of the pods' containers
+	Netns      int `json:"netns"`      // /var/run/netns/cci-<uid>
+	IPs        int `json:"ips"`        // host-local IP leases held for the pods
+	Mounts     int `json:"mounts"`     // mounts naming a pod (rootfs, netns, volumes)
+	Iptables   int `json:"iptables"`   // NAT rules naming a pod (CNI bridge / portmap)
+	PodDirs    int `json:"podDirs"`    // the agent's per-pod state folders
+}
+
+// Total is the sum of every count.
+func (l Leftovers) Total() int {
+	return l.Containers + l.Shims + l.Netns + l.IPs + l.Mounts + l.Iptables + l.PodDirs
+}
+
+func (l Leftovers) String() string {
+	return fmt.Sprintf("containers %d, shims %d, netns %d, IP leases %d, mounts %d, iptables rules %d, pod folders %d",
+		l.Containers, l.Shims, l.Netns, l.IPs, l.Mounts, l.Iptables, l.PodDirs)
+}
+
+// leftovers looks on this host for anything still held for the pods uids.
+func (b *bench) leftovers(ctx context.Context, uids []types.UID) (Leftovers, error) {
+	var l Leftovers
+	if b.c.DataDir == "" {
+		return l, errors.New("the cluster's data folder is unknown (pass --data-dir)")
+	}
+	set := map[string]bool{}
+	for _, u := range uids {
+		set[string(u)] = true
+	}
+	names := func(s string) bool {
+		for u := range set {
+			if strings.Contains(s, u) {
+				return true
+			}
+		}
+		return false
+	}
+	if b.c.ContainerdSocket != "" {
+		client, err := containerd.New(b.c.ContainerdSocket, containerd.WithDefaultNamespace(agentNamespace), containerd.WithTimeout(10*time.Second))
+		if err == nil {
+			ctrs, err := client.Containers(ctx)
+			if err == nil {
+				for _, c := range ctrs {
+					if names(c.ID()) {
+						l.Containers++
+					}
+				}
+			}
+			client.Close()
+		}
+		for _, pid := range shimPids(b.c.ContainerdSocket) {
+			if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && names(string(raw)) {
+				l.Shims++
+			}
+		}
+	}
+	for u := range set {
+		if _, err := os.Lstat(filepath.Join("/var/run/netns", "cci-"+u)); err == nil {
+			l.Netns++
+		}
+		if _, err := os.Stat(filepath.Join(b.c.DataDir, "agent", "pods", u)); err == nil {
+			l.PodDirs++
+		}
+	}
+	_ = filepath.WalkDir(filepath.Join(b.c.DataDir, "cni", "ipam"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if raw, err := os.ReadFile(path); err == nil && names(string(raw)) {
+			l.IPs++
+		}
+		return nil
+	})
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if names(sc.Text()) {
+				l.Mounts++
+			}
+		}
+		f.Close()
+	}
+	if out, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			if names(line) {
+				l.Iptables++
+			}
+		}
+	}
+	return l, nil
+}
+
+// waitNoLeftovers polls until the host holds nothing for uids or timeout
+// passes, and returns the last count.
+func (b *bench) waitNoLeftovers(ctx context.Context, uids []types.UID, timeout time.Duration) (Leftovers, time.Duration, error) {
+	start := time.Now()
+	var last Leftovers
+	for {
+		l, err := b.leftovers(ctx, uids)
+		if err != nil {
+			return l, 0, err
+		}
+		last = l
+		if l.Total() == 0 || time.Since(start) > timeout {
+			return last, time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return last, time.Since(start), ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cci-project/cci/internal/bench"
+)
+
+// benchCmd is `cci bench SCENARIO`: measure pod start latency, burst
+// throughput, churn, density and control-plane scale against the bare
+// runtime of the same machine.
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench SCENARIO",
+		Short: "Measure pod start latency, burst, churn, density and scale against the floor of this machine",
+		Long: `Measure CCI on this machine. Unless --kubeconfig names a running cluster, each
+scenario starts its own ` + "`cci up`" + ` (or ` + "`cci server`" + `) on a temporary data folder and
+free ports, pushes the test images, measures, and removes everything again.
+
+Every scenario with containers also measures the floor (the same image started
+straight through containerd) in the same run and prints its ratio to it.
+Results: a table on stdout, <out>/<scenario>.json and a self-contained
+<out>/<scenario>.html chart; docs/bench.md explains every figure.`,
+	}
+	cmd.AddCommand(
+		benchScenarioCmd("start", "N pods created one after another: create→Running and create→first instruction", nil),
+		benchScenarioCmd("floor", "The same image started straight through containerd: the floor of this machine", nil),
+		benchScenarioCmd("burst", "N pods at once from a Deployment scaled from 0 and a Job: all Running, pods/s/core, API p99, profiles", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().StringSliceVar(&c.BurstModes, "modes", []string{"deployment", "job"}, "deployment and/or job")
+		}),
+		benchScenarioCmd("churn", "create → Running → delete at rising rates: the highest rate with p99 start under the target", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().Float64SliceVar(&c.ChurnRates, "rates", []float64{2, 4, 8, 16}, "pods per second to try, in order")
+			cmd.Flags().DurationVar(&c.ChurnStep, "step", 20*time.Second, "how long each rate runs")
+			cmd.Flags().DurationVar(&c.Target, "target", time.Second, "p99 create→Running limit")
+		}),
+		benchScenarioCmd("density", "Idle pods until p99 start passes the target or memory runs short: pods reached, memory per pod", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().IntVar(&c.DensityBatch, "batch", 1, "pods started at a time (p99 is over the last max(20, batch) pods)")
+			cmd.Flags().DurationVar(&c.Target, "target", time.Second, "p99 create→Running limit over the last pods")
+			cmd.Flags().Int64Var(&c.DensityMinFree, "min-free", 0, "stop when MemAvailable falls below this many bytes (default 10% of MemTotal)")
+		}),
+		benchScenarioCmd("scale", "The control plane against simulated hosts: pods bound per second, time to all Running, control-plane CPU", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().IntVar(&c.Nodes, "nodes", 1000, "simulated hosts")
+			cmd.Flags().DurationVar(&c.StartDelay, "start-delay", 0, "how long a simulated pod stays Pending")
+			cmd.Flags().IntVar(&c.Workers, "workers", 50, "parallel pod creates")
+		}),
+	)
+	return cmd
+}
+
+func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Config)) *cobra.Command {
+	c := bench.Config{Scenario: name}
+	var (
+		profile bool
+		out     string
+	)
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			if cmd.Flags().Changed("profile") {
+				c.Profile = &profile
+			}
+			c.Out = out
+			if !cmd.Flags().Changed("out") {
+				c.Out = filepath.Join("bench-results", name+"-"+time.Now().Format("20060102-150405"))
+			}
+			c.Log = cmd.ErrOrStderr()
+			rep, err := bench.Run(ctx, c)
+			if rep != nil {
+				rep.WriteTable(cmd.OutOrStdout())
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Kubeconfig, "kubeconfig", "", "measure this running cluster instead of starting one")
+	f.StringVar(&c.DataDir, "data-dir", "", "the running cluster's data folder (for the floor and host checks), or where the bench's own cluster keeps its data (default: a temporary folder)")
+	f.StringVar(&c.ContainerdSocket, "containerd-socket", "", "the agent's containerd socket (default <data-dir>/containerd/state/containerd.sock)")
+	f.StringVar(&c.Registry, "registry", "127.0.0.1:5000", "the running cluster's registry, where the test images are pushed")
+	f.StringVar(&c.PprofAddr, "pprof-addr", "", "the running cluster's pprof listener (cci up --pprof-addr), for --profile")
+	f.BoolVar(&c.KeepData, "keep-data", false, "keep the bench's own cluster's data folder")
+	f.StringVar(&out, "out", "", "folder for JSON, HTML and profiles (default bench-results/<scenario>-<time>; \"\" for none)")
+	f.IntVar(&c.Pods, "pods", 0, "N (default: start 200, floor 200, burst 100, density until a limit, scale 10000)")
+	f.IntVar(&c.FloorPods, "floor-pods", 50, "containers the floor starts for the ratios")
+	f.StringVar(&c.RuntimeClass, "runtime-class", "", "RuntimeClass of the pods (runc by default; gvisor where the cluster offers it)")
+	f.DurationVar(&c.PodTimeout, "pod-timeout", 2*time.Minute, "how long one pod may take to run")
+	f.BoolVar(&profile, "profile", false, "CPU and heap profiles of the cluster process (default on for burst with the bench's own cluster)")
+	f.IntVar(&c.ProfileSeconds, "profile-seconds", 20, "length of the CPU profile")
+	f.StringVar(&c.Binary, "binary", "", "cci executable for the bench's cluster and simulated nodes (default: this one)")
+	_ = f.MarkHidden("binary")
+	if extra != nil {
+		extra(cmd, &c)
+	}
+	return cmd
+}
+
+// withPprof adds --pprof-addr to a long-running command: net/http/pprof
+// served from the process, so that `go tool pprof` (and `cci bench`) can
+// profile the control plane and the agent while they work.
+func withPprof(cmd *cobra.Command) *cobra.Command {
+	var addr string
+	cmd.Flags().StringVar(&addr, "pprof-addr", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (off by default)")
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if addr != "" {
+			if _, err := startPprof(addr); err != nil {
+				return err
+			}
+		}
+		if prev != nil {
+			return prev(cmd, args)
+		}
+		return nil
+	}
+	return cmd
+}
+
+// startPprof serves the pprof handlers on addr for the life of the process
+// and returns the address it listens on.
+func startPprof(addr string) (string, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("pprof listener on %q: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), nil
+}
