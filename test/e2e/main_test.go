@@ -83,6 +83,9 @@ func run(m *testing.M) int {
 	}
 
 	ports := freePorts(5)
+	// The usage endpoint listens on the apiserver's port + 1 (where
+	// `cci usage` looks for it): the apiserver port must have a free successor.
+	ports[0] = freePortWithFreeNext()
 	// Bridge and pod range of their own, so that suites in other checkouts
 	// (and a `cci up` of the user) can run on the same host at once.
 	n := os.Getpid() % 100
@@ -244,6 +247,23 @@ func freePorts(n int) []int {
 		l.Close()
 	}
 	return ports
+}
+
+// freePortWithFreeNext returns a free port p whose p+1 is free as well.
+func freePortWithFreeNext() int {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		next, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p+1))
+		l.Close()
+		if err == nil {
+			next.Close()
+			return p
+		}
+	}
 }
 
 // client returns a client-go clientset for the admin kubeconfig.
