@@ -107,6 +107,11 @@ func run(m *testing.M) int {
 		"--cni-bridge", cci.bridge,
 	}
 	cci.kubeconfig = filepath.Join(cci.dataDir, "admin.kubeconfig")
+	// A bridge of the same name left by an earlier run (with another
+	// address) would make every pod's network set-up fail: start clean, and
+	// leave nothing behind.
+	removeBridges(cci.bridge, cci.bridge+"b")
+	defer removeBridges(cci.bridge, cci.bridge+"b")
 	if _, err := cci.start(); err != nil {
 		fmt.Fprintln(os.Stderr, "start cci up:", err)
 		return 1
@@ -247,6 +252,13 @@ func freePorts(n int) []int {
 		l.Close()
 	}
 	return ports
+}
+
+// removeBridges deletes the named Linux bridges if they exist.
+func removeBridges(names ...string) {
+	for _, n := range names {
+		_ = exec.Command("ip", "link", "delete", n, "type", "bridge").Run()
+	}
 }
 
 // freePortWithFreeNext returns a free port p whose p+1 is free as well.
