@@ -366,3 +366,26 @@ func TestReport(t *testing.T) {
 		})
 	}
 }
+
+// A pod in its first second has no whole second billed yet, but the report
+// shows it as running all the same.
+func TestReportPodInItsFirstSecond(t *testing.T) {
+	s := newMemStore()
+	clock := t0
+	m := newTestMeter(t, s, &clock)
+	m.see(testPod("new", "ns-a", "10s"), "10s")
+	clock = at("10s").Add(400 * time.Millisecond)
+	rep, err := m.Report(context.Background(), at("0s"), time.Time{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []PodUsage
+	for _, tu := range rep.Tenants {
+		for _, nu := range tu.Namespaces {
+			found = append(found, nu.Pods...)
+		}
+	}
+	if len(found) != 1 || !found[0].Running || found[0].Seconds != 0 || !found[0].Start.Equal(at("10s")) {
+		t.Fatalf("report pods %+v, want the new pod running with 0 s from 10s", found)
+	}
+}

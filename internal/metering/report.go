@@ -83,6 +83,10 @@ type podAcc struct {
 	flavor           Flavor
 	set              Set
 	running          bool
+	// live is the meter's current interval of a running pod; it may hold
+	// no whole second yet (a pod in its first second), and so be absent
+	// from set.
+	live Interval
 }
 
 // Report computes usage in [since, until) of the given tenants (all when
@@ -141,7 +145,7 @@ func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []st
 		if !include(st.tenant) {
 			continue
 		}
-		accs[uid] = &podAcc{tenant: st.tenant, ns: st.ns, name: st.pod, flavor: st.flavor, set: Set{}.Add(st.iv), running: st.open}
+		accs[uid] = &podAcc{tenant: st.tenant, ns: st.ns, name: st.pod, flavor: st.flavor, set: Set{}.Add(st.iv), running: st.open, live: st.iv}
 	}
 	return buildReport(w, *m.cfg.Prices, accs), nil
 }
@@ -156,11 +160,15 @@ func buildReport(w Interval, prices Prices, accs map[types.UID]*podAcc) *Report 
 	for uid, a := range accs {
 		in := a.set.Clip(w)
 		secs := in.Seconds()
-		if secs == 0 && !(a.running && !a.set.Span().End.Before(w.End)) {
+		runningNow := a.running && !a.live.End.Before(w.End) && !a.live.Start.After(w.End)
+		if secs == 0 && !runningNow {
 			continue
 		}
 		t := totalsOf(a.flavor, secs)
 		span := in.Span()
+		if len(in) == 0 {
+			span = Interval{a.live.Start, a.live.Start}
+		}
 		k := nsKey{a.tenant, a.ns}
 		nsPods[k] = append(nsPods[k], PodUsage{
 			Name: a.name, UID: string(uid),
