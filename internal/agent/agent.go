@@ -271,6 +271,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err := vk.WaitReady(ctx, 2*time.Minute); err != nil {
 		return fmt.Errorf("node %q not ready: %w", cfg.NodeName, err)
 	}
+	rt.Republish()
 	log.Info("node ready", "kubeletAPI", net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort)))
 	if ready != nil {
 		ready()

@@ -204,12 +204,32 @@ func (r *Runtime) NotifyPods(_ context.Context, f func(*v1.Pod)) {
 	r.mu.Unlock()
 }
 
-func (r *Runtime) publish(p *v1.Pod) {
+// publish hands a status to the node's pod controller; false when none is
+// registered yet.
+func (r *Runtime) publish(p *v1.Pod) bool {
 	r.mu.Lock()
 	f := r.notify
 	r.mu.Unlock()
-	if f != nil {
-		f(p)
+	if f == nil {
+		return false
+	}
+	f(p)
+	return true
+}
+
+// Republish makes every worker publish its pod's status again. The node's
+// pod controller drops a status it receives for a pod it does not know yet
+// (while its informer syncs at start-up); re-adopted pods publish before
+// that, so the agent calls this once the controller is ready.
+func (r *Runtime) Republish() {
+	r.mu.Lock()
+	ws := make([]*podWorker, 0, len(r.pods))
+	for _, w := range r.pods {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	for _, w := range ws {
+		w.post(event{kind: evRepublish})
 	}
 }
 

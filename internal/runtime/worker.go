@@ -113,6 +113,7 @@ const (
 	evReattach
 	evProbe     // a probe's settled outcome changed
 	evPostStart // a postStart hook ended
+	evRepublish // publish the status again even if unchanged
 )
 
 type event struct {
@@ -282,6 +283,8 @@ func (w *podWorker) handle(e event) {
 		w.onProbe(e)
 	case evPostStart:
 		w.onPostStart(e)
+	case evRepublish:
+		w.lastPub = nil
 	}
 }
 
@@ -914,8 +917,9 @@ func (w *podWorker) persistAndPublish() {
 	if w.lastPub != nil && statusEqual(&w.lastPub.Status, &snap.Status) {
 		return
 	}
-	w.lastPub = snap
-	w.r.publish(snap)
+	if w.r.publish(snap) {
+		w.lastPub = snap
+	}
 }
 
 func (w *podWorker) event(kind, reason, format string, args ...any) {
