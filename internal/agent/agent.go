@@ -43,6 +43,7 @@ import (
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/runtime"
+	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/version"
 )
 
@@ -75,6 +76,10 @@ type Config struct {
 	// RunscPlatform is runsc's --platform. Default "ptrace" (KVM may be
 	// missing, and hangs on some hosts).
 	RunscPlatform string `json:"runscPlatform"`
+	// ServiceProxy is the mode of the host's service proxy (the upstream
+	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
+	// where the host runs a service proxy of its own.
+	ServiceProxy string `json:"serviceProxy"`
 	// Log receives the agent's messages. Default slog's default logger.
 	Log *slog.Logger `json:"-"`
 }
@@ -103,6 +108,13 @@ func (c *Config) defaults() error {
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	switch c.ServiceProxy {
+	case "":
+		c.ServiceProxy = "iptables"
+	case "iptables", "nftables", "off":
+	default:
+		return fmt.Errorf("service proxy mode %q: choose iptables, nftables or off", c.ServiceProxy)
 	}
 	if c.Server == "" || c.Token == "" {
 		return errors.New("the agent needs --server and --token (the token is in the server's <data>/pki/token)")
@@ -272,6 +284,18 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("node %q not ready: %w", cfg.NodeName, err)
 	}
 	rt.Republish()
+	proxyErr := make(chan error, 1)
+	if cfg.ServiceProxy != "off" {
+		if err := serviceproxy.Run(ctx, serviceproxy.Config{
+			NodeName: cfg.NodeName,
+			Dir:      filepath.Join(cfg.DataDir, "agent", "proxy"),
+			REST:     restCfg,
+			Mode:     cfg.ServiceProxy,
+		}, proxyErr); err != nil {
+			return err
+		}
+		log.Info("service proxy running", "mode", cfg.ServiceProxy)
+	}
 	log.Info("node ready", "kubeletAPI", net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort)))
 	if ready != nil {
 		ready()
@@ -282,6 +306,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			return nil
 		}
 		return fmt.Errorf("node controller: %w", err)
+	case err := <-proxyErr:
+		return err
 	case <-ctx.Done():
 		<-errCh
 		return nil

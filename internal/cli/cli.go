@@ -76,6 +76,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:5000", "address of the built-in OCI registry")
 	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
 	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
+	f.StringSliceVar(&c.LBPool, "lb-pool", nil, "addresses (IPs or prefixes) for Services of type LoadBalancer (default: the advertise address)")
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
@@ -98,6 +99,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "ptrace", "runsc --platform for gvisor pods (ptrace, kvm, systrap where the runsc has it)")
+	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, in-process): iptables, nftables, or off where the host runs its own")
 }
 
 func upCmd() *cobra.Command {

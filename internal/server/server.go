@@ -46,6 +46,7 @@ import (
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
+	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/registry"
 )
@@ -86,6 +87,10 @@ type Config struct {
 	// port on AdvertiseAddress. Default 0: a free port, picked at each start
 	// and published in the EndpointSlice of kube-system/metrics-server.
 	MetricsPort int `json:"metricsPort"`
+	// LBPool is the addresses (IPs or prefixes) the load-balancer controller
+	// gives Services of type LoadBalancer; one address serves many Services
+	// on different ports. Default: AdvertiseAddress.
+	LBPool []string `json:"lbPool"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -129,6 +134,9 @@ func (c *Config) Default() {
 	}
 	if c.UsagePort == 0 {
 		c.UsagePort = c.APIPort + 1
+	}
+	if len(c.LBPool) == 0 {
+		c.LBPool = []string{c.AdvertiseAddress}
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -312,6 +320,13 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	if err := ensureRuntimeClasses(ctx, admin); err != nil {
 		return fail(err)
 	}
+	lbPool, err := loadbalancer.ParsePool(cfg.LBPool)
+	if err != nil {
+		return fail(err)
+	}
+	lb := loadbalancer.New(admin, loadbalancer.Config{Pool: lbPool, Log: log.With("component", "elb")})
+	// One worker: an address's ports are checked and taken in one step.
+	goRun("load-balancer controller", func() error { return lb.Run(ctx, 1) })
 	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
@@ -556,6 +571,9 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"node.k8s.io"}, Resources: []string{"runtimeclasses"}, Verbs: []string{"get", "list", "watch"}},
+			// The service proxy.
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"get", "list", "watch"}},
 		},
 	}
 	binding := &rbacv1.ClusterRoleBinding{
