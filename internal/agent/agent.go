@@ -76,6 +76,9 @@ type Config struct {
 	// RunscPlatform is runsc's --platform. Default "ptrace" (KVM may be
 	// missing, and hangs on some hosts).
 	RunscPlatform string `json:"runscPlatform"`
+	// ClusterDNS is the DNS server of pods with dnsPolicy ClusterFirst.
+	// Default: the ClusterIP of the Service kube-system/kube-dns.
+	ClusterDNS []string `json:"clusterDNS"`
 	// ServiceProxy is the mode of the host's service proxy (the upstream
 	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
 	// where the host runs a service proxy of its own.
@@ -108,6 +111,11 @@ func (c *Config) defaults() error {
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	for _, d := range c.ClusterDNS {
+		if net.ParseIP(d) == nil {
+			return fmt.Errorf("cluster DNS %q: not an IP address", d)
+		}
 	}
 	switch c.ServiceProxy {
 	case "":
@@ -238,6 +246,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			HostIP:             cfg.NodeIP,
 			StateDir:           filepath.Join(cfg.DataDir, "agent"),
 			InsecureRegistries: cfg.InsecureRegistries,
+			ClusterDNS:         cfg.ClusterDNS,
 			Runsc:              runtime.RunscConfig{Path: cfg.RunscPath, Platform: cfg.RunscPlatform},
 			Containerd:         ctrd,
 			Network:            netMgr,

@@ -99,6 +99,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "ptrace", "runsc --platform for gvisor pods (ptrace, kvm, systrap where the runsc has it)")
+	f.StringSliceVar(&c.ClusterDNS, "cluster-dns", nil, "DNS server of ClusterFirst pods (default: the kube-dns Service's ClusterIP)")
 	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, in-process): iptables, nftables, or off where the host runs its own")
 }
 

@@ -47,6 +47,13 @@ type Config struct {
 	InsecureRegistries []string
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
+	// ClusterDNS is the cluster DNS server pods of dnsPolicy ClusterFirst
+	// use. Default: the ClusterIP of the Service kube-system/kube-dns when
+	// it exists (looked up for each pod), else the host's resolvers.
+	ClusterDNS []string
+	// HostResolvConf is the host's resolver file, for dnsPolicy Default.
+	// Default "/etc/resolv.conf".
+	HostResolvConf string
 	// Runsc runs the pods of the gvisor runtime handler.
 	Runsc RunscConfig
 	// Cgroups reads containers' and the host's resource usage for
@@ -90,6 +97,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	}
 	if cfg.Snapshotter == "" {
 		cfg.Snapshotter = "overlayfs"
+	}
+	if cfg.HostResolvConf == "" {
+		cfg.HostResolvConf = "/etc/resolv.conf"
 	}
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"
