@@ -300,6 +300,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			Dir:      filepath.Join(cfg.DataDir, "agent", "proxy"),
 			REST:     restCfg,
 			Mode:     cfg.ServiceProxy,
+			Log:      log,
 		}, proxyErr); err != nil {
 			return err
 		}

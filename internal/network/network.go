@@ -26,6 +26,7 @@ import (
 
 	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
 )
 
 const (
@@ -136,6 +137,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := enableForwarding(prefix.Addr().Is4()); err != nil {
 		return nil, err
 	}
+	if err := ensureMasquerade(cfg.Bridge, prefix); err != nil {
+		return nil, err
+	}
 	conf, err := conflist(cfg, prefix)
 	if err != nil {
 		return nil, err
@@ -239,6 +243,7 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	ips := m.leasedIPs(id)
 	nsArg := path
 	if !ok {
 		// Without the namespace the plugins can still release the lease and
@@ -248,6 +253,20 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	}
 	if err := m.remove(ctx, id, nsArg); err != nil {
 		return fmt.Errorf("tear down network of pod %q: %w", id, err)
+	}
+	// Connections of the pod's addresses would keep their NAT mappings
+	// and reach the next pod given the same address.
+	if len(ips) > 0 {
+		if _, err := FlushConntrack(func(f *netlink.ConntrackFlow) bool {
+			for _, ip := range ips {
+				if FlowTouches(f, ip) {
+					return true
+				}
+			}
+			return false
+		}); err != nil {
+			return fmt.Errorf("flush connection tracking of pod %q: %w", id, err)
+		}
 	}
 	return removeNetns(path)
 }
@@ -362,7 +381,7 @@ func conflist(cfg Config, prefix netip.Prefix) ([]byte, error) {
 		"type":        "bridge",
 		"bridge":      cfg.Bridge,
 		"isGateway":   true,
-		"ipMasq":      true,
+		"ipMasq":      false, // one rule for the pod range: ensureMasquerade
 		"hairpinMode": true,
 		"ipam": map[string]any{
 			"type":    "host-local",

@@ -24,7 +24,7 @@ func TestConflist(t *testing.T) {
 		mtu  int
 		want []string
 	}{
-		{cidr: "10.88.0.0/24", want: []string{`"subnet": "10.88.0.0/24"`, `"gateway": "10.88.0.1"`, `"dst": "0.0.0.0/0"`, `"ipMasq": true`, `"type": "portmap"`}},
+		{cidr: "10.88.0.0/24", want: []string{`"subnet": "10.88.0.0/24"`, `"gateway": "10.88.0.1"`, `"dst": "0.0.0.0/0"`, `"ipMasq": false`, `"type": "portmap"`}},
 		{cidr: "10.88.0.7/24", want: []string{`"subnet": "10.88.0.0/24"`, `"gateway": "10.88.0.1"`}},
 		{cidr: "fd00:88::/64", want: []string{`"gateway": "fd00:88::1"`, `"dst": "::/0"`}},
 		{cidr: "10.88.0.0/24", mtu: 1400, want: []string{`"mtu": 1400`}},

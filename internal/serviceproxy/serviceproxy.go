@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -43,6 +45,8 @@ type Config struct {
 	REST *rest.Config
 	// Mode is "iptables" (default) or "nftables".
 	Mode string
+	// Log receives the messages of what the agent adds to the proxy.
+	Log *slog.Logger
 }
 
 // Run starts the proxy and returns once it runs; errors it meets later go
@@ -51,11 +55,17 @@ func Run(ctx context.Context, cfg Config, errs chan<- error) error {
 	if cfg.Mode == "" {
 		cfg.Mode = "iptables"
 	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	kube, err := kubernetes.NewForConfig(cfg.REST)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return err
 	}
 	kubeconfig := filepath.Join(cfg.Dir, "kube-proxy.kubeconfig")
-	var err error
 	if err = writeKubeconfig(kubeconfig, cfg.REST); err != nil {
 		return fmt.Errorf("service proxy kubeconfig: %w", err)
 	}
@@ -85,6 +95,7 @@ func Run(ctx context.Context, cfg Config, errs chan<- error) error {
 	if err := opts.Validate(); err != nil {
 		return fmt.Errorf("service proxy configuration: %w", err)
 	}
+	sweepDeletedServices(ctx, kube, cfg.Log)
 	go func() {
 		// The upstream proxy runs until the process ends; it returns only
 		// on a failure.

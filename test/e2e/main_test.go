@@ -254,10 +254,21 @@ func freePorts(n int) []int {
 	return ports
 }
 
-// removeBridges deletes the named Linux bridges if they exist.
+// removeBridges deletes the named Linux bridges if they exist, and the
+// masquerade chain the agent keeps for each.
 func removeBridges(names ...string) {
 	for _, n := range names {
 		_ = exec.Command("ip", "link", "delete", n, "type", "bridge").Run()
+		chain := "CCI-MASQ-" + n
+		rules, _ := exec.Command("iptables-save", "-t", "nat").Output()
+		for _, l := range strings.Split(string(rules), "\n") {
+			if strings.HasPrefix(l, "-A POSTROUTING ") && strings.HasSuffix(l, "-j "+chain) {
+				// The line keeps iptables-save's quoting of the comment.
+				_ = exec.Command("sh", "-c", "iptables -t nat "+strings.Replace(l, "-A POSTROUTING", "-D POSTROUTING", 1)).Run()
+			}
+		}
+		_ = exec.Command("iptables", "-t", "nat", "-F", chain).Run()
+		_ = exec.Command("iptables", "-t", "nat", "-X", chain).Run()
 	}
 }
 

@@ -915,7 +915,9 @@ func TestSecondAgentJoins(t *testing.T) {
 	server = strings.TrimSpace(strings.TrimPrefix(server, "apiserver:"))
 	args := []string{"agent", "--data-dir", data, "--server", server, "--token", strings.TrimSpace(string(token)),
 		"--node-name", "agent2", "--kubelet-port", strconv.Itoa(freePorts(1)[0]), "--cni-bridge", cci.bridge + "b",
-		"--insecure-registry", cci.registry}
+		"--insecure-registry", cci.registry,
+		// This host's service proxy is the first agent's.
+		"--service-proxy", "off"}
 	cmd := exec.Command(cci.bin, args...)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -1,0 +1,386 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	appsv1 "k8s.io/api/apps/v1"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/cci-project/cci/internal/testimage"
+)
+
+// whoamiScript serves the pod's own name over HTTP on port 8080, so that a
+// test can tell which endpoint answered.
+const whoamiScript = "mkdir -p /tmp/www && hostname > /tmp/www/index.html && trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait"
+
+// whoamiPodSpec is a pod that answers with its name on the port named http;
+// ready says whether its readiness probe passes.
+func whoamiPodSpec(ready bool) v1.PodSpec {
+	grace := int64(1)
+	probe := []string{"true"}
+	if !ready {
+		probe = []string{"false"}
+	}
+	return v1.PodSpec{
+		TerminationGracePeriodSeconds: &grace,
+		Containers: []v1.Container{{
+			Name: "web", Image: image(testimage.Shell), Command: []string{"sh", "-c", whoamiScript},
+			Ports: []v1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+			ReadinessProbe: &v1.Probe{
+				ProbeHandler:  v1.ProbeHandler{Exec: &v1.ExecAction{Command: probe}},
+				PeriodSeconds: 1,
+			},
+		}},
+	}
+}
+
+// askHTTP sends GET / to addr from the host and returns the body.
+func askHTTP(addr string) (string, error) {
+	c := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 512)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return strings.TrimSpace(b.String()), nil
+}
+
+// answers asks addr n times and counts the answers.
+func answers(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for i := 0; i < n; i++ {
+		body, err := askHTTP(addr)
+		if err != nil {
+			got["error: "+err.Error()]++
+			continue
+		}
+		got[body]++
+	}
+	return got
+}
+
+func keys(m map[string]int) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// podHTTP sends GET / to host:port from inside a pod with busybox nc and
+// returns the body (the last line of the response).
+func podHTTP(t *testing.T, ns, pod, host string, port int) string {
+	t.Helper()
+	script := fmt.Sprintf("printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' | nc -w 3 %s %d", host, port)
+	out := execOut(t, ns, pod, "sh", "-c", script)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+func hostIPOfNode(t *testing.T) string {
+	t.Helper()
+	return strings.TrimSpace(mustKubectl(t, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
+}
+
+// Services: ClusterIP (balanced, multi-port, targetPort by name, session
+// affinity) from the host and from pods under every runtime class, the
+// kubernetes Service from pods, and a LoadBalancer Service from the host
+// that reaches only Ready pods and follows a scale-down. Then everything is
+// deleted and no rule or tracked connection of it is left.
+func TestServices(t *testing.T) {
+	ctx := context.Background()
+	ns := testNamespace(t)
+	kc := client(t)
+	replicas := int32(3)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "backend"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "backend"}},
+			Template: v1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "backend", "tier": "web"}},
+				Spec:       whoamiPodSpec(true),
+			},
+		},
+	}
+	if _, err := kc.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A pod the Services select that never becomes Ready.
+	createPod(t, ns, &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "unready", Labels: map[string]string{"app": "unready", "tier": "web"}}, Spec: whoamiPodSpec(false)})
+	backends := waitRunning(t, ns, "app=backend", 3, 90*time.Second)
+	want := map[string]bool{}
+	var podIPs []string
+	for _, p := range backends {
+		want[p.Name] = true
+		podIPs = append(podIPs, p.Status.PodIP)
+	}
+	unready, err := kc.CoreV1().Pods(ns).Get(ctx, "unready", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podIPs = append(podIPs, unready.Status.PodIP)
+
+	selector := map[string]string{"tier": "web"}
+	web := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: v1.ServiceSpec{Selector: selector, Ports: []v1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
+			{Name: "alt", Port: 8081, TargetPort: intstr.FromInt32(8080)},
+		}},
+	}
+	sticky := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "sticky"},
+		Spec: v1.ServiceSpec{Selector: selector, SessionAffinity: v1.ServiceAffinityClientIP,
+			Ports: []v1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
+	}
+	lbPort := int32(20000 + time.Now().UnixNano()%10000)
+	lb := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-lb"},
+		Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, Selector: selector,
+			Ports: []v1.ServicePort{{Port: lbPort, TargetPort: intstr.FromString("http")}}},
+	}
+	svcIPs := map[string]string{}
+	for _, s := range []*v1.Service{web, sticky, lb} {
+		created, err := kc.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create service %s: %v", s.Name, err)
+		}
+		svcIPs[s.Name] = created.Spec.ClusterIP
+	}
+	webIP := svcIPs["web"]
+
+	t.Run("ClusterIP from the host is balanced over the Ready endpoints", func(t *testing.T) {
+		var got map[string]int
+		waitFor(t, 30*time.Second, "every Ready endpoint answers on "+webIP+":80", func() (bool, string) {
+			got = answers(t, net.JoinHostPort(webIP, "80"), 30)
+			for name := range want {
+				if got[name] == 0 {
+					return false, fmt.Sprint(got)
+				}
+			}
+			return len(got) == len(want), fmt.Sprint(got)
+		})
+		t.Logf("30 requests to %s:80: %v", webIP, got)
+		if got := answers(t, net.JoinHostPort(webIP, "8081"), 5); len(got) == 0 || !allIn(got, want) {
+			t.Errorf("second port 8081 answered %v", got)
+		}
+	})
+
+	t.Run("sessionAffinity ClientIP sticks to one endpoint", func(t *testing.T) {
+		addr := net.JoinHostPort(svcIPs["sticky"], "80")
+		var got map[string]int
+		waitFor(t, 30*time.Second, "sticky service answers", func() (bool, string) {
+			got = answers(t, addr, 1)
+			return allIn(got, want), fmt.Sprint(got)
+		})
+		got = answers(t, addr, 15)
+		if len(got) != 1 || !allIn(got, want) {
+			t.Errorf("15 requests with ClientIP affinity reached %v; want one endpoint", got)
+		}
+	})
+
+	t.Run("from pods", func(t *testing.T) {
+		forEachRuntime(t, func(t *testing.T, rc string) {
+			name := "client"
+			if rc != "" {
+				name = "client-" + rc
+			}
+			createPod(t, ns, shellPod(name, rc, "sleep 3600"))
+			waitRunning(t, ns, "app="+name, 1, 90*time.Second)
+			seen := map[string]int{}
+			for i := 0; i < 12; i++ {
+				seen[podHTTP(t, ns, name, webIP, 80)]++
+			}
+			if !allIn(seen, want) || len(seen) < 2 {
+				t.Errorf("12 requests from pod %s to %s:80 reached %v; want several of %v", name, webIP, seen, keys(boolMap(want)))
+			}
+			// The kubernetes Service leads to the apiserver.
+			kubeIP := strings.TrimSpace(mustKubectl(t, "-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+			out := execOut(t, ns, name, "sh", "-c", "echo | nc -w 3 "+kubeIP+" 443 >/dev/null; echo rc=$?")
+			if !strings.Contains(out, "rc=0") {
+				t.Errorf("pod %s cannot connect to the kubernetes Service %s:443: %s", name, kubeIP, out)
+			}
+		})
+	})
+
+	t.Run("pods reach the host", func(t *testing.T) {
+		l, err := net.Listen("tcp", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "host saw %s\n", r.RemoteAddr)
+		})}
+		go srv.Serve(l)
+		defer srv.Close()
+		port := l.Addr().(*net.TCPAddr).Port
+		hostIP := hostIPOfNode(t)
+		for _, pod := range []string{"client", "client-gvisor"} {
+			if body := podHTTP(t, ns, pod, hostIP, port); !strings.HasPrefix(body, "host saw ") {
+				t.Errorf("pod %s to the host's %s:%d: %q", pod, hostIP, port, body)
+			} else {
+				t.Logf("pod %s → host %s:%d: %s", pod, hostIP, port, body)
+			}
+		}
+	})
+
+	var ingress string
+	t.Run("LoadBalancer reaches only Ready pods and follows scaling", func(t *testing.T) {
+		waitFor(t, 30*time.Second, "load-balancer address", func() (bool, string) {
+			s, err := kc.CoreV1().Services(ns).Get(ctx, "web-lb", metav1.GetOptions{})
+			if err != nil || len(s.Status.LoadBalancer.Ingress) == 0 {
+				return false, fmt.Sprint(err)
+			}
+			ingress = s.Status.LoadBalancer.Ingress[0].IP
+			return true, ""
+		})
+		addr := net.JoinHostPort(ingress, strconv.Itoa(int(lbPort)))
+		var got map[string]int
+		waitFor(t, 30*time.Second, "every Ready endpoint answers on "+addr, func() (bool, string) {
+			got = answers(t, addr, 30)
+			for name := range want {
+				if got[name] == 0 {
+					return false, fmt.Sprint(got)
+				}
+			}
+			return allIn(got, want), fmt.Sprint(got)
+		})
+		t.Logf("30 requests to the load balancer %s: %v", addr, got)
+		if got["unready"] > 0 {
+			t.Errorf("the pod that is not Ready got traffic: %v", got)
+		}
+		mustKubectl(t, "-n", ns, "scale", "deployment", "backend", "--replicas=1")
+		start := time.Now()
+		waitFor(t, 30*time.Second, "one backend left behind "+addr, func() (bool, string) {
+			got = answers(t, addr, 10)
+			return len(got) == 1 && allIn(got, want), fmt.Sprint(got)
+		})
+		t.Logf("after scaling to 1, the load balancer reached only %v within %.1fs", keys(got), time.Since(start).Seconds())
+	})
+
+	t.Run("load-balancer port conflicts are reported", func(t *testing.T) {
+		// The pool (the host's address) has lbPort taken by web-lb, and the
+		// test process listens on another port of it.
+		l, err := net.Listen("tcp", net.JoinHostPort(ingress, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		busy := int32(l.Addr().(*net.TCPAddr).Port)
+		for name, port := range map[string]int32{"clash": lbPort, "busy": busy} {
+			s := &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, Selector: selector,
+				Ports: []v1.ServicePort{{Port: port, TargetPort: intstr.FromString("http")}}}}
+			if _, err := kc.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantMsg := map[string]string{
+			"clash": fmt.Sprintf("port %d/TCP is taken on %s by Service %s/web-lb", lbPort, ingress, ns),
+			"busy":  fmt.Sprintf("port %d/TCP is in use on %s by a process of the host", busy, ingress),
+		}
+		for name, msg := range wantMsg {
+			waitFor(t, 20*time.Second, "AllocationFailed event of "+name, func() (bool, string) {
+				out, _ := kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name="+name+",reason=AllocationFailed", "-o", "jsonpath={.items[*].message}")
+				return strings.Contains(out, msg), out
+			})
+			s, err := kc.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || len(s.Status.LoadBalancer.Ingress) != 0 {
+				t.Errorf("service %s got an address despite the conflict: %v %v", name, s.Status.LoadBalancer.Ingress, err)
+			}
+			mustKubectl(t, "-n", ns, "delete", "service", name)
+		}
+		// web-lb still serves.
+		if got := answers(t, net.JoinHostPort(ingress, strconv.Itoa(int(lbPort))), 3); !allIn(got, want) {
+			t.Errorf("web-lb after the refused services: %v", got)
+		}
+	})
+
+	t.Run("deleting leaves no rule or tracked connection", func(t *testing.T) {
+		for _, s := range []string{"web", "sticky", "web-lb"} {
+			mustKubectl(t, "-n", ns, "delete", "service", s)
+		}
+		mustKubectl(t, "-n", ns, "delete", "deployment", "backend")
+		mustKubectl(t, "-n", ns, "delete", "pod", "unready", "client", "client-gvisor", "--wait=true")
+		waitFor(t, 60*time.Second, "pods gone", func() (bool, string) {
+			left := listPods(t, ns, "")
+			return len(left) == 0, fmt.Sprint(len(left))
+		})
+		gone := []string{}
+		for _, ip := range svcIPs {
+			gone = append(gone, ip)
+		}
+		gone = append(gone, podIPs...)
+		waitFor(t, 30*time.Second, "no rule or tracked connection of the deleted services and pods", func() (bool, string) {
+			rules, err := exec.Command("iptables-save").Output()
+			if err != nil {
+				return false, err.Error()
+			}
+			var left []string
+			for _, ip := range gone {
+				if strings.Contains(string(rules), ip+"/32") || strings.Contains(string(rules), ip+":") {
+					left = append(left, "rule for "+ip)
+				}
+			}
+			if strings.Contains(string(rules), fmt.Sprintf("--dport %d ", lbPort)) {
+				left = append(left, fmt.Sprintf("rule for load-balancer port %d", lbPort))
+			}
+			flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, f := range flows {
+				for _, ip := range gone {
+					if f.Forward.SrcIP.String() == ip || f.Forward.DstIP.String() == ip || f.Reverse.SrcIP.String() == ip || f.Reverse.DstIP.String() == ip {
+						left = append(left, "tracked "+f.String())
+					}
+				}
+				if f.Forward.DstIP.String() == ingress && f.Forward.DstPort == uint16(lbPort) {
+					left = append(left, "tracked "+f.String())
+				}
+			}
+			return len(left) == 0, strings.Join(left, "\n")
+		})
+	})
+}
+
+func allIn(got map[string]int, want map[string]bool) bool {
+	for k := range got {
+		if !want[k] {
+			return false
+		}
+	}
+	return len(got) > 0
+}
+
+func boolMap(m map[string]bool) map[string]int {
+	out := map[string]int{}
+	for k := range m {
+		out[k] = 1
+	}
+	return out
+}
