@@ -86,6 +86,11 @@ type Config struct {
 	// port on AdvertiseAddress. Default 0: a free port, picked at each start
 	// and published in the EndpointSlice of kube-system/metrics-server.
 	MetricsPort int `json:"metricsPort"`
+	// DNSAddress is IP:port where the cluster DNS server (embedded CoreDNS)
+	// listens, UDP and TCP; pods reach it through the kube-dns Service,
+	// whose endpoint it is. Port 0 picks a free port at each start.
+	// Default "<AdvertiseAddress>:53".
+	DNSAddress string `json:"dnsAddress"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -130,6 +135,9 @@ func (c *Config) Default() {
 	if c.UsagePort == 0 {
 		c.UsagePort = c.APIPort + 1
 	}
+	if c.DNSAddress == "" {
+		c.DNSAddress = net.JoinHostPort(c.AdvertiseAddress, "53")
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -145,6 +153,8 @@ type Info struct {
 	RegistryAddr string
 	// UsageURL is the HTTPS address of the usage endpoint.
 	UsageURL string
+	// DNSAddress is IP:port of the cluster DNS server.
+	DNSAddress string
 	// Token is the join token for agents.
 	Token string
 	// PKI holds every credential path.
@@ -192,6 +202,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		filepath.Join(p.Dir, "controller-manager.kubeconfig"): {p.ControllerCert, p.ControllerKey},
 		filepath.Join(p.Dir, "scheduler.kubeconfig"):          {p.SchedulerCert, p.SchedulerKey},
 		filepath.Join(p.Dir, "metrics-server.kubeconfig"):     {p.MetricsClientCert, p.MetricsClientKey},
+		filepath.Join(p.Dir, "coredns.kubeconfig"):            {p.DNSClientCert, p.DNSClientKey},
 	}
 	for path, pair := range kubeconfigs {
 		if err := p.WriteKubeconfig(path, apiURL, pair[0], pair[1]); err != nil {
@@ -312,6 +323,11 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	if err := ensureRuntimeClasses(ctx, admin); err != nil {
 		return fail(err)
 	}
+	dnsSrv, err := startDNS(ctx, cfg, admin, filepath.Join(p.Dir, "coredns.kubeconfig"), goRun)
+	if err != nil {
+		return fail(err)
+	}
+	info.DNSAddress = dnsSrv.Addr()
 	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
@@ -383,6 +399,14 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		goRun("metrics-server", func() error { return runMetricsServer(ctx, msArgs) })
 		log.Info("metrics API registered", "endpoint", net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(port)))
 	}
+
+	dnsCtx, dnsCancel := context.WithTimeout(ctx, time.Minute)
+	err = dnsSrv.WaitReady(dnsCtx)
+	dnsCancel()
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("cluster DNS ready", "address", dnsSrv.Addr())
 
 	if ready != nil {
 		ready(info)
