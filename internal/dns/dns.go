@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	golog "log"
 	"net"
 	"strconv"
 	"sync"
@@ -49,6 +51,11 @@ type Config struct {
 	// ResolvConf is the file naming the resolvers that names outside the
 	// cluster go to. Default "/etc/resolv.conf".
 	ResolvConf string
+	// Log receives CoreDNS's own log (startup, the errors plugin, the
+	// kubernetes plugin's client). CoreDNS writes it through the standard
+	// library's log package, so Start points that package's output, process
+	// wide, at Log. Nil: leave the log package as it is.
+	Log io.Writer
 	// Upstreams, when not nil, replaces the resolvers of ResolvConf; an
 	// empty list means none.
 	Upstreams []string
@@ -109,6 +116,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	caddy.Quiet, dnsserver.Quiet = true, true
+	if cfg.Log != nil {
+		golog.SetOutput(cfg.Log)
+	}
 	inst, err := caddy.Start(caddy.CaddyfileInput{
 		Contents:       []byte(corefile),
 		Filepath:       "Corefile",
@@ -116,7 +126,8 @@ func Start(cfg Config) (*Server, error) {
 	})
 	// The kubernetes plugin points klog, process-wide, at CoreDNS's log;
 	// the apiserver and the other components in this process log through
-	// klog too, and their lines belong in their own log file.
+	// klog too, and their lines belong in their own log file. (What they
+	// log while CoreDNS starts lands in CoreDNS's log.)
 	klog.ClearLogger()
 	if err != nil {
 		return nil, fmt.Errorf("dns: start CoreDNS on %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)

@@ -30,8 +30,8 @@ const (
 	Namespace   = "kube-system"
 	ServiceName = "kube-dns"
 	// ManagedBy marks the EndpointSlice as ours, so that the EndpointSlice
-	// controllers leave it alone.
-	ManagedBy = "cci.io/dns"
+	// controllers leave it alone. (A label value cannot hold a '/'.)
+	ManagedBy = "cci.io-dns"
 	// User is the apiserver identity of the kubernetes plugin; its rights
 	// are what CoreDNS's own deployment grants it.
 	User = pki.DNSUser

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"k8s.io/client-go/kubernetes"
 
@@ -12,7 +13,7 @@ import (
 // startDNS reserves the kube-dns Service's address, starts the embedded
 // CoreDNS and keeps the Service pointed at it. It runs right after the
 // apiserver is ready, so that no other Service is given the DNS address.
-func startDNS(ctx context.Context, cfg Config, admin kubernetes.Interface, kubeconfig string, goRun func(string, func() error)) (*dns.Server, error) {
+func startDNS(ctx context.Context, cfg Config, admin kubernetes.Interface, kubeconfig string, logw io.Writer, goRun func(string, func() error)) (*dns.Server, error) {
 	clusterIP, err := dns.ClusterIP(cfg.ServiceCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -23,7 +24,7 @@ func startDNS(ctx context.Context, cfg Config, admin kubernetes.Interface, kubec
 	if err := dns.EnsureRBAC(ctx, admin); err != nil {
 		return nil, err
 	}
-	srv, err := dns.Start(dns.Config{Address: cfg.DNSAddress, Kubeconfig: kubeconfig})
+	srv, err := dns.Start(dns.Config{Address: cfg.DNSAddress, Kubeconfig: kubeconfig, Log: logw})
 	if err != nil {
 		return nil, err
 	}

@@ -323,7 +323,12 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	if err := ensureRuntimeClasses(ctx, admin); err != nil {
 		return fail(err)
 	}
-	dnsSrv, err := startDNS(ctx, cfg, admin, filepath.Join(p.Dir, "coredns.kubeconfig"), goRun)
+	dnsLog, err := os.OpenFile(filepath.Join(logDir, "coredns.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	defer dnsLog.Close()
+	dnsSrv, err := startDNS(ctx, cfg, admin, filepath.Join(p.Dir, "coredns.kubeconfig"), dnsLog, goRun)
 	if err != nil {
 		return fail(err)
 	}

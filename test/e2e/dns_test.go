@@ -108,7 +108,7 @@ func TestClusterDNSService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slice.Labels[discoveryv1.LabelServiceName] != "kube-dns" || slice.Labels[discoveryv1.LabelManagedBy] != "cci.io/dns" {
+	if slice.Labels[discoveryv1.LabelServiceName] != "kube-dns" || slice.Labels[discoveryv1.LabelManagedBy] != "cci.io-dns" {
 		t.Errorf("EndpointSlice labels = %v", slice.Labels)
 	}
 	if len(slice.Endpoints) != 1 || !slices.Equal(slice.Endpoints[0].Addresses, []string{host}) {
@@ -193,8 +193,10 @@ func TestClusterDNSRecords(t *testing.T) {
 		if !ok {
 			continue
 		}
-		if srv.Port != 80 {
-			t.Errorf("SRV %s port = %d, want 80", srv.Target, srv.Port)
+		// A headless Service's SRV records carry the endpoints' port (the
+		// pods' named port), not the Service's.
+		if srv.Port != testimage.HTTPDPort {
+			t.Errorf("SRV %s port = %d, want the pods' %d", srv.Target, srv.Port, testimage.HTTPDPort)
 		}
 		targets = append(targets, srv.Target)
 	}
