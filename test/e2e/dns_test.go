@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -284,4 +286,71 @@ func TestClusterDNSServiceKept(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// Restarted on another port, the server moves the kube-dns endpoint to it;
+// the Service keeps its address.
+func TestClusterDNSRestartOnAnotherPort(t *testing.T) {
+	if err := cci.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	old := cci.dnsAddr
+	cci.dnsAddr = freeDNSAddr()
+	for i, a := range cci.args {
+		if a == old {
+			cci.args[i] = cci.dnsAddr
+		}
+	}
+	if _, err := cci.start(); err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(cci.dnsAddr)
+	c := client(t)
+	slice, err := c.DiscoveryV1().EndpointSlices("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range slice.Ports {
+		if strconv.Itoa(int(*p.Port)) != port {
+			t.Errorf("EndpointSlice port %s = %d after a restart on %s", *p.Name, *p.Port, cci.dnsAddr)
+		}
+	}
+	svc, err := c.CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil || svc.Spec.ClusterIP != "10.43.0.10" {
+		t.Errorf("kube-dns after restart: %v %v", svc.Spec.ClusterIP, err)
+	}
+	k, err := c.CoreV1().Services("default").Get(context.Background(), "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ready means DNS answers: no wait here.
+	r, err := dnsQuery(t, "udp", "kubernetes.default.svc.cluster.local", dns.TypeA)
+	if err != nil || !slices.Equal(answers(r), []string{"A " + k.Spec.ClusterIP}) {
+		t.Errorf("kubernetes.default right after ready: %v %v", r, err)
+	}
+}
+
+// A second server on a taken DNS port fails with a message naming the
+// address and the flag. It uses a data folder and ports of its own.
+func TestClusterDNSPortTaken(t *testing.T) {
+	ports := freePorts(4)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cci.bin, "server",
+		"--data-dir", t.TempDir(),
+		"--api-port", strconv.Itoa(ports[0]),
+		"--usage-port", strconv.Itoa(ports[1]),
+		"--etcd-client-port", strconv.Itoa(ports[2]),
+		"--etcd-peer-port", strconv.Itoa(ports[3]),
+		"--registry-addr", "127.0.0.1:0",
+		"--dns-address", cci.dnsAddr,
+	).CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second server on the DNS address %s started:\n%s", cci.dnsAddr, out)
+	}
+	for _, want := range []string{"dns: listen udp " + cci.dnsAddr, "address already in use", "--dns-address"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
 }
