@@ -22,7 +22,8 @@ type CorefileOptions struct {
 	// Kubeconfig authenticates the kubernetes plugin to the apiserver.
 	Kubeconfig string
 	// Upstreams are the resolvers names outside the cluster go to, as
-	// "ip" or "ip:port". None: such names fail at once (SERVFAIL).
+	// "ip" or "ip:port". None: such names fail at once (SERVFAIL). One that
+	// is this server itself is left out: forwarding to it would loop.
 	Upstreams []string
 }
 
@@ -44,10 +45,16 @@ func Corefile(o CorefileOptions) (string, error) {
 	if strings.ContainsAny(o.Kubeconfig, " \t\n{}\"#") {
 		return "", fmt.Errorf("dns: kubeconfig path %q has a space, quote, brace or '#', which a Corefile cannot hold", o.Kubeconfig)
 	}
+	var upstreams []string
 	for _, u := range o.Upstreams {
-		if _, err := splitUpstream(u); err != nil {
+		ip, port, err := splitUpstream(u)
+		if err != nil {
 			return "", err
 		}
+		if ip.Equal(net.ParseIP(o.IP)) && port == o.Port {
+			continue
+		}
+		upstreams = append(upstreams, u)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, ".:%d {\n", o.Port)
@@ -59,29 +66,30 @@ func Corefile(o CorefileOptions) (string, error) {
 	b.WriteString("        fallthrough in-addr.arpa ip6.arpa\n")
 	b.WriteString("        ttl 30\n")
 	b.WriteString("    }\n")
-	if len(o.Upstreams) > 0 {
-		fmt.Fprintf(&b, "    forward . %s\n", strings.Join(o.Upstreams, " "))
+	if len(upstreams) > 0 {
+		fmt.Fprintf(&b, "    forward . %s\n", strings.Join(upstreams, " "))
 	}
 	b.WriteString("    cache 30\n")
 	b.WriteString("}\n")
 	return b.String(), nil
 }
 
-// splitUpstream checks one upstream, "ip" or "ip:port" ("[ip6]:port").
-func splitUpstream(u string) (net.IP, error) {
-	host := u
+// splitUpstream checks one upstream, "ip" or "ip:port" ("[ip6]:port"),
+// and returns its address and port (53 where it has none).
+func splitUpstream(u string) (net.IP, int, error) {
+	host, port := u, 53
 	if h, p, err := net.SplitHostPort(u); err == nil {
 		n, err := strconv.Atoi(p)
 		if err != nil || n <= 0 || n > 65535 {
-			return nil, fmt.Errorf("dns: upstream %q: bad port", u)
+			return nil, 0, fmt.Errorf("dns: upstream %q: bad port", u)
 		}
-		host = h
+		host, port = h, n
 	}
 	ip := net.ParseIP(host)
 	if ip == nil {
-		return nil, fmt.Errorf("dns: upstream %q is not an IP address", u)
+		return nil, 0, fmt.Errorf("dns: upstream %q is not an IP address", u)
 	}
-	return ip, nil
+	return ip, port, nil
 }
 
 // Nameservers reads the resolvers of a resolv.conf, in order, each as "ip"

@@ -48,6 +48,23 @@ func TestCorefile(t *testing.T) {
 }
 `,
 		},
+		{
+			name: "the server itself is no upstream",
+			opts: CorefileOptions{IP: "10.0.0.5", Port: 53, Kubeconfig: "/k", Upstreams: []string{"10.0.0.5", "10.0.0.5:5353", "10.0.0.6"}},
+			want: `.:53 {
+    bind 10.0.0.5
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig /k
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    forward . 10.0.0.5:5353 10.0.0.6
+    cache 30
+}
+`,
+		},
 		{name: "host name", opts: CorefileOptions{IP: "dns.example", Port: 53, Kubeconfig: "/k"}, wantErr: "not an IP address"},
 		{name: "port zero", opts: CorefileOptions{IP: "10.0.0.5", Port: 0, Kubeconfig: "/k"}, wantErr: "out of range"},
 		{name: "port too big", opts: CorefileOptions{IP: "10.0.0.5", Port: 70000, Kubeconfig: "/k"}, wantErr: "out of range"},

@@ -2,15 +2,17 @@
 // (or an external cluster), the upstream kube-apiserver, kube-controller-manager,
 // kube-scheduler and metrics-server (the metrics.k8s.io API, behind the
 // apiserver's aggregation layer) configured by arguments, the PKI they share,
-// and the built-in OCI registry.
+// the built-in OCI registry and the cluster DNS.
 //
 // Start order and readiness:
 //
 //	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
+//	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
 //	    ─► Tenant CRD, tenant controller, admission webhook (tenancy.go)
 //	    ─► usage CRD ─► meter, usage endpoint
 //	    ─► kube-controller-manager, kube-scheduler, registry
 //	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server
+//	    ─► DNS answers for kubernetes.default ─► ready
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
 // which cancels the rest.
