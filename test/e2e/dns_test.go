@@ -258,6 +258,29 @@ func TestClusterDNSRecords(t *testing.T) {
 	waitAnswer(t, "web-headless."+domain, dns.TypeA, dns.RcodeSuccess, []string{"A " + left[0].Status.PodIP})
 }
 
+// A pod reaches the DNS server at its listen address (the host's IP), the
+// address kube-proxy sends the kube-dns Service's traffic to, and gets
+// cluster answers there.
+func TestClusterDNSFromPod(t *testing.T) {
+	ns := testNamespace(t)
+	k, err := client(t).CoreV1().Services("default").Get(context.Background(), "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachRuntime(t, func(t *testing.T, rc string) {
+		name := "dns-client"
+		if rc != "" {
+			name += "-" + rc
+		}
+		createPod(t, ns, shellPod(name, rc, "sleep 3600"))
+		waitRunning(t, ns, "app="+name, 1, 2*time.Minute)
+		out := execOut(t, ns, name, "nslookup", "-type=a", "kubernetes.default.svc.cluster.local", cci.dnsAddr)
+		if !strings.Contains(out, "Address: "+k.Spec.ClusterIP) {
+			t.Errorf("nslookup from pod %s (runtime %q) against %s:\n%s\nwant the address %s", name, rc, cci.dnsAddr, out, k.Spec.ClusterIP)
+		}
+	})
+}
+
 // The kube-dns Service and its EndpointSlice come back when deleted.
 func TestClusterDNSServiceKept(t *testing.T) {
 	ctx := context.Background()
