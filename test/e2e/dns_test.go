@@ -254,8 +254,13 @@ func TestClusterDNSRecords(t *testing.T) {
 	if _, err := c.AppsV1().Deployments(ns).UpdateScale(ctx, "web", scale, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	begin := time.Now()
 	left := waitRunning(t, ns, "app=web", 1, 2*time.Minute)
+	t.Logf("scaled down to one pod in %.1fs", time.Since(begin).Seconds())
+	// CoreDNS's cache (30 s, as upstream's default Corefile) may hold the
+	// two-pod answer that long.
 	waitAnswer(t, "web-headless."+domain, dns.TypeA, dns.RcodeSuccess, []string{"A " + left[0].Status.PodIP})
+	t.Logf("the headless name followed in %.1fs", time.Since(begin).Seconds())
 }
 
 // A pod reaches the DNS server at its listen address (the host's IP), the
