@@ -81,6 +81,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
 	f.IntVar(&c.MetricsPort, "metrics-port", 0, "HTTPS port of the metrics API (metrics-server) on the advertise address (default: a free port)")
+	f.StringVar(&c.DNSAddress, "dns-address", "", "IP:port of the cluster DNS server, UDP and TCP; the kube-dns Service points at it (default: <advertise-address>:53; port 0: a free port)")
 }
 
 func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
@@ -159,6 +160,7 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 			fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
 			fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
 			fmt.Fprintf(stderr, "  usage:      %s\n", info.UsageURL)
+			fmt.Fprintf(stderr, "  dns:        %s\n", info.DNSAddress)
 			fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
 			fmt.Fprintf(stderr, "  try: kubectl --kubeconfig %s get nodes\n\n", info.AdminKubeconfig)
 		})

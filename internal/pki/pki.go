@@ -75,6 +75,12 @@ const (
 	metricsClientName    = "metrics-server-client"
 )
 
+// DNSUser is the cluster DNS server's (CoreDNS's kubernetes plugin's) user.
+const (
+	DNSUser       = "system:coredns"
+	dnsClientName = "coredns-client"
+)
+
 // Options says what the serving certificates must cover.
 type Options struct {
 	// Hosts are extra DNS names and IP addresses for the apiserver certificate.
@@ -105,6 +111,8 @@ type PKI struct {
 	// client identity (MetricsServer), both from the cluster CA.
 	MetricsServingCert, MetricsServingKey string
 	MetricsClientCert, MetricsClientKey   string
+	// DNSClient* is the cluster DNS server's client identity (DNSUser).
+	DNSClientCert, DNSClientKey string
 	// Token is the join token agents present (see ParseToken).
 	Token string
 }
@@ -151,6 +159,7 @@ func Ensure(dir string, opts Options) (*PKI, error) {
 		{MetricsServerService, &p.MetricsServingCert, &p.MetricsServingKey, MetricsServerService, nil, true, append([]string{
 			MetricsServerService + ".kube-system.svc", MetricsServerService + ".kube-system", "localhost", "127.0.0.1"}, opts.Hosts...), false},
 		{metricsClientName, &p.MetricsClientCert, &p.MetricsClientKey, MetricsServer, nil, false, nil, false},
+		{dnsClientName, &p.DNSClientCert, &p.DNSClientKey, DNSUser, nil, false, nil, false},
 	}
 	for _, l := range leaves {
 		*l.cert = filepath.Join(dir, l.name+".crt")

@@ -2,15 +2,17 @@
 // (or an external cluster), the upstream kube-apiserver, kube-controller-manager,
 // kube-scheduler and metrics-server (the metrics.k8s.io API, behind the
 // apiserver's aggregation layer) configured by arguments, the PKI they share,
-// and the built-in OCI registry.
+// the built-in OCI registry and the cluster DNS.
 //
 // Start order and readiness:
 //
 //	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
+//	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
 //	    ─► Tenant CRD, tenant controller, admission webhook (tenancy.go)
 //	    ─► usage CRD ─► meter, usage endpoint
 //	    ─► kube-controller-manager, kube-scheduler, registry
 //	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server
+//	    ─► DNS answers for kubernetes.default ─► ready
 //
 // Every component runs in its own goroutine; the first one to fail ends Run,
 // which cancels the rest.
@@ -91,6 +93,11 @@ type Config struct {
 	// gives Services of type LoadBalancer; one address serves many Services
 	// on different ports. Default: AdvertiseAddress.
 	LBPool []string `json:"lbPool"`
+	// DNSAddress is IP:port where the cluster DNS server (embedded CoreDNS)
+	// listens, UDP and TCP; pods reach it through the kube-dns Service,
+	// whose endpoint it is. Port 0 picks a free port at each start.
+	// Default "<AdvertiseAddress>:53".
+	DNSAddress string `json:"dnsAddress"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -138,6 +145,9 @@ func (c *Config) Default() {
 	if len(c.LBPool) == 0 {
 		c.LBPool = []string{c.AdvertiseAddress}
 	}
+	if c.DNSAddress == "" {
+		c.DNSAddress = net.JoinHostPort(c.AdvertiseAddress, "53")
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -153,6 +163,8 @@ type Info struct {
 	RegistryAddr string
 	// UsageURL is the HTTPS address of the usage endpoint.
 	UsageURL string
+	// DNSAddress is IP:port of the cluster DNS server.
+	DNSAddress string
 	// Token is the join token for agents.
 	Token string
 	// PKI holds every credential path.
@@ -200,6 +212,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		filepath.Join(p.Dir, "controller-manager.kubeconfig"): {p.ControllerCert, p.ControllerKey},
 		filepath.Join(p.Dir, "scheduler.kubeconfig"):          {p.SchedulerCert, p.SchedulerKey},
 		filepath.Join(p.Dir, "metrics-server.kubeconfig"):     {p.MetricsClientCert, p.MetricsClientKey},
+		filepath.Join(p.Dir, "coredns.kubeconfig"):            {p.DNSClientCert, p.DNSClientKey},
 	}
 	for path, pair := range kubeconfigs {
 		if err := p.WriteKubeconfig(path, apiURL, pair[0], pair[1]); err != nil {
@@ -327,6 +340,16 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	lb := loadbalancer.New(admin, loadbalancer.Config{Pool: lbPool, Log: log.With("component", "elb")})
 	// One worker: an address's ports are checked and taken in one step.
 	goRun("load-balancer controller", func() error { return lb.Run(ctx, 1) })
+	dnsLog, err := os.OpenFile(filepath.Join(logDir, "coredns.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	defer dnsLog.Close()
+	dnsSrv, err := startDNS(ctx, cfg, admin, filepath.Join(p.Dir, "coredns.kubeconfig"), dnsLog, goRun)
+	if err != nil {
+		return fail(err)
+	}
+	info.DNSAddress = dnsSrv.Addr()
 	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
@@ -398,6 +421,14 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		goRun("metrics-server", func() error { return runMetricsServer(ctx, msArgs) })
 		log.Info("metrics API registered", "endpoint", net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(port)))
 	}
+
+	dnsCtx, dnsCancel := context.WithTimeout(ctx, time.Minute)
+	err = dnsSrv.WaitReady(dnsCtx)
+	dnsCancel()
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("cluster DNS ready", "address", dnsSrv.Addr())
 
 	if ready != nil {
 		ready(info)

@@ -35,6 +35,9 @@ type instance struct {
 	registry     string
 	clusterCIDR  string
 	bridge       string
+	// dnsAddr is where the cluster DNS listens: the host's IP (pods reach
+	// it through the kube-dns Service) and a port free for UDP and TCP.
+	dnsAddr string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -95,6 +98,7 @@ func run(m *testing.M) int {
 		registry:    fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		clusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
 		bridge:      fmt.Sprintf("cci-e2e%d", n),
+		dnsAddr:     freeDNSAddr(),
 	}
 	cci.args = []string{"up",
 		"--data-dir", cci.dataDir,
@@ -105,6 +109,7 @@ func run(m *testing.M) int {
 		"--kubelet-port", strconv.Itoa(ports[4]),
 		"--cluster-cidr", cci.clusterCIDR,
 		"--cni-bridge", cci.bridge,
+		"--dns-address", cci.dnsAddr,
 	}
 	cci.kubeconfig = filepath.Join(cci.dataDir, "admin.kubeconfig")
 	// A bridge of the same name left by an earlier run (with another
@@ -254,8 +259,31 @@ func freePorts(n int) []int {
 	return ports
 }
 
-// removeBridges deletes the named Linux bridges if they exist, and the
-// masquerade chain the agent keeps for each.
+// freeDNSAddr returns the host's IP (the one its default route leaves
+// from, as cci picks its advertise address) with a port free on both UDP
+// and TCP.
+func freeDNSAddr() string {
+	ip := "127.0.0.1"
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		ip = c.LocalAddr().(*net.UDPAddr).IP.String()
+		c.Close()
+	}
+	for {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			panic(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return net.JoinHostPort(ip, strconv.Itoa(port))
+		}
+	}
+}
+
+// removeBridges deletes the named Linux bridges if they exist.
 func removeBridges(names ...string) {
 	for _, n := range names {
 		_ = exec.Command("ip", "link", "delete", n, "type", "bridge").Run()
