@@ -67,8 +67,8 @@ func askHTTP(addr string) (string, error) {
 	return strings.TrimSpace(b.String()), nil
 }
 
-// answers asks addr n times and counts the answers.
-func answers(t *testing.T, addr string, n int) map[string]int {
+// httpAnswers asks addr n times and counts the answers.
+func httpAnswers(t *testing.T, addr string, n int) map[string]int {
 	t.Helper()
 	got := map[string]int{}
 	for i := 0; i < n; i++ {
@@ -177,7 +177,7 @@ func TestServices(t *testing.T) {
 	t.Run("ClusterIP from the host is balanced over the Ready endpoints", func(t *testing.T) {
 		var got map[string]int
 		waitFor(t, 30*time.Second, "every Ready endpoint answers on "+webIP+":80", func() (bool, string) {
-			got = answers(t, net.JoinHostPort(webIP, "80"), 30)
+			got = httpAnswers(t, net.JoinHostPort(webIP, "80"), 30)
 			for name := range want {
 				if got[name] == 0 {
 					return false, fmt.Sprint(got)
@@ -186,7 +186,7 @@ func TestServices(t *testing.T) {
 			return len(got) == len(want), fmt.Sprint(got)
 		})
 		t.Logf("30 requests to %s:80: %v", webIP, got)
-		if got := answers(t, net.JoinHostPort(webIP, "8081"), 5); len(got) == 0 || !allIn(got, want) {
+		if got := httpAnswers(t, net.JoinHostPort(webIP, "8081"), 5); len(got) == 0 || !allIn(got, want) {
 			t.Errorf("second port 8081 answered %v", got)
 		}
 	})
@@ -195,10 +195,10 @@ func TestServices(t *testing.T) {
 		addr := net.JoinHostPort(svcIPs["sticky"], "80")
 		var got map[string]int
 		waitFor(t, 30*time.Second, "sticky service answers", func() (bool, string) {
-			got = answers(t, addr, 1)
+			got = httpAnswers(t, addr, 1)
 			return allIn(got, want), fmt.Sprint(got)
 		})
-		got = answers(t, addr, 15)
+		got = httpAnswers(t, addr, 15)
 		if len(got) != 1 || !allIn(got, want) {
 			t.Errorf("15 requests with ClientIP affinity reached %v; want one endpoint", got)
 		}
@@ -262,7 +262,7 @@ func TestServices(t *testing.T) {
 		addr := net.JoinHostPort(ingress, strconv.Itoa(int(lbPort)))
 		var got map[string]int
 		waitFor(t, 30*time.Second, "every Ready endpoint answers on "+addr, func() (bool, string) {
-			got = answers(t, addr, 30)
+			got = httpAnswers(t, addr, 30)
 			for name := range want {
 				if got[name] == 0 {
 					return false, fmt.Sprint(got)
@@ -277,7 +277,7 @@ func TestServices(t *testing.T) {
 		mustKubectl(t, "-n", ns, "scale", "deployment", "backend", "--replicas=1")
 		start := time.Now()
 		waitFor(t, 30*time.Second, "one backend left behind "+addr, func() (bool, string) {
-			got = answers(t, addr, 10)
+			got = httpAnswers(t, addr, 10)
 			return len(got) == 1 && allIn(got, want), fmt.Sprint(got)
 		})
 		t.Logf("after scaling to 1, the load balancer reached only %v within %.1fs", keys(got), time.Since(start).Seconds())
@@ -315,7 +315,7 @@ func TestServices(t *testing.T) {
 			mustKubectl(t, "-n", ns, "delete", "service", name)
 		}
 		// web-lb still serves.
-		if got := answers(t, net.JoinHostPort(ingress, strconv.Itoa(int(lbPort))), 3); !allIn(got, want) {
+		if got := httpAnswers(t, net.JoinHostPort(ingress, strconv.Itoa(int(lbPort))), 3); !allIn(got, want) {
 			t.Errorf("web-lb after the refused services: %v", got)
 		}
 	})
