@@ -114,14 +114,22 @@ func New(cfg Config) (*Enforcer, error) {
 	if err := e.ipt.Present(); err != nil {
 		return nil, fmt.Errorf("network policy: %s not usable: %w", proto, err)
 	}
-	pods := e.factory.Core().V1().Pods()
-	namespaces := e.factory.Core().V1().Namespaces()
-	policies := e.factory.Networking().V1().NetworkPolicies()
-	evaluator := networkpolicy.NewStandardNetworkPolicy(cfg.NodeName, namespaces, pods, policies)
-	provider := podinfo.NewInformerProvider(pods, namespaces, nil, nil)
-	e.engine = networkpolicy.NewPolicyEngine(provider, []api.PolicyEvaluator{evaluator})
+	e.engine = newEngine(cfg.NodeName, e.factory)
 	e.engine.SetDataplaneSyncCallbacks(e.requestSync)
 	return e, nil
+}
+
+// newEngine is kube-network-policies' engine with the standard
+// NetworkPolicy evaluator for the pods of node, over f's informers (pods,
+// namespaces and policies of the whole cluster: a policy's peers may be
+// anywhere).
+func newEngine(node string, f informers.SharedInformerFactory) *networkpolicy.PolicyEngine {
+	pods := f.Core().V1().Pods()
+	namespaces := f.Core().V1().Namespaces()
+	policies := f.Networking().V1().NetworkPolicies()
+	evaluator := networkpolicy.NewStandardNetworkPolicy(node, namespaces, pods, policies)
+	provider := podinfo.NewInformerProvider(pods, namespaces, nil, nil)
+	return networkpolicy.NewPolicyEngine(provider, []api.PolicyEvaluator{evaluator})
 }
 
 // requestSync asks the sync loop for a rewrite; it never blocks.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,4 +325,75 @@ func TestTenantNamespaceIsolated(t *testing.T) {
 		t.Errorf("tenant namespace %s labels %v, want %s=%s", name, ns.Labels, isolation.Label, isolation.DefaultDeny)
 	}
 	waitIsolationPolicy(t, name, func(*networkingv1.NetworkPolicy) bool { return true })
+}
+
+// netnsOf is the name of the network namespace (under /var/run/netns) that
+// holds ip.
+func netnsOf(t *testing.T, ip string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		addrs, _ := exec.Command("ip", "-n", f[0], "-4", "-o", "addr").Output()
+		if strings.Contains(string(addrs), " "+ip+"/") {
+			return f[0]
+		}
+	}
+	t.Fatalf("no network namespace holds %s", ip)
+	return ""
+}
+
+// fetchInNetns fetches http://ip:8080/ with the host's busybox nc run in
+// the network namespace netns: it needs no apiserver and no agent.
+func fetchInNetns(netns, ip string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	script := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | %s nc -w 3 %s %d`, testimage.DefaultBusybox, ip, testimage.HTTPDPort)
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "sh", "-c", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), strings.TrimSpace(testimage.IndexHTML)) {
+		return fmt.Errorf("in netns %s: %v: %q", netns, err, out)
+	}
+	return nil
+}
+
+// TestNetworkPolicyAcrossRestart checks fail-open and the re-sync: with the
+// agent down its rules stay and traffic passes (--queue-bypass); started
+// again, it enforces again.
+func TestNetworkPolicyAcrossRestart(t *testing.T) {
+	ensureRuntimeClasses(t)
+	ns := testNamespace(t)
+	webIP := runningPodIP(t, ns, webPod("web", ""))
+	clientIP := runningPodIP(t, ns, shellPod("client", "", idle))
+	clientNetns := netnsOf(t, clientIP)
+	if _, err := client(t).NetworkingV1().NetworkPolicies(ns).Create(context.Background(), policy("web-deny", networkingv1.NetworkPolicySpec{
+		PodSelector: appSelector("web"),
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+	}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocked(t, ns, "client", webIP)
+	if err := fetchInNetns(clientNetns, webIP); err == nil {
+		t.Fatalf("client's netns reached %s under deny-all while the agent runs", webIP)
+	}
+
+	if err := cci.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if !strings.Contains(mangleRules(t), " "+webIP+"/32 ") {
+		t.Errorf("the agent's rules for %s went with the agent", webIP)
+	}
+	if err := fetchInNetns(clientNetns, webIP); err != nil {
+		t.Errorf("with the agent down, traffic should pass (fail open): %v", err)
+	}
+	if _, err := cci.start(); err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+	waitRunning(t, ns, "app=client", 1, time.Minute)
+	waitBlocked(t, ns, "client", webIP)
 }
