@@ -8,8 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/kubernetes/pkg/apis/networking"
-	networkingvalidation "k8s.io/kubernetes/pkg/apis/networking/validation"
 	networkingv1conv "k8s.io/kubernetes/pkg/apis/networking/v1"
+	networkingvalidation "k8s.io/kubernetes/pkg/apis/networking/validation"
 )
 
 func node(name string, podCIDRs []string, addrs ...corev1.NodeAddress) *corev1.Node {

@@ -34,6 +34,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/informers"
@@ -132,6 +134,27 @@ func newEngine(node string, f informers.SharedInformerFactory) *networkpolicy.Po
 	return networkpolicy.NewPolicyEngine(provider, []api.PolicyEvaluator{evaluator})
 }
 
+// ensureBridgeNetfilter makes bridged traffic (pod to pod on this host)
+// walk iptables, where the policy rules are. It needs the br_netfilter
+// module; the switch is host-wide, as for every bridge-based CNI setup.
+func ensureBridgeNetfilter(ipv6 bool) error {
+	name := "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	if ipv6 {
+		name = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+	}
+	cur, err := os.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("br_netfilter not loaded: %w", err)
+	}
+	if strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(name, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("turn on %s: %w", name, err)
+	}
+	return nil
+}
+
 // requestSync asks the sync loop for a rewrite; it never blocks.
 func (e *Enforcer) requestSync() {
 	select {
@@ -150,6 +173,10 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("network policy: informer for %v did not sync", typ)
 		}
+	}
+	if err := ensureBridgeNetfilter(e.ipv6); err != nil {
+		// Not fatal (pods still run), but say loudly what is not enforced.
+		e.log.Error("traffic between pods of this host bypasses iptables: network policies are not enforced for it; run `modprobe br_netfilter`", "err", err)
 	}
 	// The listener first: the rules send packets to a queue that must be
 	// answered (with --queue-bypass an unanswered queue passes packets,
