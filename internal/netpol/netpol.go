@@ -9,6 +9,7 @@
 //
 //	mangle FORWARD ─► CCI-NETPOL-<bridge>
 //	    established/related ─► RETURN (policies judge new connections only)
+//	    service proxy's masquerade mark ─► RETURN (the pod sees the host)
 //	    -d <managed pod IP>  ─► NFQUEUE <n> --queue-bypass   (ingress)
 //	    -s <managed pod IP>  ─► NFQUEUE <n> --queue-bypass   (egress)
 //	NFQUEUE <n> ─► this package's listener ─► PolicyEngine ─► accept | drop
@@ -19,7 +20,10 @@
 // Traffic the host itself sends to a pod (probes, port-forward, a service
 // proxy that masquerades to the bridge address) leaves through OUTPUT and
 // is never queued: as Kubernetes documents, traffic between a pod and its
-// own node is always allowed.
+// own node is always allowed. So is traffic the service proxy marks for
+// masquerading to a host address (NodePort and load-balancer traffic from
+// outside): its source NAT comes after FORWARD, and the pod sees it coming
+// from the host.
 //
 // Failure mode: fail open. While the agent is down the rules stay in place
 // and --queue-bypass lets every packet pass; when the agent starts again it
@@ -56,6 +60,11 @@ type Config struct {
 	Bridge string
 	// Queue is the NFQUEUE number. Default DefaultQueue(Bridge).
 	Queue uint16
+	// MasqueradeBit is the bit of the packet mark the service proxy
+	// (kube-proxy) sets on traffic it masquerades to a host address; such
+	// traffic is host traffic to the pod and never queued. Default 14,
+	// kube-proxy's default; -1 judges it like any other.
+	MasqueradeBit int
 	// Resync is how often the rules are rewritten even without a change
 	// (repairs a chain someone else flushed). Default 30s.
 	Resync time.Duration
@@ -86,6 +95,12 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	if cfg.Queue == 0 {
 		cfg.Queue = DefaultQueue(cfg.Bridge)
+	}
+	if cfg.MasqueradeBit == 0 {
+		cfg.MasqueradeBit = 14
+	}
+	if cfg.MasqueradeBit > 31 {
+		return nil, fmt.Errorf("network policy: masquerade bit %d is not in 0-31", cfg.MasqueradeBit)
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
@@ -227,7 +242,11 @@ func (e *Enforcer) sync(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("managed IPs: %w", err)
 	}
-	data := ruleSet{chain: e.chain, bridge: e.cfg.Bridge, queue: e.cfg.Queue, ipv6: e.ipv6, ips: ips, divertAll: divertAll}.restoreData()
+	rs := ruleSet{chain: e.chain, bridge: e.cfg.Bridge, queue: e.cfg.Queue, ipv6: e.ipv6, ips: ips, divertAll: divertAll}
+	if e.cfg.MasqueradeBit >= 0 {
+		rs.masqMark = 1 << uint(e.cfg.MasqueradeBit)
+	}
+	data := rs.restoreData()
 	if !force && bytes.Equal(data, e.lastData) {
 		return nil
 	}

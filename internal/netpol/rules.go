@@ -34,7 +34,8 @@ type ruleSet struct {
 	chain     string
 	bridge    string
 	queue     uint16
-	ipv6      bool // the family of the runner; IPs of the other are left out
+	ipv6      bool   // the family of the runner; IPs of the other are left out
+	masqMark  uint32 // the service proxy's masquerade mark; 0: none
 	ips       []netip.Addr
 	divertAll bool
 }
@@ -53,6 +54,15 @@ func (r ruleSet) restoreData() []byte {
 	b.WriteString("*mangle\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", r.chain)
 	fmt.Fprintf(&b, "-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n", r.chain)
+	if r.masqMark != 0 {
+		// The service proxy marks what it will masquerade to a host
+		// address (NodePort and load-balancer traffic from outside,
+		// ClusterIP traffic from the host); the source NAT happens after
+		// FORWARD, so the pod sees it coming from the host, which is
+		// always allowed. Judging the original source here would block
+		// load balancers in front of isolated namespaces.
+		fmt.Fprintf(&b, "-A %s -m mark --mark %#x/%#x %s -j RETURN\n", r.chain, r.masqMark, r.masqMark, `-m comment --comment "cci netpol: masqueraded to a host address"`)
+	}
 	queue := "-j NFQUEUE --queue-num " + strconv.Itoa(int(r.queue)) + " --queue-bypass"
 	comment := func(what string) string {
 		return `-m comment --comment "cci netpol: ` + what + `"`

@@ -42,6 +42,10 @@ func TestRestoreData(t *testing.T) {
 		want:    []string{`-A C -s fd00::5/128 -m comment --comment "cci netpol: egress fd00::5" -j NFQUEUE --queue-num 7 --queue-bypass`},
 		notWant: []string{"10.42"},
 	}, {
+		name: "masqueraded traffic returns before the queue",
+		rs:   ruleSet{chain: "C", bridge: "cci0", queue: 7, masqMark: 0x4000, ips: []netip.Addr{ip("10.42.0.3")}},
+		want: []string{`-A C -m mark --mark 0x4000/0x4000 -m comment --comment "cci netpol: masqueraded to a host address" -j RETURN`},
+	}, {
 		name: "divert all: everything across the bridge",
 		rs:   ruleSet{chain: "C", bridge: "br9", queue: 7, divertAll: true, ips: []netip.Addr{ip("10.42.0.3")}},
 		want: []string{
@@ -69,8 +73,10 @@ func TestRestoreData(t *testing.T) {
 				}
 			}
 			// The established return comes before any queue rule.
-			if i, j := strings.Index(got, "ESTABLISHED"), strings.Index(got, "NFQUEUE"); j >= 0 && i > j {
-				t.Errorf("queue rule before the established return:\n%s", got)
+			for _, ret := range []string{"ESTABLISHED", "--mark"} {
+				if i, j := strings.Index(got, ret), strings.Index(got, "NFQUEUE"); i >= 0 && j >= 0 && i > j {
+					t.Errorf("queue rule before the %s return:\n%s", ret, got)
+				}
 			}
 			if lines[len(lines)-1] != "COMMIT" {
 				t.Errorf("last line %q, want COMMIT", lines[len(lines)-1])
