@@ -201,7 +201,7 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		return err
 	}
 	defer q.Close()
-	if err := e.sync(ctx, true); err != nil {
+	if _, err := e.sync(ctx, true); err != nil {
 		// Not fatal: the loop retries; bad rules must not stop the node.
 		e.log.Error("network policy rules", "err", err)
 	}
@@ -224,23 +224,32 @@ func (e *Enforcer) Run(ctx context.Context) error {
 		case <-resync.C:
 			force = true
 		}
-		if err := e.sync(ctx, force); err != nil {
+		managed, err := e.sync(ctx, force)
+		if err != nil {
 			e.log.Error("network policy rules", "err", err)
 			// Try again soon rather than at the next resync.
 			time.AfterFunc(2*time.Second, e.requestSync)
+			continue
+		}
+		// Something changed (a policy, a pod): connections the policies
+		// deny now end too, not only new ones.
+		if !force {
+			if err := e.forgetDenied(ctx, managed); err != nil {
+				e.log.Warn("network policy: established connections", "err", err)
+			}
 		}
 	}
 }
 
 // sync writes the chain for the IPs the engine manages now; unchanged
-// rules are not rewritten unless force is set.
-func (e *Enforcer) sync(ctx context.Context, force bool) error {
+// rules are not rewritten unless force is set. It returns the managed IPs.
+func (e *Enforcer) sync(ctx context.Context, force bool) ([]netip.Addr, error) {
 	if !e.engine.Ready() {
-		return errors.New("policy engine not ready")
+		return nil, errors.New("policy engine not ready")
 	}
 	ips, divertAll, err := e.engine.GetManagedIPs(ctx)
 	if err != nil {
-		return fmt.Errorf("managed IPs: %w", err)
+		return nil, fmt.Errorf("managed IPs: %w", err)
 	}
 	rs := ruleSet{chain: e.chain, bridge: e.cfg.Bridge, queue: e.cfg.Queue, ipv6: e.ipv6, ips: ips, divertAll: divertAll}
 	if e.cfg.MasqueradeBit >= 0 {
@@ -248,24 +257,24 @@ func (e *Enforcer) sync(ctx context.Context, force bool) error {
 	}
 	data := rs.restoreData()
 	if !force && bytes.Equal(data, e.lastData) {
-		return nil
+		return ips, nil
 	}
 	// The chain must exist before the jump to it, and the jump before
 	// (or with) its rules; each step is idempotent.
 	if _, err := e.ipt.EnsureChain(utiliptables.TableMangle, utiliptables.Chain(e.chain)); err != nil {
-		return fmt.Errorf("create chain %q: %w", e.chain, err)
+		return nil, fmt.Errorf("create chain %q: %w", e.chain, err)
 	}
 	if err := e.ipt.Restore(utiliptables.TableMangle, data, utiliptables.NoFlushTables, utiliptables.NoRestoreCounters); err != nil {
 		e.lastData = nil
-		return fmt.Errorf("write chain %q: %w", e.chain, err)
+		return nil, fmt.Errorf("write chain %q: %w", e.chain, err)
 	}
 	if _, err := e.ipt.EnsureRule(utiliptables.Prepend, utiliptables.TableMangle, utiliptables.ChainForward, jumpRule(e.chain)...); err != nil {
 		e.lastData = nil
-		return fmt.Errorf("jump to %q from mangle FORWARD: %w", e.chain, err)
+		return nil, fmt.Errorf("jump to %q from mangle FORWARD: %w", e.chain, err)
 	}
 	if !bytes.Equal(data, e.lastData) {
 		e.log.Info("network policy rules written", "managedIPs", len(ips), "divertAll", divertAll)
 	}
 	e.lastData = data
-	return nil
+	return ips, nil
 }

@@ -397,3 +397,42 @@ func TestNetworkPolicyAcrossRestart(t *testing.T) {
 	waitRunning(t, ns, "app=client", 1, time.Minute)
 	waitBlocked(t, ns, "client", webIP)
 }
+
+// TestNetworkPolicyEndsConnections checks that a policy also ends
+// connections opened before it: the agent forgets their conntrack entries,
+// so their next packet is judged like a new connection's.
+func TestNetworkPolicyEndsConnections(t *testing.T) {
+	ensureRuntimeClasses(t)
+	ns := testNamespace(t)
+	sinkIP := runningPodIP(t, ns, shellPod("sink", "", "nc -l -p 9000 > /tmp/got"))
+	runningPodIP(t, ns, shellPod("ticker", "", fmt.Sprintf("i=0; while :; do echo tick $i; i=$((i+1)); sleep 1; done | nc %s 9000", sinkIP)))
+	received := func() int {
+		out := execOut(t, ns, "sink", "sh", "-c", "cat /tmp/got | wc -l")
+		var n int
+		fmt.Sscan(strings.TrimSpace(out), &n)
+		return n
+	}
+	waitFor(t, 30*time.Second, "ticks flowing", func() (bool, string) {
+		n := received()
+		return n >= 3, fmt.Sprint(n, " lines")
+	})
+	if _, err := client(t).NetworkingV1().NetworkPolicies(ns).Create(context.Background(), policy("sink-deny", networkingv1.NetworkPolicySpec{
+		PodSelector: appSelector("sink"),
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+	}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	last := received()
+	stable := 0
+	waitFor(t, 30*time.Second, "ticks to stop after the deny", func() (bool, string) {
+		time.Sleep(time.Second)
+		n := received()
+		if n == last {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = n
+		return stable >= 4, fmt.Sprint(n, " lines")
+	})
+}
