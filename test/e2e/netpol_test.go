@@ -404,7 +404,7 @@ func TestNetworkPolicyAcrossRestart(t *testing.T) {
 func TestNetworkPolicyEndsConnections(t *testing.T) {
 	ensureRuntimeClasses(t)
 	ns := testNamespace(t)
-	sinkIP := runningPodIP(t, ns, shellPod("sink", "", "nc -l -p 9000 > /tmp/got"))
+	sinkIP := runningPodIP(t, ns, shellPod("sink", "", "sleep 100000 | nc -l -p 9000 > /tmp/got"))
 	runningPodIP(t, ns, shellPod("ticker", "", fmt.Sprintf("i=0; while :; do echo tick $i; i=$((i+1)); sleep 1; done | nc %s 9000", sinkIP)))
 	received := func() int {
 		out := execOut(t, ns, "sink", "sh", "-c", "cat /tmp/got | wc -l")
