@@ -27,8 +27,9 @@
 //
 // Failure mode: fail open. While the agent is down the rules stay in place
 // and --queue-bypass lets every packet pass; when the agent starts again it
-// rewrites the chain from the current policies. Policy changes apply to new
-// connections; established ones keep going until they end.
+// rewrites the chain from the current policies. When a policy changes, the
+// tracked connections it now denies are forgotten by conntrack, so their
+// next packet is judged like a new connection's.
 package netpol
 
 import (
