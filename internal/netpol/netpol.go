@@ -279,3 +279,29 @@ func (e *Enforcer) sync(ctx context.Context, force bool) ([]netip.Addr, error) {
 	e.lastData = data
 	return ips, nil
 }
+
+// RemoveRules deletes the chain for bridge and the jump to it, for a host
+// that stops running pods on bridge for good (the agent itself leaves its
+// rules in place when it stops). Missing rules are no error.
+func RemoveRules(bridge string, ipv6 bool) error {
+	proto := utiliptables.ProtocolIPv4
+	if ipv6 {
+		proto = utiliptables.ProtocolIPv6
+	}
+	ipt := utiliptables.New(proto)
+	chain := utiliptables.Chain(ChainName(bridge))
+	// No chain, no jump: iptables refuses a jump to a missing chain.
+	if ok, _ := ipt.ChainExists(utiliptables.TableMangle, chain); !ok {
+		return nil
+	}
+	if err := ipt.DeleteRule(utiliptables.TableMangle, utiliptables.ChainForward, jumpRule(string(chain))...); err != nil {
+		return fmt.Errorf("delete jump to %q: %w", chain, err)
+	}
+	if err := ipt.FlushChain(utiliptables.TableMangle, chain); err != nil {
+		return fmt.Errorf("flush %q: %w", chain, err)
+	}
+	if err := ipt.DeleteChain(utiliptables.TableMangle, chain); err != nil {
+		return fmt.Errorf("delete %q: %w", chain, err)
+	}
+	return nil
+}

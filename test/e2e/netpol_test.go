@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -435,4 +436,12 @@ func TestNetworkPolicyEndsConnections(t *testing.T) {
 		last = n
 		return stable >= 4, fmt.Sprint(n, " lines")
 	})
+}
+
+// removeNetpolRules deletes the agent's policy chain for bridge, which the
+// agent leaves in place when it stops (fail open across restarts).
+func removeNetpolRules(bridge string) {
+	if err := netpol.RemoveRules(bridge, false); err != nil {
+		fmt.Fprintln(os.Stderr, "remove network policy rules:", err)
+	}
 }
