@@ -40,6 +40,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
+	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/runtime"
@@ -201,6 +202,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("pod network: %w", err)
 	}
 
+	// NetworkPolicy enforcement for this host's pods; its rules survive the
+	// agent (fail open while it is down) and are rewritten when it starts.
+	enforcer, err := netpol.New(netpol.Config{NodeName: cfg.NodeName, PodCIDR: podCIDR, Bridge: cfg.Bridge, Kube: kube, Log: log})
+	if err != nil {
+		return err
+	}
+	netpolErr := make(chan error, 1)
+	go func() { netpolErr <- enforcer.Run(ctx) }()
+
 	// Events as a kubelet reports them.
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
@@ -317,6 +327,12 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 		return fmt.Errorf("node controller: %w", err)
 	case err := <-proxyErr:
+		return err
+	case err := <-netpolErr:
+		if ctx.Err() != nil || err == nil {
+			<-errCh
+			return nil
+		}
 		return err
 	case <-ctx.Done():
 		<-errCh

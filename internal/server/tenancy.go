@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/tenant"
 	"github.com/cci-project/cci/internal/webhook"
 )
@@ -38,6 +39,8 @@ func startTenancy(ctx context.Context, cfg Config, info *Info, goRun func(string
 	}
 	ctrl := tenant.NewController(kube, dyn, cfg.Log)
 	goRun("tenant controller", func() error { return ctrl.Run(ctx, 2) })
+	iso := isolation.NewController(kube, cfg.Log)
+	goRun("isolation controller", func() error { return iso.Run(ctx, 2) })
 	select {
 	case <-ctrl.Synced():
 	case <-ctx.Done():

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/policy"
 )
 
@@ -303,7 +304,8 @@ func (c *Controller) ensure(ctx context.Context, t *Tenant) (ready bool, why str
 	switch {
 	case apierrors.IsNotFound(err):
 		ns, err = core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-			Name: name, Labels: map[string]string{Label: name},
+			// Tenants are isolated from each other by default.
+			Name: name, Labels: map[string]string{Label: name, isolation.Label: isolation.DefaultDeny},
 		}}, metav1.CreateOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("create namespace: %w", err)

@@ -117,6 +117,8 @@ func run(m *testing.M) int {
 	// leave nothing behind.
 	removeBridges(cci.bridge, cci.bridge+"b")
 	defer removeBridges(cci.bridge, cci.bridge+"b")
+	removeNetpolRules(cci.bridge)
+	defer removeNetpolRules(cci.bridge)
 	if _, err := cci.start(); err != nil {
 		fmt.Fprintln(os.Stderr, "start cci up:", err)
 		return 1
