@@ -219,6 +219,16 @@ func TestServices(t *testing.T) {
 			if !allIn(seen, want) || len(seen) < 2 {
 				t.Errorf("12 requests from pod %s to %s:80 reached %v; want several of %v", name, webIP, seen, keys(boolMap(want)))
 			}
+			// By name, through cluster DNS (the kube-dns Service) and the
+			// search path: svc, svc.ns and the full name.
+			for _, host := range []string{"web", "web." + ns, "web." + ns + ".svc.cluster.local"} {
+				if got := podHTTP(t, ns, name, host, 80); !want[got] {
+					t.Errorf("pod %s to http://%s/: %q, want one of the backends", name, host, got)
+				}
+			}
+			if out := execOut(t, ns, name, "cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver 10.43.0.10") || !strings.Contains(out, "search "+ns+".svc.cluster.local svc.cluster.local cluster.local") || !strings.Contains(out, "ndots:5") {
+				t.Errorf("pod %s resolv.conf:\n%s", name, out)
+			}
 			// The kubernetes Service leads to the apiserver.
 			kubeIP := strings.TrimSpace(mustKubectl(t, "-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
 			out := execOut(t, ns, name, "sh", "-c", "echo | nc -w 3 "+kubeIP+" 443 >/dev/null; echo rc=$?")
