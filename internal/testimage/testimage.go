@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ const (
 	// grpchealth command of this repository, on the busybox root). It is
 	// built by BuildGRPCHealth, not Build, as it needs the Go toolchain.
 	GRPCHealth = "cci-test/grpchealth:1"
+	// InCluster runs the incluster command of this repository (on the
+	// busybox root): it calls the Kubernetes API with client-go's
+	// in-cluster configuration and prints the user it is, then exits.
+	// Built by BuildInCluster.
+	InCluster = "cci-test/incluster:1"
 )
 
 // GRPCHealthPort is the TCP port the GRPCHealth image serves on.
@@ -126,14 +132,41 @@ func Build(ctx context.Context, registry, busyboxPath string) (map[string]string
 // repoRoot into out: static (CGO_ENABLED=0) and reproducible (-trimpath, no
 // VCS stamp, no build id), with modules from the Go module proxy only.
 func BuildGRPCHealthServer(ctx context.Context, repoRoot, out string) error {
+	return buildCommand(ctx, repoRoot, "./internal/testimage/grpchealth", out)
+}
+
+// buildCommand builds a static Go command of the module at repoRoot.
+func buildCommand(ctx context.Context, repoRoot, pkg, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=",
-		"-o", out, "./internal/testimage/grpchealth")
+		"-o", out, pkg)
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the grpchealth server: %w\n%s", err, b)
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// BuildInCluster builds the incluster command of the module at repoRoot
+// into workDir, makes the InCluster image of it on busyboxPath (default
+// "/bin/busybox") and pushes it to registry. It returns the full reference.
+func BuildInCluster(ctx context.Context, repoRoot, workDir, registry, busyboxPath string) (string, error) {
+	bin := filepath.Join(workDir, "incluster")
+	if err := buildCommand(ctx, repoRoot, "./internal/testimage/incluster", bin); err != nil {
+		return "", fmt.Errorf("build test image %q: %w", InCluster, err)
+	}
+	binary, err := os.ReadFile(bin)
+	if err != nil {
+		return "", err
+	}
+	bb, err := loadBusybox(ctx, busyboxPath)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", InCluster, err)
+	}
+	return bb.push(ctx, registry, InCluster, spec{
+		extra: []entry{file("usr/local/bin/incluster", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
+		cmd:   []string{"/usr/local/bin/incluster"},
+	})
 }
 
 // BuildGRPCHealth builds the GRPCHealth image from busyboxPath (default

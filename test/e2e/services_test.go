@@ -394,3 +394,38 @@ func boolMap(m map[string]bool) map[string]int {
 	}
 	return out
 }
+
+// A pod calls the API with client-go's in-cluster configuration: the
+// kubernetes Service from its environment and its service-account token.
+func TestInClusterClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	ref, err := testimage.BuildInCluster(ctx, repoRoot(), t.TempDir(), cci.registry, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeIP := strings.TrimSpace(mustKubectl(t, "-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+	forEachRuntime(t, func(t *testing.T, rc string) {
+		ns := testNamespace(t)
+		createPod(t, ns, &v1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "incluster"},
+			Spec: v1.PodSpec{
+				RuntimeClassName: runtimeClassPtr(rc),
+				RestartPolicy:    v1.RestartPolicyNever,
+				Containers:       []v1.Container{{Name: "main", Image: ref}},
+			},
+		})
+		pod := waitPodDone(t, ns, "incluster", 90*time.Second)
+		logs, _ := kubectl(t, "-n", ns, "logs", "incluster")
+		if pod.Status.Phase != v1.PodSucceeded {
+			t.Fatalf("in-cluster client pod %s: %s", pod.Status.Phase, logs)
+		}
+		want := []string{"host=https://" + net.JoinHostPort(kubeIP, "443"), "user=system:serviceaccount:" + ns + ":default"}
+		for _, w := range want {
+			if !strings.Contains(logs, w) {
+				t.Errorf("in-cluster client printed %q, want %q", logs, w)
+			}
+		}
+		t.Logf("%s", strings.TrimSpace(logs))
+	})
+}
