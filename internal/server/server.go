@@ -51,6 +51,7 @@ import (
 	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/registry"
+	"github.com/cci-project/cci/internal/servicecheck"
 )
 
 // Config is the control plane's configuration. Zero fields take the defaults
@@ -340,6 +341,8 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	lb := loadbalancer.New(admin, loadbalancer.Config{Pool: lbPool, Log: log.With("component", "elb")})
 	// One worker: an address's ports are checked and taken in one step.
 	goRun("load-balancer controller", func() error { return lb.Run(ctx, 1) })
+	sc := servicecheck.New(admin, log.With("component", "service-check"))
+	goRun("service check", func() error { return sc.Run(ctx) })
 	dnsLog, err := os.OpenFile(filepath.Join(logDir, "coredns.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return fail(err)

@@ -330,6 +330,16 @@ func TestServices(t *testing.T) {
 		}
 	})
 
+	t.Run("a Service selecting nothing gets an event", func(t *testing.T) {
+		mustKubectl(t, "-n", ns, "create", "service", "clusterip", "nobody", "--tcp=80:8080")
+		// kubectl's selector for this service is app=nobody: no pod has it.
+		waitFor(t, 30*time.Second, "NoEndpoints event", func() (bool, string) {
+			out, _ := kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name=nobody,reason=NoEndpoints", "-o", "jsonpath={.items[*].message}")
+			return strings.Contains(out, "selector app=nobody matches no pod in namespace "+ns), out
+		})
+		mustKubectl(t, "-n", ns, "delete", "service", "nobody")
+	})
+
 	t.Run("deleting leaves no rule or tracked connection", func(t *testing.T) {
 		for _, s := range []string{"web", "sticky", "web-lb"} {
 			mustKubectl(t, "-n", ns, "delete", "service", s)
