@@ -558,4 +558,3 @@ func (r *Runtime) writeEtcFiles(pod *v1.Pod, ips []string) error {
 	}
 	return os.WriteFile(filepath.Join(dir, "resolv.conf"), r.resolvConf(pod), 0o644)
 }
-
