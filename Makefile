@@ -11,8 +11,9 @@ help: ## list the targets
 setup: ## install missing Debian packages and Go modules, build bin/cci
 	@scripts/setup.sh
 
-build: ## build bin/cci
-	go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/cci ./cmd/cci
+build: ## build bin/cci (what scripts/setup.sh builds, without the set-up)
+	@KUBE_VERSION=$$(go list -m -f '{{.Version}}' k8s.io/kubernetes); \
+	go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=$$(git describe --always --dirty 2>/dev/null || echo dev) -X k8s.io/component-base/version.gitVersion=$$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$(echo $$KUBE_VERSION | cut -d. -f2)" -o bin/cci ./cmd/cci
 
 up: setup ## set up, then run the control plane and a host agent (data in $(DATA_DIR))
 	bin/cci up --data-dir $(DATA_DIR)

@@ -45,7 +45,11 @@ fi
 go mod download
 mkdir -p bin
 VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
-go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION}" -o bin/cci ./cmd/cci
+# The embedded Kubernetes components report the version they are built
+# from (kubectl version, /version), as in a release build of Kubernetes.
+KUBE_VERSION=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+KUBE_MINOR=$(echo "$KUBE_VERSION" | cut -d. -f2)
+go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION} -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_MINOR}" -o bin/cci ./cmd/cci
 
 # kubectl: the tests and the quick start use the real binary; when the host
 # has none, build the one of the Kubernetes release CCI embeds.
