@@ -69,11 +69,14 @@ func cluster(t *testing.T) *Cluster {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
 		shared.cluster, shared.err = StartCluster(ctx, ClusterOptions{
-			Binary:  shared.binary,
-			Pprof:   true,
-			Bridge:  "cci-btest0",
-			Log:     os.Stderr,
-			DataDir: filepath.Join(shared.dir, "data"),
+			Binary: shared.binary,
+			Pprof:  true,
+			Bridge: "cci-btest0",
+			// The end-to-end suite may run beside this package and has
+			// its own service proxy on this host.
+			ServiceProxy: "off",
+			Log:          os.Stderr,
+			DataDir:      filepath.Join(shared.dir, "data"),
 		})
 	})
 	if shared.err != nil {

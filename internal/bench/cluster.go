@@ -45,6 +45,10 @@ type ClusterOptions struct {
 	// Bridge is the CNI bridge, so that the bench's cluster does not share
 	// cci0 with another `cci up` on the host. Default "cci-bench0".
 	Bridge string
+	// ServiceProxy is the agent's --service-proxy; default: the binary's
+	// own (the upstream kube-proxy). "off" where another cluster on the
+	// host runs its service proxy: two would rewrite each other's rules.
+	ServiceProxy string
 	// Pprof serves net/http/pprof from the cluster process, for profiles.
 	Pprof bool
 	// Log receives progress lines. Default os.Stderr.
@@ -144,8 +148,15 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 	if has("usage-port") {
 		args = append(args, "--usage-port", strconv.Itoa(ports[6]))
 	}
+	// Cluster DNS on a free port of the host's address, not port 53.
+	if has("dns-address") {
+		args = append(args, "--dns-address", net.JoinHostPort(outboundIP(), "0"))
+	}
 	if !o.ControlPlaneOnly {
 		args = append(args, "--kubelet-port", strconv.Itoa(ports[4]), "--max-pods", strconv.Itoa(o.MaxPods))
+		if o.ServiceProxy != "" && has("service-proxy") {
+			args = append(args, "--service-proxy", o.ServiceProxy)
+		}
 		if has("cni-bridge") {
 			args = append(args, "--cni-bridge", o.Bridge)
 			c.bridge = o.Bridge
@@ -413,4 +424,15 @@ func mountsUnder(dir string) []string {
 		}
 	}
 	return out
+}
+
+// outboundIP is the address this host's default route leaves from, which
+// cci takes as its advertise address; loopback when there is none.
+func outboundIP() string {
+	c, err := net.Dial("udp4", "192.0.2.1:9")
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }
