@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	mrand "math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -245,20 +246,50 @@ func repoRoot() string {
 }
 
 func freePorts(n int) []int {
-	var ls []net.Listener
 	var ports []int
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+		ports = append(ports, pickPort(func(p int) bool { return tcpFree("0.0.0.0", p) }))
 	}
 	return ports
+}
+
+// handedOut holds the ports pickPort gave, so that it gives none twice.
+var handedOut = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// pickPort returns a random port below the kernel's ephemeral range for
+// which free holds. Ports of that range are what outgoing connections get:
+// while cci is stopped in the restart tests, any connection on the host may
+// take its ports, and the next start fails with "address already in use".
+func pickPort(free func(int) bool) int {
+	low := 32768
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				low = v
+			}
+		}
+	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		p := 10000 + mrand.Intn(low-10000-1)
+		if !handedOut.m[p] && free(p) {
+			handedOut.m[p] = true
+			return p
+		}
+	}
+}
+
+func tcpFree(ip string, p int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // freeDNSAddr returns the host's IP (the one its default route leaves
@@ -270,19 +301,15 @@ func freeDNSAddr() string {
 		ip = c.LocalAddr().(*net.UDPAddr).IP.String()
 		c.Close()
 	}
-	for {
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+	port := pickPort(func(p int) bool {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p)))
 		if err != nil {
-			panic(err)
+			return false
 		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		pc.Close()
-		if err == nil {
-			l.Close()
-			return net.JoinHostPort(ip, strconv.Itoa(port))
-		}
-	}
+		return tcpFree(ip, p)
+	})
+	return net.JoinHostPort(ip, strconv.Itoa(port))
 }
 
 // removeBridges deletes the named Linux bridges if they exist.
@@ -304,19 +331,11 @@ func removeBridges(names ...string) {
 
 // freePortWithFreeNext returns a free port p whose p+1 is free as well.
 func freePortWithFreeNext() int {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		next, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p+1))
-		l.Close()
-		if err == nil {
-			next.Close()
-			return p
-		}
-	}
+	p := pickPort(func(p int) bool { return tcpFree("0.0.0.0", p) && tcpFree("0.0.0.0", p+1) })
+	handedOut.Lock()
+	handedOut.m[p+1] = true
+	handedOut.Unlock()
+	return p
 }
 
 // client returns a client-go clientset for the admin kubeconfig.

@@ -158,7 +158,7 @@ func TestServices(t *testing.T) {
 		Spec: v1.ServiceSpec{Selector: selector, SessionAffinity: v1.ServiceAffinityClientIP,
 			Ports: []v1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
 	}
-	lbPort := int32(20000 + time.Now().UnixNano()%10000)
+	lbPort := int32(pickPort(func(p int) bool { return tcpFree("0.0.0.0", p) }))
 	lb := &v1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-lb"},
 		Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, Selector: selector,
