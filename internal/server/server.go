@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"time"
 
@@ -226,10 +227,10 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	// Each component reports once on errCh when it returns (nil on a clean
 	// stop); etcd's watcher reports only failures and is not counted.
 	errCh := make(chan error, 16)
-	stoppedCh := make(chan struct{}, 16)
-	running := 0
+	stoppedCh := make(chan string, 16)
+	running := map[string]bool{}
 	goRun := func(name string, f func() error) {
-		running++
+		running[name] = true
 		go func() {
 			err := f()
 			if err == nil && ctx.Err() == nil {
@@ -238,7 +239,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 			if err != nil && ctx.Err() == nil {
 				errCh <- fmt.Errorf("%s: %w", name, err)
 			}
-			stoppedCh <- struct{}{}
+			stoppedCh <- name
 		}()
 	}
 	// wait cancels every component and returns the first failure (or nil on
@@ -246,11 +247,17 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	wait := func(first error) error {
 		cancel()
 		deadline := time.After(15 * time.Second)
-		for stopped := 0; stopped < running; stopped++ {
+		for len(running) > 0 {
 			select {
-			case <-stoppedCh:
+			case name := <-stoppedCh:
+				delete(running, name)
 			case <-deadline:
-				log.Warn("control plane components did not stop in time")
+				names := make([]string, 0, len(running))
+				for name := range running {
+					names = append(names, name)
+				}
+				sort.Strings(names)
+				log.Warn("control plane components did not stop in time", "running", names)
 				return first
 			}
 		}
@@ -316,6 +323,11 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--cert-dir=" + filepath.Join(p.Dir, "apiserver-generated"),
+		// Once the in-flight requests drained, close the watches within 2 s
+		// instead of waiting out the request timeout (60 s) for clients
+		// that never stop watching, such as the service proxy of an agent
+		// in the same process (the upstream proxy has no stop).
+		"--shutdown-send-retry-after=true",
 	}
 	apiArgs = append(apiArgs, aggregationArgs(p)...)
 	goRun("kube-apiserver", func() error { return runAPIServer(ctx, apiArgs) })
