@@ -351,6 +351,10 @@ func TestDownwardFacts(t *testing.T) {
 // A Job of 50 completions, 10 at a time, finishes; each finished pod gives
 // its sandbox back at once.
 func TestJobCompletions(t *testing.T) {
+	forEachRuntime(t, testJobCompletions)
+}
+
+func testJobCompletions(t *testing.T, rc string) {
 	ns := testNamespace(t)
 	completions, parallelism := int32(50), int32(10)
 	job := &batchv1.Job{
@@ -359,8 +363,9 @@ func TestJobCompletions(t *testing.T) {
 			Completions: &completions,
 			Parallelism: &parallelism,
 			Template: v1.PodTemplateSpec{Spec: v1.PodSpec{
-				RestartPolicy: v1.RestartPolicyNever,
-				Containers:    []v1.Container{{Name: "work", Image: image(testimage.Shell), Command: []string{"sh", "-c", "echo done"}}},
+				RuntimeClassName: runtimeClassPtr(rc),
+				RestartPolicy:    v1.RestartPolicyNever,
+				Containers:       []v1.Container{{Name: "work", Image: image(testimage.Shell), Command: []string{"sh", "-c", "echo done"}}},
 			}},
 		},
 	}
@@ -393,8 +398,12 @@ func TestJobCompletions(t *testing.T) {
 // Bad input: a volume that cannot be mounted shows the kubelet's reason and
 // message; the pod waits and nothing else breaks.
 func TestVolumeMountFailure(t *testing.T) {
+	forEachRuntime(t, testVolumeMountFailure)
+}
+
+func testVolumeMountFailure(t *testing.T, rc string) {
 	ns := testNamespace(t)
-	p := shellPod("no-cm", "", "sleep 3600")
+	p := shellPod("no-cm", rc, "sleep 3600")
 	p.Spec.Volumes = []v1.Volume{{Name: "cfg", VolumeSource: v1.VolumeSource{ConfigMap: &v1.ConfigMapVolumeSource{LocalObjectReference: v1.LocalObjectReference{Name: "missing"}}}}}
 	p.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}}
 	createPod(t, ns, p)
