@@ -918,12 +918,16 @@ func TestSecondAgentJoins(t *testing.T) {
 		"--insecure-registry", cci.registry,
 		// This host's service proxy is the first agent's.
 		"--service-proxy", "off"}
-	cmd := exec.Command(cci.bin, args...)
 	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	var cmd *exec.Cmd
+	start := func() {
+		cmd = exec.Command(cci.bin, args...)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	start()
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -954,6 +958,28 @@ func TestSecondAgentJoins(t *testing.T) {
 	}
 	if out := mustKubectl(t, "exec", "on-agent2", "--", "hostname"); strings.TrimSpace(out) != "on-agent2" {
 		t.Errorf("exec through agent2's kubelet API: %q", out)
+	}
+
+	// The agent alone restarts while its pod runs: the pod keeps its
+	// container, IP and restart count, and the node's API answers again.
+	before := pods[0]
+	stop()
+	stopped = false
+	start()
+	// The node stays Ready through a short restart; its kubelet API
+	// answering again is the sign the agent is back.
+	waitFor(t, 60*time.Second, "exec through agent2's kubelet API after its restart", func() (bool, string) {
+		out, err := kubectl(t, "exec", "on-agent2", "--", "hostname")
+		return err == nil && strings.TrimSpace(out) == "on-agent2", out
+	})
+	after := waitRunning(t, "default", "run=on-agent2", 1, 60*time.Second)[0]
+	b, a := before.Status.ContainerStatuses[0], after.Status.ContainerStatuses[0]
+	if a.ContainerID != b.ContainerID || a.RestartCount != b.RestartCount || after.Status.PodIP != before.Status.PodIP || !a.Ready {
+		t.Errorf("after the agent's restart: container %s restarts %d IP %s ready %v; before: %s %d %s",
+			a.ContainerID, a.RestartCount, after.Status.PodIP, a.Ready, b.ContainerID, b.RestartCount, before.Status.PodIP)
+	}
+	if body, err := httpGet("http://" + net.JoinHostPort(after.Status.PodIP, "8080") + "/"); err != nil || body != testimage.IndexHTML {
+		t.Errorf("pod on agent2 after the agent's restart: %q %v", body, err)
 	}
 	mustKubectl(t, "delete", "pod", "on-agent2")
 	stop()
