@@ -331,8 +331,11 @@ func prepareDataDir(dir string, stderr io.Writer) (string, func(), *slog.Logger,
 	_ = fs.Set("logtostderr", "false")
 	_ = fs.Set("alsologtostderr", "false")
 	_ = fs.Set("stderrthreshold", "FATAL")
-	// Every severity goes to the INFO writer; one writer keeps each line once.
-	klog.SetOutputBySeverity("INFO", logFile)
+	// Every severity goes to the one log file, each line once (one_output):
+	// a severity without a writer of its own would make klog create files
+	// in the temporary folder.
+	_ = fs.Set("one_output", "true")
+	klog.SetOutput(logFile)
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(stderr, logFile), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(logger)
 	unlock := func() {
