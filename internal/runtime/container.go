@@ -135,7 +135,7 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
 	if err != nil {
 		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
-		return nil, time.Time{}, fmt.Errorf("create task for container %q: %w", c.Name, err)
+		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	exitCh, err := task.Wait(wctx)
@@ -149,10 +149,26 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 		cancel()
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
 		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
-		return nil, time.Time{}, fmt.Errorf("start container %q: %w", c.Name, err)
+		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
 	return w.watch(c.Name, task, exitCh, cancel), time.Now(), nil
 }
+
+// startError is a container the runtime created but whose process it could
+// not start: its command missing from the image, not executable, a working
+// directory that cannot be entered … runc finds these when it creates the
+// task, runsc when it starts it. Like containerd's CRI, which reports such a
+// container as exited with reason StartError, the agent counts it as a run
+// that ended at once (see onStartError).
+type startError struct {
+	container string
+	err       error // the runtime's own words
+}
+
+func (e *startError) Error() string {
+	return fmt.Sprintf("start container %q: %v", e.container, e.err)
+}
+func (e *startError) Unwrap() error { return e.err }
 
 // removeContainer deletes a container's task, the container and its snapshot.
 func (w *podWorker) removeContainer(id string, task containerd.Task) {

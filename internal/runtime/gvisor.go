@@ -142,7 +142,11 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 		g.err = fmt.Errorf("gVisor pod sandbox image: %w", err)
 		return g
 	}
-	runsc := fmt.Sprintf("'%s' --platform='%s' --network=host", path, cfg.Platform)
+	// --oci-seccomp: without it runsc ignores the OCI spec's seccomp
+	// profile (gVisor's own filters guard the host, not the container), so
+	// a RuntimeDefault pod would run unconfined inside the sandbox. With it
+	// gVisor's kernel applies the profile to the container's processes.
+	runsc := fmt.Sprintf("'%s' --platform='%s' --network=host --oci-seccomp", path, cfg.Platform)
 	fifos := filepath.Join(dir, "start")
 	sandbox := fmt.Sprintf(wrapper, runsc, fifos, 0)
 	container := fmt.Sprintf(wrapper, runsc, fifos, 1)

@@ -143,7 +143,7 @@ func TestContainerWrapperWaiter(t *testing.T) {
 				t.Errorf("container stdout %q, want the output of runsc start", out)
 			}
 			os.WriteFile(filepath.Join(fakeDir, "exit-"+id), []byte("3"), 0o644)
-		}, 3, []string{"--platform=ptrace --network=host --root /run/test-root wait exits-3"}, nil},
+		}, 3, []string{"--platform=ptrace --network=host --oci-seccomp --root /run/test-root wait exits-3"}, nil},
 		{"killed", func(t *testing.T, id string) {
 			run(t, "start", id)
 			run(t, "kill", "--all", id, "9")
@@ -223,10 +223,10 @@ func TestSandboxWrapper(t *testing.T) {
 		t.Errorf("pid file %q, want the sandbox's", raw)
 	}
 	calls, _ := os.ReadFile(filepath.Join(fakeDir, "calls"))
-	want := "--platform=kvm --network=host --root /run/test-root create --bundle /b --pid-file " + pidFile + " sb\n" +
-		"--platform=kvm --network=host --root /run/test-root start sb\n" +
-		"--platform=kvm --network=host --root /run/test-root kill sb 9\n" +
-		"--platform=kvm --network=host --root /run/test-root delete sb\n"
+	want := "--platform=kvm --network=host --oci-seccomp --root /run/test-root create --bundle /b --pid-file " + pidFile + " sb\n" +
+		"--platform=kvm --network=host --oci-seccomp --root /run/test-root start sb\n" +
+		"--platform=kvm --network=host --oci-seccomp --root /run/test-root kill sb 9\n" +
+		"--platform=kvm --network=host --oci-seccomp --root /run/test-root delete sb\n"
 	if string(calls) != want {
 		t.Errorf("runsc calls:\n%s\nwant:\n%s", calls, want)
 	}

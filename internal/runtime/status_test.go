@@ -161,3 +161,45 @@ func TestExpandCommand(t *testing.T) {
 		}
 	}
 }
+
+// A container that failed to start shows as the kubelet shows it: first
+// restarted at once, then in CrashLoopBackOff with its StartError as the
+// last state, the back-off doubling with each failure.
+func TestStartErrorBackoff(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pod := testPod()
+	startError := &v1.ContainerStateTerminated{ExitCode: startExitCode, Reason: "StartError", Message: `exec: "nope": executable file not found in $PATH`}
+	cr := &ctrRecord{Name: "main", Started: true, State: v1.ContainerState{Terminated: startError}}
+	for i, want := range []struct {
+		until   time.Duration // zero: at once
+		waiting string
+	}{
+		{0, ""},
+		{10 * time.Second, "CrashLoopBackOff"},
+		{20 * time.Second, "CrashLoopBackOff"},
+		{40 * time.Second, "CrashLoopBackOff"},
+	} {
+		scheduleRestart(cr, time.Time{}, now)
+		var until time.Duration
+		if !cr.BackoffUntil.IsZero() {
+			until = cr.BackoffUntil.Sub(now)
+		}
+		if until != want.until {
+			t.Errorf("failure %d: next try after %s, want %s", i+1, until, want.until)
+		}
+		cs := containerStatus(pod, cr, now)
+		if want.waiting == "" {
+			if cs.State.Terminated == nil || cs.State.Terminated.Reason != "StartError" {
+				t.Errorf("failure %d: state %+v, want terminated StartError", i+1, cs.State)
+			}
+			continue
+		}
+		if cs.State.Waiting == nil || cs.State.Waiting.Reason != want.waiting ||
+			!strings.Contains(cs.State.Waiting.Message, "back-off "+want.until.String()) {
+			t.Errorf("failure %d: state %+v, want %s for %s", i+1, cs.State, want.waiting, want.until)
+		}
+		if lt := cs.LastTerminationState.Terminated; lt == nil || lt.Reason != "StartError" || lt.ExitCode != 128 {
+			t.Errorf("failure %d: last state %+v, want the StartError", i+1, cs.LastTerminationState)
+		}
+	}
+}

@@ -526,6 +526,9 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 	}
 
 	lt, startedAt, err := w.startContainer(c, cr, image)
+	if se := (*startError)(nil); errors.As(err, &se) {
+		return w.onStartError(cr, image, se)
+	}
 	if err != nil {
 		msg := err.Error()
 		reason := "CreateContainerError"
@@ -629,28 +632,96 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 			FinishedAt:  metav1.NewTime(lt.exitedAt),
 			ContainerID: "containerd://" + cr.ID,
 		}}
-		policy := pod.Spec.RestartPolicy
-		if cr.Init && policy == v1.RestartPolicyAlways {
-			policy = v1.RestartPolicyOnFailure
-		}
-		if isSidecar(pod, name) {
-			policy = v1.RestartPolicyAlways
-		}
-		if !shouldRestart(policy, int32(lt.code)) && !killedForRestart {
+		if !shouldRestart(restartPolicy(pod, cr), int32(lt.code)) && !killedForRestart {
 			return
 		}
-		// First restart at once, then 10 s doubling; reset after a long run.
-		if !startedAt.IsZero() && lt.exitedAt.Sub(startedAt.Time) > backoffReset {
-			cr.Backoff = 0
+		scheduleRestart(cr, startedAt.Time, lt.exitedAt)
+	})
+}
+
+// startExitCode is the exit code of a container that failed to start, as
+// containerd's CRI reports it.
+const startExitCode = 128
+
+// onStartError records a container whose process the runtime could not
+// start. As the kubelet with containerd shows it, the attempt counts as a
+// run: the container is terminated with reason StartError, exit code 128 and
+// the runtime's message, its restart count goes up with every further
+// attempt, and it restarts as its restart policy says, in CrashLoopBackOff
+// between tries; under restartPolicy Never the pod fails. It returns how
+// long until the next try (0: none).
+func (w *podWorker) onStartError(cr *ctrRecord, image *pulledImage, se *startError) time.Duration {
+	w.log.Warn("container failed to start", "container", cr.Name, "err", se.err)
+	w.event(v1.EventTypeWarning, "Failed", "Error: %v", se.err)
+	pod := w.pod()
+	now := timeNow()
+	restart := false
+	w.update(func(*podRecord) {
+		if cr.Started {
+			cr.RestartCount++
+			if cr.State.Terminated != nil {
+				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
+			}
 		}
-		if cr.Backoff == 0 {
-			cr.Backoff = backoffInitial
-			cr.BackoffUntil = time.Time{}
-		} else {
-			cr.BackoffUntil = lt.exitedAt.Add(cr.Backoff)
-			cr.Backoff = min(2*cr.Backoff, backoffMax)
+		cr.Started = true
+		cr.Live = false
+		cr.ImageRef, cr.ImageID = image.ref, image.id
+		cr.Ready, cr.StartupPassed, cr.PostStartPending = false, false, false
+		cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
+			ExitCode:    startExitCode,
+			Reason:      "StartError",
+			Message:     se.err.Error(),
+			FinishedAt:  metav1.NewTime(now),
+			ContainerID: "containerd://" + cr.ID,
+		}}
+		if shouldRestart(restartPolicy(pod, cr), startExitCode) {
+			scheduleRestart(cr, time.Time{}, now)
+			restart = true
 		}
 	})
+	if !restart {
+		return 0
+	}
+	w.mu.Lock()
+	until := cr.BackoffUntil
+	w.mu.Unlock()
+	if !until.After(now) {
+		// The first restart is at once: sync again straight away.
+		return time.Millisecond
+	}
+	w.event(v1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s", cr.Name, key(pod.Namespace, pod.Name))
+	return until.Sub(now)
+}
+
+// restartPolicy is the policy a container of pod restarts under: the pod's,
+// except that an init container restarts only on failure and a sidecar
+// always.
+func restartPolicy(pod *v1.Pod, cr *ctrRecord) v1.RestartPolicy {
+	policy := pod.Spec.RestartPolicy
+	if cr.Init && policy == v1.RestartPolicyAlways {
+		policy = v1.RestartPolicyOnFailure
+	}
+	if isSidecar(pod, cr.Name) {
+		policy = v1.RestartPolicyAlways
+	}
+	return policy
+}
+
+// scheduleRestart sets when a container that ended at exitedAt, having run
+// since startedAt (zero: it never ran), starts again: the first restart at
+// once, then after 10 s doubling to 5 min; a run longer than backoffReset
+// starts the back-off afresh. The caller holds mu.
+func scheduleRestart(cr *ctrRecord, startedAt, exitedAt time.Time) {
+	if !startedAt.IsZero() && exitedAt.Sub(startedAt) > backoffReset {
+		cr.Backoff = 0
+	}
+	if cr.Backoff == 0 {
+		cr.Backoff = backoffInitial
+		cr.BackoffUntil = time.Time{}
+	} else {
+		cr.BackoffUntil = exitedAt.Add(cr.Backoff)
+		cr.Backoff = min(2*cr.Backoff, backoffMax)
+	}
 }
 
 func isSidecar(pod *v1.Pod, name string) bool {

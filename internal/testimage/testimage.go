@@ -49,7 +49,21 @@ const (
 	// in-cluster configuration and prints the user it is, then exits.
 	// Built by BuildInCluster.
 	InCluster = "cci-test/incluster:1"
+	// StopSignal runs StopSignalCmd with STOPSIGNAL SIGUSR1 in its config:
+	// a graceful stop that sends the image's stop signal ends it with exit
+	// code StopSignalExit, one that sends SIGTERM with TermExit.
+	StopSignal = "cci-test/stopsignal:1"
 )
+
+// The exit codes of StopSignalCmd: on SIGUSR1 and on SIGTERM.
+const (
+	StopSignalExit = 10
+	TermExit       = 15
+)
+
+// StopSignalCmd is the StopSignal image's command. A container of another
+// image may run it too, to show what that image's stop signal does.
+var StopSignalCmd = []string{"sh", "-c", fmt.Sprintf("trap 'exit %d' USR1; trap 'exit %d' TERM; sleep 3600 & wait", StopSignalExit, TermExit)}
 
 // GRPCHealthPort is the TCP port the GRPCHealth image serves on.
 const GRPCHealthPort = 9090
@@ -78,6 +92,8 @@ type spec struct {
 	extra []entry
 	cmd   []string
 	ports []string
+	// stopSignal is the config's StopSignal; empty: none (SIGTERM).
+	stopSignal string
 }
 
 var httpdCmd = []string{"sh", "-c", fmt.Sprintf("trap 'exit 0' TERM; httpd -f -vv -p %d -h /www & wait", HTTPDPort)}
@@ -95,6 +111,13 @@ var specs = map[string]spec{
 	},
 	Shell: {
 		cmd: []string{"sh"},
+	},
+	StopSignal: {
+		// The shell waits for sleep in the background: a trapped signal
+		// interrupts wait at once, where it would wait for a foreground
+		// child to end.
+		cmd:        StopSignalCmd,
+		stopSignal: "SIGUSR1",
 	},
 }
 
@@ -327,6 +350,7 @@ func (bb *busybox) image(s spec) (v1.Image, error) {
 	cfg.Config.Env = []string{"PATH=" + path}
 	cfg.Config.Cmd = s.cmd
 	cfg.Config.WorkingDir = "/"
+	cfg.Config.StopSignal = s.stopSignal
 	if len(s.ports) > 0 {
 		cfg.Config.ExposedPorts = map[string]struct{}{}
 		for _, p := range s.ports {

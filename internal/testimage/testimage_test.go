@@ -26,8 +26,8 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{HTTPD: addr + "/" + HTTPD, Shell: addr + "/" + Shell}
-	if len(refs) != len(want) || refs[HTTPD] != want[HTTPD] || refs[Shell] != want[Shell] {
+	want := map[string]string{HTTPD: addr + "/" + HTTPD, Shell: addr + "/" + Shell, StopSignal: addr + "/" + StopSignal}
+	if !maps.Equal(refs, want) {
 		t.Fatalf("Build() = %v, want %v", refs, want)
 	}
 
@@ -95,6 +95,17 @@ func TestBuild(t *testing.T) {
 	}
 	if _, ok := layerFiles(t, shell)["www/index.html"]; ok {
 		t.Errorf("shell image has /www/index.html, want it only in %s", HTTPD)
+	}
+	if cfg.Config.StopSignal != "" {
+		t.Errorf("shell StopSignal = %q, want none", cfg.Config.StopSignal)
+	}
+
+	cfg, err = pull(t, refs[StopSignal]).ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Config.StopSignal != "SIGUSR1" || !slices.Equal(cfg.Config.Cmd, StopSignalCmd) {
+		t.Errorf("stopsignal StopSignal %q Cmd %q, want SIGUSR1 and %q", cfg.Config.StopSignal, cfg.Config.Cmd, StopSignalCmd)
 	}
 
 	// Building again gives the same digests.

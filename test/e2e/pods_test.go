@@ -238,7 +238,10 @@ func TestSecurityContext(t *testing.T) {
 		ns := testNamespace(t)
 		uid, gid := int64(1234), int64(5678)
 		no, yes := false, true
-		p := shellPod("secure", rc, "sleep 3600")
+		// Each container probes its own seccomp filter into its log: filter
+		// mode, and whether it may make a new user namespace (see below).
+		const probe = "unshare -U true 2>&1; echo unshare-rc=$?"
+		p := shellPod("secure", rc, "grep Seccomp: /proc/self/status; "+probe+"; exec sleep 3600")
 		p.Spec.SecurityContext = &v1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &gid, RunAsNonRoot: &yes}
 		p.Spec.Containers[0].SecurityContext = &v1.SecurityContext{
 			ReadOnlyRootFilesystem:   &yes,
@@ -246,6 +249,11 @@ func TestSecurityContext(t *testing.T) {
 			Capabilities:             &v1.Capabilities{Drop: []v1.Capability{"ALL"}},
 			SeccompProfile:           &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault},
 		}
+		unconfined := p.Spec.Containers[0]
+		unconfined.Name = "unconfined"
+		unconfined.SecurityContext = unconfined.SecurityContext.DeepCopy()
+		unconfined.SecurityContext.SeccompProfile = &v1.SeccompProfile{Type: v1.SeccompProfileTypeUnconfined}
+		p.Spec.Containers = append(p.Spec.Containers, unconfined)
 		createPod(t, ns, p)
 		waitRunning(t, ns, "app=secure", 1, 60*time.Second)
 		if got := execOut(t, ns, "secure", "sh", "-c", "echo $(id -u):$(id -g)"); got != "1234:5678\n" {
@@ -265,8 +273,37 @@ func TestSecurityContext(t *testing.T) {
 				t.Errorf("/proc/self/status lacks %q:\n%s", want, status)
 			}
 		}
-		if rc == "" && !strings.Contains(status, "Seccomp:\t2") {
-			t.Errorf("RuntimeDefault seccomp not in force:\n%s", status)
+		// RuntimeDefault in force, under gVisor too (runsc --oci-seccomp):
+		// the container's processes are in filter mode, and unshare(2),
+		// which the default profile allows only with CAP_SYS_ADMIN, fails
+		// with EPERM. The probe is a new user namespace, which needs no
+		// capability: the unconfined container beside it, as unprivileged
+		// and capability-less, makes one.
+		logs := func(container string) string {
+			var out string
+			waitFor(t, 30*time.Second, container+"'s probe in its log", func() (bool, string) {
+				out, _ = kubectl(t, "-n", ns, "logs", "secure", "-c", container)
+				return strings.Contains(out, "unshare-rc="), out
+			})
+			return out
+		}
+		if got := logs("main"); !strings.Contains(got, "Seccomp:\t2") || !strings.Contains(got, "Operation not permitted") || !strings.Contains(got, "unshare-rc=1") {
+			t.Errorf("container under RuntimeDefault seccomp: %q, want filter mode and unshare refused with EPERM", got)
+		}
+		if got := logs("unconfined"); !strings.Contains(got, "Seccomp:\t0") || !strings.Contains(got, "unshare-rc=0") {
+			t.Errorf("unconfined container: %q, want no filter and unshare allowed", got)
+		}
+		// runc puts processes run by exec under the container's profile
+		// too. runsc (2022-12) does not: it applies the OCI profile to a
+		// container's own process only, so kubectl exec in a gvisor pod
+		// runs unconfined inside the sandbox.
+		if rc == "" {
+			if !strings.Contains(status, "Seccomp:\t2") {
+				t.Errorf("exec: RuntimeDefault seccomp not in force:\n%s", status)
+			}
+			if got := execOut(t, ns, "secure", "sh", "-c", probe); !strings.Contains(got, "Operation not permitted") || !strings.Contains(got, "unshare-rc=1") {
+				t.Errorf("exec: unshare under RuntimeDefault seccomp: %q, want EPERM", got)
+			}
 		}
 
 		// runAsNonRoot with an image that runs as root is refused, as the kubelet does.

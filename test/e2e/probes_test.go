@@ -504,6 +504,55 @@ func TestLifecyclePreStop(t *testing.T) {
 	})
 }
 
+// A graceful stop sends the image's STOPSIGNAL, not SIGTERM: of two
+// containers running the same command, which exits with one code on SIGUSR1
+// and another on SIGTERM, the one whose image says STOPSIGNAL SIGUSR1 gets
+// SIGUSR1 and the other SIGTERM. A finalizer keeps the deleted pod's object,
+// so that its last status, with the exit codes, can be read.
+func TestLifecycleStopSignal(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rc string) {
+		pod := probePod(podName("stopsignal", rc), rc, "")
+		grace := int64(60)
+		pod.Spec.TerminationGracePeriodSeconds = &grace
+		pod.Spec.Containers = []v1.Container{
+			{Name: "main", Image: image(testimage.StopSignal)},
+			{Name: "term", Image: image(testimage.Shell), Command: testimage.StopSignalCmd},
+		}
+		const finalizer = "e2e.cci.io/keep"
+		pod.Finalizers = []string{finalizer}
+		p := createProbePod(t, pod)
+		unfinalize := func() {
+			kubectl(t, "patch", "pod", p.Name, "--type=json", "-p", `[{"op":"remove","path":"/metadata/finalizers"}]`)
+		}
+		t.Cleanup(unfinalize) // before createProbePod's clean-up, which waits for the pod to go
+		waitPod(t, p.Name, 90*time.Second, "ready", readyIs(true))
+
+		if err := client(t).CoreV1().Pods("default").Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got := waitPod(t, p.Name, 90*time.Second, "both containers terminated", func(p *v1.Pod) (bool, string) {
+			var states []string
+			n := 0
+			for _, c := range p.Status.ContainerStatuses {
+				states = append(states, fmt.Sprintf("%s: %+v", c.Name, c.State))
+				if c.State.Terminated != nil {
+					n++
+				}
+			}
+			return n == 2, strings.Join(states, "; ")
+		})
+		want := map[string]int32{"main": testimage.StopSignalExit, "term": testimage.TermExit}
+		for _, c := range got.Status.ContainerStatuses {
+			if code := c.State.Terminated.ExitCode; code != want[c.Name] {
+				t.Errorf("container %s exited with %d, want %d (%d: SIGUSR1, %d: SIGTERM, 137: killed)",
+					c.Name, code, want[c.Name], testimage.StopSignalExit, testimage.TermExit)
+			}
+		}
+		unfinalize()
+		waitNoContainers(t, p)
+	})
+}
+
 // `kubectl delete --grace-period` overrides the pod's
 // terminationGracePeriodSeconds: a container that ignores SIGTERM runs on
 // after it and is killed once the shorter grace period is over.
