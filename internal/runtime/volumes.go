@@ -164,9 +164,13 @@ func mounted(dir string) bool {
 	return false
 }
 
-// unmountVolumes unmounts what prepareVolumes mounted (memory emptyDirs).
+// unmountVolumes unmounts what prepareVolumes and containerMounts mounted
+// (subPath binds, memory emptyDirs).
 func (r *Runtime) unmountVolumes(pod *v1.Pod) error {
 	var errs []error
+	if err := r.unmountSubPaths(pod); err != nil {
+		errs = append(errs, err)
+	}
 	for _, vol := range pod.Spec.Volumes {
 		dir := r.volumeDir(pod, vol.Name)
 		for mounted(dir) {
@@ -477,7 +481,7 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, 
 	}
 	var mounts []specs.Mount
 	hasMount := map[string]bool{}
-	for _, vm := range c.VolumeMounts {
+	for i, vm := range c.VolumeMounts {
 		vol, ok := vols[vm.Name]
 		if !ok {
 			return nil, fmt.Errorf("volumeMount %q of container %q names no volume of the pod", vm.Name, c.Name)
@@ -487,13 +491,12 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, 
 			src = vol.HostPath.Path
 		}
 		if vm.SubPath != "" {
-			sub := filepath.Join(src, filepath.Clean("/"+vm.SubPath))
-			if _, err := os.Stat(sub); errors.Is(err, os.ErrNotExist) {
-				if err := os.MkdirAll(sub, 0o777); err != nil {
-					return nil, fmt.Errorf("create subPath %q: %w", vm.SubPath, err)
-				}
+			// Never a path joined onto the volume: see subpath.go.
+			target := r.subPathDir(pod, vm.Name, c.Name, i)
+			if err := bindSubPath(src, vm.SubPath, target); err != nil {
+				return nil, &configError{fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: %w", vm.Name, c.Name, err)}
 			}
-			src = sub
+			src = target
 		}
 		opts := []string{"rbind", "rprivate"}
 		if vm.ReadOnly || vol.ConfigMap != nil || vol.Secret != nil || vol.Projected != nil || vol.DownwardAPI != nil {

@@ -924,7 +924,10 @@ func (w *podWorker) terminate() {
 		}
 	})
 	final := w.snapshot()
-	if err := os.RemoveAll(w.r.podDir(final.UID)); err != nil {
+	// A subPath bind still mounted would show a hostPath's files to RemoveAll.
+	if err := w.r.unmountSubPaths(final); err != nil {
+		w.log.Warn("keeping pod folder: subPath binds still mounted", "err", err)
+	} else if err := os.RemoveAll(w.r.podDir(final.UID)); err != nil {
 		w.log.Warn("remove pod folder", "err", err)
 	}
 	w.r.forget(w)
