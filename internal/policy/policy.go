@@ -1,6 +1,7 @@
 // Package policy is the admission policy for tenant workloads, as pure
 // functions on Kubernetes objects: pod flavors and their normalisation, the
-// secure runtime by default, and the host access tenants are refused. The
+// secure runtime by default, the host access tenants are refused, and the
+// addresses their Services and hand-made endpoints may not lead to. The
 // admission webhook (package webhook) applies it to requests in tenant
 // namespaces; admin namespaces are never checked.
 package policy
@@ -367,12 +368,55 @@ func CheckPodSpec(spec *corev1.PodSpec, r Rules) []string {
 	return why
 }
 
-// CheckService refuses NodePort services: they open a port on every host.
-func CheckService(svc *corev1.Service) error {
-	if svc.Spec.Type == corev1.ServiceTypeNodePort {
-		return refuse([]string{"Service type NodePort is not allowed: it opens a port on every host; use ClusterIP or LoadBalancer"})
+// AdmitService prepares a tenant Service in place before it is stored; old
+// is the stored Service on an update, nil on a create. A LoadBalancer gets
+// spec.allocateLoadBalancerNodePorts=false: the service proxy serves its
+// load-balancer address without node ports, and a node port is a port on
+// every host's own address. Node ports the old Service holds were allocated
+// by the apiserver (before this rule, or while the type allowed them), not
+// chosen: they are cleared, so that the update releases them instead of
+// being refused by CheckService.
+func AdmitService(svc, old *corev1.Service) {
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		no := false
+		svc.Spec.AllocateLoadBalancerNodePorts = &no
 	}
-	return nil
+	if old == nil {
+		return
+	}
+	held := map[int32]bool{}
+	for _, p := range old.Spec.Ports {
+		held[p.NodePort] = true
+	}
+	for i, p := range svc.Spec.Ports {
+		if p.NodePort != 0 && held[p.NodePort] {
+			svc.Spec.Ports[i].NodePort = 0
+		}
+	}
+}
+
+// CheckService refuses what lets a tenant Service reach past its tenant:
+// NodePort services and node ports (a port on every host's own address),
+// a LoadBalancer that would get node ports, and external IPs
+// (CVE-2020-8554: the service proxy captures traffic to any IP:port named
+// there, from every pod and host).
+func CheckService(svc *corev1.Service) error {
+	var why []string
+	if svc.Spec.Type == corev1.ServiceTypeNodePort {
+		why = append(why, "Service type NodePort is not allowed: it opens a port on every host; use ClusterIP or LoadBalancer")
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.NodePort != 0 && svc.Spec.Type != corev1.ServiceTypeNodePort {
+			why = append(why, fmt.Sprintf("port %q: nodePort %d is not allowed: it opens a port on every host; a LoadBalancer Service is reached at its load-balancer address without one", p.Name, p.NodePort))
+		}
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && (svc.Spec.AllocateLoadBalancerNodePorts == nil || *svc.Spec.AllocateLoadBalancerNodePorts) {
+		why = append(why, "allocateLoadBalancerNodePorts must be false: node ports open a port on every host")
+	}
+	if len(svc.Spec.ExternalIPs) > 0 {
+		why = append(why, fmt.Sprintf("spec.externalIPs %v is not allowed: external IPs capture the traffic of every pod and host to those addresses (CVE-2020-8554); use type LoadBalancer for an address outside the cluster", svc.Spec.ExternalIPs))
+	}
+	return refuse(why)
 }
 
 // CheckDaemonSet refuses every DaemonSet: it places a pod on every host.

@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
@@ -217,16 +220,157 @@ func TestAnnotationRoundTrip(t *testing.T) {
 }
 
 func TestCheckService(t *testing.T) {
+	no, yes := ptr(false), ptr(true)
+	svc := func(typ corev1.ServiceType, mut ...func(*corev1.ServiceSpec)) *corev1.Service {
+		s := &corev1.Service{Spec: corev1.ServiceSpec{Type: typ, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+		if typ == corev1.ServiceTypeLoadBalancer {
+			s.Spec.AllocateLoadBalancerNodePorts = no
+		}
+		for _, m := range mut {
+			m(&s.Spec)
+		}
+		return s
+	}
 	for _, tc := range []struct {
-		typ     corev1.ServiceType
-		refused bool
-	}{{corev1.ServiceTypeClusterIP, false}, {"", false}, {corev1.ServiceTypeLoadBalancer, false}, {corev1.ServiceTypeNodePort, true}} {
-		err := CheckService(&corev1.Service{Spec: corev1.ServiceSpec{Type: tc.typ}})
-		if (err != nil) != tc.refused {
-			t.Errorf("type %q: %v", tc.typ, err)
+		name    string
+		svc     *corev1.Service
+		refused []string
+	}{
+		{name: "ClusterIP", svc: svc(corev1.ServiceTypeClusterIP)},
+		{name: "no type", svc: svc("")},
+		{name: "LoadBalancer without node ports", svc: svc(corev1.ServiceTypeLoadBalancer)},
+		{name: "ExternalName", svc: svc(corev1.ServiceTypeExternalName)},
+		{name: "NodePort", svc: svc(corev1.ServiceTypeNodePort), refused: []string{"Service type NodePort is not allowed"}},
+		{name: "externalIPs on ClusterIP", svc: svc(corev1.ServiceTypeClusterIP, func(s *corev1.ServiceSpec) { s.ExternalIPs = []string{"10.0.0.1"} }),
+			refused: []string{"spec.externalIPs [10.0.0.1] is not allowed", "CVE-2020-8554", "use type LoadBalancer"}},
+		{name: "externalIPs on LoadBalancer", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.ExternalIPs = []string{"8.8.8.8", "1.1.1.1"} }),
+			refused: []string{"spec.externalIPs [8.8.8.8 1.1.1.1] is not allowed"}},
+		{name: "empty externalIPs", svc: svc(corev1.ServiceTypeClusterIP, func(s *corev1.ServiceSpec) { s.ExternalIPs = []string{} })},
+		{name: "explicit nodePort on LoadBalancer", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.Ports[0].NodePort = 30080 }),
+			refused: []string{`port "http": nodePort 30080 is not allowed`}},
+		{name: "LoadBalancer allocating node ports", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.AllocateLoadBalancerNodePorts = yes }),
+			refused: []string{"allocateLoadBalancerNodePorts must be false"}},
+		{name: "LoadBalancer, allocateLoadBalancerNodePorts unset", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.AllocateLoadBalancerNodePorts = nil }),
+			refused: []string{"allocateLoadBalancerNodePorts must be false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckService(tc.svc)
+			if len(tc.refused) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("admitted, want refusal with %q", tc.refused)
+			}
+			for _, s := range tc.refused {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("refusal %q lacks %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestAdmitService(t *testing.T) {
+	lb := func(nodePorts ...int32) *corev1.Service {
+		s := &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr(true)}}
+		for i, np := range nodePorts {
+			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: fmt.Sprint("p", i), Port: int32(80 + i), NodePort: np})
 		}
-		if err != nil && !strings.Contains(err.Error(), "NodePort is not allowed") {
-			t.Errorf("message %q", err)
-		}
+		return s
+	}
+	// Create: no node ports allocated, an explicit one left for CheckService to refuse.
+	s := lb(0, 30001)
+	AdmitService(s, nil)
+	if a := s.Spec.AllocateLoadBalancerNodePorts; a == nil || *a {
+		t.Errorf("allocateLoadBalancerNodePorts %v, want false", a)
+	}
+	if s.Spec.Ports[1].NodePort != 30001 || CheckService(s) == nil {
+		t.Errorf("explicit nodePort on create: %v, CheckService %v", s.Spec.Ports, CheckService(s))
+	}
+	// Update of a Service that got node ports before: those it holds are
+	// released, a new one is not.
+	s = lb(30001, 30002, 30003)
+	AdmitService(s, lb(30001, 30002))
+	if got := []int32{s.Spec.Ports[0].NodePort, s.Spec.Ports[1].NodePort, s.Spec.Ports[2].NodePort}; got[0] != 0 || got[1] != 0 || got[2] != 30003 {
+		t.Errorf("node ports after update %v, want [0 0 30003]", got)
+	}
+	// ClusterIP is left alone.
+	c := &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP}}
+	AdmitService(c, nil)
+	if c.Spec.AllocateLoadBalancerNodePorts != nil {
+		t.Errorf("ClusterIP got allocateLoadBalancerNodePorts %v", *c.Spec.AllocateLoadBalancerNodePorts)
+	}
+}
+
+func TestCheckEndpoints(t *testing.T) {
+	n := Network{
+		PodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.43.0.0/16")},
+		NodeIPs:      []netip.Addr{netip.MustParseAddr("192.168.1.5")},
+		OwnPodIPs:    []netip.Addr{netip.MustParseAddr("10.42.0.7")},
+	}
+	for _, tc := range []struct {
+		addr string
+		want string // "" when allowed
+	}{
+		{"203.0.113.10", ""},
+		{"192.168.1.6", ""},
+		{"10.42.0.7", ""},
+		{"::ffff:10.42.0.7", ""},
+		{"10.42.0.8", "endpoint address 10.42.0.8 (%s) is not allowed: it is in the pod range 10.42.0.0/16 and not the IP of a pod in this namespace"},
+		{"10.42.0.1", "it is in the pod range 10.42.0.0/16"},
+		{"10.43.0.1", "endpoint address 10.43.0.1 (%s) is not allowed: it is in the Service range 10.43.0.0/16"},
+		{"127.0.0.1", "it is a loopback address"},
+		{"::1", "it is a loopback address"},
+		{"169.254.169.254", "it is a link-local address"},
+		{"fe80::1", "it is a link-local address"},
+		{"0.0.0.0", "it is the unspecified address"},
+		{"224.0.0.251", "is a link-local address"},
+		{"239.1.2.3", "it is a multicast address"},
+		{"192.168.1.5", "endpoint address 192.168.1.5 (%s) is not allowed: it is a node's address"},
+		{"::ffff:192.168.1.5", "it is a node's address"},
+		{"not-an-ip", "not an IP address"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			ep := &corev1.Endpoints{Subsets: []corev1.EndpointSubset{
+				{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.1"}}},
+				{NotReadyAddresses: []corev1.EndpointAddress{{IP: tc.addr}}},
+			}}
+			slice := &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{
+				{Addresses: []string{"203.0.113.1"}}, {Addresses: []string{tc.addr}},
+			}}
+			for what, err := range map[string]error{
+				"subsets[1].notReadyAddresses[0]": CheckEndpoints(ep, n),
+				"endpoints[1].addresses[0]":       CheckEndpointSlice(slice, n),
+			} {
+				if tc.want == "" {
+					if err != nil {
+						t.Errorf("%s refused: %v", what, err)
+					}
+					continue
+				}
+				want := tc.want
+				if strings.Contains(want, "%s") {
+					want = fmt.Sprintf(want, what)
+				}
+				if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "outside the cluster") {
+					t.Errorf("%s: got %v, want a refusal with %q", what, err, want)
+				} else if _, ok := err.(*Refusal); !ok {
+					t.Errorf("%s: error is %T, want *Refusal", what, err)
+				}
+			}
+		})
+	}
+	// FQDN slices name no address.
+	fqdn := &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeFQDN, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"db.example.com"}}}}
+	if err := CheckEndpointSlice(fqdn, n); err != nil {
+		t.Errorf("FQDN slice refused: %v", err)
+	}
+	// No pods of its own: the whole pod range is refused.
+	if err := CheckEndpoints(&corev1.Endpoints{Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "10.42.0.7"}}}}}, Network{PodCIDRs: n.PodCIDRs}); err == nil {
+		t.Error("pod IP of no pod in the namespace allowed")
 	}
 }

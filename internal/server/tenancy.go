@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cci-project/cci/internal/isolation"
+	"github.com/cci-project/cci/internal/policy"
 	"github.com/cci-project/cci/internal/tenant"
 	"github.com/cci-project/cci/internal/webhook"
 )
@@ -55,14 +58,20 @@ func startTenancy(ctx context.Context, cfg Config, info *Info, goRun func(string
 	if err != nil {
 		return fmt.Errorf("read CA: %w", err)
 	}
+	network, err := tenantNetwork(cfg)
+	if err != nil {
+		return err
+	}
 	wcfg := webhook.Config{
-		Addr:  webhookAddr(ctx, kube, cfg.WebhookAddr),
-		CA:    ca,
-		CAKey: caKey,
-		CAPEM: caPEM,
-		Hosts: []string{cfg.AdvertiseAddress},
-		Rules: ctrl.PolicyRules,
-		Log:   cfg.Log,
+		Addr:      webhookAddr(ctx, kube, cfg.WebhookAddr),
+		CA:        ca,
+		CAKey:     caKey,
+		CAPEM:     caPEM,
+		Hosts:     []string{cfg.AdvertiseAddress},
+		Rules:     ctrl.PolicyRules,
+		Network:   network,
+		Addresses: webhook.APIAddresses{Kube: kube},
+		Log:       cfg.Log,
 	}
 	srv, err := webhook.Listen(wcfg)
 	if err != nil && wcfg.Addr != cfg.WebhookAddr {
@@ -100,4 +109,37 @@ func webhookAddr(ctx context.Context, kube kubernetes.Interface, addr string) st
 		return net.JoinHostPort(host, u.Port())
 	}
 	return addr
+}
+
+// tenantNetwork is the address space that endpoints written by tenants may
+// not point into: the pod and Service ranges, and this host's own
+// addresses (the node's published ones are looked up at each request; a
+// host may have more).
+func tenantNetwork(cfg Config) (policy.Network, error) {
+	var n policy.Network
+	for _, r := range []struct {
+		name, cidrs string
+		into        *[]netip.Prefix
+	}{{"cluster CIDR", cfg.ClusterCIDR, &n.PodCIDRs}, {"service CIDR", cfg.ServiceCIDR, &n.ServiceCIDRs}} {
+		for _, c := range strings.Split(r.cidrs, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(c))
+			if err != nil {
+				return n, fmt.Errorf("%s %q: %w", r.name, r.cidrs, err)
+			}
+			*r.into = append(*r.into, p.Masked())
+		}
+	}
+	if a, err := netip.ParseAddr(cfg.AdvertiseAddress); err == nil {
+		n.NodeIPs = append(n.NodeIPs, a.Unmap())
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return n, fmt.Errorf("this host's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			n.NodeIPs = append(n.NodeIPs, p.Addr().Unmap())
+		}
+	}
+	return n, nil
 }

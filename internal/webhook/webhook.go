@@ -23,14 +23,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -60,8 +66,67 @@ type Config struct {
 	Hosts []string
 	// Rules gives each namespace's rules.
 	Rules RulesFor
+	// Network is the cluster's pod and Service ranges and the control-plane
+	// host's own addresses, for the check of endpoints that tenants write;
+	// Addresses adds the nodes' addresses and the namespace's pod IPs to it
+	// at each request.
+	Network   policy.Network
+	Addresses Addresses
 	// Log receives refusals and failures.
 	Log *slog.Logger
+}
+
+// Addresses tells who holds which address, for the check of endpoints that
+// tenants write. It is called concurrently, once per such request.
+type Addresses interface {
+	// NodeIPs returns the addresses of every node.
+	NodeIPs(ctx context.Context) ([]netip.Addr, error)
+	// PodIPs returns the IPs of the pods in namespace ns that have not
+	// finished (a finished pod's IP may already be another pod's).
+	PodIPs(ctx context.Context, ns string) ([]netip.Addr, error)
+}
+
+// APIAddresses reads Addresses from the apiserver at each call, so that a
+// pod just started or deleted is seen as it is.
+type APIAddresses struct {
+	Kube kubernetes.Interface
+}
+
+// NodeIPs lists the nodes' InternalIP and ExternalIP addresses.
+func (a APIAddresses) NodeIPs(ctx context.Context) ([]netip.Addr, error) {
+	nodes, err := a.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	var out []netip.Addr
+	for _, n := range nodes.Items {
+		for _, addr := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(addr.Address); err == nil {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+// PodIPs lists the pods of ns that are not Succeeded or Failed.
+func (a APIAddresses) PodIPs(ctx context.Context, ns string) ([]netip.Addr, error) {
+	pods, err := a.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %q: %w", ns, err)
+	}
+	var out []netip.Addr
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		for _, pip := range p.Status.PodIPs {
+			if ip, err := netip.ParseAddr(pip.IP); err == nil {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
 }
 
 // Server is a listening admission webhook.
@@ -124,7 +189,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // serve decodes an AdmissionReview, lets decide answer it and writes the
 // review back.
-func (s *Server) serve(decide func(*admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse) http.HandlerFunc {
+func (s *Server) serve(decide func(context.Context, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
 		if err != nil {
@@ -136,7 +201,7 @@ func (s *Server) serve(decide func(*admissionv1.AdmissionRequest) *admissionv1.A
 			http.Error(w, fmt.Sprintf("not an AdmissionReview: %v", err), http.StatusBadRequest)
 			return
 		}
-		resp := decide(review.Request)
+		resp := decide(r.Context(), review.Request)
 		resp.UID = review.Request.UID
 		if !resp.Allowed {
 			s.cfg.Log.Info("admission refused", "tenant", review.Request.Namespace, "kind", review.Request.Kind.Kind,
@@ -179,9 +244,31 @@ func decode[T any](raw []byte) (*T, error) {
 	return v, nil
 }
 
-// mutate normalises tenant pods (pods CREATE) and answers with a JSON patch.
-func (s *Server) mutate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	if req.Resource.Resource != "pods" || req.SubResource != "" || req.Operation != admissionv1.Create {
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+func patched(ops []patchOp) *admissionv1.AdmissionResponse {
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return deny(err)
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	return &admissionv1.AdmissionResponse{Allowed: true, Patch: patch, PatchType: &pt}
+}
+
+// mutate normalises tenant pods (pods CREATE) and Services (CREATE and
+// UPDATE) and answers with a JSON patch.
+func (s *Server) mutate(_ context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	if req.SubResource != "" {
+		return allow()
+	}
+	if req.Resource.Resource == "services" && (req.Operation == admissionv1.Create || req.Operation == admissionv1.Update) {
+		return mutateService(req)
+	}
+	if req.Resource.Resource != "pods" || req.Operation != admissionv1.Create {
 		return allow()
 	}
 	pod, err := decode[corev1.Pod](req.Object.Raw)
@@ -191,33 +278,52 @@ func (s *Server) mutate(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 	if err := policy.AdmitPod(pod, s.cfg.Rules(req.Namespace)); err != nil {
 		return deny(err)
 	}
-	type op struct {
-		Op    string `json:"op"`
-		Path  string `json:"path"`
-		Value any    `json:"value"`
-	}
 	// "add" replaces a member that exists, so it serves either way.
-	ops := []op{
+	ops := []patchOp{
 		{"add", "/metadata/annotations", pod.Annotations},
 		{"add", "/spec/runtimeClassName", *pod.Spec.RuntimeClassName},
 	}
 	for i, c := range pod.Spec.InitContainers {
-		ops = append(ops, op{"add", fmt.Sprintf("/spec/initContainers/%d/resources", i), c.Resources})
+		ops = append(ops, patchOp{"add", fmt.Sprintf("/spec/initContainers/%d/resources", i), c.Resources})
 	}
 	for i, c := range pod.Spec.Containers {
-		ops = append(ops, op{"add", fmt.Sprintf("/spec/containers/%d/resources", i), c.Resources})
+		ops = append(ops, patchOp{"add", fmt.Sprintf("/spec/containers/%d/resources", i), c.Resources})
 	}
-	patch, err := json.Marshal(ops)
+	return patched(ops)
+}
+
+// mutateService applies policy.AdmitService: no node ports for a tenant
+// LoadBalancer.
+func mutateService(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	svc, err := decode[corev1.Service](req.Object.Raw)
 	if err != nil {
 		return deny(err)
 	}
-	pt := admissionv1.PatchTypeJSONPatch
-	return &admissionv1.AdmissionResponse{Allowed: true, Patch: patch, PatchType: &pt}
+	var old *corev1.Service
+	if req.Operation == admissionv1.Update {
+		if old, err = decode[corev1.Service](req.OldObject.Raw); err != nil {
+			return deny(err)
+		}
+	}
+	before := svc.DeepCopy()
+	policy.AdmitService(svc, old)
+	if apiequality.Semantic.DeepEqual(before, svc) {
+		return allow()
+	}
+	var ops []patchOp
+	if svc.Spec.AllocateLoadBalancerNodePorts != nil {
+		ops = append(ops, patchOp{"add", "/spec/allocateLoadBalancerNodePorts", *svc.Spec.AllocateLoadBalancerNodePorts})
+	}
+	if len(svc.Spec.Ports) > 0 {
+		ops = append(ops, patchOp{"add", "/spec/ports", svc.Spec.Ports})
+	}
+	return patched(ops)
 }
 
 // validate is the last word on tenant pods and refuses workloads whose pods
-// would be refused, NodePort services and DaemonSets.
-func (s *Server) validate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+// would be refused, Services that reach past the tenant, DaemonSets, and
+// endpoints written by the tenant that point into the cluster.
+func (s *Server) validate(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	if req.SubResource != "" || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
 		return allow()
 	}
@@ -249,6 +355,8 @@ func (s *Server) validate(req *admissionv1.AdmissionRequest) *admissionv1.Admiss
 			return deny(err)
 		}
 		return deny(policy.CheckDaemonSet(ds))
+	case "endpoints", "endpointslices":
+		return s.validateEndpoints(ctx, req)
 	case "deployments":
 		return template(raw, rules, func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec })
 	case "replicasets":
@@ -261,6 +369,67 @@ func (s *Server) validate(req *admissionv1.AdmissionRequest) *admissionv1.Admiss
 		return template(raw, rules, func(d *batchv1.CronJob) *corev1.PodSpec { return &d.Spec.JobTemplate.Spec.Template.Spec })
 	}
 	return allow()
+}
+
+// SystemIdentity reports whether a request comes from Kubernetes' or CCI's
+// own components rather than a tenant: a system: user that is not a
+// service account (system:kube-controller-manager, system:apiserver …), a
+// service account of kube-system (the controllers of kube-controller-manager
+// run as these), or a member of system:masters (the admin and CCI). Tenants
+// authenticate as service accounts of their own namespace, which are not
+// system identities. Labels such as endpointslice.kubernetes.io/managed-by
+// are not looked at: a tenant can set them.
+func SystemIdentity(u authenticationv1.UserInfo) bool {
+	const sa = "system:serviceaccount:"
+	switch {
+	case slices.Contains(u.Groups, "system:masters"):
+		return true
+	case strings.HasPrefix(u.Username, sa):
+		return strings.HasPrefix(u.Username, sa+"kube-system:")
+	default:
+		return strings.HasPrefix(u.Username, "system:") && u.Username != "system:anonymous"
+	}
+}
+
+// systemIdentityCEL is SystemIdentity as a CEL expression, for the
+// endpoints webhook's matchConditions: the controllers' own writes never
+// wait for the webhook.
+const systemIdentityCEL = `(has(request.userInfo.groups) && 'system:masters' in request.userInfo.groups) || ` +
+	`(request.userInfo.username.startsWith('system:serviceaccount:') ? request.userInfo.username.startsWith('system:serviceaccount:kube-system:') : ` +
+	`(request.userInfo.username.startsWith('system:') && request.userInfo.username != 'system:anonymous'))`
+
+// validateEndpoints refuses Endpoints and EndpointSlices that a tenant
+// writes with an address inside the cluster (see policy.Network).
+func (s *Server) validateEndpoints(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	if SystemIdentity(req.UserInfo) {
+		return allow()
+	}
+	n := s.cfg.Network
+	n.NodeIPs = slices.Clone(n.NodeIPs)
+	if s.cfg.Addresses != nil {
+		nodes, err := s.cfg.Addresses.NodeIPs(ctx)
+		if err != nil {
+			return deny(fmt.Errorf("check endpoint addresses: %w", err))
+		}
+		pods, err := s.cfg.Addresses.PodIPs(ctx, req.Namespace)
+		if err != nil {
+			return deny(fmt.Errorf("check endpoint addresses: %w", err))
+		}
+		n.NodeIPs = append(n.NodeIPs, nodes...)
+		n.OwnPodIPs = pods
+	}
+	if req.Resource.Resource == "endpoints" {
+		ep, err := decode[corev1.Endpoints](req.Object.Raw)
+		if err != nil {
+			return deny(err)
+		}
+		return deny(policy.CheckEndpoints(ep, n))
+	}
+	slice, err := decode[discoveryv1.EndpointSlice](req.Object.Raw)
+	if err != nil {
+		return deny(err)
+	}
+	return deny(policy.CheckEndpointSlice(slice, n))
 }
 
 func template[T any](raw []byte, rules policy.Rules, spec func(*T) *corev1.PodSpec) *admissionv1.AdmissionResponse {
@@ -296,7 +465,7 @@ func Register(ctx context.Context, kube kubernetes.Interface, baseURL string, ca
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
 			Name:                    "pods.tenant-policy.cci.io",
 			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &mutateURL, CABundle: caPEM},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{rule("", create, "pods")},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{rule("", create, "pods"), rule("", write, "services")},
 			NamespaceSelector:       selector,
 			FailurePolicy:           &fail,
 			SideEffects:             &none,
@@ -315,6 +484,21 @@ func Register(ctx context.Context, kube kubernetes.Interface, baseURL string, ca
 				rule("apps", write, "deployments", "replicasets", "statefulsets", "daemonsets"),
 				rule("batch", write, "jobs", "cronjobs"),
 			},
+			NamespaceSelector:       selector,
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+		}, {
+			// Endpoints that tenants write by hand, for selectorless
+			// Services; the controllers' own are not sent.
+			Name:         "endpoints.tenant-policy.cci.io",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &validateURL, CABundle: caPEM},
+			Rules: []admissionregistrationv1.RuleWithOperations{
+				rule("", write, "endpoints"),
+				rule("discovery.k8s.io", write, "endpointslices"),
+			},
+			MatchConditions:         []admissionregistrationv1.MatchCondition{{Name: "not-a-system-identity", Expression: "!(" + systemIdentityCEL + ")"}},
 			NamespaceSelector:       selector,
 			FailurePolicy:           &fail,
 			SideEffects:             &none,

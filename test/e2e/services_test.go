@@ -330,6 +330,71 @@ func TestServices(t *testing.T) {
 		}
 	})
 
+	t.Run("a tenant LoadBalancer has no node port and serves through its address", func(t *testing.T) {
+		tns, tkc := createTenant(t, "tlb")
+		mustTenantKubectl(t, tkc, podYAML("whoami", whoamiScript, "", "ports: [{name: http, containerPort: 8080}]"), "create", "-f", "-")
+		waitRunning(t, tns, "app=whoami", 1, 2*time.Minute)
+		port := pickPort(func(p int) bool { return tcpFree("0.0.0.0", p) })
+		mustTenantKubectl(t, tkc, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: web-lb}
+spec: {type: LoadBalancer, selector: {app: whoami}, ports: [{name: http, port: %d, targetPort: http}]}
+`, port), "create", "-f", "-")
+		s, err := kc.CoreV1().Services(tns).Get(ctx, "web-lb", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := s.Spec.AllocateLoadBalancerNodePorts; a == nil || *a {
+			t.Errorf("tenant LoadBalancer: allocateLoadBalancerNodePorts %v, want false", a)
+		}
+		if np := s.Spec.Ports[0].NodePort; np != 0 {
+			t.Errorf("tenant LoadBalancer got nodePort %d; kube-proxy would open it on the host's address", np)
+		}
+		var tingress string
+		waitFor(t, 30*time.Second, "load-balancer address of the tenant's Service", func() (bool, string) {
+			s, err := kc.CoreV1().Services(tns).Get(ctx, "web-lb", metav1.GetOptions{})
+			if err != nil || len(s.Status.LoadBalancer.Ingress) == 0 {
+				return false, fmt.Sprint(err)
+			}
+			tingress = s.Status.LoadBalancer.Ingress[0].IP
+			return true, ""
+		})
+		addr := net.JoinHostPort(tingress, strconv.Itoa(port))
+		waitFor(t, 30*time.Second, "the tenant's pod answers on "+addr, func() (bool, string) {
+			got := httpAnswers(t, addr, 3)
+			return got["whoami"] == 3, fmt.Sprint(got)
+		})
+		// The proxy's rules serve the address and no node port for the
+		// tenant's Service; the admin's LoadBalancer (no policy) has one.
+		rules, err := exec.Command("iptables-save", "-t", "nat").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodePortRule := func(svc string) bool {
+			for _, l := range strings.Split(string(rules), "\n") {
+				if strings.HasPrefix(l, "-A KUBE-NODEPORTS ") && (strings.Contains(l, svc+`"`) || strings.Contains(l, svc+":") || strings.Contains(l, svc+" ")) {
+					return true
+				}
+			}
+			return false
+		}
+		if nodePortRule(tns + "/web-lb") {
+			t.Errorf("kube-proxy has a node-port rule for the tenant's %s/web-lb", tns)
+		}
+		if !nodePortRule(ns + "/web-lb") {
+			t.Errorf("kube-proxy has no node-port rule for the admin's %s/web-lb, so the check above proves nothing", ns)
+		}
+		// A tenant may not pick a node port or external IPs either.
+		out, err := tenantKubectl(t, tkc, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: pick}
+spec: {type: LoadBalancer, selector: {app: whoami}, externalIPs: [%s], ports: [{name: http, port: %d, nodePort: 30999}]}
+`, tingress, port+1), "create", "-f", "-", "--dry-run=server")
+		wantRefused(t, "tenant LoadBalancer with nodePort and externalIPs", out, err, "CCI tenant policy",
+			`port "http": nodePort 30999 is not allowed`, "spec.externalIPs ["+tingress+"] is not allowed", "use type LoadBalancer")
+		mustTenantKubectl(t, tkc, "", "delete", "service", "web-lb")
+	})
+
 	t.Run("a Service selecting nothing gets an event", func(t *testing.T) {
 		mustKubectl(t, "-n", ns, "create", "service", "clusterip", "nobody", "--tcp=80:8080")
 		// kubectl's selector for this service is app=nobody: no pod has it.

@@ -236,6 +236,16 @@ kind: Service
 metadata: {name: s}
 spec: {type: NodePort, selector: {app: x}, ports: [{port: 80}]}
 `, []string{"Service type NodePort is not allowed"}},
+		{"externalIPs", `apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec: {selector: {app: x}, externalIPs: [192.0.2.99], ports: [{port: 80}]}
+`, []string{"spec.externalIPs [192.0.2.99] is not allowed", "CVE-2020-8554", "use type LoadBalancer"}},
+		{"nodePort on a LoadBalancer", `apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec: {type: LoadBalancer, selector: {app: x}, ports: [{name: web, port: 80, nodePort: 30998}]}
+`, []string{`port "web": nodePort 30998 is not allowed`}},
 	} {
 		out, err := dryRun(tc.manifest)
 		wantRefused(t, tc.name, out, err, append([]string{"Forbidden", "denied the request", "CCI tenant policy"}, tc.want...)...)
@@ -279,6 +289,90 @@ spec: {type: NodePort, selector: {app: x}, ports: [{port: 80}]}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("admin pod with host access refused: %v\n%s", err, out)
 	}
+}
+
+// TestTenantEndpoints: a tenant may point a selectorless Service at an
+// address outside the cluster or at its own pods, never at another
+// tenant's pod; the endpoint controllers keep working in tenant namespaces.
+func TestTenantEndpoints(t *testing.T) {
+	ctx := context.Background()
+	a, akc := createTenant(t, "te")
+	b, bkc := createTenant(t, "tf")
+	mustTenantKubectl(t, bkc, podYAML("db", "sleep 3600", "", ""), "create", "-f", "-")
+	bpod := waitRunning(t, b, "app=db", 1, 2*time.Minute)[0]
+	bip := bpod.Status.PodIP
+	service := "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{port: 5432}]}\n"
+	endpoints := func(ip string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: Endpoints\nmetadata: {name: db}\nsubsets: [{addresses: [{ip: %s}], ports: [{port: 5432}]}]\n", ip)
+	}
+	slice := func(ip string) string {
+		// Labelled as the controller's own: the label earns nothing.
+		return fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-manual
+  labels: {kubernetes.io/service-name: db, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}
+addressType: IPv4
+endpoints: [{addresses: [%s]}]
+ports: [{port: 5432}]
+`, ip)
+	}
+	mustTenantKubectl(t, akc, service, "create", "-f", "-")
+
+	// A's Endpoints and EndpointSlices at B's pod are refused, saying why.
+	why := fmt.Sprintf("it is in the pod range %s and not the IP of a pod in this namespace", cci.clusterCIDR)
+	out, err := tenantKubectl(t, akc, endpoints(bip), "create", "-f", "-")
+	wantRefused(t, "Endpoints at another tenant's pod", out, err, "Forbidden", "CCI tenant policy",
+		fmt.Sprintf("endpoint address %s (subsets[0].addresses[0]) is not allowed: %s", bip, why))
+	out, err = tenantKubectl(t, akc, slice(bip), "create", "-f", "-")
+	wantRefused(t, "EndpointSlice at another tenant's pod", out, err, "Forbidden", "CCI tenant policy",
+		fmt.Sprintf("endpoint address %s (endpoints[0].addresses[0]) is not allowed: %s", bip, why))
+	// So are the host and the Service range.
+	kubeIP := strings.TrimSpace(mustKubectl(t, "-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+	out, err = tenantKubectl(t, akc, endpoints(kubeIP), "create", "-f", "-", "--dry-run=server")
+	wantRefused(t, "Endpoints at a ClusterIP", out, err, "endpoint address "+kubeIP, "is in the Service range")
+	host := hostIPOfNode(t)
+	out, err = tenantKubectl(t, akc, endpoints(host), "create", "-f", "-", "--dry-run=server")
+	wantRefused(t, "Endpoints at the host", out, err, "endpoint address "+host, "it is a node's address")
+
+	// An outside database is fine, and the EndpointSlice mirroring
+	// controller (a system identity) copies it into a slice.
+	mustTenantKubectl(t, akc, endpoints("203.0.113.10"), "create", "-f", "-")
+	waitFor(t, time.Minute, "mirrored EndpointSlice of "+a+"/db", func() (bool, string) {
+		out, _ := kubectl(t, "-n", a, "get", "endpointslices", "-l", "kubernetes.io/service-name=db", "-o", "jsonpath={.items[*].endpoints[*].addresses}")
+		return strings.Contains(out, "203.0.113.10"), out
+	})
+	// Changing it to B's pod is refused too.
+	out, err = tenantKubectl(t, akc, endpoints(bip), "apply", "-f", "-")
+	wantRefused(t, "Endpoints updated to another tenant's pod", out, err, "endpoint address "+bip, why)
+	ep, err := client(t).CoreV1().Endpoints(a).Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ep.Subsets) != 1 || len(ep.Subsets[0].Addresses) != 1 || ep.Subsets[0].Addresses[0].IP != "203.0.113.10" {
+		t.Errorf("endpoints %s/db are %v after the refused update, want 203.0.113.10", a, ep.Subsets)
+	}
+
+	// B may point its own selectorless Service at its own pod, and B's
+	// Service with a selector gets its endpoints from the controllers.
+	mustTenantKubectl(t, bkc, service, "create", "-f", "-")
+	mustTenantKubectl(t, bkc, endpoints(bip), "create", "-f", "-")
+	mustTenantKubectl(t, bkc, "", "create", "service", "clusterip", "db-sel", "--tcp=5432:5432")
+	mustTenantKubectl(t, bkc, "", "label", "pod", "db", "app=db-sel", "--overwrite")
+	waitFor(t, time.Minute, "EndpointSlice of "+b+"/db-sel with "+bip, func() (bool, string) {
+		slices, err := client(t).DiscoveryV1().EndpointSlices(b).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=db-sel"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if len(e.Addresses) > 0 && e.Addresses[0] == bip {
+					return true, ""
+				}
+			}
+		}
+		return false, fmt.Sprint(slices.Items)
+	})
 }
 
 func TestTenantQuota(t *testing.T) {
