@@ -351,6 +351,14 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 	}
 
+	// Once an app container has started the pod is initialized for good,
+	// as on a kubelet: a sidecar that restarts later holds nothing up.
+	initialized := w.appStarted()
+	if initialized {
+		if p := w.appPhase(true); p == v1.PodSucceeded || p == v1.PodFailed {
+			return w.complete(p)
+		}
+	}
 	initDone := true
 	for i := range spec.InitContainers {
 		c := &spec.InitContainers[i]
@@ -363,11 +371,14 @@ func (w *podWorker) sync() (time.Duration, bool) {
 			if state.Running == nil {
 				soonest(w.ensureStarted(c, cr, true))
 			}
-			if !w.started(c, cr) {
+			if !initialized && !w.started(c, cr) {
 				initDone = false
 				break
 			}
 			continue
+		}
+		if initialized {
+			continue // it completed before the app containers started
 		}
 		if state.Terminated != nil && state.Terminated.ExitCode == 0 {
 			continue
@@ -401,11 +412,7 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	}
 
 	if p := w.appPhase(initDone); p == v1.PodSucceeded || p == v1.PodFailed {
-		// Sidecars stop once the main containers are done.
-		w.killAll(w.gracePeriod(nil))
-		w.finish(p, "", "")
-		w.release()
-		return 0, false
+		return w.complete(p)
 	}
 	w.update(func(rec *podRecord) {
 		if initDone && rec.Phase == v1.PodPending {
@@ -418,6 +425,26 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 	})
 	return next, false
+}
+
+// complete ends a pod whose app containers are done: its sidecars stop.
+func (w *podWorker) complete(phase v1.PodPhase) (time.Duration, bool) {
+	w.killAll(w.gracePeriod(nil))
+	w.finish(phase, "", "")
+	w.release()
+	return 0, false
+}
+
+// appStarted tells whether an app container of the pod has started.
+func (w *podWorker) appStarted() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, cr := range w.rec.Containers {
+		if !cr.Init && cr.Started {
+			return true
+		}
+	}
+	return false
 }
 
 // started tells whether a container runs and counts as started: its
@@ -484,7 +511,16 @@ func (w *podWorker) appPhase(initDone bool) v1.PodPhase {
 func (w *podWorker) finish(phase v1.PodPhase, reason, message string) {
 	w.update(func(rec *podRecord) {
 		rec.Phase, rec.Reason, rec.Message = phase, reason, message
+		rec.noRestarts()
 	})
+}
+
+// noRestarts drops the pending restarts of a pod that ends: its containers
+// show how they ended, not a back-off.
+func (rec *podRecord) noRestarts() {
+	for _, cr := range rec.Containers {
+		cr.BackoffUntil = time.Time{}
+	}
 }
 
 // ensureStarted starts a container that is not running, unless it is in
@@ -545,6 +581,8 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 			cr.RestartCount++
 			if cr.State.Terminated != nil {
 				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
+				// A restart after an exit: the next exit waits longer.
+				cr.Backoff = nextBackoff(cr.Backoff)
 			}
 		}
 		cr.Started = true
@@ -639,18 +677,29 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		if !shouldRestart(policy, int32(lt.code)) && !killedForRestart {
 			return
 		}
-		// First restart at once, then 10 s doubling; reset after a long run.
-		if !startedAt.IsZero() && lt.exitedAt.Sub(startedAt.Time) > backoffReset {
-			cr.Backoff = 0
-		}
-		if cr.Backoff == 0 {
-			cr.Backoff = backoffInitial
-			cr.BackoffUntil = time.Time{}
-		} else {
-			cr.BackoffUntil = lt.exitedAt.Add(cr.Backoff)
-			cr.Backoff = min(2*cr.Backoff, backoffMax)
-		}
+		cr.scheduleRestart(startedAt.Time, lt.exitedAt)
 	})
+}
+
+// scheduleRestart sets when a container that ran from startedAt to exitedAt
+// may start again, as the kubelet's crash-loop back-off decides (kuberuntime
+// doBackOff over a flowcontrol.Backoff): at once after its first exit, then
+// after the back-off it was last restarted with. A container that ran
+// longer than backoffReset starts over at once.
+func (cr *ctrRecord) scheduleRestart(startedAt, exitedAt time.Time) {
+	if !startedAt.IsZero() && exitedAt.Sub(startedAt) > backoffReset {
+		cr.Backoff = 0
+	}
+	cr.BackoffUntil = exitedAt.Add(cr.Backoff)
+}
+
+// nextBackoff is the back-off a container restarts with after it had
+// backoff: 10 s first, doubling up to 5 min.
+func nextBackoff(backoff time.Duration) time.Duration {
+	if backoff == 0 {
+		return backoffInitial
+	}
+	return min(2*backoff, backoffMax)
 }
 
 func isSidecar(pod *v1.Pod, name string) bool {
@@ -828,6 +877,7 @@ func (w *podWorker) terminate() {
 	}
 	w.release()
 	w.update(func(rec *podRecord) {
+		rec.noRestarts()
 		for _, cr := range rec.Containers {
 			cr.Live = false
 			if cr.State.Terminated == nil {
