@@ -194,7 +194,8 @@ func TestInitFailsUnderOnFailure(t *testing.T) {
 }
 
 // A sidecar starts before the app container, runs beside it, and restarts
-// alone: the pod stays initialized and the app container runs on.
+// alone, with back-off: the pod stays initialized and the app container
+// runs on.
 func TestInitSidecar(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		ns := testNamespace(t)
@@ -227,13 +228,31 @@ func TestInitSidecar(t *testing.T) {
 			t.Fatalf("Initialized %+v", initialized)
 		}
 
-		// The sidecar fails once: it restarts, the rest of the pod stays.
+		// The sidecar fails: at once restarted, then, failing again, left in
+		// back-off. The pod stays initialized; only readiness follows it.
 		mustKubectl(t, "-n", ns, "exec", "sidecar", "-c", "main", "--", "touch", "/work/stop-side")
-		p = waitPodIn(t, ns, "sidecar", 2*time.Minute, "sidecar restarted", func(p *v1.Pod) (bool, string) {
+		waitPodIn(t, ns, "sidecar", 2*time.Minute, "sidecar restarted", func(p *v1.Pod) (bool, string) {
 			c := statusOf(p.Status.InitContainerStatuses, "side")
 			ok := c.RestartCount == 1 && c.State.Running != nil && c.Started != nil && *c.Started &&
 				c.LastTerminationState.Terminated != nil && c.LastTerminationState.Terminated.ExitCode == 1
 			return ok, fmt.Sprintf("restarts %d state %+v last %+v", c.RestartCount, c.State, c.LastTerminationState)
+		})
+		mustKubectl(t, "-n", ns, "exec", "sidecar", "-c", "main", "--", "touch", "/work/stop-side")
+		p = waitPodIn(t, ns, "sidecar", 2*time.Minute, "sidecar in back-off", func(p *v1.Pod) (bool, string) {
+			c := statusOf(p.Status.InitContainerStatuses, "side")
+			ok := c.State.Waiting != nil && c.State.Waiting.Reason == "CrashLoopBackOff"
+			return ok, fmt.Sprintf("restarts %d state %+v", c.RestartCount, c.State)
+		})
+		if c := conditionOf(p, v1.PodInitialized); c.Status != v1.ConditionTrue || !c.LastTransitionTime.Equal(&initialized.LastTransitionTime) {
+			t.Errorf("Initialized while the sidecar is in back-off: %+v, before %+v", c, initialized)
+		}
+		if c := conditionOf(p, v1.ContainersReady); c.Status != v1.ConditionFalse || c.Message != "containers with unready status: [side]" {
+			t.Errorf("ContainersReady while the sidecar is in back-off: %+v", c)
+		}
+		p = waitPodIn(t, ns, "sidecar", 2*time.Minute, "sidecar back", func(p *v1.Pod) (bool, string) {
+			c := statusOf(p.Status.InitContainerStatuses, "side")
+			ok := c.RestartCount == 2 && c.State.Running != nil && c.Ready && conditionOf(p, v1.PodReady).Status == v1.ConditionTrue
+			return ok, fmt.Sprintf("restarts %d state %+v", c.RestartCount, c.State)
 		})
 		if c := conditionOf(p, v1.PodInitialized); c.Status != v1.ConditionTrue || !c.LastTransitionTime.Equal(&initialized.LastTransitionTime) {
 			t.Errorf("Initialized after the sidecar restarted: %+v, before %+v", c, initialized)
