@@ -64,9 +64,12 @@ type ctrRecord struct {
 	Started      bool              `json:"started"`
 	State        v1.ContainerState `json:"state"`
 	LastState    v1.ContainerState `json:"lastState"`
-	Backoff      time.Duration     `json:"backoff,omitempty"`
-	BackoffUntil time.Time         `json:"backoffUntil,omitempty"`
-	Live         bool              `json:"live,omitempty"` // a task exists in containerd
+	// Backoff is the crash-loop back-off the container last restarted with
+	// (0: none yet); BackoffUntil is when it may start again. A failed
+	// image pull or create doubles Backoff at once instead.
+	Backoff      time.Duration `json:"backoff,omitempty"`
+	BackoffUntil time.Time     `json:"backoffUntil,omitempty"`
+	Live         bool          `json:"live,omitempty"` // a task exists in containerd
 
 	// Probe and hook state of the running container, kept across agent
 	// restarts so that a re-adopted container stays ready and started.
