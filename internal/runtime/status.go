@@ -8,6 +8,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	podutil "k8s.io/kubernetes/pkg/api/v1/pod"
+	kubestatus "k8s.io/kubernetes/pkg/kubelet/status"
+	kubetypes "k8s.io/kubernetes/pkg/kubelet/types"
 )
 
 // snapshot returns the pod with its status as this node sees it now.
@@ -49,87 +52,42 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 		st.PodIP, st.PodIPs = "", nil
 	}
 
-	initDone := true
-	appReady := true
 	for _, cr := range rec.Containers {
 		cs := containerStatus(rec.Pod, cr, now)
 		if cr.Init {
 			st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
-			sidecar := isSidecar(rec.Pod, cr.Name)
-			done := (sidecar && cr.State.Running != nil) ||
-				(cr.State.Terminated != nil && cr.State.Terminated.ExitCode == 0)
-			if !done {
-				initDone = false
-			}
-			if sidecar && !cs.Ready {
-				appReady = false
-			}
-			continue
+		} else {
+			st.ContainerStatuses = append(st.ContainerStatuses, cs)
 		}
-		st.ContainerStatuses = append(st.ContainerStatuses, cs)
-		if !cs.Ready {
-			appReady = false
-		}
-	}
-	if len(st.ContainerStatuses) == 0 {
-		appReady = false
-	}
-	if rec.Phase == v1.PodSucceeded || rec.Phase == v1.PodFailed {
-		appReady = false
 	}
 
-	cond := func(t v1.PodConditionType, ok bool, reason, msg string) v1.PodCondition {
-		c := v1.PodCondition{Type: t, Status: v1.ConditionFalse, Reason: reason, Message: msg}
-		if ok {
-			c.Status, c.Reason, c.Message = v1.ConditionTrue, "", ""
-		}
-		c.LastTransitionTime = transitionTime(old.Conditions, t, c.Status, now)
-		return c
+	// The kubelet's own condition generators, fed as the kubelet feeds them
+	// (kubelet_pods.go, generateAPIPodStatus): Initialized from all container
+	// statuses, Ready and ContainersReady from the app containers and
+	// sidecars, with the terminal-phase reasons they give.
+	all := append(append([]v1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...)
+	readyToStart := v1.PodCondition{Type: v1.PodReadyToStartContainers, Status: v1.ConditionTrue}
+	if !rec.SandboxReady || rec.Released {
+		readyToStart.Status = v1.ConditionFalse
+		readyToStart.Reason = kubetypes.PodSandboxNotReadyReason
+		readyToStart.Message = kubetypes.PodSandboxNotReadyMsgNoPodSandbox
 	}
-	sandboxOK := rec.SandboxReady && !rec.Released
-	st.Conditions = []v1.PodCondition{
-		cond(v1.PodReadyToStartContainers, sandboxOK, "", ""),
-		cond(v1.PodInitialized, initDone, "ContainersNotInitialized", notReadyNames(st.InitContainerStatuses, "uncompleted", true)),
-		cond(v1.ContainersReady, appReady, "ContainersNotReady", notReadyNames(st.ContainerStatuses, "unready", false)),
-		cond(v1.PodReady, appReady, "ContainersNotReady", notReadyNames(st.ContainerStatuses, "unready", false)),
-		cond(v1.PodScheduled, true, "", ""),
-	}
-	if rec.Phase == v1.PodSucceeded || rec.Phase == v1.PodFailed {
-		st.Conditions[1].Status, st.Conditions[1].Reason, st.Conditions[1].Message = v1.ConditionTrue, "", ""
-		if rec.Phase == v1.PodSucceeded || initDone {
-			st.Conditions[1].Reason = "PodCompleted"
-		}
-		st.Conditions[2].Reason, st.Conditions[3].Reason = "PodCompleted", "PodCompleted"
-		st.Conditions[2].Message, st.Conditions[3].Message = "", ""
-	}
+	readyToStart.ObservedGeneration = podutil.CalculatePodConditionObservedGeneration(&old, pod.Generation, v1.PodReadyToStartContainers)
+	st.Conditions = []v1.PodCondition{readyToStart}
+	st.Conditions = append(st.Conditions, kubestatus.GeneratePodInitializedCondition(pod, &old, all, st.Phase))
+	st.Conditions = append(st.Conditions, kubestatus.GeneratePodReadyCondition(pod, &old, st.Conditions, all, st.Phase))
+	st.Conditions = append(st.Conditions, kubestatus.GenerateContainersReadyCondition(pod, &old, all, st.Phase))
+	st.Conditions = append(st.Conditions, v1.PodCondition{
+		Type:               v1.PodScheduled,
+		Status:             v1.ConditionTrue,
+		ObservedGeneration: podutil.CalculatePodConditionObservedGeneration(&old, pod.Generation, v1.PodScheduled),
+	})
 	for i := range st.Conditions {
-		if st.Conditions[i].Status == v1.ConditionFalse && st.Conditions[i].Reason == "" {
-			st.Conditions[i].Reason = "NotReady"
-		}
+		c := &st.Conditions[i]
+		c.LastTransitionTime = transitionTime(old.Conditions, c.Type, c.Status, now)
 	}
 	pod.Status = st
 	return pod
-}
-
-func notReadyNames(cs []v1.ContainerStatus, what string, init bool) string {
-	var names []string
-	for _, c := range cs {
-		if init {
-			if c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
-				if c.State.Running == nil {
-					names = append(names, c.Name)
-				}
-			}
-			continue
-		}
-		if !c.Ready {
-			names = append(names, c.Name)
-		}
-	}
-	if len(names) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("containers with %s status: %v", what, names)
 }
 
 func transitionTime(old []v1.PodCondition, t v1.PodConditionType, s v1.ConditionStatus, now time.Time) metav1.Time {
@@ -179,7 +137,7 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 		cs.LastTerminationState = v1.ContainerState{Terminated: t.DeepCopy()}
 		cs.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{
 			Reason:  "CrashLoopBackOff",
-			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", cr.Backoff/2, cr.Name, pod.Name, pod.Namespace, pod.UID),
+			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", cr.Backoff, cr.Name, pod.Name, pod.Namespace, pod.UID),
 		}}
 	}
 	if wt := cr.State.Waiting; wt != nil && wt.Reason == "ErrImagePull" && now.Before(cr.BackoffUntil) {
@@ -194,3 +152,4 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 func statusEqual(a, b *v1.PodStatus) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
+

@@ -77,7 +77,7 @@ func TestBuildPodBackOffReasons(t *testing.T) {
 	cr.RestartCount = 2
 	cr.Started = true
 	cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 2, Reason: "Error"}}
-	cr.Backoff = 40 * time.Second
+	cr.Backoff = 20 * time.Second
 	cr.BackoffUntil = now.Add(15 * time.Second)
 	cs := buildPod(rec, "", now).Status.ContainerStatuses[0]
 	if cs.State.Waiting == nil || cs.State.Waiting.Reason != "CrashLoopBackOff" || !strings.Contains(cs.State.Waiting.Message, "back-off 20s") {
@@ -179,7 +179,11 @@ func TestStartErrorBackoff(t *testing.T) {
 		{20 * time.Second, "CrashLoopBackOff"},
 		{40 * time.Second, "CrashLoopBackOff"},
 	} {
-		scheduleRestart(cr, time.Time{}, now)
+		// As onStartError: a retry after a failed start waits longer.
+		if i > 0 {
+			cr.Backoff = nextBackoff(cr.Backoff)
+		}
+		cr.scheduleRestart(time.Time{}, now)
 		var until time.Duration
 		if !cr.BackoffUntil.IsZero() {
 			until = cr.BackoffUntil.Sub(now)
@@ -203,3 +207,142 @@ func TestStartErrorBackoff(t *testing.T) {
 		}
 	}
 }
+
+// The Initialized, Ready and ContainersReady conditions read as the
+// kubelet's, reasons and messages included.
+func TestBuildPodInitConditions(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	running := v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(now)}}
+	done := v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+	failed := v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}
+	waiting := v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "PodInitializing"}}
+	always := v1.ContainerRestartPolicyAlways
+	type want struct {
+		status          v1.ConditionStatus
+		reason, message string
+	}
+	for _, tc := range []struct {
+		name    string
+		sidecar string // the name of the init container that is a sidecar
+		phase   v1.PodPhase
+		states  map[string]v1.ContainerState
+		backoff string // a container that waits to restart
+		init    want
+		ready   want
+	}{
+		{
+			name:  "second init container running",
+			phase: v1.PodPending,
+			states: map[string]v1.ContainerState{
+				"init1": done, "init2": running, "main": waiting,
+			},
+			init:  want{v1.ConditionFalse, "ContainersNotInitialized", "containers with incomplete status: [init2]"},
+			ready: want{v1.ConditionFalse, "ContainersNotReady", "containers with unready status: [main]"},
+		},
+		{
+			name:  "none started yet",
+			phase: v1.PodPending,
+			states: map[string]v1.ContainerState{
+				"init1": waiting, "init2": waiting, "main": waiting,
+			},
+			init:  want{v1.ConditionFalse, "ContainersNotInitialized", "containers with incomplete status: [init1 init2]"},
+			ready: want{v1.ConditionFalse, "ContainersNotReady", "containers with unready status: [main]"},
+		},
+		{
+			name:    "sidecar started, app running",
+			sidecar: "init2",
+			phase:   v1.PodRunning,
+			states: map[string]v1.ContainerState{
+				"init1": done, "init2": running, "main": running,
+			},
+			init:  want{v1.ConditionTrue, "", ""},
+			ready: want{v1.ConditionTrue, "", ""},
+		},
+		{
+			name:    "sidecar restarting after the app started",
+			sidecar: "init2",
+			phase:   v1.PodRunning,
+			states: map[string]v1.ContainerState{
+				"init1": done, "init2": failed, "main": running,
+			},
+			backoff: "init2",
+			init:    want{v1.ConditionTrue, "", ""},
+			ready:   want{v1.ConditionFalse, "ContainersNotReady", "containers with unready status: [init2]"},
+		},
+		{
+			name:    "sidecar not started yet",
+			sidecar: "init2",
+			phase:   v1.PodPending,
+			states: map[string]v1.ContainerState{
+				"init1": done, "init2": waiting, "main": waiting,
+			},
+			init:  want{v1.ConditionFalse, "ContainersNotInitialized", "containers with incomplete status: [init2]"},
+			ready: want{v1.ConditionFalse, "ContainersNotReady", "containers with unready status: [init2 main]"},
+		},
+		{
+			name:  "init container failed, pod failed",
+			phase: v1.PodFailed,
+			states: map[string]v1.ContainerState{
+				"init1": failed, "init2": waiting, "main": waiting,
+			},
+			init:  want{v1.ConditionFalse, "ContainersNotInitialized", "containers with incomplete status: [init1 init2]"},
+			ready: want{v1.ConditionFalse, "PodFailed", ""},
+		},
+		{
+			name:  "app failed",
+			phase: v1.PodFailed,
+			states: map[string]v1.ContainerState{
+				"init1": done, "init2": done, "main": failed,
+			},
+			init:  want{v1.ConditionTrue, "", ""},
+			ready: want{v1.ConditionFalse, "PodFailed", ""},
+		},
+		{
+			name:    "succeeded, sidecar stopped",
+			sidecar: "init2",
+			phase:   v1.PodSucceeded,
+			states: map[string]v1.ContainerState{
+				"init1": done, "init2": failed, "main": done,
+			},
+			init:  want{v1.ConditionTrue, "PodCompleted", ""},
+			ready: want{v1.ConditionFalse, "PodCompleted", ""},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod("init1", "init2")
+			for i := range pod.Spec.InitContainers {
+				if pod.Spec.InitContainers[i].Name == tc.sidecar {
+					pod.Spec.InitContainers[i].RestartPolicy = &always
+				}
+			}
+			rec := newRecord(pod)
+			rec.SandboxReady = true
+			rec.Phase = tc.phase
+			for _, cr := range rec.Containers {
+				cr.State = tc.states[cr.Name]
+				cr.Started = cr.State.Waiting == nil
+				if cr.Name == tc.backoff {
+					cr.Backoff = 10 * time.Second
+					cr.BackoffUntil = now.Add(5 * time.Second)
+				}
+			}
+			p := buildPod(rec, "", now)
+			check := func(ct v1.PodConditionType, w want) {
+				t.Helper()
+				for _, c := range p.Status.Conditions {
+					if c.Type == ct {
+						if c.Status != w.status || c.Reason != w.reason || c.Message != w.message {
+							t.Errorf("%s = %s %q %q, want %s %q %q", ct, c.Status, c.Reason, c.Message, w.status, w.reason, w.message)
+						}
+						return
+					}
+				}
+				t.Errorf("no %s condition", ct)
+			}
+			check(v1.PodInitialized, tc.init)
+			check(v1.PodReady, tc.ready)
+			check(v1.ContainersReady, tc.ready)
+		})
+	}
+}
+

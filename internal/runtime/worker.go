@@ -64,9 +64,12 @@ type ctrRecord struct {
 	Started      bool              `json:"started"`
 	State        v1.ContainerState `json:"state"`
 	LastState    v1.ContainerState `json:"lastState"`
-	Backoff      time.Duration     `json:"backoff,omitempty"`
-	BackoffUntil time.Time         `json:"backoffUntil,omitempty"`
-	Live         bool              `json:"live,omitempty"` // a task exists in containerd
+	// Backoff is the crash-loop back-off the container last restarted with
+	// (0: none yet); BackoffUntil is when it may start again. A failed
+	// image pull or create doubles Backoff at once instead.
+	Backoff      time.Duration `json:"backoff,omitempty"`
+	BackoffUntil time.Time     `json:"backoffUntil,omitempty"`
+	Live         bool          `json:"live,omitempty"` // a task exists in containerd
 
 	// Probe and hook state of the running container, kept across agent
 	// restarts so that a re-adopted container stays ready and started.
@@ -351,6 +354,14 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 	}
 
+	// Once an app container has started the pod is initialized for good,
+	// as on a kubelet: a sidecar that restarts later holds nothing up.
+	initialized := w.appStarted()
+	if initialized {
+		if p := w.appPhase(true); p == v1.PodSucceeded || p == v1.PodFailed {
+			return w.complete(p)
+		}
+	}
 	initDone := true
 	for i := range spec.InitContainers {
 		c := &spec.InitContainers[i]
@@ -363,11 +374,14 @@ func (w *podWorker) sync() (time.Duration, bool) {
 			if state.Running == nil {
 				soonest(w.ensureStarted(c, cr, true))
 			}
-			if !w.started(c, cr) {
+			if !initialized && !w.started(c, cr) {
 				initDone = false
 				break
 			}
 			continue
+		}
+		if initialized {
+			continue // it completed before the app containers started
 		}
 		if state.Terminated != nil && state.Terminated.ExitCode == 0 {
 			continue
@@ -401,11 +415,7 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	}
 
 	if p := w.appPhase(initDone); p == v1.PodSucceeded || p == v1.PodFailed {
-		// Sidecars stop once the main containers are done.
-		w.killAll(w.gracePeriod(nil))
-		w.finish(p, "", "")
-		w.release()
-		return 0, false
+		return w.complete(p)
 	}
 	w.update(func(rec *podRecord) {
 		if initDone && rec.Phase == v1.PodPending {
@@ -418,6 +428,26 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 	})
 	return next, false
+}
+
+// complete ends a pod whose app containers are done: its sidecars stop.
+func (w *podWorker) complete(phase v1.PodPhase) (time.Duration, bool) {
+	w.killAll(w.gracePeriod(nil))
+	w.finish(phase, "", "")
+	w.release()
+	return 0, false
+}
+
+// appStarted tells whether an app container of the pod has started.
+func (w *podWorker) appStarted() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, cr := range w.rec.Containers {
+		if !cr.Init && cr.Started {
+			return true
+		}
+	}
+	return false
 }
 
 // started tells whether a container runs and counts as started: its
@@ -484,7 +514,16 @@ func (w *podWorker) appPhase(initDone bool) v1.PodPhase {
 func (w *podWorker) finish(phase v1.PodPhase, reason, message string) {
 	w.update(func(rec *podRecord) {
 		rec.Phase, rec.Reason, rec.Message = phase, reason, message
+		rec.noRestarts()
 	})
+}
+
+// noRestarts drops the pending restarts of a pod that ends: its containers
+// show how they ended, not a back-off.
+func (rec *podRecord) noRestarts() {
+	for _, cr := range rec.Containers {
+		cr.BackoffUntil = time.Time{}
+	}
 }
 
 // ensureStarted starts a container that is not running, unless it is in
@@ -548,6 +587,8 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 			cr.RestartCount++
 			if cr.State.Terminated != nil {
 				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
+				// A restart after an exit: the next exit waits longer.
+				cr.Backoff = nextBackoff(cr.Backoff)
 			}
 		}
 		cr.Started = true
@@ -635,7 +676,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		if !shouldRestart(restartPolicy(pod, cr), int32(lt.code)) && !killedForRestart {
 			return
 		}
-		scheduleRestart(cr, startedAt.Time, lt.exitedAt)
+		cr.scheduleRestart(startedAt.Time, lt.exitedAt)
 	})
 }
 
@@ -661,6 +702,9 @@ func (w *podWorker) onStartError(cr *ctrRecord, image *pulledImage, se *startErr
 			cr.RestartCount++
 			if cr.State.Terminated != nil {
 				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
+				// A retry after an exit or a failed start: the next one
+				// waits longer, as after a run (ensureStarted).
+				cr.Backoff = nextBackoff(cr.Backoff)
 			}
 		}
 		cr.Started = true
@@ -675,7 +719,7 @@ func (w *podWorker) onStartError(cr *ctrRecord, image *pulledImage, se *startErr
 			ContainerID: "containerd://" + cr.ID,
 		}}
 		if shouldRestart(restartPolicy(pod, cr), startExitCode) {
-			scheduleRestart(cr, time.Time{}, now)
+			cr.scheduleRestart(time.Time{}, now)
 			restart = true
 		}
 	})
@@ -707,21 +751,25 @@ func restartPolicy(pod *v1.Pod, cr *ctrRecord) v1.RestartPolicy {
 	return policy
 }
 
-// scheduleRestart sets when a container that ended at exitedAt, having run
-// since startedAt (zero: it never ran), starts again: the first restart at
-// once, then after 10 s doubling to 5 min; a run longer than backoffReset
-// starts the back-off afresh. The caller holds mu.
-func scheduleRestart(cr *ctrRecord, startedAt, exitedAt time.Time) {
+// scheduleRestart sets when a container that ran from startedAt to exitedAt
+// may start again, as the kubelet's crash-loop back-off decides (kuberuntime
+// doBackOff over a flowcontrol.Backoff): at once after its first exit, then
+// after the back-off it was last restarted with. A container that ran
+// longer than backoffReset starts over at once.
+func (cr *ctrRecord) scheduleRestart(startedAt, exitedAt time.Time) {
 	if !startedAt.IsZero() && exitedAt.Sub(startedAt) > backoffReset {
 		cr.Backoff = 0
 	}
-	if cr.Backoff == 0 {
-		cr.Backoff = backoffInitial
-		cr.BackoffUntil = time.Time{}
-	} else {
-		cr.BackoffUntil = exitedAt.Add(cr.Backoff)
-		cr.Backoff = min(2*cr.Backoff, backoffMax)
+	cr.BackoffUntil = exitedAt.Add(cr.Backoff)
+}
+
+// nextBackoff is the back-off a container restarts with after it had
+// backoff: 10 s first, doubling up to 5 min.
+func nextBackoff(backoff time.Duration) time.Duration {
+	if backoff == 0 {
+		return backoffInitial
 	}
+	return min(2*backoff, backoffMax)
 }
 
 func isSidecar(pod *v1.Pod, name string) bool {
@@ -899,6 +947,7 @@ func (w *podWorker) terminate() {
 	}
 	w.release()
 	w.update(func(rec *podRecord) {
+		rec.noRestarts()
 		for _, cr := range rec.Containers {
 			cr.Live = false
 			if cr.State.Terminated == nil {

@@ -1,0 +1,60 @@
+package runtime
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+)
+
+// A container that keeps crashing waits as on a kubelet: restarted at once
+// after its first exit, then after 10 s, doubling to a 5 min cap; a run
+// longer than 10 min starts the back-off over.
+func TestCrashLoopBackoff(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		runs  []time.Duration // how long each start ran before it exited
+		waits []time.Duration // the wait before each restart
+	}{
+		{
+			name:  "doubling to the cap",
+			runs:  []time.Duration{time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second},
+			waits: []time.Duration{0, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute},
+		},
+		{
+			name:  "reset after a long run",
+			runs:  []time.Duration{time.Second, time.Second, time.Second, 11 * time.Minute, time.Second, time.Second},
+			waits: []time.Duration{0, 10 * time.Second, 20 * time.Second, 0, 10 * time.Second, 20 * time.Second},
+		},
+		{
+			name:  "a run of exactly 10 min does not reset",
+			runs:  []time.Duration{time.Second, time.Second, 10 * time.Minute},
+			waits: []time.Duration{0, 10 * time.Second, 20 * time.Second},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecord(testPod())
+			cr := rec.Containers[0]
+			start := t0
+			for i, run := range tc.runs {
+				exit := start.Add(run)
+				cr.Started = true
+				cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}
+				cr.scheduleRestart(start, exit)
+				if got := cr.BackoffUntil.Sub(exit); got != tc.waits[i] {
+					t.Errorf("exit %d: wait %s, want %s", i+1, got, tc.waits[i])
+				}
+				// While it waits the status names the wait, as the kubelet's does.
+				if w := buildPod(rec, "", exit).Status.ContainerStatuses[0].State.Waiting; tc.waits[i] > 0 &&
+					(w == nil || w.Reason != "CrashLoopBackOff" || !strings.HasPrefix(w.Message, "back-off "+tc.waits[i].String()+" ")) {
+					t.Errorf("exit %d: waiting %+v, want CrashLoopBackOff with back-off %s", i+1, w, tc.waits[i])
+				}
+				// The restart, as ensureStarted does it after an exit.
+				cr.Backoff = nextBackoff(cr.Backoff)
+				start = cr.BackoffUntil
+			}
+		})
+	}
+}
