@@ -33,10 +33,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
@@ -303,6 +305,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("node %q not ready: %w", cfg.NodeName, err)
 	}
 	rt.Republish()
+	watchReadinessGates(ctx, kube, cfg.NodeName, rt)
 	proxyErr := make(chan error, 1)
 	if cfg.ServiceProxy != "off" {
 		if err := serviceproxy.Run(ctx, serviceproxy.Config{
@@ -530,4 +533,25 @@ func osImage() string {
 		}
 	}
 	return "Linux"
+}
+
+// watchReadinessGates passes on to the runtime the conditions other
+// controllers set on this node's pods that have readiness gates: the node's
+// pod controller hands the runtime spec changes only, and a pod's Ready
+// condition waits for its gates, as on a kubelet.
+func watchReadinessGates(ctx context.Context, kube kubernetes.Interface, node string, rt *runtime.Runtime) {
+	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = "spec.nodeName=" + node
+	}))
+	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(oldObj, newObj any) {
+			old, ok1 := oldObj.(*v1.Pod)
+			cur, ok2 := newObj.(*v1.Pod)
+			if !ok1 || !ok2 || len(cur.Spec.ReadinessGates) == 0 || !runtime.ForeignConditionsChanged(old, cur) {
+				return
+			}
+			_ = rt.UpdatePod(ctx, cur)
+		},
+	})
+	factory.Start(ctx.Done())
 }

@@ -73,7 +73,14 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 		readyToStart.Message = kubetypes.PodSandboxNotReadyMsgNoPodSandbox
 	}
 	readyToStart.ObservedGeneration = podutil.CalculatePodConditionObservedGeneration(&old, pod.Generation, v1.PodReadyToStartContainers)
-	st.Conditions = []v1.PodCondition{readyToStart}
+	// Conditions of other owners (readiness gates, DisruptionTarget) stay,
+	// as the kubelet keeps them; Ready reads the gates among them.
+	for _, c := range old.Conditions {
+		if !kubetypes.PodConditionByKubelet(c.Type) {
+			st.Conditions = append(st.Conditions, c)
+		}
+	}
+	st.Conditions = append(st.Conditions, readyToStart)
 	st.Conditions = append(st.Conditions, kubestatus.GeneratePodInitializedCondition(pod, &old, all, st.Phase))
 	st.Conditions = append(st.Conditions, kubestatus.GeneratePodReadyCondition(pod, &old, st.Conditions, all, st.Phase))
 	st.Conditions = append(st.Conditions, kubestatus.GenerateContainersReadyCondition(pod, &old, all, st.Phase))
@@ -153,3 +160,37 @@ func statusEqual(a, b *v1.PodStatus) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
+// mergeConditions returns the kubelet-owned conditions of ours with the
+// other owners' conditions of api (readiness gates, DisruptionTarget): the
+// API holds the latest of those, this node the latest of its own.
+func mergeConditions(ours, api []v1.PodCondition) []v1.PodCondition {
+	var out []v1.PodCondition
+	for _, c := range api {
+		if !kubetypes.PodConditionByKubelet(c.Type) {
+			out = append(out, c)
+		}
+	}
+	for _, c := range ours {
+		if kubetypes.PodConditionByKubelet(c.Type) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ForeignConditionsChanged says whether the conditions other controllers
+// own (readiness gates among them) differ between two versions of a pod.
+// The node's pod controller passes on only spec changes; the agent calls
+// UpdatePod when this says so, and Ready follows the gates.
+func ForeignConditionsChanged(old, cur *v1.Pod) bool {
+	foreign := func(p *v1.Pod) map[v1.PodConditionType]v1.ConditionStatus {
+		m := map[v1.PodConditionType]v1.ConditionStatus{}
+		for _, c := range p.Status.Conditions {
+			if !kubetypes.PodConditionByKubelet(c.Type) {
+				m[c.Type] = c.Status
+			}
+		}
+		return m
+	}
+	return !equality.Semantic.DeepEqual(foreign(old), foreign(cur))
+}

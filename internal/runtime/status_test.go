@@ -346,3 +346,40 @@ func TestBuildPodInitConditions(t *testing.T) {
 	}
 }
 
+// A pod's readiness gates are conditions other controllers set: they stay
+// in the status the agent writes, and Ready waits for them as on a kubelet.
+func TestBuildPodReadinessGates(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const gate = v1.PodConditionType("example.com/lb-ready")
+	for _, tc := range []struct {
+		name  string
+		gate  v1.ConditionStatus // "": not set by its controller yet
+		ready v1.ConditionStatus
+	}{
+		{"gate unset", "", v1.ConditionFalse},
+		{"gate false", v1.ConditionFalse, v1.ConditionFalse},
+		{"gate true", v1.ConditionTrue, v1.ConditionTrue},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod()
+			pod.Spec.ReadinessGates = []v1.PodReadinessGate{{ConditionType: gate}}
+			if tc.gate != "" {
+				pod.Status.Conditions = []v1.PodCondition{{Type: gate, Status: tc.gate}}
+			}
+			rec := newRecord(pod)
+			rec.SandboxReady = true
+			rec.Phase = v1.PodRunning
+			rec.Containers[0].State = v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(now)}}
+			p := buildPod(rec, "192.0.2.2", now)
+			if got := condition(p, v1.PodReady); got != tc.ready {
+				t.Errorf("Ready = %s, want %s", got, tc.ready)
+			}
+			if got := condition(p, v1.ContainersReady); got != v1.ConditionTrue {
+				t.Errorf("ContainersReady = %s, want True", got)
+			}
+			if got := condition(p, gate); got != tc.gate {
+				t.Errorf("gate condition = %q, want %q (kept as its controller set it)", got, tc.gate)
+			}
+		})
+	}
+}

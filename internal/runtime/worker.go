@@ -270,6 +270,7 @@ func (w *podWorker) handle(e event) {
 	case evUpdate:
 		w.update(func(rec *podRecord) {
 			status := rec.Pod.Status
+			status.Conditions = mergeConditions(status.Conditions, e.pod.Status.Conditions)
 			rec.Pod = e.pod
 			rec.Pod.Status = status
 		})
