@@ -57,7 +57,8 @@ func sizedPod(name, cpu, memory, script string) *v1.Pod {
 	return p
 }
 
-// waitPodDone waits for a pod to succeed and returns it.
+// waitPodDone waits for a pod to succeed and returns it; a pod that failed
+// fails the test at once, with its container states.
 func waitPodDone(t *testing.T, ns, name string, timeout time.Duration) *v1.Pod {
 	t.Helper()
 	var p *v1.Pod
@@ -67,8 +68,12 @@ func waitPodDone(t *testing.T, ns, name string, timeout time.Duration) *v1.Pod {
 		if err != nil {
 			return false, err.Error()
 		}
-		return p.Status.Phase == v1.PodSucceeded, string(p.Status.Phase)
+		return p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed, string(p.Status.Phase)
 	})
+	if p.Status.Phase == v1.PodFailed {
+		logs, _ := kubectl(t, "-n", ns, "logs", name, "--all-containers")
+		t.Fatalf("pod %s failed: %+v\nlogs: %s", name, p.Status.ContainerStatuses, logs)
+	}
 	return p
 }
 
