@@ -584,17 +584,8 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 	}
 	w.tasks[cr.Name] = lt
 	w.update(func(*podRecord) {
-		if cr.Started {
-			cr.RestartCount++
-			if cr.State.Terminated != nil {
-				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
-				// A restart after an exit: the next exit waits longer.
-				cr.Backoff = nextBackoff(cr.Backoff)
-			}
-		}
-		cr.Started = true
+		cr.countAttempt(image)
 		cr.Live = true
-		cr.ImageRef, cr.ImageID = image.ref, image.id
 		cr.State = v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt)}}
 		cr.Ready, cr.StartupPassed = false, false
 		cr.PostStartPending = c.Lifecycle != nil && c.Lifecycle.PostStart != nil
@@ -699,18 +690,8 @@ func (w *podWorker) onStartError(cr *ctrRecord, image *pulledImage, se *startErr
 	now := timeNow()
 	restart := false
 	w.update(func(*podRecord) {
-		if cr.Started {
-			cr.RestartCount++
-			if cr.State.Terminated != nil {
-				cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
-				// A retry after an exit or a failed start: the next one
-				// waits longer, as after a run (ensureStarted).
-				cr.Backoff = nextBackoff(cr.Backoff)
-			}
-		}
-		cr.Started = true
+		cr.countAttempt(image)
 		cr.Live = false
-		cr.ImageRef, cr.ImageID = image.ref, image.id
 		cr.Ready, cr.StartupPassed, cr.PostStartPending = false, false, false
 		cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
 			ExitCode:    startExitCode,
@@ -762,6 +743,21 @@ func (cr *ctrRecord) scheduleRestart(startedAt, exitedAt time.Time) {
 		cr.Backoff = 0
 	}
 	cr.BackoffUntil = exitedAt.Add(cr.Backoff)
+}
+
+// countAttempt records an attempt to run the container from image, started
+// or failed to start: after an earlier one it is a restart, and after an
+// exit or a failed start the next one waits longer. The caller holds mu.
+func (cr *ctrRecord) countAttempt(image *pulledImage) {
+	if cr.Started {
+		cr.RestartCount++
+		if cr.State.Terminated != nil {
+			cr.LastState = v1.ContainerState{Terminated: cr.State.Terminated}
+			cr.Backoff = nextBackoff(cr.Backoff)
+		}
+	}
+	cr.Started = true
+	cr.ImageRef, cr.ImageID = image.ref, image.id
 }
 
 // nextBackoff is the back-off a container restarts with after it had
