@@ -74,7 +74,7 @@ func fetchFrom(ns, pod, ip string) error {
 
 // fetchFromHost fetches http://ip:8080/ from the test process, on the host.
 func fetchFromHost(ip string) error {
-	c := http.Client{Timeout: 3 * time.Second}
+	c := http.Client{Timeout: 3 * time.Second, Transport: plainHTTP.Transport}
 	resp, err := c.Get(fmt.Sprintf("http://%s:%d/", ip, testimage.HTTPDPort))
 	if err != nil {
 		return err

@@ -90,9 +90,13 @@ func podReady(p *v1.Pod) bool {
 	return false
 }
 
+// plainHTTP opens a connection per request: busybox httpd closes each one
+// after its answer, and a kept-alive connection it already closed fails the
+// next request ("server closed idle connection").
+var plainHTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 func httpGet(url string) (string, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
+	resp, err := plainHTTP.Get(url)
 	if err != nil {
 		return "", err
 	}
