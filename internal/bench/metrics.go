@@ -23,8 +23,12 @@ type histogram map[float64]float64
 // apiHistograms are the apiserver's request-latency histograms summed by
 // verb class: "mutating" (POST, PUT, PATCH, DELETE) and "read" (GET, LIST).
 // Long-running requests (WATCH, CONNECT) are left out, as the Kubernetes
-// API-latency SLO does.
+// API-latency SLO does. Keys starting with writesPrefix hold instead the
+// count of one kind of mutating call ("POST pods/binding") in the +Inf
+// bucket, to show which writes a scenario costs.
 type apiHistograms map[string]histogram
+
+const writesPrefix = "writes: "
 
 const apiLatencyMetric = "apiserver_request_duration_seconds_bucket{"
 
@@ -73,6 +77,16 @@ func parseAPIHistograms(r io.Reader) (apiHistograms, error) {
 			out[class] = histogram{}
 		}
 		out[class][bound] += v
+		if class == "mutating" && math.IsInf(bound, 1) {
+			kind := label(labels, "verb") + " " + label(labels, "resource")
+			if sub := label(labels, "subresource"); sub != "" {
+				kind += "/" + sub
+			}
+			if out[writesPrefix+kind] == nil {
+				out[writesPrefix+kind] = histogram{}
+			}
+			out[writesPrefix+kind][bound] += v
+		}
 	}
 	return out, nil
 }
@@ -169,6 +183,43 @@ func apiFigures(run *Result, before, after apiHistograms) {
 		}
 		run.figure(fmt.Sprintf("API p99 latency, %s calls", class), h.quantile(0.99)*1000, "ms", fmt.Sprintf("%.0f calls, from the apiserver's histogram", n))
 	}
+	if w := writeCounts(before, after); w != "" {
+		run.note("mutating calls meanwhile, most first: %s", w)
+	}
+}
+
+// writeCounts lists the kinds of mutating call made between two scrapes,
+// the most frequent first: "PUT pods/status 3000, POST pods 3000, …".
+func writeCounts(before, after apiHistograms) string {
+	type kc struct {
+		kind string
+		n    float64
+	}
+	var list []kc
+	for k, h := range after {
+		kind, ok := strings.CutPrefix(k, writesPrefix)
+		if !ok {
+			continue
+		}
+		if n := h.sub(before[k]).count(); n > 0 {
+			list = append(list, kc{kind, n})
+		}
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].n != list[j].n {
+			return list[i].n > list[j].n
+		}
+		return list[i].kind < list[j].kind
+	})
+	parts := make([]string, 0, 10)
+	for i, c := range list {
+		if i == 10 {
+			parts = append(parts, "…")
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f", c.kind, c.n))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // profiler returns the cluster's profiler when --profile asks for one and

@@ -87,6 +87,12 @@ func TestAPIHistograms(t *testing.T) {
 	if h["read"].count() == 0 {
 		t.Fatal("no read (LIST) calls parsed")
 	}
+	if got := writeCounts(apiHistograms{}, h); got != "POST pods 765" {
+		t.Fatalf("writeCounts = %q, want the mutating calls by resource: POST pods 765", got)
+	}
+	if got := writeCounts(h, h); got != "" {
+		t.Fatalf("writeCounts(h, h) = %q, want none", got)
+	}
 	if d := mut.sub(mut); d.count() != 0 || d.quantile(0.99) != 0 {
 		t.Fatalf("h - h = %v, want empty", d)
 	}

@@ -8,11 +8,13 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// createNetns makes a new network namespace and keeps it alive by
-// bind-mounting it on path (as `ip netns add` does). path must not exist.
+// createNetns makes a new network namespace with lo up and keeps it alive
+// by bind-mounting it on path (as `ip netns add` does). path must not
+// exist.
 func createNetns(path string) (err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
@@ -32,6 +34,15 @@ func createNetns(path string) (err error) {
 		runtime.LockOSThread()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("unshare network namespace: %w", err)
+			return
+		}
+		// What the CNI loopback plugin does, without forking it per pod.
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err != nil {
+			errc <- fmt.Errorf("bring up lo in the new network namespace: %w", err)
 			return
 		}
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())

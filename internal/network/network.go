@@ -1,7 +1,10 @@
 // Package network gives each pod its own network namespace and IP address
 // through CNI: the standard bridge plugin (with host-local IPAM on this
-// host's pod subnet and NAT for traffic leaving it), portmap for host ports
-// and loopback for lo.
+// host's pod subnet) and, for pods that publish host ports, portmap. One
+// masquerade rule for the whole pod subnet (ensureMasquerade) and lo, which
+// createNetns brings up itself, cost no plugin run per pod: each plugin is
+// a process the agent forks, and forking four of them per pod was the
+// largest CPU cost of starting one.
 //
 // A pod's namespace is bind-mounted at <NetnsDir>/cci-<id>, so `ip netns`
 // shows it and it outlives the agent; host-local keeps its leases in
@@ -26,7 +29,6 @@ import (
 
 	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/cni/libcni"
-	"github.com/vishvananda/netlink"
 )
 
 const (
@@ -37,7 +39,12 @@ const (
 	netnsPrefix = "cci-"
 	// podInterface is the pod's interface name, as go-cni numbers them.
 	podInterface = "eth0"
-	confName     = "10-cci.conflist"
+	// confName is the full network (bridge and portmap), the one a CNI
+	// tool pointed at ConfDir finds; confNameNoPorts is the same network
+	// without portmap, for the pods that publish no host port. Both carry
+	// the name NetworkName, so libcni's result cache is shared.
+	confName        = "10-cci.conflist"
+	confNameNoPorts = "90-cci-noports.conflist"
 )
 
 // Config describes this host's pod network.
@@ -82,11 +89,14 @@ type Sandbox struct {
 // Manager sets up and tears down pod networks. Its methods may be called
 // concurrently; calls for the same id are serialised.
 type Manager struct {
-	cfg    Config
-	prefix netip.Prefix
-	cni    gocni.CNI
-	cache  *libcni.CNIConfig // reads libcni's result cache only
-	locks  keyedMutex
+	cfg     Config
+	prefix  netip.Prefix
+	cni     gocni.CNI         // bridge and portmap: pods with host ports
+	noPorts gocni.CNI         // bridge alone: every other pod
+	cache   *libcni.CNIConfig // reads libcni's result cache only
+	locks   keyedMutex
+	// conntrack forgets the connections of released addresses.
+	conntrack conntrackFlusher
 }
 
 // New checks cfg, writes the CNI conflist to ConfDir, turns on IP
@@ -124,7 +134,7 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("network config: absolute path of %q: %w", *p, err)
 		}
 	}
-	for _, plugin := range []string{"bridge", "host-local", "portmap", "loopback"} {
+	for _, plugin := range []string{"bridge", "host-local", "portmap"} {
 		if !pluginExists(cfg.PluginDirs, plugin) {
 			return nil, fmt.Errorf("CNI plugin %q not found in %q: install containernetworking-plugins or set PluginDirs", plugin, cfg.PluginDirs)
 		}
@@ -140,24 +150,39 @@ func New(cfg Config) (*Manager, error) {
 	if err := ensureMasquerade(cfg.Bridge, prefix); err != nil {
 		return nil, err
 	}
-	conf, err := conflist(cfg, prefix)
-	if err != nil {
-		return nil, err
+	m := &Manager{cfg: cfg, prefix: prefix, cache: libcni.NewCNIConfig(cfg.PluginDirs, nil)}
+	for _, c := range []struct {
+		name     string
+		portmap  bool
+		instance *gocni.CNI
+	}{{confName, true, &m.cni}, {confNameNoPorts, false, &m.noPorts}} {
+		conf, err := conflist(cfg, prefix, c.portmap)
+		if err != nil {
+			return nil, err
+		}
+		confPath := filepath.Join(cfg.ConfDir, c.name)
+		if err := writeFileAtomic(confPath, conf); err != nil {
+			return nil, fmt.Errorf("write CNI config %q: %w", confPath, err)
+		}
+		cni, err := gocni.New(gocni.WithPluginDir(cfg.PluginDirs), gocni.WithPluginConfDir(cfg.ConfDir), gocni.WithMinNetworkCount(1))
+		if err != nil {
+			return nil, fmt.Errorf("init CNI: %w", err)
+		}
+		if err := cni.Load(gocni.WithConfListFile(confPath)); err != nil {
+			return nil, fmt.Errorf("load CNI config %q: %w", confPath, err)
+		}
+		*c.instance = cni
 	}
-	confPath := filepath.Join(cfg.ConfDir, confName)
-	if err := writeFileAtomic(confPath, conf); err != nil {
-		return nil, fmt.Errorf("write CNI config %q: %w", confPath, err)
+	return m, nil
+}
+
+// forPorts picks the network that runs portmap only when there are host
+// ports to publish or, on DEL, to remove.
+func (m *Manager) forPorts(ports int) gocni.CNI {
+	if ports > 0 {
+		return m.cni
 	}
-	// The pod network is loaded first so that it gets eth0; go-cni names
-	// interfaces by load order and gives loopback "lo".
-	cni, err := gocni.New(gocni.WithPluginDir(cfg.PluginDirs), gocni.WithPluginConfDir(cfg.ConfDir), gocni.WithMinNetworkCount(2))
-	if err != nil {
-		return nil, fmt.Errorf("init CNI: %w", err)
-	}
-	if err := cni.Load(gocni.WithConfListFile(confPath), gocni.WithLoNetwork); err != nil {
-		return nil, fmt.Errorf("load CNI config %q: %w", confPath, err)
-	}
-	return &Manager{cfg: cfg, prefix: prefix, cni: cni, cache: libcni.NewCNIConfig(cfg.PluginDirs, nil)}, nil
+	return m.noPorts
 }
 
 // Setup gives pod id a network namespace and an address and returns them.
@@ -202,7 +227,7 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []PortMapping) (*S
 		created = true
 	}
 
-	res, err := m.cni.Setup(ctx, id, path, gocni.WithCapabilityPortMap(cniPorts(ports)))
+	res, err := m.forPorts(len(ports)).Setup(ctx, id, path, gocni.WithCapabilityPortMap(cniPorts(ports)))
 	if err != nil {
 		// Release the address, iptables rules and namespace; the caller's
 		// ctx may be what failed, so do not use it.
@@ -256,17 +281,8 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	}
 	// Connections of the pod's addresses would keep their NAT mappings
 	// and reach the next pod given the same address.
-	if len(ips) > 0 {
-		if _, err := FlushConntrack(func(f *netlink.ConntrackFlow) bool {
-			for _, ip := range ips {
-				if FlowTouches(f, ip) {
-					return true
-				}
-			}
-			return false
-		}); err != nil {
-			return fmt.Errorf("flush connection tracking of pod %q: %w", id, err)
-		}
+	if err := m.conntrack.flush(ips); err != nil {
+		return fmt.Errorf("flush connection tracking of pod %q: %w", id, err)
 	}
 	return removeNetns(path)
 }
@@ -278,11 +294,11 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 // pod id, not by port, and a leaked DNAT rule would steal a host port from
 // the next pod that asks for it.
 func (m *Manager) remove(ctx context.Context, id, netns string) error {
-	ports, err := m.cachedPorts(id)
+	ports, n, err := m.cachedPorts(id)
 	if err != nil {
 		return err
 	}
-	err = m.cni.Remove(ctx, id, netns, gocni.WithCapability("portMappings", ports))
+	err = m.forPorts(n).Remove(ctx, id, netns, gocni.WithCapability("portMappings", ports))
 	// A DEL that failed part-way (the bridge plugin gives up when the
 	// masquerade chain of a failed ADD does not exist) must not keep the
 	// address: release host-local's leases of id directly.
@@ -315,21 +331,25 @@ func (m *Manager) releaseLeases(id string) error {
 	return errors.Join(errs...)
 }
 
-// cachedPorts returns the port mappings that ADD recorded for id.
-func (m *Manager) cachedPorts(id string) (any, error) {
+// cachedPorts returns the port mappings that ADD recorded for id, and how
+// many there are.
+func (m *Manager) cachedPorts(id string) (any, int, error) {
 	_, rt, err := m.cache.GetNetworkListCachedConfig(
 		&libcni.NetworkConfigList{Name: NetworkName},
 		&libcni.RuntimeConf{ContainerID: id, IfName: podInterface})
 	if err != nil {
-		return nil, fmt.Errorf("read CNI cache of pod %q: %w", id, err)
+		return nil, 0, fmt.Errorf("read CNI cache of pod %q: %w", id, err)
 	}
 	if rt == nil { // no cache entry
-		return []gocni.PortMapping{{HostPort: 1, ContainerPort: 1, Protocol: "tcp"}}, nil
+		return []gocni.PortMapping{{HostPort: 1, ContainerPort: 1, Protocol: "tcp"}}, 1, nil
 	}
 	if p, ok := rt.CapabilityArgs["portMappings"]; ok {
-		return p, nil
+		if list, ok := p.([]any); ok {
+			return p, len(list), nil
+		}
+		return p, 1, nil // not a list: let portmap judge it
 	}
-	return []gocni.PortMapping{}, nil
+	return []gocni.PortMapping{}, 0, nil
 }
 
 // Sandboxes lists the ids that have a namespace in NetnsDir made by a
@@ -371,8 +391,8 @@ func validID(id string) error {
 	return nil
 }
 
-// conflist renders the CNI network configuration.
-func conflist(cfg Config, prefix netip.Prefix) ([]byte, error) {
+// conflist renders the CNI network configuration, with portmap or without.
+func conflist(cfg Config, prefix netip.Prefix, portmap bool) ([]byte, error) {
 	defaultRoute := "0.0.0.0/0"
 	if prefix.Addr().Is6() {
 		defaultRoute = "::/0"
@@ -396,17 +416,18 @@ func conflist(cfg Config, prefix netip.Prefix) ([]byte, error) {
 	if cfg.MTU > 0 {
 		bridge["mtu"] = cfg.MTU
 	}
+	plugins := []any{bridge}
+	if portmap {
+		plugins = append(plugins, map[string]any{
+			"type":         "portmap",
+			"capabilities": map[string]bool{"portMappings": true},
+			"snat":         true,
+		})
+	}
 	list := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       NetworkName,
-		"plugins": []any{
-			bridge,
-			map[string]any{
-				"type":         "portmap",
-				"capabilities": map[string]bool{"portMappings": true},
-				"snat":         true,
-			},
-		},
+		"plugins":    plugins,
 	}
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {

@@ -16,6 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestConflist(t *testing.T) {
@@ -30,7 +33,7 @@ func TestConflist(t *testing.T) {
 		{cidr: "10.88.0.0/24", mtu: 1400, want: []string{`"mtu": 1400`}},
 	} {
 		p := netip.MustParsePrefix(tc.cidr).Masked()
-		b, err := conflist(Config{Bridge: "cci0", IPAMDir: "/d/ipam", MTU: tc.mtu}, p)
+		b, err := conflist(Config{Bridge: "cci0", IPAMDir: "/d/ipam", MTU: tc.mtu}, p, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,6 +42,45 @@ func TestConflist(t *testing.T) {
 				t.Errorf("%s: conflist lacks %s:\n%s", tc.cidr, w, b)
 			}
 		}
+	}
+	// Pods without host ports get a network without portmap (one plugin
+	// run less on each ADD and DEL), under the same name.
+	b, err := conflist(Config{Bridge: "cci0", IPAMDir: "/d/ipam"}, netip.MustParsePrefix("10.88.0.0/24"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); strings.Contains(s, "portmap") || !strings.Contains(s, `"type": "bridge"`) || !strings.Contains(s, `"name": "`+NetworkName+`"`) {
+		t.Errorf("conflist without ports:\n%s", s)
+	}
+}
+
+// BenchmarkSetupTeardown is one pod's network: CNI ADD, then DEL, with the
+// real plugins. The CPU the forked plugins use shows in the test binary's
+// rusage (go test -bench . -benchtime 30x, with time or /usr/bin/time).
+func BenchmarkSetupTeardown(b *testing.B) {
+	for _, withPorts := range []bool{false, true} {
+		name := "no-ports"
+		if withPorts {
+			name = "host-port"
+		}
+		b.Run(name, func(b *testing.B) {
+			m, _ := newTestManager(b)
+			ctx := context.Background()
+			var ports []PortMapping
+			if withPorts {
+				ports = []PortMapping{{HostPort: int32(freePort(b)), ContainerPort: 8080}}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				id := fmt.Sprintf("bench-%d-%s", i, randHex(4))
+				if _, err := m.Setup(ctx, id, ports); err != nil {
+					b.Fatal(err)
+				}
+				if err := m.Teardown(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -160,6 +202,11 @@ func TestPodNetwork(t *testing.T) {
 		t.Errorf("no iptables rule mentions pod %q", a)
 	}
 
+	// The connections above are tracked; Teardown forgets them, so that
+	// the next pod given the address does not inherit their NAT state.
+	if n := flowsOf(t, sa.IPs[0]); n == 0 {
+		t.Errorf("no tracked connection of pod a's %s before teardown", sa.IPs[0])
+	}
 	for _, id := range []string{a, b} {
 		if err := m.Teardown(ctx, id); err != nil {
 			t.Fatalf("teardown %q: %v", id, err)
@@ -176,6 +223,11 @@ func TestPodNetwork(t *testing.T) {
 	if l := leases(t, cfg.IPAMDir); len(l) != 0 {
 		t.Errorf("leases left: %v", l)
 	}
+	for _, s := range []*Sandbox{sa, sb} {
+		if n := flowsOf(t, s.IPs[0]); n != 0 {
+			t.Errorf("%d tracked connections of %s left after teardown", n, s.IPs[0])
+		}
+	}
 	rules := iptablesSave(t)
 	for _, id := range []string{a, b} {
 		if strings.Contains(rules, id) {
@@ -185,6 +237,22 @@ func TestPodNetwork(t *testing.T) {
 	if ids, err := m.Sandboxes(); err != nil || len(ids) != 0 {
 		t.Errorf("Sandboxes after teardown = %v, %v", ids, err)
 	}
+}
+
+// flowsOf counts the connection-tracking entries with ip at either end.
+func flowsOf(t *testing.T, ip net.IP) int {
+	t.Helper()
+	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatalf("list tracked connections: %v", err)
+	}
+	n := 0
+	for _, f := range flows {
+		if FlowTouches(f, ip) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestConcurrentSetup sets up and tears down pods in parallel.
@@ -240,7 +308,7 @@ func TestConcurrentSetup(t *testing.T) {
 
 // newTestManager makes a Manager on a bridge, subnet and folders of its
 // own, and removes the bridge afterwards.
-func newTestManager(t *testing.T) (*Manager, Config) {
+func newTestManager(t testing.TB) (*Manager, Config) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, a bridge and iptables rules")
@@ -273,7 +341,7 @@ func newTestManager(t *testing.T) (*Manager, Config) {
 }
 
 // freeSubnet picks a 10.x.y.0/24 that no host address or route uses.
-func freeSubnet(t *testing.T) string {
+func freeSubnet(t testing.TB) string {
 	t.Helper()
 	routes, _ := exec.Command("ip", "-4", "route", "show", "table", "all").Output()
 	addrs, _ := net.InterfaceAddrs()
@@ -303,7 +371,7 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", ":0")
 	if err != nil {
