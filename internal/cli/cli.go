@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -104,6 +105,18 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, in-process): iptables, nftables, or off where the host runs its own")
 }
 
+// controlPlaneGC lets the heap of a process that runs the control plane
+// grow to three times its live size between collections (GOGC=200) instead
+// of twice: with a thousand hosts the garbage collector was the largest
+// single cost of binding pods, and at 200 the control plane spent 27% less
+// CPU per pod and bound 133 pods/s instead of 88 (BENCHMARKS.md), for a
+// third more memory. A GOGC in the environment wins.
+func controlPlaneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(200)
+	}
+}
+
 func upCmd() *cobra.Command {
 	var fl upFlags
 	cmd := &cobra.Command{
@@ -120,6 +133,7 @@ func upCmd() *cobra.Command {
 
 func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 	start := time.Now()
+	controlPlaneGC()
 	ctx, stop := signalContext(ctx)
 	defer stop()
 	dataDir, unlock, logger, err := prepareDataDir(fl.server.DataDir, stderr)
@@ -196,6 +210,7 @@ func serverCmd() *cobra.Command {
 		Use:   "server",
 		Short: "Run the control plane (etcd, kube-apiserver, controller-manager, scheduler, registry)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			controlPlaneGC()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			dataDir, unlock, logger, err := prepareDataDir(c.DataDir, cmd.ErrOrStderr())
@@ -220,6 +235,7 @@ func agentCmd() *cobra.Command {
 		Use:   "agent --server URL --token TOKEN",
 		Short: "Run a host agent that joins a control plane and runs pods on this host",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			controlPlaneGC()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			dataDir, unlock, logger, err := prepareDataDir(c.DataDir, cmd.ErrOrStderr())

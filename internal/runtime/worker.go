@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -162,6 +163,7 @@ type podWorker struct {
 	sandboxOOMAt time.Time
 	deleting     *v1.Pod
 	lastPub      *v1.Pod
+	lastRecord   []byte // the record as last written to disk
 }
 
 func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
@@ -1025,11 +1027,15 @@ func (w *podWorker) persistAndPublish() {
 		return
 	}
 	dir := w.r.podDir(uid)
-	if w.deleting == nil {
+	// Most rounds change nothing on disk (a probe, a volume refresh): the
+	// record is written again only when it differs from the last one.
+	if w.deleting == nil && !bytes.Equal(raw, w.lastRecord) {
 		if err := os.MkdirAll(dir, 0o700); err == nil {
 			tmp := filepath.Join(dir, recordFile+".tmp")
 			if err := os.WriteFile(tmp, raw, 0o600); err == nil {
-				_ = os.Rename(tmp, filepath.Join(dir, recordFile))
+				if os.Rename(tmp, filepath.Join(dir, recordFile)) == nil {
+					w.lastRecord = raw
+				}
 			}
 		}
 	}
