@@ -242,7 +242,13 @@ func (c *Cluster) connect() error {
 	// apiserver allows.
 	rc.QPS, rc.Burst = 1000, 2000
 	rc.UserAgent = "cci-bench"
-	kube, err := kubernetes.NewForConfig(rc)
+	// Built-in types in protobuf, as client-go controllers (and the
+	// agent) talk; JSON would also make the apiserver encode every pod
+	// event a second time for the bench's watch alone.
+	pc := rest.CopyConfig(rc)
+	pc.ContentType = "application/vnd.kubernetes.protobuf"
+	pc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	kube, err := kubernetes.NewForConfig(pc)
 	if err != nil {
 		return err
 	}

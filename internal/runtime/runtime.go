@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +72,29 @@ type Config struct {
 	// Prober runs liveness, readiness and startup probes. Default: the
 	// kubelet's probers, exec probes through containerd.
 	Prober Prober
+	// ParallelStarts is how many pod sandboxes and containers are set up
+	// at the same time; the others wait their turn. Default four per CPU.
+	ParallelStarts int
+}
+
+// startSlotHold is how long one set-up keeps its start slot at most: one
+// that hangs (a runtime that does not answer) must not hold up the node.
+const startSlotHold = 10 * time.Second
+
+// turn waits for a free start slot; the returned func gives it back, as
+// startSlotHold does if the caller has not by then.
+func (r *Runtime) turn() (done func()) {
+	if r.starts == nil {
+		return func() {}
+	}
+	r.starts <- struct{}{}
+	var once sync.Once
+	release := func() { once.Do(func() { <-r.starts }) }
+	t := time.AfterFunc(startSlotHold, release)
+	return func() {
+		t.Stop()
+		release()
+	}
 }
 
 // Runtime runs pods; it implements nodeutil.Provider and node.PodNotifier.
@@ -87,6 +111,11 @@ type Runtime struct {
 	execer execRunner            // exec probes and hooks
 	gvisor *gvisor
 	usage  *usageTracker
+	// starts bounds the sandbox and container set-ups in flight: in a
+	// burst of 200 pods every worker would otherwise start at once, and
+	// containerd, the shims and the CNI plugins share two cores (150
+	// containerd calls in flight were seen) queueing on each other's locks.
+	starts chan struct{}
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -122,6 +151,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		ctx:    namespaces.WithNamespace(ctx, cfg.Namespace),
 		tokens: map[string]tokenEntry{},
 	}
+	if cfg.ParallelStarts <= 0 {
+		cfg.ParallelStarts = 4 * goruntime.NumCPU()
+	}
+	r.starts = make(chan struct{}, cfg.ParallelStarts)
 	r.usage = newUsageTracker()
 	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
 	r.execer = execRunner{client: cfg.Containerd, namespace: cfg.Namespace}

@@ -330,7 +330,10 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		return 0, false
 	}
 	if !sandbox {
-		if err := w.prepareSandbox(); err != nil {
+		done := w.r.turn()
+		err := w.prepareSandbox()
+		done()
+		if err != nil {
 			w.log.Warn("pod sandbox not ready", "err", err)
 			if me := (*mountError)(nil); errors.As(err, &me) {
 				w.event(v1.EventTypeWarning, "FailedMount", "%v", me)
@@ -567,7 +570,9 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		w.event(v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, image.took.Round(time.Millisecond))
 	}
 
+	done := w.r.turn()
 	lt, startedAt, err := w.startContainer(c, cr, image)
+	done()
 	if se := (*startError)(nil); errors.As(err, &se) {
 		return w.onStartError(cr, image, se)
 	}

@@ -58,3 +58,33 @@ func TestCrashLoopBackoff(t *testing.T) {
 		})
 	}
 }
+
+// TestStartTurns bounds the set-ups in flight and gives a slot back when
+// its holder hangs.
+func TestStartTurns(t *testing.T) {
+	r := &Runtime{starts: make(chan struct{}, 2)}
+	a, b := r.turn(), r.turn()
+	third := make(chan func(), 1)
+	go func() { third <- r.turn() }()
+	select {
+	case <-third:
+		t.Fatal("a third set-up got a slot while two were in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	a()
+	a() // twice is harmless
+	var c func()
+	select {
+	case c = <-third:
+	case <-time.After(time.Second):
+		t.Fatal("the third set-up did not get the slot given back")
+	}
+	b()
+	c()
+	if n := len(r.starts); n != 0 {
+		t.Fatalf("%d slots still taken", n)
+	}
+	if (&Runtime{}).turn() == nil {
+		t.Fatal("a runtime without slots returned no release")
+	}
+}
