@@ -48,6 +48,7 @@ import (
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/version"
+	"github.com/cci-project/cci/internal/vknode"
 )
 
 // Config is the host agent's configuration.
@@ -273,6 +274,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	},
 		nodeutil.WithClient(kube),
 		nodeutil.AttachProviderRoutes(mux),
+		vknode.UnthrottledPodQueues(),
 		func(c *nodeutil.NodeConfig) error {
 			c.NodeSpec = *nodeSpec
 			c.HTTPListenAddr = net.JoinHostPort("", strconv.Itoa(cfg.KubeletPort))

@@ -46,6 +46,7 @@ import (
 
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/version"
+	"github.com/cci-project/cci/internal/vknode"
 )
 
 const (
@@ -264,6 +265,7 @@ func newNode(cfg Config, name string, port int, f *fleet, eb record.EventBroadca
 		return f.provider(name), nil, nil
 	},
 		nodeutil.WithClient(kube),
+		vknode.UnthrottledPodQueues(),
 		func(c *nodeutil.NodeConfig) error {
 			c.NodeSpec = *spec
 			// No TLS config: the node starts no listener of its own; the
