@@ -280,7 +280,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			c.HTTPListenAddr = net.JoinHostPort("", strconv.Itoa(cfg.KubeletPort))
 			c.TLSConfig = tlsCfg
 			c.Handler = nodeutil.WithAuth(auth, mux)
-			c.EventRecorder = recorder
+			c.EventRecorder = vknode.KubeletEvents(recorder)
 			c.NumWorkers = 20
 			// The runtime computes environments itself when a container
 			// starts (pod IP known, kubelet error reasons).

@@ -272,7 +272,7 @@ func newNode(cfg Config, name string, port int, f *fleet, eb record.EventBroadca
 			// fleet's shared one serves every node.
 			c.TLSConfig = nil
 			c.HTTPListenAddr = net.JoinHostPort("", strconv.Itoa(port))
-			c.EventRecorder = recorder
+			c.EventRecorder = vknode.KubeletEvents(recorder)
 			c.NumWorkers = 2
 			c.InformerResyncPeriod = 0
 			return nil

@@ -2,9 +2,13 @@ package vknode
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -39,5 +43,27 @@ func TestPodQueueLimiter(t *testing.T) {
 	rl.Forget("ns/failing")
 	if d := rl.When("ns/failing"); d != 5*time.Millisecond {
 		t.Errorf("after Forget the delay is %s, want 5ms", d)
+	}
+}
+
+// TestKubeletEvents: virtual-kubelet's success events are dropped, its
+// failures and everything else pass.
+func TestKubeletEvents(t *testing.T) {
+	fake := record.NewFakeRecorder(10)
+	r := KubeletEvents(fake)
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}}
+	r.Event(pod, v1.EventTypeNormal, "ProviderCreateSuccess", "Create pod in provider successfully")
+	r.Eventf(pod, v1.EventTypeNormal, "ProviderDeleteSuccess", "%s", "Delete pod in provider successfully")
+	r.AnnotatedEventf(pod, nil, v1.EventTypeNormal, "ProviderUpdateSuccess", "%s", "Update pod in provider successfully")
+	r.Event(pod, v1.EventTypeWarning, "ProviderCreateFailed", "no room")
+	r.Eventf(pod, v1.EventTypeNormal, "Started", "Started container %s", "c")
+	close(fake.Events)
+	var got []string
+	for e := range fake.Events {
+		got = append(got, e)
+	}
+	want := []string{"Warning ProviderCreateFailed no room", "Normal Started Started container c"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events = %q, want %q", got, want)
 	}
 }
