@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return err
 	}
-	kube, err := kubernetes.NewForConfig(protobufConfig(restCfg))
+	kube, err := kubernetes.NewForConfig(vknode.Protobuf(restCfg))
 	if err != nil {
 		return err
 	}
@@ -384,17 +384,6 @@ func joinConfig(server, token string) (*rest.Config, []byte, error) {
 		UserAgent:       "cci-agent/" + version.Version,
 	}
 	return cfg, caPEM, nil
-}
-
-// protobufConfig is c for the built-in API types in protobuf, as the
-// kubelet, the scheduler and the controller manager talk: cheaper to encode
-// and decode than JSON on both ends, and the apiserver encodes each watch
-// event once per format its watchers use.
-func protobufConfig(c *rest.Config) *rest.Config {
-	c = rest.CopyConfig(c)
-	c.ContentType = "application/vnd.kubernetes.protobuf"
-	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	return c
 }
 
 // localIPFor is the local address used to reach the server's host.

@@ -158,7 +158,7 @@ func (b *bench) burstOnce(ctx context.Context, t *tracker, mode string, n int, f
 	}
 	run.setCPU(sampler.Stop())
 	after, err := scrapeAPI(ctx, b.kube)
-	if err == nil && before != nil {
+	if err == nil && before.latency != nil {
 		apiFigures(run, before, after)
 	}
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/cci-project/cci/internal/simulate"
 	"github.com/cci-project/cci/internal/testimage"
+	"github.com/cci-project/cci/internal/vknode"
 )
 
 // ClusterOptions says how to start a cluster of the bench's own.
@@ -245,10 +246,7 @@ func (c *Cluster) connect() error {
 	// Built-in types in protobuf, as client-go controllers (and the
 	// agent) talk; JSON would also make the apiserver encode every pod
 	// event a second time for the bench's watch alone.
-	pc := rest.CopyConfig(rc)
-	pc.ContentType = "application/vnd.kubernetes.protobuf"
-	pc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	kube, err := kubernetes.NewForConfig(pc)
+	kube, err := kubernetes.NewForConfig(vknode.Protobuf(rc))
 	if err != nil {
 		return err
 	}

@@ -23,12 +23,16 @@ type histogram map[float64]float64
 // apiHistograms are the apiserver's request-latency histograms summed by
 // verb class: "mutating" (POST, PUT, PATCH, DELETE) and "read" (GET, LIST).
 // Long-running requests (WATCH, CONNECT) are left out, as the Kubernetes
-// API-latency SLO does. Keys starting with writesPrefix hold instead the
-// count of one kind of mutating call ("POST pods/binding") in the +Inf
-// bucket, to show which writes a scenario costs.
+// API-latency SLO does.
 type apiHistograms map[string]histogram
 
-const writesPrefix = "writes: "
+// apiMetrics is what the bench reads from the apiserver's metrics: the
+// latency histograms, and the count of each kind of mutating call
+// ("POST pods/binding"), to show which writes a scenario costs.
+type apiMetrics struct {
+	latency apiHistograms
+	writes  map[string]float64
+}
 
 const apiLatencyMetric = "apiserver_request_duration_seconds_bucket{"
 
@@ -43,12 +47,12 @@ func verbClass(verb string) string {
 }
 
 // parseAPIHistograms reads apiserver metrics in the Prometheus text format.
-func parseAPIHistograms(r io.Reader) (apiHistograms, error) {
+func parseAPIHistograms(r io.Reader) (apiMetrics, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return nil, err
+		return apiMetrics{}, err
 	}
-	out := apiHistograms{}
+	out := apiMetrics{latency: apiHistograms{}, writes: map[string]float64{}}
 	for _, line := range strings.Split(string(raw), "\n") {
 		rest, ok := strings.CutPrefix(line, apiLatencyMetric)
 		if !ok {
@@ -73,19 +77,16 @@ func parseAPIHistograms(r io.Reader) (apiHistograms, error) {
 		if err != nil {
 			continue
 		}
-		if out[class] == nil {
-			out[class] = histogram{}
+		if out.latency[class] == nil {
+			out.latency[class] = histogram{}
 		}
-		out[class][bound] += v
+		out.latency[class][bound] += v
 		if class == "mutating" && math.IsInf(bound, 1) {
 			kind := label(labels, "verb") + " " + label(labels, "resource")
 			if sub := label(labels, "subresource"); sub != "" {
 				kind += "/" + sub
 			}
-			if out[writesPrefix+kind] == nil {
-				out[writesPrefix+kind] = histogram{}
-			}
-			out[writesPrefix+kind][bound] += v
+			out.writes[kind] += v
 		}
 	}
 	return out, nil
@@ -165,18 +166,18 @@ func (h histogram) count() float64 {
 }
 
 // scrapeAPI reads the apiserver's request-latency histograms.
-func scrapeAPI(ctx context.Context, kube kubernetes.Interface) (apiHistograms, error) {
+func scrapeAPI(ctx context.Context, kube kubernetes.Interface) (apiMetrics, error) {
 	raw, err := kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read apiserver metrics: %w", err)
+		return apiMetrics{}, fmt.Errorf("read apiserver metrics: %w", err)
 	}
 	return parseAPIHistograms(strings.NewReader(string(raw)))
 }
 
 // apiFigures adds the API latency during a measurement (after - before).
-func apiFigures(run *Result, before, after apiHistograms) {
+func apiFigures(run *Result, before, after apiMetrics) {
 	for _, class := range []string{"mutating", "read"} {
-		h := after[class].sub(before[class])
+		h := after.latency[class].sub(before.latency[class])
 		n := h.count()
 		if n == 0 {
 			continue
@@ -190,19 +191,15 @@ func apiFigures(run *Result, before, after apiHistograms) {
 
 // writeCounts lists the kinds of mutating call made between two scrapes,
 // the most frequent first: "PUT pods/status 3000, POST pods 3000, …".
-func writeCounts(before, after apiHistograms) string {
+func writeCounts(before, after apiMetrics) string {
 	type kc struct {
 		kind string
 		n    float64
 	}
 	var list []kc
-	for k, h := range after {
-		kind, ok := strings.CutPrefix(k, writesPrefix)
-		if !ok {
-			continue
-		}
-		if n := h.sub(before[k]).count(); n > 0 {
-			list = append(list, kc{kind, n})
+	for kind, n := range after.writes {
+		if d := n - before.writes[kind]; d > 0 {
+			list = append(list, kc{kind, d})
 		}
 	}
 	sort.Slice(list, func(i, j int) bool {

@@ -140,7 +140,7 @@ func (b *bench) scale(ctx context.Context) error {
 	}
 	allRunning := time.Since(start)
 	run.setCPU(sampler.Stop())
-	if after, err := scrapeAPI(ctx, b.kube); err == nil && before != nil {
+	if after, err := scrapeAPI(ctx, b.kube); err == nil && before.latency != nil {
 		apiFigures(run, before, after)
 	}
 
@@ -337,11 +337,11 @@ func (b *bench) waitNodeWritesSettle(ctx context.Context, timeout time.Duration)
 			return 0, err
 		}
 		var n float64
-		for k, v := range h {
+		for kind, c := range h.writes {
 			// Node objects themselves; not nodes/status, which every node
 			// patches now and then for as long as it lives.
-			if kind, ok := strings.CutPrefix(k, writesPrefix); ok && strings.HasSuffix(kind, " nodes") {
-				n += v.count()
+			if strings.HasSuffix(kind, " nodes") {
+				n += c
 			}
 		}
 		return n, nil

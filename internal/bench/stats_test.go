@@ -73,7 +73,7 @@ func TestAPIHistograms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mut := h["mutating"]
+	mut := h.latency["mutating"]
 	if got := mut.count(); got != 765 {
 		t.Fatalf("mutating calls = %v, want the 765 POSTs (WATCH must be left out)", got)
 	}
@@ -84,10 +84,10 @@ func TestAPIHistograms(t *testing.T) {
 	if got, want := mut.quantile(0.5), 0.2+0.2*(0.5*765-339)/(610-339); math.Abs(got-want) > 1e-9 {
 		t.Fatalf("p50 = %v, want %v", got, want)
 	}
-	if h["read"].count() == 0 {
+	if h.latency["read"].count() == 0 {
 		t.Fatal("no read (LIST) calls parsed")
 	}
-	if got := writeCounts(apiHistograms{}, h); got != "POST pods 765" {
+	if got := writeCounts(apiMetrics{}, h); got != "POST pods 765" {
 		t.Fatalf("writeCounts = %q, want the mutating calls by resource: POST pods 765", got)
 	}
 	if got := writeCounts(h, h); got != "" {

@@ -246,11 +246,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 }
 
 func newNode(cfg Config, name string, port int, f *fleet, eb record.EventBroadcaster) (*nodeutil.Node, error) {
-	rc := rest.CopyConfig(cfg.Kube)
+	rc := vknode.Protobuf(cfg.Kube) // as a real agent's client talks
 	rc.QPS, rc.Burst = cfg.NodeQPS, cfg.NodeBurst
-	// Protobuf, as a real agent's client talks (internal/agent).
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	rc.UserAgent = "cci-simulated-agent/" + version.Version
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {

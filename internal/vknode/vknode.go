@@ -8,6 +8,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
@@ -70,4 +71,15 @@ func (k kubeletEvents) AnnotatedEventf(obj runtime.Object, annotations map[strin
 	if !providerSuccess[reason] {
 		k.EventRecorder.AnnotatedEventf(obj, annotations, eventtype, reason, messageFmt, args...)
 	}
+}
+
+// Protobuf is c for the built-in API types in protobuf, as the kubelet, the
+// scheduler and the controller manager talk: cheaper to encode and decode
+// than JSON on both ends, and the apiserver encodes each watch event once
+// per format its watchers use. Custom resources need JSON: keep c for them.
+func Protobuf(c *rest.Config) *rest.Config {
+	c = rest.CopyConfig(c)
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return c
 }

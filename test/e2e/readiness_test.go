@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	podutil "k8s.io/kubernetes/pkg/api/v1/pod"
 )
 
 // A pod with a readiness gate is Ready only once the gate's condition,
@@ -22,12 +23,8 @@ func TestReadinessGate(t *testing.T) {
 		createPod(t, ns, p)
 		pods := client(t).CoreV1().Pods(ns)
 		cond := func(p *v1.Pod, ct v1.PodConditionType) *v1.PodCondition {
-			for i := range p.Status.Conditions {
-				if p.Status.Conditions[i].Type == ct {
-					return &p.Status.Conditions[i]
-				}
-			}
-			return nil
+			_, c := podutil.GetPodCondition(&p.Status, ct)
+			return c
 		}
 		// Running, its container ready, but not Ready: the gate is unset.
 		waitFor(t, 60*time.Second, "ContainersReady with Ready held by the gate", func() (bool, string) {
