@@ -540,16 +540,30 @@ func osImage() string {
 // watchReadinessGates passes on to the runtime the conditions other
 // controllers set on this node's pods that have readiness gates: the node's
 // pod controller hands the runtime spec changes only, and a pod's Ready
-// condition waits for its gates, as on a kubelet.
+// condition waits for its gates, as on a kubelet. It also hands over every
+// change another writer makes to the conditions the agent owns, so that
+// the agent writes its own back (the node controller marks a node's pods
+// NotReady while the node is: for example while the agent restarts).
 func watchReadinessGates(ctx context.Context, kube kubernetes.Interface, node string, rt *runtime.Runtime) {
 	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = "spec.nodeName=" + node
 	}))
 	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if pod, ok := obj.(*v1.Pod); ok {
+				rt.CheckAPIStatus(pod)
+			}
+		},
 		UpdateFunc: func(oldObj, newObj any) {
 			old, ok1 := oldObj.(*v1.Pod)
 			cur, ok2 := newObj.(*v1.Pod)
-			if !ok1 || !ok2 || len(cur.Spec.ReadinessGates) == 0 || !runtime.ForeignConditionsChanged(old, cur) {
+			if !ok1 || !ok2 {
+				return
+			}
+			if runtime.KubeletConditionsChanged(old, cur) {
+				rt.CheckAPIStatus(cur)
+			}
+			if len(cur.Spec.ReadinessGates) == 0 || !runtime.ForeignConditionsChanged(old, cur) {
 				return
 			}
 			_ = rt.UpdatePod(ctx, cur)

@@ -306,6 +306,17 @@ func (r *Runtime) UpdatePod(_ context.Context, pod *v1.Pod) error {
 	return nil
 }
 
+// CheckAPIStatus hands the runtime a pod's status as the API has it; if
+// another writer changed the conditions the agent owns (Ready,
+// ContainersReady, …), the agent writes its own status again.
+func (r *Runtime) CheckAPIStatus(pod *v1.Pod) {
+	w := r.worker(pod.Namespace, pod.Name)
+	if w == nil || w.pod().UID != pod.UID {
+		return
+	}
+	w.post(event{kind: evAPIStatus, pod: pod.DeepCopy()})
+}
+
 // DeletePod stops the pod's containers within its grace period and releases
 // everything it holds. It returns at once; the terminal status is notified
 // when the pod is gone.

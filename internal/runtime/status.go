@@ -178,19 +178,28 @@ func mergeConditions(ours, api []v1.PodCondition) []v1.PodCondition {
 	return out
 }
 
+// KubeletConditionsChanged says whether the conditions the kubelet (here
+// the agent) owns differ in status between two versions of a pod.
+func KubeletConditionsChanged(old, cur *v1.Pod) bool {
+	return !equality.Semantic.DeepEqual(conditionStatuses(old, true), conditionStatuses(cur, true))
+}
+
+// conditionStatuses maps the pod's conditions the kubelet owns (byKubelet)
+// or the others to their status.
+func conditionStatuses(p *v1.Pod, byKubelet bool) map[v1.PodConditionType]v1.ConditionStatus {
+	m := map[v1.PodConditionType]v1.ConditionStatus{}
+	for _, c := range p.Status.Conditions {
+		if kubetypes.PodConditionByKubelet(c.Type) == byKubelet {
+			m[c.Type] = c.Status
+		}
+	}
+	return m
+}
+
 // ForeignConditionsChanged says whether the conditions other controllers
 // own (readiness gates among them) differ between two versions of a pod.
 // The node's pod controller passes on only spec changes; the agent calls
 // UpdatePod when this says so, and Ready follows the gates.
 func ForeignConditionsChanged(old, cur *v1.Pod) bool {
-	foreign := func(p *v1.Pod) map[v1.PodConditionType]v1.ConditionStatus {
-		m := map[v1.PodConditionType]v1.ConditionStatus{}
-		for _, c := range p.Status.Conditions {
-			if !kubetypes.PodConditionByKubelet(c.Type) {
-				m[c.Type] = c.Status
-			}
-		}
-		return m
-	}
-	return !equality.Semantic.DeepEqual(foreign(old), foreign(cur))
+	return !equality.Semantic.DeepEqual(conditionStatuses(old, false), conditionStatuses(cur, false))
 }

@@ -383,3 +383,26 @@ func TestBuildPodReadinessGates(t *testing.T) {
 		})
 	}
 }
+
+// TestKubeletConditionsChanged: only the conditions the agent owns count.
+func TestKubeletConditionsChanged(t *testing.T) {
+	pod := func(conds ...v1.PodCondition) *v1.Pod {
+		return &v1.Pod{Status: v1.PodStatus{Conditions: conds}}
+	}
+	ready := v1.PodCondition{Type: v1.PodReady, Status: v1.ConditionTrue}
+	notReady := v1.PodCondition{Type: v1.PodReady, Status: v1.ConditionFalse, Reason: "NodeNotReady"}
+	gate := v1.PodCondition{Type: "example.com/gate", Status: v1.ConditionTrue}
+	for _, tc := range []struct {
+		name     string
+		old, cur *v1.Pod
+		want     bool
+	}{
+		{"marked NotReady by the node controller", pod(ready), pod(notReady), true},
+		{"same statuses, other times", pod(ready), pod(v1.PodCondition{Type: v1.PodReady, Status: v1.ConditionTrue, LastProbeTime: metav1.Now()}), false},
+		{"a foreign condition only", pod(ready), pod(ready, gate), false},
+	} {
+		if got := KubeletConditionsChanged(tc.old, tc.cur); got != tc.want {
+			t.Errorf("%s: KubeletConditionsChanged = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -118,6 +118,7 @@ const (
 	evProbe     // a probe's settled outcome changed
 	evPostStart // a postStart hook ended
 	evRepublish // publish the status again even if unchanged
+	evAPIStatus // the pod's status as the API has it: republish if another writer changed ours
 )
 
 type event struct {
@@ -291,6 +292,14 @@ func (w *podWorker) handle(e event) {
 		w.onPostStart(e)
 	case evRepublish:
 		w.lastPub = nil
+	case evAPIStatus:
+		// Another writer changed conditions the agent owns, as the node
+		// controller does when it marks the pods of a node NotReady: the
+		// kubelet's status manager writes its own status back, and so
+		// does the agent.
+		if w.lastPub != nil && KubeletConditionsChanged(w.lastPub, e.pod) {
+			w.lastPub = nil
+		}
 	}
 }
 
