@@ -54,6 +54,10 @@ type Config struct {
 	Binary string
 	// KeepData leaves the bench's own cluster's data folder in place.
 	KeepData bool
+	// MaxPods is the pod capacity of the bench's own host. Default 250
+	// (a /24 pod subnet), or N+10 for a burst of more; a larger capacity
+	// gets the host a larger pod subnet.
+	MaxPods int
 
 	// Out receives <scenario>.json, <scenario>.html and profiles; "" writes nothing.
 	Out string
@@ -125,6 +129,12 @@ func (c *Config) defaults() error {
 	}
 	if c.FloorPods == 0 {
 		c.FloorPods = 50
+	}
+	if c.MaxPods == 0 && c.Scenario == "burst" && c.Pods+10 > 250 {
+		c.MaxPods = c.Pods + 10
+	}
+	if c.MaxPods < 0 || c.MaxPods > 65000 {
+		return fmt.Errorf("--max-pods %d: give 1 to 65000", c.MaxPods)
 	}
 	if c.Registry == "" {
 		c.Registry = "127.0.0.1:5000"
@@ -237,9 +247,13 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			Binary:           cfg.Binary,
 			DataDir:          cfg.DataDir,
 			ControlPlaneOnly: cfg.Scenario == "scale",
-			ClusterCIDR:      clusterCIDR(cfg.Scenario),
-			Pprof:            *cfg.Profile,
-			Log:              cfg.Log,
+			// The control plane's own figures in scale are apiserver and
+			// etcd apart.
+			SeparateEtcd: cfg.Scenario == "scale",
+			MaxPods:      cfg.MaxPods,
+			ClusterCIDR:  clusterCIDR(cfg.Scenario),
+			Pprof:        *cfg.Profile,
+			Log:          cfg.Log,
 		})
 		if serr != nil {
 			return nil, serr
@@ -474,6 +488,9 @@ func (b *bench) floorFor(ctx context.Context, n, parallel int) *Floor {
 
 func params(c Config) map[string]any {
 	p := map[string]any{"pods": c.Pods, "floorPods": c.FloorPods, "runtimeClass": c.RuntimeClass}
+	if c.MaxPods != 0 {
+		p["maxPods"] = c.MaxPods
+	}
 	switch c.Scenario {
 	case "burst":
 		p["modes"] = c.BurstModes

@@ -11,8 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // The smoke tests run every scenario with a small N against one real
@@ -255,5 +259,50 @@ func TestScaleSmoke(t *testing.T) {
 	rep := run(t, Config{Scenario: "scale", Nodes: 3, Pods: 20, Workers: 5})
 	if s := latency(t, rep, "create→Running"); s.N != 20 {
 		t.Fatalf("%d of 20 simulated pods ran", s.N)
+	}
+}
+
+// TestSeparateEtcd starts a control plane whose etcd is a process of its
+// own (`cci etcd`), as scale does, and checks that the apiserver stores in
+// it and that Close stops both.
+func TestSeparateEtcd(t *testing.T) {
+	cluster(t) // builds the binary
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := StartCluster(ctx, ClusterOptions{
+		Binary: shared.binary, ControlPlaneOnly: true, SeparateEtcd: true,
+		ClusterCIDR: "10.81.0.0/16", Log: testLog{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.EtcdPID == 0 || c.EtcdPID == c.PID {
+		t.Fatalf("etcd pid %d, control plane pid %d: etcd is not a process of its own", c.EtcdPID, c.PID)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c.EtcdPID))
+	if err != nil || !strings.Contains(string(cmdline), "etcd") {
+		t.Fatalf("etcd process %d: cmdline %q, %v", c.EtcdPID, cmdline, err)
+	}
+	if _, err := c.Kube.CoreV1().ConfigMaps("default").Create(ctx, &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "separate-etcd"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(c.EtcdDir, "member", "snap", "db")); err != nil {
+		t.Fatalf("etcd's database is not where the bench reads its size: %v", err)
+	}
+	etcdPID := c.EtcdPID
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(etcdPID, 0); err == nil {
+		t.Fatalf("etcd (pid %d) still runs after Close", etcdPID)
+	}
+}
+
+func TestNodeCIDRMask(t *testing.T) {
+	for pods, want := range map[int]int{110: 24, 250: 24, 253: 24, 254: 23, 509: 23, 510: 22, 1000: 22} {
+		if got := nodeCIDRMask(pods); got != want {
+			t.Errorf("nodeCIDRMask(%d) = /%d, want /%d", pods, got, want)
+		}
 	}
 }

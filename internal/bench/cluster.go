@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,8 +39,12 @@ type ClusterOptions struct {
 	// ControlPlaneOnly runs `cci server` (no host agent) instead of `cci up`.
 	ControlPlaneOnly bool
 	// MaxPods is the host agent's pod capacity. Default 250 (a /24 pod
-	// subnet holds 253 pods).
+	// subnet holds 253 pods); more gives each node a larger pod subnet.
 	MaxPods int
+	// SeparateEtcd runs etcd as a process of its own (`cci etcd`) and the
+	// control plane with --etcd-servers, so that the CPU and memory of
+	// etcd and of the apiserver are seen apart.
+	SeparateEtcd bool
 	// ClusterCIDR is the pod range. Default "10.79.0.0/16"; scale uses a
 	// larger one so that a thousand simulated nodes each get a subnet.
 	ClusterCIDR string
@@ -73,9 +78,16 @@ type Cluster struct {
 	PprofAddr string
 	// PID is the cci process (control plane and agent); 0 when unknown.
 	PID int
+	// EtcdPID is etcd's own process (ClusterOptions.SeparateEtcd); 0 when
+	// etcd runs inside the cci process.
+	EtcdPID int
+	// EtcdDir is etcd's data folder (member/snap/db below it).
+	EtcdDir string
 
 	cmd     *exec.Cmd
-	bridge  string // the CNI bridge the child was told to use, removed by Close
+	etcd    *exec.Cmd
+	etcdEnd chan struct{} // closed when the etcd child has exited
+	bridge  string        // the CNI bridge the child was told to use, removed by Close
 	exited  chan struct{}
 	exitErr error
 	logPath string
@@ -121,6 +133,7 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	c.DataDir = dataDir
+	c.EtcdDir = filepath.Join(dataDir, "etcd")
 
 	role := "up"
 	if o.ControlPlaneOnly {
@@ -144,6 +157,9 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		"--etcd-peer-port", strconv.Itoa(ports[2]),
 		"--registry-addr", c.Registry,
 		"--cluster-cidr", o.ClusterCIDR,
+	}
+	if mask := nodeCIDRMask(o.MaxPods); mask != 24 && has("node-cidr-mask-size") {
+		args = append(args, "--node-cidr-mask-size", strconv.Itoa(mask))
 	}
 	// Ports of newer roles default to api-port + 1 and such: free ones.
 	if has("usage-port") {
@@ -178,6 +194,15 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
+	}
+	if o.SeparateEtcd {
+		url, err := c.startEtcd(ctx, o.Binary, filepath.Join(dataDir, "etcd-member"), ports[1], ports[2], logFile)
+		if err != nil {
+			logFile.Close()
+			_ = c.Close()
+			return nil, err
+		}
+		args = append(args, "--etcd-servers", url)
 	}
 	cmd := exec.Command(o.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -222,6 +247,7 @@ func Attach(kubeconfig, dataDir, containerdSocket, registry string) (*Cluster, e
 			return nil, err
 		}
 		c.DataDir = abs
+		c.EtcdDir = filepath.Join(abs, "etcd")
 		c.PID = readPidFile(filepath.Join(abs, "cci.lock"))
 		if containerdSocket == "" {
 			containerdSocket = filepath.Join(abs, "containerd", "state", "containerd.sock")
@@ -319,20 +345,20 @@ func (c *Cluster) Image(short string) string {
 // Close stops the cluster child (SIGINT, then SIGKILL after a minute) and
 // removes its temporary data folder. An attached cluster is left alone.
 func (c *Cluster) Close() error {
-	if c.cmd == nil {
+	if c.cmd == nil && c.etcd == nil {
 		return nil
 	}
-	select {
-	case <-c.exited:
-	default:
-		_ = c.cmd.Process.Signal(syscall.SIGINT)
+	c.stopChild()
+	// etcd goes last: the control plane needs it to stop cleanly.
+	if c.etcd != nil {
+		_ = c.etcd.Process.Signal(syscall.SIGINT)
 		select {
-		case <-c.exited:
-		case <-time.After(time.Minute):
-			fmt.Fprintf(c.log, "bench: cluster did not stop in a minute; killing it\n")
-			_ = c.cmd.Process.Kill()
-			<-c.exited
+		case <-c.etcdEnd:
+		case <-time.After(30 * time.Second):
+			_ = c.etcd.Process.Kill()
+			<-c.etcdEnd
 		}
+		c.etcd = nil
 	}
 	// The bridge outlives the agent (pods of a restarted agent keep
 	// using it); the bench's own cluster is gone for good, so is its bridge.
@@ -350,6 +376,73 @@ func (c *Cluster) Close() error {
 		}
 	}
 	return nil
+}
+
+// stopChild stops the cci child: SIGINT, then SIGKILL after a minute.
+func (c *Cluster) stopChild() {
+	if c.cmd == nil {
+		return
+	}
+	select {
+	case <-c.exited:
+	default:
+		_ = c.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-c.exited:
+		case <-time.After(time.Minute):
+			fmt.Fprintf(c.log, "bench: cluster did not stop in a minute; killing it\n")
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	}
+}
+
+// startEtcd starts `cci etcd` with its data in dir and waits until it
+// answers on its client port; it returns the client URL.
+func (c *Cluster) startEtcd(ctx context.Context, binary, dir string, clientPort, peerPort int, log io.Writer) (string, error) {
+	cmd := exec.Command(binary, "etcd", "--data-dir", dir,
+		"--client-port", strconv.Itoa(clientPort), "--peer-port", strconv.Itoa(peerPort))
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	fmt.Fprintf(c.log, "bench: starting %s etcd (data %s)\n", filepath.Base(binary), dir)
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start %s etcd: %w", binary, err)
+	}
+	c.etcd, c.EtcdPID, c.EtcdDir = cmd, cmd.Process.Pid, filepath.Join(dir, "etcd")
+	c.etcdEnd = make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(c.etcdEnd) }()
+	url := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		// /health answers once the member serves (it has no peers to wait for).
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url, nil
+			}
+		}
+		select {
+		case <-c.etcdEnd:
+			c.etcd, c.EtcdPID = nil, 0
+			return "", fmt.Errorf("%s etcd exited: %v (see %s)", binary, waitErr, filepath.Join(dir, "logs", "etcd.log"))
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s etcd did not answer on %s within a minute", binary, url)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// nodeCIDRMask is the node pod-subnet size that holds maxPods addresses
+// besides the network, gateway and broadcast ones: /24 up to 253 pods.
+func nodeCIDRMask(maxPods int) int {
+	mask := 24
+	for mask > 16 && 1<<(32-mask)-3 < maxPods {
+		mask--
+	}
+	return mask
 }
 
 // Keep leaves the data folder in place after Close.

@@ -61,7 +61,16 @@ func (b *bench) scale(ctx context.Context) error {
 	groups := func() map[string][]int {
 		g := map[string][]int{"simulated agents": {sim.pid}}
 		if b.c.PID != 0 {
-			g["control plane (cci process)"] = []int{b.c.PID}
+			name := "control plane (cci process)"
+			if b.c.EtcdPID != 0 {
+				name = "control plane (cci server: apiserver, scheduler, controllers)"
+			} else if b.own {
+				name = "control plane (cci process, etcd inside)"
+			}
+			g[name] = []int{b.c.PID}
+		}
+		if b.c.EtcdPID != 0 {
+			g["etcd (cci etcd)"] = []int{b.c.EtcdPID}
 		}
 		return g
 	}
@@ -173,8 +182,8 @@ func (b *bench) scale(ctx context.Context) error {
 		run.figure("all bound after", ms(allBound), "ms", "")
 		run.figure("all Running after", ms(allRunning), "ms", "")
 	}
-	if b.c.DataDir != "" {
-		if st, err := os.Stat(filepath.Join(b.c.DataDir, "etcd", "member", "snap", "db")); err == nil {
+	if b.c.EtcdDir != "" {
+		if st, err := os.Stat(filepath.Join(b.c.EtcdDir, "member", "snap", "db")); err == nil {
 			run.figure("etcd database size", float64(st.Size()), "bytes", "")
 		}
 	}

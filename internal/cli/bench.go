@@ -91,6 +91,7 @@ func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Conf
 	f.BoolVar(&c.KeepData, "keep-data", false, "keep the bench's own cluster's data folder")
 	f.StringVar(&out, "out", "", "folder for JSON, HTML and profiles (default bench-results/<scenario>-<time>; \"\" for none)")
 	f.IntVar(&c.Pods, "pods", 0, "N (default: start 200, floor 200, burst 100, density until a limit, scale 10000)")
+	f.IntVar(&c.MaxPods, "max-pods", 0, "pod capacity of the bench's own host, which gets a pod subnet to match (default 250; a burst of N over 240: N+10)")
 	f.IntVar(&c.FloorPods, "floor-pods", 50, "containers the floor starts for the ratios")
 	f.StringVar(&c.RuntimeClass, "runtime-class", "", "RuntimeClass of the pods (runc by default; gvisor where the cluster offers it)")
 	f.DurationVar(&c.PodTimeout, "pod-timeout", 2*time.Minute, "how long one pod may take to run")

@@ -35,7 +35,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), tenantCmd(), usageCmd(), versionCmd(), benchCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), tenantCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
@@ -77,6 +77,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:5000", "address of the built-in OCI registry")
 	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
 	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
+	f.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of each host's pod subnet (24: 253 pods; a host with --max-pods over 253 needs a shorter one)")
 	f.StringSliceVar(&c.LBPool, "lb-pool", nil, "addresses (IPs or prefixes) for Services of type LoadBalancer (default: the advertise address)")
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
@@ -226,6 +227,40 @@ func serverCmd() *cobra.Command {
 		},
 	}
 	addServerFlags(cmd, &c)
+	return cmd
+}
+
+func etcdCmd() *cobra.Command {
+	var (
+		dataDir          string
+		clientPort, peer int
+	)
+	cmd := &cobra.Command{
+		Use:   "etcd",
+		Short: "Run the control plane's etcd member as a process of its own, for cci server --etcd-servers",
+		Long: `Run the etcd member that cci server otherwise embeds, alone: data in
+<data-dir>/etcd, plain HTTP on 127.0.0.1. Then start the control plane with
+cci server --etcd-servers http://127.0.0.1:<client-port>. With etcd in its own
+process its CPU and memory are seen apart from the apiserver's (cci bench
+scale does this).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			controlPlaneGC()
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			dir, unlock, logger, err := prepareDataDir(dataDir, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			return server.RunEtcd(ctx, dir, clientPort, peer, func(url string) {
+				logger.Info("etcd ready", "client", url, "data", filepath.Join(dir, "etcd"))
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", filepath.Join(defaultDataDir(), "etcd-member"), "folder for etcd's data and log (not the data folder of a cci server or cci up)")
+	f.IntVar(&clientPort, "client-port", 2379, "client port (loopback)")
+	f.IntVar(&peer, "peer-port", 2380, "peer port (loopback)")
 	return cmd
 }
 

@@ -466,6 +466,32 @@ func join(s []string) string {
 	return out
 }
 
+// RunEtcd runs the control plane's etcd member on its own, as `cci server`
+// embeds it (data in <dataDir>/etcd, plain HTTP on loopback), until ctx
+// ends: for a `cci server --etcd-servers http://127.0.0.1:PORT` whose etcd
+// should be a process of its own, for example to see its CPU and memory
+// apart from the apiserver's. ready is called once it serves.
+func RunEtcd(ctx context.Context, dataDir string, clientPort, peerPort int, ready func(clientURL string)) error {
+	logDir := filepath.Join(dataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+	e, err := startEtcd(dataDir, clientPort, peerPort, filepath.Join(logDir, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if ready != nil {
+		ready(fmt.Sprintf("http://127.0.0.1:%d", clientPort))
+	}
+	select {
+	case err := <-e.Err():
+		return fmt.Errorf("etcd: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
 func startEtcd(dataDir string, clientPort, peerPort int, logPath string) (*embed.Etcd, error) {
 	ec := embed.NewConfig()
 	ec.Name = "cci"
