@@ -50,8 +50,17 @@ func (w *podWorker) prepareSandbox() error {
 		if err != nil {
 			return err
 		}
-		w.update(func(rec *podRecord) { rec.Handler = h })
+		w.update(func(rec *podRecord) {
+			rec.Handler = h
+			rec.Solo = h == handlerGVisor && soloPod(pod)
+		})
 		handler = h
+	}
+	w.mu.Lock()
+	solo := w.rec.Solo
+	w.mu.Unlock()
+	if handler == handlerGVisor && w.r.gvisor.err != nil {
+		return w.r.gvisor.err
 	}
 	var ports []network.PortMapping
 	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
@@ -76,7 +85,7 @@ func (w *podWorker) prepareSandbox() error {
 	if err := w.r.writeEtcFiles(pod, ips); err != nil {
 		return err
 	}
-	if handler == handlerGVisor {
+	if handler == handlerGVisor && !solo {
 		return w.startPodSandbox()
 	}
 	return nil
@@ -105,7 +114,7 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	runtimeOpt, runtimeSpecOpts := w.runtimeOpts(pod)
+	runtimeOpt, runtimeSpecOpts := w.runtimeOpts(pod, cr.ID)
 	specOpts = append(specOpts, runtimeSpecOpts...)
 	ctr, err := client.NewContainer(ctx, cr.ID,
 		containerd.WithImage(img.image),
@@ -199,7 +208,7 @@ func (w *podWorker) oomKilled(id string) bool {
 	// (and may be handled just before the container's exit).
 	// Only the run goroutine calls this, some callers with mu held: it reads
 	// the record without the lock, as its only writer may.
-	if w.rec.Handler == handlerGVisor {
+	if w.rec.Handler == handlerGVisor && !w.rec.Solo {
 		if !w.sandboxOOMAt.IsZero() && timeNow().Sub(w.sandboxOOMAt) < 10*time.Second {
 			return true
 		}

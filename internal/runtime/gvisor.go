@@ -25,6 +25,9 @@ package runtime
 //     exactly as long as the container (`runsc wait`) and exits with its
 //     status. gVisor's own shim does the same with a goroutine.
 //
+// A pod of one container and no init containers has no pause container: its
+// container is the sandbox's own first process (soloPod).
+//
 // Lifecycle of a gvisor pod's sandbox:
 //
 //	prepareSandbox ─► pause created and started ─► containers join it …
@@ -55,6 +58,19 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
+
+// soloPod tells whether a gvisor pod runs without a pause container: one
+// container and no init containers. Its container is then the first process
+// of the pod's sandbox, as a single container started with runsc is, and
+// the pod starts in one sandbox boot instead of a boot and a join (BENCHMARKS.md:
+// the join, runsc start of a second container, took 117–179 ms). The pod's
+// network namespace, IP and volumes are the agent's and outlive the
+// sandbox: a restart of the container boots a new sandbox in them, where a
+// pause would have kept the old one. Pods of several containers share one
+// sandbox through the pause container.
+func soloPod(pod *v1.Pod) bool {
+	return len(pod.Spec.Containers) == 1 && len(pod.Spec.InitContainers) == 0 && len(pod.Spec.EphemeralContainers) == 0
+}
 
 // The CRI annotations runsc (and the runc shim's grouping) read.
 const (
@@ -363,11 +379,23 @@ func (w *podWorker) handler() string {
 	return w.rec.Handler
 }
 
-// runtimeOpts are the containerd options that put an app container under
-// the pod's handler.
-func (w *podWorker) runtimeOpts(pod *v1.Pod) (containerd.NewContainerOpts, []oci.SpecOpts) {
+// runtimeOpts are the containerd options that put the app container id
+// under the pod's handler.
+func (w *podWorker) runtimeOpts(pod *v1.Pod, id string) (containerd.NewContainerOpts, []oci.SpecOpts) {
 	if w.handler() != handlerGVisor {
 		return containerd.WithRuntime(runcRuntime, nil), nil
+	}
+	w.mu.Lock()
+	solo := w.rec.Solo
+	w.mu.Unlock()
+	if solo {
+		// The container boots the pod's sandbox itself, with the pod's
+		// limits on it, as the pause container otherwise has them.
+		return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: w.r.gvisor.sandboxRuntime, Root: w.r.gvisor.root}),
+			append(podResourceOpts(pod), oci.WithAnnotations(map[string]string{
+				annotationContainerType: containerTypeSandbox,
+				annotationSandboxID:     id,
+			}))
 	}
 	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: w.r.gvisor.containerRuntime, Root: w.r.gvisor.root}),
 		[]oci.SpecOpts{oci.WithAnnotations(map[string]string{

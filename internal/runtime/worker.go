@@ -52,6 +52,10 @@ type podRecord struct {
 	Handler string `json:"handler,omitempty"`
 	// Sandbox is the pod sandbox (pause container) of a gvisor pod.
 	Sandbox *sandboxRecord `json:"sandbox,omitempty"`
+	// Solo says the gvisor pod has one container and no init containers,
+	// so that the container itself is its sandbox's first process, with
+	// no pause container (see gvisor.go); fixed with Handler.
+	Solo bool `json:"solo,omitempty"`
 }
 
 // ctrRecord is one container of the pod, init containers first.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -119,6 +120,23 @@ func sandboxPids(id string) []int {
 	return out
 }
 
+// podContainerIDs lists the containerd containers of the pod with this UID.
+func podContainerIDs(t *testing.T, uid string) []string {
+	t.Helper()
+	ctrs, err := ctrdClient(t).Containers(namespaces.WithNamespace(context.Background(), "cci"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range ctrs {
+		if strings.HasPrefix(c.ID(), uid) {
+			ids = append(ids, c.ID())
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // Inside a gvisor pod the kernel is gVisor's: uname and dmesg show it, not
 // the host's; a runc pod shows the host's. Every container of the pod runs
 // in one sandbox.
@@ -158,6 +176,10 @@ func TestGVisorIsolation(t *testing.T) {
 	}
 	if procs := sandboxProcesses(string(p.UID)); len(procs) != 1 {
 		t.Errorf("pod with 2 containers has %d runsc sandboxes, want 1:\n%s", len(procs), strings.Join(procs, "\n"))
+	}
+	// Two containers share the sandbox of a pause container.
+	if ids := podContainerIDs(t, string(p.UID)); !slices.Equal(ids, []string{string(p.UID) + "-main", string(p.UID) + "-second", string(p.UID) + "_pod"}) {
+		t.Errorf("containers of the 2-container pod: %v, want main, second and the pause container", ids)
 	}
 	for _, c := range []string{"main", "second"} {
 		if out := mustKubectl(t, "logs", "iso-gvisor", "-c", c); !strings.Contains(out, c+" up") {
@@ -282,6 +304,11 @@ func TestGVisorSandboxRecreated(t *testing.T) {
 	if len(pids) != 1 {
 		t.Fatalf("pod has %d runsc sandboxes, want 1", len(pids))
 	}
+	// A pod of one container has no pause container: the container boots
+	// the sandbox itself.
+	if ids := podContainerIDs(t, string(before.UID)); !slices.Equal(ids, []string{string(before.UID) + "-main"}) {
+		t.Errorf("containers of the 1-container pod: %v, want only main", ids)
+	}
 	if err := unix.Kill(pids[0], unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -301,6 +328,9 @@ func TestGVisorSandboxRecreated(t *testing.T) {
 	}
 	if out := mustKubectl(t, "exec", "gv-crash", "--", "uname", "-r"); strings.TrimSpace(out) == hostKernel(t) {
 		t.Errorf("exec in the new sandbox reached the host kernel: %q", out)
+	}
+	if out := strings.TrimSpace(mustKubectl(t, "exec", "gv-crash", "--", "hostname")); out != "gv-crash" {
+		t.Errorf("hostname in the new sandbox %q, want gv-crash", out)
 	}
 }
 
