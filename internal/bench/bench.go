@@ -54,6 +54,9 @@ type Config struct {
 	Binary string
 	// KeepData leaves the bench's own cluster's data folder in place.
 	KeepData bool
+	// EmbeddedEtcd keeps scale's etcd inside the `cci server` process,
+	// as `cci server` runs it by default, instead of a `cci etcd` of its own.
+	EmbeddedEtcd bool
 	// MaxPods is the pod capacity of the bench's own host. Default 250
 	// (a /24 pod subnet), or N+10 for a burst of more; a larger capacity
 	// gets the host a larger pod subnet.
@@ -249,7 +252,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			ControlPlaneOnly: cfg.Scenario == "scale",
 			// The control plane's own figures in scale are apiserver and
 			// etcd apart.
-			SeparateEtcd: cfg.Scenario == "scale",
+			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd,
 			MaxPods:      cfg.MaxPods,
 			ClusterCIDR:  clusterCIDR(cfg.Scenario),
 			Pprof:        *cfg.Profile,

@@ -89,6 +89,7 @@ func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Conf
 	f.StringVar(&c.Registry, "registry", "127.0.0.1:5000", "the running cluster's registry, where the test images are pushed")
 	f.StringVar(&c.PprofAddr, "pprof-addr", "", "the running cluster's pprof listener (cci up --pprof-addr), for --profile")
 	f.BoolVar(&c.KeepData, "keep-data", false, "keep the bench's own cluster's data folder")
+	f.BoolVar(&c.EmbeddedEtcd, "embedded-etcd", false, "scale: keep etcd inside the cci server process (its default) instead of a cci etcd process of its own")
 	f.StringVar(&out, "out", "", "folder for JSON, HTML and profiles (default bench-results/<scenario>-<time>; \"\" for none)")
 	f.IntVar(&c.Pods, "pods", 0, "N (default: start 200, floor 200, burst 100, density until a limit, scale 10000)")
 	f.IntVar(&c.MaxPods, "max-pods", 0, "pod capacity of the bench's own host, which gets a pod subnet to match (default 250; a burst of N over 240: N+10)")
