@@ -515,13 +515,11 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, 
 		mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: filepath.Join(r.etcDir(pod), f), Options: []string{"rbind", "rprivate", "rw"}})
 	}
 	if c.TerminationMessagePath != "" && !hasMount[c.TerminationMessagePath] {
-		p := filepath.Join(r.podDir(pod.UID), "termination", c.Name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
-			if f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o666); err == nil {
-				f.Close()
-				mounts = append(mounts, specs.Mount{Destination: c.TerminationMessagePath, Type: "bind", Source: p, Options: []string{"rbind", "rprivate", "rw"}})
-			}
+		p, err := r.resetTerminationFile(pod, c.Name)
+		if err != nil {
+			return nil, fmt.Errorf("termination message file of container %q: %w", c.Name, err)
 		}
+		mounts = append(mounts, specs.Mount{Destination: c.TerminationMessagePath, Type: "bind", Source: p, Options: []string{"rbind", "rprivate", "rw"}})
 	}
 	return mounts, nil
 }

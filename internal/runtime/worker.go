@@ -664,6 +664,10 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	oom := lt.code == 137 && w.oomKilled(cr.ID)
 	w.removeContainer(cr.ID, lt.task)
 	pod := w.pod()
+	var message string
+	if c := w.containerSpec(name); c != nil {
+		message = w.r.terminationMessage(pod, c, int32(lt.code), w.r.logPath(pod, name, cr.RestartCount))
+	}
 	w.update(func(*podRecord) {
 		cr.Live = false
 		cr.Ready, cr.StartupPassed, cr.PostStartPending = false, false, false
@@ -681,6 +685,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		cr.State = v1.ContainerState{Terminated: &v1.ContainerStateTerminated{
 			ExitCode:    int32(lt.code),
 			Reason:      reason,
+			Message:     message,
 			StartedAt:   startedAt,
 			FinishedAt:  metav1.NewTime(lt.exitedAt),
 			ContainerID: "containerd://" + cr.ID,

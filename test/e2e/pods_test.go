@@ -483,3 +483,39 @@ func TestExecMissingBinary(t *testing.T) {
 		}
 	})
 }
+
+// A container's termination message is what it wrote to its
+// terminationMessagePath (as a user other than root too), or under
+// FallbackToLogsOnError the end of its log when it failed without writing one.
+func TestTerminationMessage(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rc string) {
+		ns := testNamespace(t)
+		user := int64(1000)
+		file := shellPod("term-file", rc, "printf 'bye from main' > /dev/termination-log; echo not the message; exit 3")
+		file.Spec.RestartPolicy = v1.RestartPolicyNever
+		file.Spec.SecurityContext = &v1.PodSecurityContext{RunAsUser: &user}
+		logs := shellPod("term-logs", rc, "echo line1; echo oops; exit 1")
+		logs.Spec.RestartPolicy = v1.RestartPolicyNever
+		logs.Spec.Containers[0].TerminationMessagePath = "/tmp/why"
+		logs.Spec.Containers[0].TerminationMessagePolicy = v1.TerminationMessageFallbackToLogsOnError
+		for _, p := range []*v1.Pod{file, logs} {
+			createPod(t, ns, p)
+		}
+		for name, want := range map[string]struct {
+			code int32
+			msg  string
+		}{"term-file": {3, "bye from main"}, "term-logs": {1, "line1\noops\n"}} {
+			waitFor(t, 90*time.Second, name+" terminated with its message", func() (bool, string) {
+				p, err := client(t).CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+				if err != nil || len(p.Status.ContainerStatuses) == 0 {
+					return false, fmt.Sprint(err)
+				}
+				term := p.Status.ContainerStatuses[0].State.Terminated
+				if term == nil {
+					return false, fmt.Sprintf("%+v", p.Status.ContainerStatuses[0].State)
+				}
+				return term.ExitCode == want.code && term.Message == want.msg, fmt.Sprintf("exit %d message %q", term.ExitCode, term.Message)
+			})
+		}
+	})
+}
