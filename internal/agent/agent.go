@@ -307,7 +307,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("node %q not ready: %w", cfg.NodeName, err)
 	}
 	rt.Republish()
-	watchReadinessGates(ctx, kube, cfg.NodeName, rt)
+	watchPodStatus(ctx, kube, cfg.NodeName, rt)
 	proxyErr := make(chan error, 1)
 	if cfg.ServiceProxy != "off" {
 		if err := serviceproxy.Run(ctx, serviceproxy.Config{
@@ -537,14 +537,14 @@ func osImage() string {
 	return "Linux"
 }
 
-// watchReadinessGates passes on to the runtime the conditions other
+// watchPodStatus passes on to the runtime the conditions other
 // controllers set on this node's pods that have readiness gates: the node's
 // pod controller hands the runtime spec changes only, and a pod's Ready
 // condition waits for its gates, as on a kubelet. It also hands over every
 // change another writer makes to the conditions the agent owns, so that
 // the agent writes its own back (the node controller marks a node's pods
 // NotReady while the node is: for example while the agent restarts).
-func watchReadinessGates(ctx context.Context, kube kubernetes.Interface, node string, rt *runtime.Runtime) {
+func watchPodStatus(ctx context.Context, kube kubernetes.Interface, node string, rt *runtime.Runtime) {
 	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = "spec.nodeName=" + node
 	}))

@@ -43,9 +43,9 @@ func (w *podWorker) prepareSandbox() error {
 		return fmt.Errorf("hostNetwork pods are not supported by this node")
 	}
 	w.mu.Lock()
-	handler := w.rec.Handler
+	resolved := w.rec.Handler != ""
 	w.mu.Unlock()
-	if handler == "" {
+	if !resolved {
 		h, err := resolveHandler(ctx, w.r.cfg.Kube, pod.Spec.RuntimeClassName)
 		if err != nil {
 			return err
@@ -54,12 +54,11 @@ func (w *podWorker) prepareSandbox() error {
 			rec.Handler = h
 			rec.Solo = h == handlerGVisor && soloPod(pod)
 		})
-		handler = h
 	}
 	w.mu.Lock()
-	solo := w.rec.Solo
+	root := sandboxRoot(w.rec)
 	w.mu.Unlock()
-	if handler == handlerGVisor && w.r.gvisor.err != nil {
+	if root != "" && w.r.gvisor.err != nil {
 		return w.r.gvisor.err
 	}
 	var ports []network.PortMapping
@@ -85,7 +84,7 @@ func (w *podWorker) prepareSandbox() error {
 	if err := w.r.writeEtcFiles(pod, ips); err != nil {
 		return err
 	}
-	if handler == handlerGVisor && !solo {
+	if root == podSandboxID(pod) {
 		return w.startPodSandbox()
 	}
 	return nil
@@ -208,11 +207,11 @@ func (w *podWorker) oomKilled(id string) bool {
 	// (and may be handled just before the container's exit).
 	// Only the run goroutine calls this, some callers with mu held: it reads
 	// the record without the lock, as its only writer may.
-	if w.rec.Handler == handlerGVisor && !w.rec.Solo {
+	if root := sandboxRoot(w.rec); root != "" && root != id {
 		if !w.sandboxOOMAt.IsZero() && timeNow().Sub(w.sandboxOOMAt) < 10*time.Second {
 			return true
 		}
-		id = podSandboxID(w.rec.Pod)
+		id = root
 	}
 	// cgroup v1 path used by runc for containerd's default spec.
 	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, id, "memory.oom_control"))

@@ -368,49 +368,48 @@ func podHostname(pod *v1.Pod) string {
 	return pod.Name
 }
 
-// handler is the runtime handler of the pod; records of older agents have
-// none and ran runc.
-func (w *podWorker) handler() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.rec.Handler == "" {
-		return handlerRunc
+// sandboxRoot is the id of the container whose process is the pod's gVisor
+// sandbox: the pause container's, or a solo pod's one container's (see
+// soloPod); "" for a pod without a sandbox (runc, and records of older
+// agents, which have no handler). The caller holds rec's lock or is its
+// only writer.
+func sandboxRoot(rec *podRecord) string {
+	switch {
+	case rec.Handler != handlerGVisor:
+		return ""
+	case rec.Solo:
+		return containerID(rec.Pod, rec.Pod.Spec.Containers[0].Name)
+	default:
+		return podSandboxID(rec.Pod)
 	}
-	return w.rec.Handler
 }
 
 // runtimeOpts are the containerd options that put the app container id
-// under the pod's handler.
+// under the pod's handler: a gvisor container joins its pod's sandbox, or,
+// if it is the sandbox's root, boots it with the pod's limits on it, as
+// the pause container otherwise does.
 func (w *podWorker) runtimeOpts(pod *v1.Pod, id string) (containerd.NewContainerOpts, []oci.SpecOpts) {
-	if w.handler() != handlerGVisor {
+	w.mu.Lock()
+	root := sandboxRoot(w.rec)
+	w.mu.Unlock()
+	if root == "" {
 		return containerd.WithRuntime(runcRuntime, nil), nil
 	}
-	w.mu.Lock()
-	solo := w.rec.Solo
-	w.mu.Unlock()
-	if solo {
-		// The container boots the pod's sandbox itself, with the pod's
-		// limits on it, as the pause container otherwise has them.
-		return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: w.r.gvisor.sandboxRuntime, Root: w.r.gvisor.root}),
-			append(podResourceOpts(pod), oci.WithAnnotations(map[string]string{
-				annotationContainerType: containerTypeSandbox,
-				annotationSandboxID:     id,
-			}))
+	binary, kind, opts := w.r.gvisor.containerRuntime, containerTypeContainer, []oci.SpecOpts(nil)
+	if root == id {
+		binary, kind, opts = w.r.gvisor.sandboxRuntime, containerTypeSandbox, podResourceOpts(pod)
 	}
-	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: w.r.gvisor.containerRuntime, Root: w.r.gvisor.root}),
-		[]oci.SpecOpts{oci.WithAnnotations(map[string]string{
-			annotationContainerType: containerTypeContainer,
-			annotationSandboxID:     podSandboxID(pod),
-		})}
+	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: binary, Root: w.r.gvisor.root}),
+		append(opts, oci.WithAnnotations(map[string]string{
+			annotationContainerType: kind,
+			annotationSandboxID:     root,
+		}))
 }
 
 // startPodSandbox creates and starts the pause container of a gvisor pod,
 // unless it already runs.
 func (w *podWorker) startPodSandbox() error {
 	g := w.r.gvisor
-	if g.err != nil {
-		return g.err
-	}
 	if w.sandboxTask != nil {
 		return nil
 	}

@@ -308,13 +308,14 @@ func (r *Runtime) UpdatePod(_ context.Context, pod *v1.Pod) error {
 
 // CheckAPIStatus hands the runtime a pod's status as the API has it; if
 // another writer changed the conditions the agent owns (Ready,
-// ContainersReady, …), the agent writes its own status again.
+// ContainersReady, …), the agent writes its own status again. pod is only
+// read (an informer's object may be handed in as is).
 func (r *Runtime) CheckAPIStatus(pod *v1.Pod) {
 	w := r.worker(pod.Namespace, pod.Name)
 	if w == nil || w.pod().UID != pod.UID {
 		return
 	}
-	w.post(event{kind: evAPIStatus, pod: pod.DeepCopy()})
+	w.post(event{kind: evAPIStatus, pod: pod})
 }
 
 // DeletePod stops the pod's containers within its grace period and releases
