@@ -80,7 +80,7 @@ func waitPodDone(t *testing.T, ns, name string, timeout time.Duration) *v1.Pod {
 // cciUsage runs `cci usage -o json` with the admin kubeconfig and parses its output.
 func cciUsage(t *testing.T, args ...string) metering.Report {
 	t.Helper()
-	cmd := exec.Command(cci.bin, append([]string{"usage", "--kubeconfig", cci.kubeconfig, "-o", "json"}, args...)...)
+	cmd := exec.Command(cci.Bin, append([]string{"usage", "--kubeconfig", cci.Kubeconfig, "-o", "json"}, args...)...)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("cci usage %v: %v\n%s", args, err, stderrOf(err))
@@ -186,7 +186,7 @@ func TestBillingSleepPod(t *testing.T) {
 
 	// The other formats print.
 	for _, format := range []string{"table", "csv"} {
-		out, err := exec.Command(cci.bin, "usage", "--kubeconfig", cci.kubeconfig, "--tenant", tenant, "--since", "1h", "-o", format).Output()
+		out, err := exec.Command(cci.Bin, "usage", "--kubeconfig", cci.Kubeconfig, "--tenant", tenant, "--since", "1h", "-o", format).Output()
 		if err != nil || !strings.Contains(string(out), "sleeper") {
 			t.Errorf("cci usage -o %s: %v\n%s%s", format, err, out, stderrOf(err))
 		}
@@ -255,13 +255,13 @@ func TestBillingJobStops(t *testing.T) {
 // endpoint's URL (the apiserver's port + 1).
 func usageClient(t *testing.T) (*http.Client, string) {
 	t.Helper()
-	caPEM, err := os.ReadFile(filepath.Join(cci.dataDir, "pki", "ca.crt"))
+	caPEM, err := os.ReadFile(filepath.Join(cci.DataDir, "pki", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	rc, err := clientcmd.BuildConfigFromFlags("", cci.kubeconfig)
+	rc, err := clientcmd.BuildConfigFromFlags("", cci.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestUsageEndpointTenants(t *testing.T) {
 	}
 
 	// `cci usage` with the tenant's own kubeconfig (a bearer token) sees its own usage only.
-	admin, err := clientcmd.LoadFromFile(cci.kubeconfig)
+	admin, err := clientcmd.LoadFromFile(cci.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,14 +356,14 @@ func TestUsageEndpointTenants(t *testing.T) {
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(cci.bin, "usage", "--kubeconfig", path, "-o", "json").Output()
+	out, err := exec.Command(cci.Bin, "usage", "--kubeconfig", path, "-o", "json").Output()
 	if err != nil {
 		t.Fatalf("cci usage as tenant: %v\n%s", err, stderrOf(err))
 	}
 	if err := json.Unmarshal(out, &rep); err != nil || len(rep.Tenants) != 1 || rep.Tenants[0].Tenant != tenantA {
 		t.Errorf("cci usage as tenant A: %v\n%s", err, out)
 	}
-	out, err = exec.Command(cci.bin, "usage", "--kubeconfig", path, "--tenant", tenantB).CombinedOutput()
+	out, err = exec.Command(cci.Bin, "usage", "--kubeconfig", path, "--tenant", tenantB).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "403") {
 		t.Errorf("cci usage as tenant A for tenant B: %v\n%s", err, out)
 	}
@@ -390,12 +390,12 @@ func TestBillingAcrossRestart(t *testing.T) {
 	}
 	// Let the meter write the running pod at least once more before stopping.
 	time.Sleep(2 * time.Second)
-	if err := cci.stop(syscall.SIGINT); err != nil {
+	if err := cci.Stop(syscall.SIGINT); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	down := time.Now()
 	time.Sleep(8 * time.Second)
-	if _, err := cci.start(); err != nil {
+	if _, err := cci.Start(); err != nil {
 		t.Fatalf("start again: %v", err)
 	}
 	t.Logf("cci was down %.1fs", time.Since(down).Seconds())

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cci-project/cci/internal/testimage"
+	"github.com/cci-project/cci/test/cluster"
 )
 
 // dnsQuery asks the cluster DNS for name's records of type qtype over
@@ -30,7 +31,7 @@ func dnsQuery(t *testing.T, network, name string, qtype uint16) (*dns.Msg, error
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	c := &dns.Client{Net: network, Timeout: 3 * time.Second}
-	r, _, err := c.Exchange(m, cci.dnsAddr)
+	r, _, err := c.Exchange(m, cci.DNSAddr)
 	return r, err
 }
 
@@ -105,7 +106,7 @@ func TestClusterDNSService(t *testing.T) {
 		t.Errorf("kube-dns ports = %v", ports)
 	}
 
-	host, port, _ := net.SplitHostPort(cci.dnsAddr)
+	host, port, _ := net.SplitHostPort(cci.DNSAddr)
 	slice, err := c.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -279,9 +280,9 @@ func TestClusterDNSFromPod(t *testing.T) {
 		}
 		createPod(t, ns, shellPod(name, rc, "sleep 3600"))
 		waitRunning(t, ns, "app="+name, 1, 2*time.Minute)
-		out := execOut(t, ns, name, "nslookup", "-type=a", "kubernetes.default.svc.cluster.local", cci.dnsAddr)
+		out := execOut(t, ns, name, "nslookup", "-type=a", "kubernetes.default.svc.cluster.local", cci.DNSAddr)
 		if !strings.Contains(out, "Address: "+k.Spec.ClusterIP) {
-			t.Errorf("nslookup from pod %s (runtime %q) against %s:\n%s\nwant the address %s", name, rc, cci.dnsAddr, out, k.Spec.ClusterIP)
+			t.Errorf("nslookup from pod %s (runtime %q) against %s:\n%s\nwant the address %s", name, rc, cci.DNSAddr, out, k.Spec.ClusterIP)
 		}
 	})
 }
@@ -290,7 +291,7 @@ func TestClusterDNSFromPod(t *testing.T) {
 func TestClusterDNSServiceKept(t *testing.T) {
 	ctx := context.Background()
 	c := client(t)
-	host, port, _ := net.SplitHostPort(cci.dnsAddr)
+	host, port, _ := net.SplitHostPort(cci.DNSAddr)
 	if err := c.DiscoveryV1().EndpointSlices("kube-system").Delete(ctx, "kube-dns", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -319,20 +320,20 @@ func TestClusterDNSServiceKept(t *testing.T) {
 // Restarted on another port, the server moves the kube-dns endpoint to it;
 // the Service keeps its address.
 func TestClusterDNSRestartOnAnotherPort(t *testing.T) {
-	if err := cci.stop(syscall.SIGTERM); err != nil {
+	if err := cci.Stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	old := cci.dnsAddr
-	cci.dnsAddr = freeDNSAddr()
-	for i, a := range cci.args {
+	old := cci.DNSAddr
+	cci.DNSAddr = cluster.FreeDNSAddr()
+	for i, a := range cci.Args {
 		if a == old {
-			cci.args[i] = cci.dnsAddr
+			cci.Args[i] = cci.DNSAddr
 		}
 	}
-	if _, err := cci.start(); err != nil {
+	if _, err := cci.Start(); err != nil {
 		t.Fatalf("start again: %v", err)
 	}
-	_, port, _ := net.SplitHostPort(cci.dnsAddr)
+	_, port, _ := net.SplitHostPort(cci.DNSAddr)
 	c := client(t)
 	slice, err := c.DiscoveryV1().EndpointSlices("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
 	if err != nil {
@@ -340,7 +341,7 @@ func TestClusterDNSRestartOnAnotherPort(t *testing.T) {
 	}
 	for _, p := range slice.Ports {
 		if strconv.Itoa(int(*p.Port)) != port {
-			t.Errorf("EndpointSlice port %s = %d after a restart on %s", *p.Name, *p.Port, cci.dnsAddr)
+			t.Errorf("EndpointSlice port %s = %d after a restart on %s", *p.Name, *p.Port, cci.DNSAddr)
 		}
 	}
 	svc, err := c.CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
@@ -361,22 +362,22 @@ func TestClusterDNSRestartOnAnotherPort(t *testing.T) {
 // A second server on a taken DNS port fails with a message naming the
 // address and the flag. It uses a data folder and ports of its own.
 func TestClusterDNSPortTaken(t *testing.T) {
-	ports := freePorts(4)
+	ports := cluster.FreePorts(4)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, cci.bin, "server",
+	out, err := exec.CommandContext(ctx, cci.Bin, "server",
 		"--data-dir", t.TempDir(),
 		"--api-port", strconv.Itoa(ports[0]),
 		"--usage-port", strconv.Itoa(ports[1]),
 		"--etcd-client-port", strconv.Itoa(ports[2]),
 		"--etcd-peer-port", strconv.Itoa(ports[3]),
 		"--registry-addr", "127.0.0.1:0",
-		"--dns-address", cci.dnsAddr,
+		"--dns-address", cci.DNSAddr,
 	).CombinedOutput()
 	if err == nil {
-		t.Fatalf("a second server on the DNS address %s started:\n%s", cci.dnsAddr, out)
+		t.Fatalf("a second server on the DNS address %s started:\n%s", cci.DNSAddr, out)
 	}
-	for _, want := range []string{"dns: listen udp " + cci.dnsAddr, "address already in use", "--dns-address"} {
+	for _, want := range []string{"dns: listen udp " + cci.DNSAddr, "address already in use", "--dns-address"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -61,7 +60,7 @@ func fetchFrom(ns, pod, ip string) error {
 	// nc rather than wget: this busybox's wget crashes with -T, and nc's
 	// -w bounds the connect.
 	script := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s %d`, ip, testimage.HTTPDPort)
-	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", cci.kubeconfig, "-n", ns, "exec", pod, "--",
+	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", cci.Kubeconfig, "-n", ns, "exec", pod, "--",
 		"sh", "-c", script).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("fetch %s from %s/%s: %v: %s", url, ns, pod, err, dropStreamNoise(string(out)))
@@ -169,7 +168,7 @@ func testNetworkPolicy(t *testing.T, rc string) {
 		t.Fatal(err)
 	}
 	waitBlocked(t, ns, "client", webIP)
-	if chain := netpol.ChainName(cci.bridge); !strings.Contains(mangleRules(t), "-A "+chain+" -d "+webIP+"/32 ") {
+	if chain := netpol.ChainName(cci.Bridge); !strings.Contains(mangleRules(t), "-A "+chain+" -d "+webIP+"/32 ") {
 		t.Errorf("chain %s has no ingress rule for %s:\n%s", chain, webIP, mangleRules(t))
 	}
 	// The host (probes, port-forward, a masquerading service proxy) still
@@ -383,7 +382,7 @@ func TestNetworkPolicyAcrossRestart(t *testing.T) {
 		t.Fatalf("client's netns reached %s under deny-all while the agent runs", webIP)
 	}
 
-	if err := cci.stop(syscall.SIGINT); err != nil {
+	if err := cci.Stop(syscall.SIGINT); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	if !strings.Contains(mangleRules(t), " "+webIP+"/32 ") {
@@ -392,7 +391,7 @@ func TestNetworkPolicyAcrossRestart(t *testing.T) {
 	if err := fetchInNetns(clientNetns, webIP); err != nil {
 		t.Errorf("with the agent down, traffic should pass (fail open): %v", err)
 	}
-	if _, err := cci.start(); err != nil {
+	if _, err := cci.Start(); err != nil {
 		t.Fatalf("start again: %v", err)
 	}
 	waitRunning(t, ns, "app=client", 1, time.Minute)
@@ -436,12 +435,4 @@ func TestNetworkPolicyEndsConnections(t *testing.T) {
 		last = n
 		return stable >= 4, fmt.Sprint(n, " lines")
 	})
-}
-
-// removeNetpolRules deletes the agent's policy chain for bridge, which the
-// agent leaves in place when it stops (fail open across restarts).
-func removeNetpolRules(bridge string) {
-	if err := netpol.RemoveRules(bridge, false); err != nil {
-		fmt.Fprintln(os.Stderr, "remove network policy rules:", err)
-	}
 }

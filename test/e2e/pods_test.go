@@ -59,7 +59,7 @@ func createPod(t *testing.T, ns string, p *v1.Pod) {
 // a failure is logged and the exec tried again, up to three times.
 func execOut(t *testing.T, ns, pod string, cmd ...string) string {
 	t.Helper()
-	args := append([]string{"--kubeconfig", cci.kubeconfig, "-n", ns, "exec", pod, "--"}, cmd...)
+	args := append([]string{"--kubeconfig", cci.Kubeconfig, "-n", ns, "exec", pod, "--"}, cmd...)
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		c := exec.Command("kubectl", args...)

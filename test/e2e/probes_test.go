@@ -627,10 +627,10 @@ func TestProbesSurviveAgentRestart(t *testing.T) {
 		})
 		bc := mainStatus(before)
 
-		if err := cci.stop(syscall.SIGINT); err != nil {
+		if err := cci.Stop(syscall.SIGINT); err != nil {
 			t.Fatalf("stop: %v", err)
 		}
-		if _, err := cci.start(); err != nil {
+		if _, err := cci.Start(); err != nil {
 			t.Fatalf("start again: %v", err)
 		}
 		// Watch the pod for a few probe periods: it must never read not-ready.
@@ -694,7 +694,7 @@ func grpcHealthImage(t *testing.T) string {
 		if grpcHealth.err = testimage.BuildGRPCHealthServer(ctx, repoRoot(), bin); grpcHealth.err != nil {
 			return
 		}
-		grpcHealth.ref, grpcHealth.err = testimage.BuildGRPCHealth(ctx, cci.registry, "", bin)
+		grpcHealth.ref, grpcHealth.err = testimage.BuildGRPCHealth(ctx, cci.Registry, "", bin)
 	})
 	if grpcHealth.err != nil {
 		t.Fatalf("grpchealth test image: %v", grpcHealth.err)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/cci-project/cci/internal/testimage"
+	"github.com/cci-project/cci/test/cluster"
 )
 
 // whoamiScript serves the pod's own name over HTTP on port 8080, so that a
@@ -158,7 +159,7 @@ func TestServices(t *testing.T) {
 		Spec: v1.ServiceSpec{Selector: selector, SessionAffinity: v1.ServiceAffinityClientIP,
 			Ports: []v1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
 	}
-	lbPort := int32(pickPort(func(p int) bool { return tcpFree("0.0.0.0", p) }))
+	lbPort := int32(cluster.PickPort(func(p int) bool { return cluster.TCPFree("0.0.0.0", p) }))
 	lb := &v1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-lb"},
 		Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, Selector: selector,
@@ -334,7 +335,7 @@ func TestServices(t *testing.T) {
 		tns, tkc := createTenant(t, "tlb")
 		mustTenantKubectl(t, tkc, podYAML("whoami", whoamiScript, "", "ports: [{name: http, containerPort: 8080}]"), "create", "-f", "-")
 		waitRunning(t, tns, "app=whoami", 1, 2*time.Minute)
-		port := pickPort(func(p int) bool { return tcpFree("0.0.0.0", p) })
+		port := cluster.PickPort(func(p int) bool { return cluster.TCPFree("0.0.0.0", p) })
 		mustTenantKubectl(t, tkc, fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: web-lb}
@@ -475,7 +476,7 @@ func boolMap(m map[string]bool) map[string]int {
 func TestInClusterClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	ref, err := testimage.BuildInCluster(ctx, repoRoot(), t.TempDir(), cci.registry, "")
+	ref, err := testimage.BuildInCluster(ctx, repoRoot(), t.TempDir(), cci.Registry, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func cciTenant(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cci.bin, append(append([]string{"tenant"}, args...), "--data-dir", cci.dataDir)...)
+	cmd := exec.CommandContext(ctx, cci.Bin, append(append([]string{"tenant"}, args...), "--data-dir", cci.DataDir)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -42,7 +42,7 @@ func createTenant(t *testing.T, prefix string, flags ...string) (name, kubeconfi
 		t.Fatalf("cci tenant create %s: %v\n%s", name, err, out)
 	}
 	t.Cleanup(func() { cciTenant(t, "delete", name, "--wait=false") })
-	kubeconfig = filepath.Join(cci.dataDir, "tenants", name+".kubeconfig")
+	kubeconfig = filepath.Join(cci.DataDir, "tenants", name+".kubeconfig")
 	if !strings.Contains(out, kubeconfig) {
 		t.Fatalf("cci tenant create does not name the kubeconfig %s:\n%s", kubeconfig, out)
 	}
@@ -284,7 +284,7 @@ spec: {type: LoadBalancer, selector: {app: x}, ports: [{name: web, port: 80, nod
 
 	// Admin namespaces are not restricted.
 	ns := testNamespace(t)
-	cmd := exec.Command("kubectl", "--kubeconfig", cci.kubeconfig, "-n", ns, "create", "-f", "-", "--dry-run=server")
+	cmd := exec.Command("kubectl", "--kubeconfig", cci.Kubeconfig, "-n", ns, "create", "-f", "-", "--dry-run=server")
 	cmd.Stdin = strings.NewReader(podYAML("p", "sleep 1", "hostNetwork: true\nnodeName: somehost", "securityContext: {privileged: true}"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("admin pod with host access refused: %v\n%s", err, out)
@@ -320,7 +320,7 @@ ports: [{port: 5432}]
 	mustTenantKubectl(t, akc, service, "create", "-f", "-")
 
 	// A's Endpoints and EndpointSlices at B's pod are refused, saying why.
-	why := fmt.Sprintf("it is in the pod range %s and not the IP of a pod in this namespace", cci.clusterCIDR)
+	why := fmt.Sprintf("it is in the pod range %s and not the IP of a pod in this namespace", cci.ClusterCIDR)
 	out, err := tenantKubectl(t, akc, endpoints(bip), "create", "-f", "-")
 	wantRefused(t, "Endpoints at another tenant's pod", out, err, "Forbidden", "CCI tenant policy",
 		fmt.Sprintf("endpoint address %s (subsets[0].addresses[0]) is not allowed: %s", bip, why))
@@ -474,10 +474,10 @@ func TestTenantRestart(t *testing.T) {
 	}
 	urlBefore := webhookURL()
 
-	if err := cci.stop(syscall.SIGINT); err != nil {
+	if err := cci.Stop(syscall.SIGINT); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	if _, err := cci.start(); err != nil {
+	if _, err := cci.Start(); err != nil {
 		t.Fatalf("start: %v", err)
 	}
 

@@ -34,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cci-project/cci/internal/testimage"
+	"github.com/cci-project/cci/test/cluster"
 )
 
 // waitFor polls cond until it holds or timeout passes; the last detail is
@@ -107,13 +108,13 @@ func httpGet(url string) (string, error) {
 
 // Step 1: `cci up` prints where the kubeconfig and registry are and that it is ready.
 func TestUpReportsReady(t *testing.T) {
-	out := cci.output.String()
-	for _, want := range []string{"CCI is ready", "kubeconfig: " + cci.kubeconfig, "registry:   " + cci.registry} {
+	out := cci.Output()
+	for _, want := range []string{"CCI is ready", "kubeconfig: " + cci.Kubeconfig, "registry:   " + cci.Registry} {
 		if !strings.Contains(out, want) {
 			t.Errorf("cci up output lacks %q:\n%s", want, out)
 		}
 	}
-	if _, err := os.Stat(cci.kubeconfig); err != nil {
+	if _, err := os.Stat(cci.Kubeconfig); err != nil {
 		t.Errorf("admin kubeconfig: %v", err)
 	}
 	nodes := mustKubectl(t, "get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}")
@@ -136,7 +137,7 @@ func TestUpReportsReady(t *testing.T) {
 	if capacity.Pods().Value() <= 0 {
 		t.Errorf("node pod capacity %v", capacity.Pods())
 	}
-	body, err := httpGet("http://" + cci.registry + "/v2/")
+	body, err := httpGet("http://" + cci.Registry + "/v2/")
 	if err != nil {
 		t.Errorf("registry /v2/: %v (%s)", err, body)
 	}
@@ -145,7 +146,7 @@ func TestUpReportsReady(t *testing.T) {
 // Step 2: images pushed with a standard client and with `cci image import` run.
 func TestImagePushAndImport(t *testing.T) {
 	// go-containerregistry is the library behind crane.
-	pushed := cci.registry + "/e2e/random:1"
+	pushed := cci.Registry + "/e2e/random:1"
 	img, err := random.Image(512, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -190,11 +191,11 @@ func TestImagePushAndImport(t *testing.T) {
 	if err := tarball.WriteToFile(archive, tag, src); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(cci.bin, "image", "import", "--registry", cci.registry, archive).CombinedOutput()
+	out, err := exec.Command(cci.Bin, "image", "import", "--registry", cci.Registry, archive).CombinedOutput()
 	if err != nil {
 		t.Fatalf("cci image import: %v\n%s", err, out)
 	}
-	want := cci.registry + "/library/imported:7"
+	want := cci.Registry + "/library/imported:7"
 	if strings.TrimSpace(string(out)) != want {
 		t.Fatalf("cci image import printed %q, want %q", out, want)
 	}
@@ -260,9 +261,9 @@ func testDeploymentServesAndStreams(t *testing.T, rc string) {
 			t.Fatalf("pod %s has IP %q; IPs so far %v", p.Name, p.Status.PodIP, ips)
 		}
 		ips[p.Status.PodIP] = true
-		_, cidr, _ := net.ParseCIDR(cci.clusterCIDR)
+		_, cidr, _ := net.ParseCIDR(cci.ClusterCIDR)
 		if !cidr.Contains(net.ParseIP(p.Status.PodIP)) {
-			t.Errorf("pod IP %s outside the cluster CIDR %s", p.Status.PodIP, cci.clusterCIDR)
+			t.Errorf("pod IP %s outside the cluster CIDR %s", p.Status.PodIP, cci.ClusterCIDR)
 		}
 		// Running means the process started; the server inside takes a
 		// moment more to listen (no readiness probe here).
@@ -320,7 +321,7 @@ func testDeploymentServesAndStreams(t *testing.T, rc string) {
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 			t.Errorf("exec exit 7: err %v, output %q", err, out)
 		}
-		cmd := exec.Command("kubectl", "--kubeconfig", cci.kubeconfig, "exec", "-i", pod.Name, "--", "sh")
+		cmd := exec.Command("kubectl", "--kubeconfig", cci.Kubeconfig, "exec", "-i", pod.Name, "--", "sh")
 		cmd.Stdin = strings.NewReader("echo from-stdin-$((6*7))\nexit\n")
 		b, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(b), "from-stdin-42") {
@@ -329,7 +330,7 @@ func testDeploymentServesAndStreams(t *testing.T, rc string) {
 	})
 
 	t.Run("exec -it", func(t *testing.T) {
-		cmd := exec.Command("kubectl", "--kubeconfig", cci.kubeconfig, "exec", "-it", pod.Name, "--", "sh")
+		cmd := exec.Command("kubectl", "--kubeconfig", cci.Kubeconfig, "exec", "-it", pod.Name, "--", "sh")
 		f, err := pty.Start(cmd)
 		if err != nil {
 			t.Fatal(err)
@@ -365,10 +366,10 @@ func testDeploymentServesAndStreams(t *testing.T, rc string) {
 	})
 
 	t.Run("port-forward", func(t *testing.T) {
-		port := freePorts(1)[0]
+		port := cluster.FreePorts(1)[0]
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", cci.kubeconfig, "port-forward", "pod/"+pod.Name, fmt.Sprintf("%d:8080", port))
+		cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", cci.Kubeconfig, "port-forward", "pod/"+pod.Name, fmt.Sprintf("%d:8080", port))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -417,7 +418,7 @@ func checkRunningStatus(t *testing.T, p *v1.Pod) {
 func streamLines(t *testing.T, args ...string) <-chan string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cci.kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cci.Kubeconfig}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -558,7 +559,7 @@ func TestPodStatusOnExit(t *testing.T) {
 func TestMissingImage(t *testing.T) {
 	cs := client(t)
 	ctx := context.Background()
-	missing := cci.registry + "/does-not/exist:1"
+	missing := cci.Registry + "/does-not/exist:1"
 	mustKubectl(t, "run", "missing", "--image="+missing, "--restart=Never")
 	t.Cleanup(func() { kubectl(t, "delete", "pod", "missing", "--grace-period=0", "--force") })
 	waitFor(t, 30*time.Second, "ErrImagePull or ImagePullBackOff", func() (bool, string) {
@@ -623,7 +624,7 @@ spec:
 func TestSecondUpRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, cci.bin, cci.args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, cci.Bin, cci.Args...).CombinedOutput()
 	if err == nil {
 		t.Fatalf("second cci up started:\n%s", out)
 	}
@@ -684,7 +685,7 @@ func webReplicas() int {
 // Bad input: containerd killed; the agent restarts it and re-adopts the pods.
 func TestContainerdKilled(t *testing.T) {
 	before := webFacts(t)
-	pidFile := filepath.Join(cci.dataDir, "containerd", "state", "cci-containerd.pid")
+	pidFile := filepath.Join(cci.DataDir, "containerd", "state", "cci-containerd.pid")
 	raw, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -720,10 +721,10 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if len(before) != webReplicas() {
 		t.Fatalf("want the %d web pods, got %d", webReplicas(), len(before))
 	}
-	caBefore := fileHash(t, filepath.Join(cci.dataDir, "pki", "ca.crt"))
-	tokenBefore := fileHash(t, filepath.Join(cci.dataDir, "pki", "token"))
+	caBefore := fileHash(t, filepath.Join(cci.DataDir, "pki", "ca.crt"))
+	tokenBefore := fileHash(t, filepath.Join(cci.DataDir, "pki", "token"))
 
-	if err := cci.stop(syscall.SIGINT); err != nil {
+	if err := cci.Stop(syscall.SIGINT); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	// With cci down, the pods still serve.
@@ -732,16 +733,16 @@ func TestRestartKeepsEverything(t *testing.T) {
 			t.Errorf("pod %s not serving while cci is down: %q %v", f.name, body, err)
 		}
 	}
-	took, err := cci.start()
+	took, err := cci.Start()
 	if err != nil {
 		t.Fatalf("start again: %v", err)
 	}
 	t.Logf("cci up ready again after %.2fs", took.Seconds())
 
-	if got := fileHash(t, filepath.Join(cci.dataDir, "pki", "ca.crt")); got != caBefore {
+	if got := fileHash(t, filepath.Join(cci.DataDir, "pki", "ca.crt")); got != caBefore {
 		t.Error("CA changed across restart")
 	}
-	if got := fileHash(t, filepath.Join(cci.dataDir, "pki", "token")); got != tokenBefore {
+	if got := fileHash(t, filepath.Join(cci.DataDir, "pki", "token")); got != tokenBefore {
 		t.Error("join token changed across restart")
 	}
 	if out := mustKubectl(t, "get", "configmap", "survivor", "-o", "jsonpath={.data.k}"); out != "v" {
@@ -813,7 +814,7 @@ func fileHash(t *testing.T, path string) string {
 
 func ctrdClient(t *testing.T) *containerd.Client {
 	t.Helper()
-	c, err := containerd.New(filepath.Join(cci.dataDir, "containerd", "state", "containerd.sock"))
+	c, err := containerd.New(filepath.Join(cci.DataDir, "containerd", "state", "containerd.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -854,7 +855,7 @@ func TestDeleteLeavesNothing(t *testing.T) {
 	}
 	snaps := c.SnapshotService("overlayfs")
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	leases := filepath.Join(cci.dataDir, "cni", "ipam")
+	leases := filepath.Join(cci.DataDir, "cni", "ipam")
 	for _, p := range pods {
 		uid := string(p.UID)
 		for _, ctr := range ctrs {
@@ -883,7 +884,7 @@ func TestDeleteLeavesNothing(t *testing.T) {
 		if err != nil {
 			t.Error(err)
 		}
-		if _, err := os.Stat(filepath.Join(cci.dataDir, "agent", "pods", uid)); err == nil {
+		if _, err := os.Stat(filepath.Join(cci.DataDir, "agent", "pods", uid)); err == nil {
 			t.Errorf("pod %s: state folder left", p.Name)
 		}
 	}
@@ -911,21 +912,21 @@ func grepLines(s, substr string) string {
 // scheduled there run and answer.
 func TestSecondAgentJoins(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "agent2")
-	token, err := os.ReadFile(filepath.Join(cci.dataDir, "pki", "token"))
+	token, err := os.ReadFile(filepath.Join(cci.DataDir, "pki", "token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	server := strings.TrimSpace(grepLines(cci.output.String(), "apiserver:"))
+	server := strings.TrimSpace(grepLines(cci.Output(), "apiserver:"))
 	server = strings.TrimSpace(strings.TrimPrefix(server, "apiserver:"))
 	args := []string{"agent", "--data-dir", data, "--server", server, "--token", strings.TrimSpace(string(token)),
-		"--node-name", "agent2", "--kubelet-port", strconv.Itoa(freePorts(1)[0]), "--cni-bridge", cci.bridge + "b",
-		"--insecure-registry", cci.registry,
+		"--node-name", "agent2", "--kubelet-port", strconv.Itoa(cluster.FreePorts(1)[0]), "--cni-bridge", cci.Bridge + "b",
+		"--insecure-registry", cci.Registry,
 		// This host's service proxy is the first agent's.
 		"--service-proxy", "off"}
 	out := &strings.Builder{}
 	var cmd *exec.Cmd
 	start := func() {
-		cmd = exec.Command(cci.bin, args...)
+		cmd = exec.Command(cci.Bin, args...)
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,349 @@
+// Package cluster runs a private `cci up` for a test package: its own data
+// folder, free ports, pod range and bridge, so that suites of several
+// packages and checkouts can run on one host at once, and it tidies up what
+// the instance's pods leave on the host when it is gone.
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	mrand "math/rand"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cci-project/cci/internal/netpol"
+)
+
+// Instance is one `cci up`. Start and Stop may be called again (restart
+// tests); they are safe for concurrent use.
+type Instance struct {
+	Bin, DataDir string
+	Args         []string
+	Kubeconfig   string
+	Registry     string
+	ClusterCIDR  string
+	Bridge       string
+	// DNSAddr is where the cluster DNS listens: the host's IP (pods reach
+	// it through the kube-dns Service) and a port free for UDP and TCP.
+	DNSAddr string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	output *bytes.Buffer
+	done   chan error
+}
+
+// New describes an instance with its data under work, run from bin; it
+// starts nothing. slot picks its pod range and bridge name (two instances
+// on one host need different slots, 0-99).
+func New(bin, work string, slot int) *Instance {
+	ports := FreePorts(5)
+	// The usage endpoint listens on the apiserver's port + 1 (where
+	// `cci usage` looks for it): the apiserver port must have a free successor.
+	ports[0] = freePortWithFreeNext()
+	n := slot % 100
+	c := &Instance{
+		Bin:         bin,
+		DataDir:     filepath.Join(work, "data"),
+		Registry:    fmt.Sprintf("127.0.0.1:%d", ports[3]),
+		ClusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
+		Bridge:      fmt.Sprintf("cci-e2e%d", n),
+		DNSAddr:     FreeDNSAddr(),
+	}
+	c.Args = []string{"up",
+		"--data-dir", c.DataDir,
+		"--api-port", strconv.Itoa(ports[0]),
+		"--etcd-client-port", strconv.Itoa(ports[1]),
+		"--etcd-peer-port", strconv.Itoa(ports[2]),
+		"--registry-addr", c.Registry,
+		"--kubelet-port", strconv.Itoa(ports[4]),
+		"--cluster-cidr", c.ClusterCIDR,
+		"--cni-bridge", c.Bridge,
+		"--dns-address", c.DNSAddr,
+	}
+	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
+	return c
+}
+
+// Build compiles cci from the repository at root into dir and returns the
+// binary's path.
+func Build(root, dir string) (string, error) {
+	bin := filepath.Join(dir, "cci")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/cci")
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("build cci: %w", err)
+	}
+	return bin, nil
+}
+
+// Prepare removes what an earlier run with the same bridge may have left
+// (a bridge of that name with another address would make every pod's
+// network set-up fail).
+func (c *Instance) Prepare() {
+	RemoveBridges(c.Bridge, c.Bridge+"b")
+	RemoveNetpolRules(c.Bridge)
+}
+
+// Start runs `cci up` and waits for its ready banner; it returns the time
+// from start to ready.
+func (c *Instance) Start() (time.Duration, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cmd := exec.Command(c.Bin, c.Args...)
+	out := &bytes.Buffer{}
+	pr, pw := io.Pipe()
+	cmd.Stdout = io.MultiWriter(out, pw)
+	cmd.Stderr = cmd.Stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- cmd.Wait()
+		pw.Close()
+	}()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		closed := false
+		for sc.Scan() {
+			if !closed && strings.HasPrefix(sc.Text(), "CCI is ready") {
+				close(ready)
+				closed = true
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		return 0, fmt.Errorf("cci up exited before ready: %v\n%s", err, out.String())
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		return 0, fmt.Errorf("cci up not ready after 3 minutes\n%s", out.String())
+	}
+	took := time.Since(begin)
+	c.cmd, c.output, c.done = cmd, out, done
+	return took, nil
+}
+
+// Stop signals `cci up` and waits for it to exit.
+func (c *Instance) Stop(sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(sig)
+	select {
+	case err := <-c.done:
+		c.cmd = nil
+		return err
+	case <-time.After(60 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		c.cmd = nil
+		return fmt.Errorf("cci up did not stop within 60 s of %v", sig)
+	}
+}
+
+// Running tells whether `cci up` runs (started and not stopped).
+func (c *Instance) Running() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cmd != nil
+}
+
+// Process is the running `cci up`, or nil.
+func (c *Instance) Process() *os.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return nil
+	}
+	return c.cmd.Process
+}
+
+// Exited is closed, with the exit error, when the running `cci up` exits;
+// nil when none runs.
+func (c *Instance) Exited() <-chan error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return nil
+	}
+	return c.done
+}
+
+// Output is what `cci up` printed since its last start.
+func (c *Instance) Output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.output == nil {
+		return ""
+	}
+	return c.output.String()
+}
+
+// Cleanup removes what the instance's pods left on the host once the
+// instance is gone: pods outlive `cci up` by design, so a suite that stops
+// it tidies up after itself, and removes its bridge and rules.
+func (c *Instance) Cleanup() {
+	CleanupPods(c.DataDir)
+	RemoveBridges(c.Bridge, c.Bridge+"b")
+	RemoveNetpolRules(c.Bridge)
+}
+
+// CleanupPods kills the containers of the pods of the instance with data
+// in dataDir and removes their network namespaces and mounts. Only that
+// instance's: suites of other checkouts may run on the host at the same time.
+func CleanupPods(dataDir string) {
+	out, _ := exec.Command("pgrep", "-f", "containerd-shim-runc-v2 -namespace cci .*"+dataDir).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			// The shim's children are the containers; killing the process
+			// group of each container would need its pid, so kill by parent.
+			kids, _ := exec.Command("pgrep", "-P", strconv.Itoa(pid)).Output()
+			for _, k := range strings.Fields(string(kids)) {
+				if kp, err := strconv.Atoi(k); err == nil {
+					_ = syscall.Kill(kp, syscall.SIGKILL)
+				}
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(dataDir, "agent", "pods"))
+	for _, e := range entries {
+		p := filepath.Join("/var/run/netns", "cci-"+e.Name())
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+		_ = os.Remove(p)
+	}
+	raw, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dataDir) {
+			_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
+		}
+	}
+}
+
+// RemoveBridges deletes the named Linux bridges and their masquerade chains
+// if they exist.
+func RemoveBridges(names ...string) {
+	for _, n := range names {
+		_ = exec.Command("ip", "link", "delete", n, "type", "bridge").Run()
+		chain := "CCI-MASQ-" + n
+		rules, _ := exec.Command("iptables-save", "-t", "nat").Output()
+		for _, l := range strings.Split(string(rules), "\n") {
+			if strings.HasPrefix(l, "-A POSTROUTING ") && strings.HasSuffix(l, "-j "+chain) {
+				// The line keeps iptables-save's quoting of the comment.
+				_ = exec.Command("sh", "-c", "iptables -t nat "+strings.Replace(l, "-A POSTROUTING", "-D POSTROUTING", 1)).Run()
+			}
+		}
+		_ = exec.Command("iptables", "-t", "nat", "-F", chain).Run()
+		_ = exec.Command("iptables", "-t", "nat", "-X", chain).Run()
+	}
+}
+
+// RemoveNetpolRules deletes the rules the NetworkPolicy engine keeps for
+// the bridge, if any.
+func RemoveNetpolRules(bridge string) {
+	if err := netpol.RemoveRules(bridge, false); err != nil {
+		fmt.Fprintln(os.Stderr, "remove network policy rules:", err)
+	}
+}
+
+// FreePorts returns n free TCP ports, none handed out before.
+func FreePorts(n int) []int {
+	var ports []int
+	for range n {
+		ports = append(ports, PickPort(func(p int) bool { return TCPFree("0.0.0.0", p) }))
+	}
+	return ports
+}
+
+// handedOut holds the ports PickPort gave, so that it gives none twice.
+var handedOut = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// PickPort returns a random port below the kernel's ephemeral range for
+// which free holds. Ports of that range are what outgoing connections get:
+// while cci is stopped in the restart tests, any connection on the host may
+// take its ports, and the next start fails with "address already in use".
+func PickPort(free func(int) bool) int {
+	low := 32768
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				low = v
+			}
+		}
+	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		p := 10000 + mrand.Intn(low-10000-1)
+		if !handedOut.m[p] && free(p) {
+			handedOut.m[p] = true
+			return p
+		}
+	}
+}
+
+// TCPFree tells whether ip:p can be listened on now.
+func TCPFree(ip string, p int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// HostIP is the host's IP its default route leaves from, as cci picks its
+// advertise address.
+func HostIP() string {
+	ip := "127.0.0.1"
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		ip = c.LocalAddr().(*net.UDPAddr).IP.String()
+		c.Close()
+	}
+	return ip
+}
+
+// FreeDNSAddr returns the host's IP with a port free on both UDP and TCP.
+func FreeDNSAddr() string {
+	ip := HostIP()
+	port := PickPort(func(p int) bool {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p)))
+		if err != nil {
+			return false
+		}
+		pc.Close()
+		return TCPFree(ip, p)
+	})
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// freePortWithFreeNext returns a free port p whose p+1 is free as well.
+func freePortWithFreeNext() int {
+	p := PickPort(func(p int) bool { return TCPFree("0.0.0.0", p) && TCPFree("0.0.0.0", p+1) })
+	handedOut.Lock()
+	handedOut.m[p+1] = true
+	handedOut.Unlock()
+	return p
+}
