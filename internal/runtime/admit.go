@@ -106,14 +106,18 @@ func (r *Runtime) activePods(except *v1.Pod) []*v1.Pod {
 }
 
 // rejectedRecord is the record of a pod the admission refused: failed
-// before anything of it ran, as the kubelet's rejectPod leaves it.
+// before anything of it ran, as the kubelet's rejectPod leaves it (a start
+// time, which its status manager sets, and no container statuses).
 func rejectedRecord(pod *v1.Pod, reason, message string) *podRecord {
+	now := metav1.NewTime(timeNow())
 	return &podRecord{
-		Pod:      pod.DeepCopy(),
-		Phase:    v1.PodFailed,
-		Reason:   reason,
-		Message:  "Pod was rejected: " + message,
-		Released: true,
+		Pod:       pod.DeepCopy(),
+		Phase:     v1.PodFailed,
+		Reason:    reason,
+		Message:   "Pod was rejected: " + message,
+		Released:  true,
+		Rejected:  true,
+		StartTime: &now,
 	}
 }
 

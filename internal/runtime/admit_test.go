@@ -97,3 +97,21 @@ func TestAdmitNodeUnreadable(t *testing.T) {
 		t.Errorf("admit with the node read before: %q %q", reason, msg)
 	}
 }
+
+// A rejected pod's status is the rejection's: phase, reason, message, a
+// start time and the API's conditions, no container status, no kubelet
+// condition.
+func TestRejectedStatus(t *testing.T) {
+	pod := admitPod("a", nil)
+	pod.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionTrue}}
+	got := buildPod(rejectedRecord(pod, "SysctlForbidden", `forbidden sysctl: "kernel.msgmax" not allowlisted`), "10.0.0.1", timeNow()).Status
+	if got.Phase != v1.PodFailed || got.Reason != "SysctlForbidden" || got.Message != `Pod was rejected: forbidden sysctl: "kernel.msgmax" not allowlisted` {
+		t.Errorf("phase %s reason %q message %q", got.Phase, got.Reason, got.Message)
+	}
+	if got.StartTime == nil || len(got.ContainerStatuses) != 0 || got.HostIP != "" {
+		t.Errorf("start time %v, container statuses %v, host IP %q", got.StartTime, got.ContainerStatuses, got.HostIP)
+	}
+	if len(got.Conditions) != 1 || got.Conditions[0].Type != v1.PodScheduled {
+		t.Errorf("conditions %v, want the API's PodScheduled alone", got.Conditions)
+	}
+}

@@ -60,6 +60,9 @@ type podRecord struct {
 	Handler string `json:"handler,omitempty"`
 	// Sandbox is the pod sandbox (pause container) of a gvisor pod.
 	Sandbox *sandboxRecord `json:"sandbox,omitempty"`
+	// Rejected says the admission refused the pod (see admit.go): its
+	// status is the rejection's alone.
+	Rejected bool `json:"rejected,omitempty"`
 	// Solo says the gvisor pod has one container and no init containers,
 	// so that the container itself is its sandbox's first process, with
 	// no pause container (see gvisor.go); fixed with Handler.
@@ -372,12 +375,11 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		return 0, true
 	}
 	w.mu.Lock()
-	phase := w.rec.Phase
-	if w.rec.StartTime == nil && phase != v1.PodFailed {
-		// A pod the admission refused never starts.
+	if w.rec.StartTime == nil {
 		now := metav1.Now()
 		w.rec.StartTime = &now
 	}
+	phase := w.rec.Phase
 	released := w.rec.Released
 	sandbox := w.rec.SandboxReady
 	w.mu.Unlock()

@@ -209,8 +209,15 @@ func testSysctls(t *testing.T, rc string) {
 	if want := `Pod was rejected: forbidden sysctl: "kernel.msgmax" not allowlisted`; got.Status.Reason != "SysctlForbidden" || got.Status.Message != want {
 		t.Errorf("unsafe sysctl: reason %q message %q, want SysctlForbidden and %q", got.Status.Reason, got.Status.Message, want)
 	}
-	if len(got.Status.ContainerStatuses) != 0 || got.Status.StartTime != nil {
-		t.Errorf("rejected pod has container statuses %s, start time %v; want none", statesOf(got.Status.ContainerStatuses), got.Status.StartTime)
+	// As a kubelet leaves it: no container statuses, no condition but the
+	// scheduler's, a start time.
+	if len(got.Status.ContainerStatuses) != 0 || got.Status.StartTime == nil {
+		t.Errorf("rejected pod has container statuses %s, start time %v; want none and one", statesOf(got.Status.ContainerStatuses), got.Status.StartTime)
+	}
+	for _, c := range got.Status.Conditions {
+		if c.Type != v1.PodScheduled {
+			t.Errorf("rejected pod has condition %s=%s (%s), want only PodScheduled", c.Type, c.Status, c.Reason)
+		}
 	}
 }
 
