@@ -260,6 +260,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			StateDir:           filepath.Join(cfg.DataDir, "agent"),
 			InsecureRegistries: cfg.InsecureRegistries,
 			ClusterDNS:         cfg.ClusterDNS,
+			Allocatable:        nodeSpec.Status.Allocatable.DeepCopy(),
 			Runsc:              runtime.RunscConfig{Path: cfg.RunscPath, Platform: cfg.RunscPlatform},
 			Containerd:         ctrd,
 			Network:            netMgr,

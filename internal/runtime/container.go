@@ -20,6 +20,7 @@ import (
 	"github.com/moby/sys/signal"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	v1 "k8s.io/api/core/v1"
+	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 
 	"github.com/cci-project/cci/internal/network"
 )
@@ -213,18 +214,39 @@ func (w *podWorker) oomKilled(id string) bool {
 		}
 		id = root
 	}
-	// cgroup v1 path used by runc for containerd's default spec.
-	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", w.r.cfg.Namespace, id, "memory.oom_control"))
-	if err != nil {
-		return false
+	return oomKillCount(w.r.cfg.Namespace, id) > 0
+}
+
+// oomKillCount is how many OOM kills the memory cgroup of containerd's
+// default spec (/<namespace>/<id>) counted: memory.oom_control under
+// cgroup v1, memory.events under v2; 0 when neither can be read.
+func oomKillCount(namespace, id string) int64 {
+	for _, f := range []string{
+		filepath.Join(cgroupRoot, "memory", namespace, id, "memory.oom_control"),
+		filepath.Join(cgroupRoot, namespace, id, "memory.events"),
+	} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		return parseOOMKill(raw)
 	}
+	return 0
+}
+
+// parseOOMKill reads the oom_kill line of memory.oom_control or memory.events.
+func parseOOMKill(raw []byte) int64 {
 	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
-			return true
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
 		}
 	}
-	return false
+	return 0
 }
+
+// cgroupRoot is where the cgroup file systems are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
 
 // stopSignal is the image's STOPSIGNAL, SIGTERM by default.
 func (w *podWorker) stopSignal(name string) syscall.Signal {
@@ -302,7 +324,7 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 		opts = append(opts, oci.WithTTY)
 	}
 
-	mounts, err := r.containerMounts(pod, c)
+	mounts, err := r.containerMounts(pod, c, env)
 	if err != nil {
 		return nil, err
 	}
@@ -350,6 +372,9 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 		opts = append(opts, oci.WithUIDGID(uint32(*uid), uint32(*gid)))
 	case uid != nil:
 		opts = append(opts, oci.WithUserID(uint32(*uid)))
+	}
+	if psc != nil && len(psc.Sysctls) > 0 {
+		opts = append(opts, withSysctls(psc.Sysctls))
 	}
 	if psc != nil && len(psc.SupplementalGroups) > 0 {
 		gids := make([]uint32, 0, len(psc.SupplementalGroups))
@@ -441,6 +466,24 @@ func verifyNonRoot(uid *int64, imageUser string, pod *v1.Pod, c *v1.Container) e
 func withAdditionalGIDs(gids []uint32) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, gids...)
+		return nil
+	}
+}
+
+// withSysctls sets the pod's sysctls in the container's namespaces, as
+// containerd's CRI applies the sandbox's to each container. Names may use
+// '/' as separator; the admission has let only the allowed ones through.
+func withSysctls(sysctls []v1.Sysctl) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Sysctl == nil {
+			s.Linux.Sysctl = map[string]string{}
+		}
+		for _, sc := range sysctls {
+			s.Linux.Sysctl[utilsysctl.NormalizeName(sc.Name)] = sc.Value
+		}
 		return nil
 	}
 }

@@ -150,7 +150,7 @@ func (r *Runtime) envValueFrom(pod *v1.Pod, c *v1.Container, podIPs []string, sr
 		if ref.ContainerName == "" {
 			ref.ContainerName = c.Name
 		}
-		v, err := resourceField(pod, &ref)
+		v, err := resourceField(pod, &ref, r.cfg.Allocatable)
 		if err != nil {
 			return "", false, &configError{err}
 		}

@@ -431,6 +431,9 @@ func (w *podWorker) startPodSandbox() error {
 		oci.WithAnnotations(map[string]string{annotationContainerType: containerTypeSandbox, annotationSandboxID: id}),
 	}
 	opts = append(opts, podResourceOpts(pod)...)
+	if psc := pod.Spec.SecurityContext; psc != nil && len(psc.Sysctls) > 0 {
+		opts = append(opts, withSysctls(psc.Sysctls))
+	}
 	ctr, err := client.NewContainer(ctx, id,
 		containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: g.sandboxRuntime, Root: g.root}),
 		containerd.WithNewSpec(opts...),

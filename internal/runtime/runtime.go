@@ -55,6 +55,10 @@ type Config struct {
 	// HostResolvConf is the host's resolver file, for dnsPolicy Default.
 	// Default "/etc/resolv.conf".
 	HostResolvConf string
+	// Allocatable is the node's allocatable resources as published in its
+	// status: the downward API's limits.cpu and limits.memory of a
+	// container without limits read them, as on a kubelet.
+	Allocatable v1.ResourceList
 	// Runsc runs the pods of the gvisor runtime handler.
 	Runsc RunscConfig
 	// Cgroups reads containers' and the host's resource usage for
@@ -111,6 +115,9 @@ type Runtime struct {
 	execer execRunner            // exec probes and hooks
 	gvisor *gvisor
 	usage  *usageTracker
+	// admit is the kubelet's pod admission; admitMu makes it one pod at a time.
+	admit   *admitter
+	admitMu sync.Mutex
 	// starts bounds the sandbox and container set-ups in flight: in a
 	// burst of 200 pods every worker would otherwise start at once, and
 	// containerd, the shims and the CNI plugins share two cores (150
@@ -164,6 +171,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r.gvisor = setupGVisor(filepath.Join(cfg.StateDir, "runsc"), cfg.Runsc)
 	if r.gvisor.err != nil {
 		cfg.Log.Warn("gVisor pods cannot run on this node", "err", r.gvisor.err)
+	}
+	if cfg.Kube != nil {
+		a, err := newAdmitter(ctx, r.kubeNode)
+		if err != nil {
+			return nil, err
+		}
+		r.admit = a
 	}
 	if err := r.recover(); err != nil {
 		return nil, err
@@ -278,18 +292,37 @@ func (r *Runtime) Republish() {
 
 // CreatePod starts driving pod. It returns at once; progress shows in the
 // pod's status.
-func (r *Runtime) CreatePod(_ context.Context, pod *v1.Pod) error {
+// A pod the kubelet's admission refuses (see admit.go) fails at once.
+func (r *Runtime) CreatePod(ctx context.Context, pod *v1.Pod) error {
+	// One admission at a time, as the kubelet admits pods one by one: two
+	// pods asking for the same host port cannot both pass.
+	r.admitMu.Lock()
+	defer r.admitMu.Unlock()
+	k := key(pod.Namespace, pod.Name)
+	r.mu.Lock()
+	if old, ok := r.pods[k]; ok && old.pod().UID == pod.UID {
+		r.mu.Unlock()
+		return nil
+	}
+	others := r.activePods(pod)
+	r.mu.Unlock()
+
+	rec := newRecord(pod)
+	if r.admit != nil {
+		if ok, reason, message := r.admit.admit(ctx, pod, others); !ok {
+			r.cfg.Log.Info("pod rejected", "pod", k, "reason", reason, "message", message)
+			r.cfg.Recorder.Eventf(pod, v1.EventTypeWarning, reason, "%s", message)
+			rec = rejectedRecord(pod, reason, message)
+		}
+	}
+
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := key(pod.Namespace, pod.Name)
 	if old, ok := r.pods[k]; ok {
-		if old.pod().UID == pod.UID {
-			return nil
-		}
 		// A pod of the same name but another UID: the old one is on its way out.
 		old.post(event{kind: evDelete})
 	}
-	w := newWorker(r, newRecord(pod), false)
+	w := newWorker(r, rec, false)
 	r.pods[k] = w
 	w.start()
 	return nil

@@ -61,6 +61,15 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 		}
 	}
 
+	if rec.Rejected {
+		// The kubelet writes a rejected pod's phase, reason and message
+		// and never generates its conditions: those of the API stay.
+		st.Conditions = append([]v1.PodCondition(nil), old.Conditions...)
+		st.HostIP, st.HostIPs = "", nil
+		pod.Status = st
+		return pod
+	}
+
 	// The kubelet's own condition generators, fed as the kubelet feeds them
 	// (kubelet_pods.go, generateAPIPodStatus): Initialized from all container
 	// statuses, Ready and ContainersReady from the app containers and

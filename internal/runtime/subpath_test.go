@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	kubecontainer "k8s.io/kubernetes/pkg/kubelet/container"
 )
 
 // subPathVolume makes a volume folder as a pod's containers could leave it,
@@ -148,7 +149,7 @@ func TestContainerMountsSubPath(t *testing.T) {
 	})
 
 	c := &v1.Container{Name: "main", VolumeMounts: []v1.VolumeMount{{Name: "shared", MountPath: "/x", SubPath: "escape"}}}
-	_, err := r.containerMounts(pod, c)
+	_, err := r.containerMounts(pod, c, nil)
 	var ce *configError
 	if !errors.As(err, &ce) {
 		t.Fatalf("containerMounts with subPath escape: %v, want a configError", err)
@@ -158,7 +159,7 @@ func TestContainerMountsSubPath(t *testing.T) {
 	}
 
 	c.VolumeMounts[0].SubPath = "inside"
-	mounts, err := r.containerMounts(pod, c)
+	mounts, err := r.containerMounts(pod, c, nil)
 	if err != nil {
 		t.Fatalf("containerMounts with subPath inside: %v", err)
 	}
@@ -170,7 +171,7 @@ func TestContainerMountsSubPath(t *testing.T) {
 		t.Fatalf("subPath bind shows file %q, %v; want %q", b, err, "inside\n")
 	}
 	// A second start binds again over the first.
-	if _, err := r.containerMounts(pod, c); err != nil {
+	if _, err := r.containerMounts(pod, c, nil); err != nil {
 		t.Fatalf("containerMounts again: %v", err)
 	}
 	if err := r.unmountVolumes(pod); err != nil {
@@ -181,5 +182,36 @@ func TestContainerMountsSubPath(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "file")); err != nil {
 		t.Fatalf("unmounting the subPath touched the volume: %v", err)
+	}
+}
+
+// A subPathExpr expands with the container's environment and fails as the
+// kubelet's makeMounts fails it.
+func TestMountSubPath(t *testing.T) {
+	envs := []kubecontainer.EnvVar{{Name: "POD_NAME", Value: "pod-1"}, {Name: "UP", Value: ".."}, {Name: "ABS", Value: "/tmp"}, {Name: "EMPTY", Value: ""}}
+	for _, tc := range []struct {
+		vm      v1.VolumeMount
+		want    string
+		wantErr string
+	}{
+		{vm: v1.VolumeMount{}, want: ""},
+		{vm: v1.VolumeMount{SubPath: "a/b"}, want: "a/b"},
+		{vm: v1.VolumeMount{SubPathExpr: "$(POD_NAME)"}, want: "pod-1"},
+		{vm: v1.VolumeMount{SubPathExpr: "logs/$(POD_NAME)/x"}, want: "logs/pod-1/x"},
+		{vm: v1.VolumeMount{SubPathExpr: "$$(POD_NAME)"}, want: "$(POD_NAME)"},
+		{vm: v1.VolumeMount{SubPathExpr: "$(UP)"}, wantErr: "unable to provision SubPath `..`: must not contain '..'"},
+		{vm: v1.VolumeMount{SubPathExpr: "$(ABS)"}, wantErr: "error SubPath `/tmp` must not be an absolute path"},
+		{vm: v1.VolumeMount{SubPathExpr: "$(MISSING)/$(EMPTY)"}, wantErr: "missing value for EMPTY, MISSING"},
+	} {
+		got, err := mountSubPath(tc.vm, envs)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("%+v: %q, %v; want error %q", tc.vm, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%+v: %q, %v; want %q", tc.vm, got, err, tc.want)
+		}
 	}
 }

@@ -16,10 +16,13 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
+	resourcehelper "k8s.io/component-helpers/resource"
+	podresource "k8s.io/kubernetes/pkg/api/v1/resource"
+	kubecontainer "k8s.io/kubernetes/pkg/kubelet/container"
 	volumeutil "k8s.io/kubernetes/pkg/volume/util"
+	volumevalidation "k8s.io/kubernetes/pkg/volume/validation"
 )
 
 func (r *Runtime) volumeDir(pod *v1.Pod, name string) string {
@@ -78,19 +81,20 @@ func (r *Runtime) prepareVolume(ctx context.Context, pod *v1.Pod, vol v1.Volume)
 		return prepareHostPath(vol.HostPath)
 	}
 	dir := r.volumeDir(pod, vol.Name)
+	if vol.EmptyDir != nil {
+		return r.prepareEmptyDir(dir, vol.EmptyDir)
+	}
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return err
 	}
 	switch {
-	case vol.EmptyDir != nil:
-		return r.prepareEmptyDir(dir, vol.EmptyDir)
 	case vol.ConfigMap != nil:
 		return r.writeFiles(dir, func() (map[string]file, error) { return r.configMapFiles(pod.Namespace, vol.ConfigMap) })
 	case vol.Secret != nil:
 		return r.writeFiles(dir, func() (map[string]file, error) { return r.secretFiles(pod.Namespace, vol.Secret) })
 	case vol.DownwardAPI != nil:
 		return r.writeFiles(dir, func() (map[string]file, error) {
-			return downwardFiles(pod, vol.DownwardAPI.Items, vol.DownwardAPI.DefaultMode)
+			return downwardFiles(pod, vol.DownwardAPI.Items, vol.DownwardAPI.DefaultMode, r.cfg.Allocatable)
 		})
 	case vol.Projected != nil:
 		return r.writeFiles(dir, func() (map[string]file, error) { return r.projectedFiles(ctx, pod, vol.Name, vol.Projected) })
@@ -133,7 +137,21 @@ func prepareHostPath(hp *v1.HostPathVolumeSource) error {
 	return nil
 }
 
+// prepareEmptyDir makes an emptyDir as the kubelet does: a folder of mode
+// 0777 whatever the umask, so that any user of the pod may write it
+// (made once: a container's own chmod stays), or for medium Memory a tmpfs
+// of mode 1777 mounted on it.
 func (r *Runtime) prepareEmptyDir(dir string, ed *v1.EmptyDirVolumeSource) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
 	if ed.Medium != v1.StorageMediumMemory {
 		return nil
 	}
@@ -316,7 +334,7 @@ func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, volName strin
 			}
 			merge(m)
 		case s.DownwardAPI != nil:
-			m, err := downwardFiles(pod, s.DownwardAPI.Items, src.DefaultMode)
+			m, err := downwardFiles(pod, s.DownwardAPI.Items, src.DefaultMode, r.cfg.Allocatable)
 			if err != nil {
 				return nil, err
 			}
@@ -378,7 +396,7 @@ func (r *Runtime) serviceAccountToken(ctx context.Context, pod *v1.Pod, volName 
 	return tr.Status.Token, nil
 }
 
-func downwardFiles(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode *int32) (map[string]file, error) {
+func downwardFiles(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode *int32, allocatable v1.ResourceList) (map[string]file, error) {
 	out := map[string]file{}
 	for _, it := range items {
 		var val string
@@ -390,7 +408,7 @@ func downwardFiles(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode *int32
 			}
 			val = v
 		case it.ResourceFieldRef != nil:
-			v, err := resourceField(pod, it.ResourceFieldRef)
+			v, err := resourceField(pod, it.ResourceFieldRef, allocatable)
 			if err != nil {
 				return nil, err
 			}
@@ -437,44 +455,37 @@ func formatMap(m map[string]string) string {
 	return b.String()
 }
 
-func resourceField(pod *v1.Pod, ref *v1.ResourceFieldSelector) (string, error) {
-	var c *v1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == ref.ContainerName || (ref.ContainerName == "" && i == 0) {
-			c = &pod.Spec.Containers[i]
+// resourceField is a container's resource for the downward API. As on a
+// kubelet, a limit the container does not set (nor the pod, with pod-level
+// resources) reads as the node's allocatable.
+func resourceField(pod *v1.Pod, ref *v1.ResourceFieldSelector, allocatable v1.ResourceList) (string, error) {
+	name := ref.ContainerName
+	if name == "" && len(pod.Spec.Containers) > 0 {
+		name = pod.Spec.Containers[0].Name
+	}
+	if resourcehelper.IsPodLevelLimitsSet(pod) {
+		allocatable = allocatable.DeepCopy()
+		for _, res := range []v1.ResourceName{v1.ResourceCPU, v1.ResourceMemory, v1.ResourceEphemeralStorage} {
+			if !resourcehelper.IsSupportedPodLevelResource(res) {
+				continue
+			}
+			if val, ok := pod.Spec.Resources.Limits[res]; ok && !val.IsZero() {
+				if _, ok := allocatable[res]; ok {
+					allocatable[res] = val.DeepCopy()
+				}
+			}
 		}
 	}
-	if c == nil {
-		return "", fmt.Errorf("resourceFieldRef names unknown container %q", ref.ContainerName)
-	}
-	divisor := ref.Divisor
-	if divisor.IsZero() {
-		divisor = resource.MustParse("1")
-	}
-	var q resource.Quantity
-	switch ref.Resource {
-	case "limits.cpu":
-		q = c.Resources.Limits[v1.ResourceCPU]
-	case "limits.memory":
-		q = c.Resources.Limits[v1.ResourceMemory]
-	case "requests.cpu":
-		q = c.Resources.Requests[v1.ResourceCPU]
-	case "requests.memory":
-		q = c.Resources.Requests[v1.ResourceMemory]
-	default:
-		return "", fmt.Errorf("resourceFieldRef %q is not supported", ref.Resource)
-	}
-	if ref.Resource == "limits.cpu" || ref.Resource == "requests.cpu" {
-		v := (q.MilliValue() + divisor.MilliValue() - 1) / divisor.MilliValue()
-		return strconv.FormatInt(v, 10), nil
-	}
-	v := (q.Value() + divisor.Value() - 1) / divisor.Value()
-	return strconv.FormatInt(v, 10), nil
+	return podresource.ExtractResourceValueByContainerNameAndNodeAllocatable(ref, pod, name, allocatable)
 }
 
 // containerMounts lists the bind mounts of one container: its volumeMounts
 // and the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf.
-func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, error) {
+func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container, env []v1.EnvVar) ([]specs.Mount, error) {
+	envs := make([]kubecontainer.EnvVar, 0, len(env))
+	for _, e := range env {
+		envs = append(envs, kubecontainer.EnvVar{Name: e.Name, Value: e.Value})
+	}
 	vols := map[string]*v1.Volume{}
 	for i := range pod.Spec.Volumes {
 		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
@@ -490,10 +501,14 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, 
 		if vol.HostPath != nil {
 			src = vol.HostPath.Path
 		}
-		if vm.SubPath != "" {
+		subPath, err := mountSubPath(vm, envs)
+		if err != nil {
+			return nil, &configError{err}
+		}
+		if subPath != "" {
 			// Never a path joined onto the volume: see subpath.go.
 			target := r.subPathDir(pod, vm.Name, c.Name, i)
-			if err := bindSubPath(src, vm.SubPath, target); err != nil {
+			if err := bindSubPath(src, subPath, target); err != nil {
 				return nil, &configError{fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: %w", vm.Name, c.Name, err)}
 			}
 			src = target
@@ -522,6 +537,30 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container) ([]specs.Mount, 
 		mounts = append(mounts, specs.Mount{Destination: c.TerminationMessagePath, Type: "bind", Source: p, Options: []string{"rbind", "rprivate", "rw"}})
 	}
 	return mounts, nil
+}
+
+// mountSubPath is a volumeMount's subPath, or its subPathExpr expanded
+// with the container's environment, checked as the kubelet checks it
+// (makeMounts): a variable missing or empty, an absolute path or a `..`
+// fail the container with the kubelet's words.
+func mountSubPath(vm v1.VolumeMount, envs []kubecontainer.EnvVar) (string, error) {
+	subPath := vm.SubPath
+	if vm.SubPathExpr != "" {
+		var err error
+		if subPath, err = kubecontainer.ExpandContainerVolumeMounts(vm, envs); err != nil {
+			return "", err
+		}
+	}
+	if subPath == "" {
+		return "", nil
+	}
+	if filepath.IsAbs(subPath) {
+		return "", fmt.Errorf("error SubPath `%s` must not be an absolute path", subPath)
+	}
+	if err := volumevalidation.ValidatePathNoBacksteps(subPath); err != nil {
+		return "", fmt.Errorf("unable to provision SubPath `%s`: %w", subPath, err)
+	}
+	return subPath, nil
 }
 
 // writeEtcFiles writes the pod's /etc/hosts, /etc/hostname and

@@ -3,16 +3,20 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,6 +36,10 @@ const (
 	sandboxRetry = 5 * time.Second
 	// volumeResync is how often file volumes are brought up to date.
 	volumeResync = 5 * time.Second
+	// configRetry is how soon a container whose configuration could not
+	// be made (CreateContainerConfigError) is tried again: the kubelet's
+	// pod worker back-off after a failed sync.
+	configRetry = 10 * time.Second
 	// reattachRetry is how soon a lost task (containerd went away) is looked up again.
 	reattachRetry = time.Second
 )
@@ -52,6 +60,9 @@ type podRecord struct {
 	Handler string `json:"handler,omitempty"`
 	// Sandbox is the pod sandbox (pause container) of a gvisor pod.
 	Sandbox *sandboxRecord `json:"sandbox,omitempty"`
+	// Rejected says the admission refused the pod (see admit.go): its
+	// status is the rejection's alone.
+	Rejected bool `json:"rejected,omitempty"`
 	// Solo says the gvisor pod has one container and no init containers,
 	// so that the container itself is its sandbox's first process, with
 	// no pause container (see gvisor.go); fixed with Handler.
@@ -98,9 +109,46 @@ func newRecord(pod *v1.Pod) *podRecord {
 	return rec
 }
 
+// containerID is the containerd id of a pod's container: <pod-uid>-<name>
+// when that is a valid containerd identifier (so that the records of pods
+// that already run keep their ids), else a stable short form. containerd
+// takes at most 76 characters, one separator between alphanumerics, while a
+// Kubernetes container name may have 63 and runs of '-': past 39 characters
+// the plain form is refused. The short form keeps the name's first
+// characters for people reading `ctr c ls` and a hash of the whole name,
+// so that two names with the same beginning never share an id.
 func containerID(pod *v1.Pod, name string) string {
-	return string(pod.UID) + "-" + name
+	id := string(pod.UID) + "-" + name
+	if identifiers.Validate(id) == nil {
+		return id
+	}
+	sum := sha256.Sum256([]byte(name))
+	hash := hex.EncodeToString(sum[:])[:12]
+	// What is left of 76 once "<uid>-" and "-<hash>" are in.
+	room := maxIDLength - len(pod.UID) - 2 - len(hash)
+	var b strings.Builder
+	for _, r := range name {
+		if b.Len() >= room {
+			break
+		}
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (b.Len() == 0 || strings.HasSuffix(b.String(), "-")) {
+			continue
+		}
+		if !alnum {
+			r = '-'
+		}
+		b.WriteRune(r)
+	}
+	prefix := strings.TrimSuffix(b.String(), "-")
+	if prefix == "" {
+		return string(pod.UID) + "-" + hash
+	}
+	return string(pod.UID) + "-" + prefix + "-" + hash
 }
+
+// maxIDLength is the longest identifier containerd takes.
+const maxIDLength = 76
 
 func (rec *podRecord) ctr(name string) *ctrRecord {
 	for _, c := range rec.Containers {
@@ -591,11 +639,18 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 	}
 	if err != nil {
 		msg := err.Error()
-		reason := "CreateContainerError"
-		if ce := (*configError)(nil); errors.As(err, &ce) {
-			reason = "CreateContainerConfigError"
-		}
 		w.event(v1.EventTypeWarning, "Failed", "Error: %s", msg)
+		if ce := (*configError)(nil); errors.As(err, &ce) {
+			// The kubelet tries a container whose configuration it cannot
+			// make again at each sync of the pod: 10 s later, or at once
+			// when the pod changes (an annotation a subPathExpr reads, a
+			// configMap created), never in a growing back-off.
+			w.update(func(*podRecord) {
+				cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: msg}}
+			})
+			return configRetry
+		}
+		reason := "CreateContainerError"
 		d := w.backoff(cr, now)
 		w.update(func(*podRecord) {
 			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: reason, Message: msg}}
@@ -660,8 +715,13 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	killedForRestart := kill != nil && kill.task == lt && kill.restart
 	cr := w.rec.ctr(name)
 	// The OOM verdict lives in the container's cgroup: read it before the
-	// container and its cgroup go.
-	oom := lt.code == 137 && w.oomKilled(cr.ID)
+	// container and its cgroup go. Under runc, as containerd's CRI reports
+	// it (it marks the container on the TaskOOM event, whatever the exit
+	// code), an OOM kill of any process of the container makes it
+	// OOMKilled, even when its main process survived and exited 0. Under
+	// gVisor the host sees only the sandbox, whose OOM kill ends every
+	// container in it with 137.
+	oom := (lt.code == 137 || sandboxRoot(w.rec) == "") && w.oomKilled(cr.ID)
 	w.removeContainer(cr.ID, lt.task)
 	pod := w.pod()
 	var message string

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 	v1 "k8s.io/api/core/v1"
 )
 
@@ -86,5 +87,41 @@ func TestStartTurns(t *testing.T) {
 	}
 	if (&Runtime{}).turn() == nil {
 		t.Fatal("a runtime without slots returned no release")
+	}
+}
+
+// Every container name Kubernetes allows gives a containerd id that
+// containerd takes; the plain form stays where it fits.
+func TestContainerID(t *testing.T) {
+	pod := &v1.Pod{}
+	pod.UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+	long63 := strings.Repeat("a", 30) + "-" + strings.Repeat("b", 32)
+	for _, tc := range []struct {
+		name  string
+		plain bool
+	}{
+		{"app", true},
+		{strings.Repeat("x", 39), true},
+		{strings.Repeat("x", 40), false},
+		{long63, false},
+		{"a--b", false},
+		{strings.Repeat("-", 1) + "a", false},
+		{strings.Repeat("1-", 31) + "z", false},
+	} {
+		id := containerID(pod, tc.name)
+		if err := identifiers.Validate(id); err != nil {
+			t.Errorf("%q: id %q: %v", tc.name, id, err)
+		}
+		if plain := id == string(pod.UID)+"-"+tc.name; plain != tc.plain {
+			t.Errorf("%q: id %q, plain form %v, want %v", tc.name, id, plain, tc.plain)
+		}
+		if again := containerID(pod, tc.name); again != id {
+			t.Errorf("%q: id not stable: %q then %q", tc.name, id, again)
+		}
+	}
+	// Two long names with the same beginning get different ids.
+	a, b := containerID(pod, long63), containerID(pod, long63[:62]+"c")
+	if a == b {
+		t.Errorf("names differing at the end share id %q", a)
 	}
 }
