@@ -71,6 +71,8 @@ func TestClusterTrustBundleProjection(t *testing.T) {
 	createCTB(t, named, "", nil, one)
 	createCTB(t, "e2e.cci.io:"+id+":alive", signer, map[string]string{"alive": "true"}, two)
 	createCTB(t, "e2e.cci.io:"+id+":dead", signer, map[string]string{"alive": "false"}, other)
+	signer2 := "e2e.cci.io/" + id + "-2"
+	createCTB(t, "e2e.cci.io:"+id+"-2:one", signer2, nil, other)
 
 	p := shellPod("ctb", "", "sleep 3600")
 	p.Spec.Volumes = []v1.Volume{{Name: "ctb", VolumeSource: v1.VolumeSource{Projected: &v1.ProjectedVolumeSource{Sources: []v1.VolumeProjection{
@@ -78,7 +80,10 @@ func TestClusterTrustBundleProjection(t *testing.T) {
 		{ClusterTrustBundle: &v1.ClusterTrustBundleProjection{SignerName: &signer, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"alive": "true"}}, Path: "alive.pem"}},
 		{ClusterTrustBundle: &v1.ClusterTrustBundleProjection{SignerName: &signer, LabelSelector: &metav1.LabelSelector{}, Path: "all.pem"}},
 		{ClusterTrustBundle: &v1.ClusterTrustBundleProjection{Name: ptr.To("does-not-exist"), Optional: ptr.To(true), Path: "missing.pem"}},
-		{ClusterTrustBundle: &v1.ClusterTrustBundleProjection{SignerName: &signer, Optional: ptr.To(true), Path: "nil-selector.pem"}},
+		// Another signer: the kubelet's manager caches a signer's
+		// bundles under the selector's string, which is "" for both nil
+		// (nothing) and {} (everything).
+		{ClusterTrustBundle: &v1.ClusterTrustBundleProjection{SignerName: &signer2, Optional: ptr.To(true), Path: "nil-selector.pem"}},
 	}}}}}
 	p.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{{Name: "ctb", MountPath: "/ctb"}}
 	createPod(t, ns, p)

@@ -31,7 +31,7 @@ func getPod(t *testing.T, ns, name string) *v1.Pod {
 
 func updatePod(t *testing.T, ns, name string, f func(*v1.Pod)) {
 	t.Helper()
-	for range 5 {
+	for range 20 {
 		p := getPod(t, ns, name)
 		f(p)
 		_, err := client(t).CoreV1().Pods(ns).Update(context.Background(), p, metav1.UpdateOptions{})
@@ -198,8 +198,13 @@ func TestInPlaceResize(t *testing.T) {
 		}
 	}
 
-	// More CPU than the node has: Deferred, with the kubelet's message.
-	resize(`{"spec":{"containers":[{"name":"c1","resources":{"requests":{"cpu":"1000"},"limits":{"cpu":"1000"}}}]}}`)
+	// More CPU than the node has beside another pod: Deferred, with the
+	// kubelet's message, until that pod is gone.
+	hog := shellPod("hog", "", "sleep 3600")
+	hog.Spec.Containers[0].Resources = v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("1500m")}}
+	createPod(t, ns, hog)
+	waitRunning(t, ns, "app=hog", 1, 60*time.Second)
+	resize(`{"spec":{"containers":[{"name":"c1","resources":{"requests":{"cpu":"600m"},"limits":{"cpu":"600m"}}}]}}`)
 	waitFor(t, 30*time.Second, "PodResizePending Deferred", func() (bool, string) {
 		got = getPod(t, ns, "rs")
 		for _, c := range got.Status.Conditions {
@@ -212,6 +217,17 @@ func TestInPlaceResize(t *testing.T) {
 	if cs := got.Status.ContainerStatuses[0]; cs.AllocatedResources.Cpu().String() != "25m" {
 		t.Errorf("allocated %v while the resize is deferred, want 25m", cs.AllocatedResources)
 	}
+	mustKubectl(t, "-n", ns, "delete", "pod", "hog", "--wait=false")
+	waitFor(t, 60*time.Second, "the deferred resize actuated", func() (bool, string) {
+		got = getPod(t, ns, "rs")
+		for _, c := range got.Status.Conditions {
+			if c.Type == v1.PodResizePending || c.Type == v1.PodResizeInProgress {
+				return false, fmt.Sprintf("%s %s %s", c.Type, c.Reason, c.Message)
+			}
+		}
+		cs := got.Status.ContainerStatuses[0]
+		return cs.AllocatedResources.Cpu().String() == "600m" && cs.Resources.Limits.Cpu().String() == "600m", fmt.Sprintf("%v", cs.Resources)
+	})
 }
 
 func resources(cpuReq, cpuLim, memReq, memLim string) v1.ResourceRequirements {
