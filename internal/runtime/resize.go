@@ -288,7 +288,7 @@ func linuxResources(res v1.ResourceRequirements) *specs.LinuxResources {
 	const period = uint64(100000)
 	quota := int64(-1)
 	if q, ok := res.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
-		quota = q.MilliValue() * int64(period) / 1000
+		quota = cpuQuota(q.MilliValue(), int64(period))
 	}
 	shares := cpuShares(res)
 	mem := int64(-1)
@@ -303,13 +303,20 @@ func linuxResources(res v1.ResourceRequirements) *specs.LinuxResources {
 }
 
 // cpuShares is the cgroup v1 cpu.shares of a container: its CPU request
-// (or limit) in 1024ths of a CPU, at least 2.
+// (or limit) in 1024ths of a CPU, from 2 to 262144 (the kubelet's
+// cm.MilliCPUToShares).
 func cpuShares(res v1.ResourceRequirements) uint64 {
+	milli := int64(0)
 	if q, ok := res.Requests[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
-		return max(uint64(q.MilliValue()*1024/1000), 2)
+		milli = q.MilliValue()
+	} else if q, ok := res.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
+		milli = q.MilliValue()
 	}
-	if q, ok := res.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
-		return max(uint64(q.MilliValue()*1024/1000), 2)
-	}
-	return 2
+	return uint64(min(max(milli*1024/1000, 2), 262144))
+}
+
+// cpuQuota is the CFS quota of a CPU limit over period (µs), at least
+// 1 ms (the kubelet's cm.MilliCPUToQuota).
+func cpuQuota(milli, period int64) int64 {
+	return max(milli*period/1000, 1000)
 }

@@ -58,6 +58,8 @@ func TestLinuxResources(t *testing.T) {
 		{"limits", resources("20m", "35m", "35Mi", "50Mi"), 3500, 50 << 20, 20},
 		{"requests only: unlimited", resources("500m", "", "35Mi", ""), -1, -1, 512},
 		{"nothing", resources("", "", "", ""), -1, -1, 2},
+		// The kubelet's floors: a 1 ms quota, 2 shares.
+		{"tiny", resources("1m", "5m", "", ""), 1000, -1, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := linuxResources(tc.res)
