@@ -11,6 +11,8 @@ import (
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
+	"k8s.io/klog/v2"
+	kubeevents "k8s.io/kubernetes/pkg/kubelet/events"
 )
 
 // In-place resize, as the kubelet's allocation manager and status manager
@@ -155,11 +157,11 @@ func (w *podWorker) resize() time.Duration {
 				}
 			})
 			if changed {
-				kind := "ResizeDeferred"
+				kind := kubeevents.ResizeDeferred
 				if reason == v1.PodReasonInfeasible {
-					kind = "ResizeInfeasible"
+					kind = kubeevents.ResizeInfeasible
 				}
-				w.event(v1.EventTypeWarning, kind, "Pod resize %s (generation %d): %s", reason, gen, message)
+				w.event(v1.EventTypeWarning, kind, "%s", kubeevents.PodResizePendingMsg(klog.Background(), pod, reason, message, gen))
 			}
 			if reason == v1.PodReasonDeferred {
 				return sandboxRetry // other pods may make room
@@ -173,7 +175,7 @@ func (w *podWorker) resize() time.Duration {
 			rec.ResizePending = nil
 			rec.ResizeInProgress = &v1.PodCondition{Type: v1.PodResizeInProgress, Status: v1.ConditionTrue, ObservedGeneration: gen, LastTransitionTime: now}
 		})
-		w.event(v1.EventTypeNormal, "ResizeStarted", "Pod resize started (generation %d)", gen)
+		w.event(v1.EventTypeNormal, kubeevents.ResizeStarted, "%s", kubeevents.PodResizeStartedMsg(klog.Background(), pod, gen))
 	} else {
 		// The API asks for the allocated resources again (a resize undone
 		// before it was admitted): nothing is pending any more.
@@ -218,11 +220,16 @@ func (w *podWorker) actuateResources() time.Duration {
 	}
 	// Containers not running start with the allocated resources: only
 	// running ones and those restarting for the resize hold it up.
+	var report func()
 	w.update(func(rec *podRecord) {
 		switch {
 		case failed != "":
 			if rec.ResizeInProgress == nil || rec.ResizeInProgress.Message != failed {
 				rec.ResizeInProgress = &v1.PodCondition{Type: v1.PodResizeInProgress, Status: v1.ConditionTrue, Reason: v1.PodReasonError, Message: failed, ObservedGeneration: rec.Pod.Generation, LastTransitionTime: metav1.NewTime(timeNow())}
+				pod, gen := rec.Pod, rec.Pod.Generation
+				report = func() {
+					w.event(v1.EventTypeWarning, kubeevents.ResizeError, "%s", kubeevents.PodResizeErrorMsg(klog.Background(), pod, gen, failed))
+				}
 			}
 		case !pending:
 			for _, cr := range rec.Containers {
@@ -232,11 +239,18 @@ func (w *podWorker) actuateResources() time.Duration {
 					}
 				}
 			}
-			if !pending {
+			if !pending && rec.ResizeInProgress != nil {
+				pod, gen := rec.Pod, rec.ResizeInProgress.ObservedGeneration
+				report = func() {
+					w.event(v1.EventTypeNormal, kubeevents.ResizeCompleted, "%s", kubeevents.PodResizeCompletedMsg(klog.Background(), pod, gen))
+				}
 				rec.ResizeInProgress = nil
 			}
 		}
 	})
+	if report != nil {
+		report()
+	}
 	switch {
 	case failed != "":
 		return sandboxRetry

@@ -198,6 +198,21 @@ func TestInPlaceResize(t *testing.T) {
 		}
 	}
 
+	// The kubelet's events, with its messages.
+	waitFor(t, 10*time.Second, "ResizeStarted and ResizeCompleted events", func() (bool, string) {
+		evs, err := client(t).CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=rs"})
+		if err != nil {
+			return false, err.Error()
+		}
+		seen := map[string]bool{}
+		var all []string
+		for _, e := range evs.Items {
+			all = append(all, e.Reason+": "+e.Message)
+			seen[e.Reason] = seen[e.Reason] || strings.HasPrefix(e.Message, "Pod resize ")
+		}
+		return seen["ResizeStarted"] && seen["ResizeCompleted"], strings.Join(all, "\n")
+	})
+
 	// More CPU than the node has beside another pod: Deferred, with the
 	// kubelet's message, until that pod is gone.
 	hog := shellPod("hog", "", "sleep 3600")
