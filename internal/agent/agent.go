@@ -27,10 +27,13 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"golang.org/x/sys/unix"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/informers"
@@ -40,6 +43,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/kubernetes/pkg/kubelet/clustertrustbundle"
+	"k8s.io/kubernetes/pkg/kubelet/podcertificate"
+	"k8s.io/utils/clock"
 
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
 	"github.com/cci-project/cci/internal/netpol"
@@ -251,7 +257,32 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("kubelet API auth: %w", err)
 	}
 
+	// ClusterTrustBundle and podCertificate projections, served by the
+	// kubelet's own managers as the kubelet wires them (kubelet.go).
 	var rt *runtime.Runtime
+	trustBundles := clustertrustbundle.NewLazyInformerManager(ctx, kube, 2*cfg.MaxPods)
+	pcrInformers := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+	}))
+	nodeInformers := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
+	}))
+	podCerts := podcertificate.NewIssuingManager(kube, runtimePods{func() *runtime.Runtime { return rt }}, recorder,
+		pcrInformers.Certificates().V1().PodCertificateRequests(), nodeInformers.Core().V1().Nodes(),
+		types.NodeName(cfg.NodeName), clock.RealClock{})
+	// A pod waiting for its certificate mounts it as soon as it is issued
+	// (the issuer takes the request's new state first), not at its next
+	// retry.
+	wake := func(obj any) {
+		if pcr, ok := obj.(*certificatesv1.PodCertificateRequest); ok && rt != nil {
+			time.AfterFunc(300*time.Millisecond, func() { rt.WakePod(pcr.Spec.PodUID) })
+		}
+	}
+	_, _ = pcrInformers.Certificates().V1().PodCertificateRequests().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    wake,
+		UpdateFunc: func(_, obj any) { wake(obj) },
+	})
+
 	mux := http.NewServeMux()
 	vk, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		rt, err = runtime.New(ctx, runtime.Config{
@@ -270,6 +301,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			Services:           pc.Services,
 			Recorder:           recorder,
 			Log:                log,
+			TrustBundles:       trustBundles,
+			PodCertificates:    podCerts,
 		})
 		return rt, nil, err
 	},
@@ -293,6 +326,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("create node: %w", err)
 	}
+	pcrInformers.Start(ctx.Done())
+	nodeInformers.Start(ctx.Done())
+	go podCerts.Run(ctx)
 	rt.Start()
 	defer rt.Shutdown()
 	if daemon != nil {
@@ -344,6 +380,24 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		<-errCh
 		return nil
 	}
+}
+
+// runtimePods shows the pod certificate issuer the pods the runtime runs,
+// as the kubelet's pod manager does; none before the runtime exists.
+type runtimePods struct{ rt func() *runtime.Runtime }
+
+func (p runtimePods) GetPodByUID(uid types.UID) (*v1.Pod, bool) {
+	if rt := p.rt(); rt != nil {
+		return rt.PodByUID(uid)
+	}
+	return nil, false
+}
+
+func (p runtimePods) GetPods() []*v1.Pod {
+	if rt := p.rt(); rt != nil {
+		return rt.Pods()
+	}
+	return nil
 }
 
 // joinConfig builds the agent's API client from a join token: the CA is
@@ -561,7 +615,7 @@ func watchPodStatus(ctx context.Context, kube kubernetes.Interface, node string,
 			if !ok1 || !ok2 {
 				return
 			}
-			if runtime.KubeletConditionsChanged(old, cur) {
+			if runtime.KubeletConditionsChanged(old, cur) || runtime.ForeignConditionsChanged(old, cur) {
 				rt.CheckAPIStatus(cur)
 			}
 			if len(cur.Spec.ReadinessGates) == 0 || !runtime.ForeignConditionsChanged(old, cur) {

@@ -336,15 +336,10 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 	}
 	if q, ok := c.Resources.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
 		const period = 100000
-		opts = append(opts, oci.WithCPUCFS(q.MilliValue()*period/1000, period))
+		opts = append(opts, oci.WithCPUCFS(cpuQuota(q.MilliValue(), period), period))
 	}
-	shares := uint64(2)
-	if q, ok := c.Resources.Requests[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
-		shares = max(uint64(q.MilliValue()*1024/1000), 2)
-	} else if q, ok := c.Resources.Limits[v1.ResourceCPU]; ok && q.MilliValue() > 0 {
-		shares = max(uint64(q.MilliValue()*1024/1000), 2)
-	}
-	opts = append(opts, oci.WithCPUShares(shares))
+	// The same settings an in-place resize applies (resize.go).
+	opts = append(opts, oci.WithCPUShares(cpuShares(c.Resources)))
 
 	// Security context (container over pod).
 	sc := c.SecurityContext

@@ -23,6 +23,13 @@
 // again re-adopts the containers still running in containerd, with their
 // restart counts and start times, and reports the ones that exited meanwhile.
 //
+// A pod's spec may change while it runs, as on a kubelet: a new
+// activeDeadlineSeconds is enforced at the next sync (DeadlineExceeded),
+// status.observedGeneration follows each spec the worker takes, and an
+// in-place resize is admitted and actuated on the containers' cgroups
+// (resize.go). clusterTrustBundle and podCertificate projections are
+// served by the kubelet's own managers, which the agent hands in.
+//
 // Resource usage (/stats/summary, /metrics/resource) is read from the
 // containers' cgroups through a CgroupReader at each request; pods whose
 // containers share one sandbox cgroup are read from that cgroup.

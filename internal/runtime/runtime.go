@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
@@ -30,6 +31,26 @@ import (
 type Network interface {
 	Setup(ctx context.Context, id string, ports []network.PortMapping) (*network.Sandbox, error)
 	Teardown(ctx context.Context, id string) error
+}
+
+// TrustBundles gives the trust anchors of ClusterTrustBundles. It is
+// satisfied by the kubelet's clustertrustbundle.Manager; safe for
+// concurrent use; the returned bytes are the caller's.
+type TrustBundles interface {
+	GetTrustAnchorsByName(ctx context.Context, name string, allowMissing bool) ([]byte, error)
+	GetTrustAnchorsBySigner(ctx context.Context, signerName string, labelSelector *metav1.LabelSelector, allowMissing bool) ([]byte, error)
+}
+
+// PodCertificates issues the credentials of podCertificate projections:
+// the runtime tells it of each pod it runs (TrackPod) and of each it has
+// let go (ForgetPod), and reads a projection's key and certificate chain
+// (PEM) when it writes the volume; an error means not issued yet, or
+// denied. It is satisfied by the kubelet's podcertificate.IssuingManager;
+// safe for concurrent use.
+type PodCertificates interface {
+	TrackPod(ctx context.Context, pod *v1.Pod)
+	ForgetPod(ctx context.Context, pod *v1.Pod)
+	GetPodCertificateCredentialBundle(ctx context.Context, namespace, podName, podUID, volumeName string, sourceIndex int) (privKey []byte, certChain []byte, err error)
 }
 
 // Config is what the runtime needs from the agent.
@@ -57,7 +78,9 @@ type Config struct {
 	HostResolvConf string
 	// Allocatable is the node's allocatable resources as published in its
 	// status: the downward API's limits.cpu and limits.memory of a
-	// container without limits read them, as on a kubelet.
+	// container without limits read them, as on a kubelet, and an in-place
+	// resize that does not fit beside the other pods waits (Deferred).
+	// Empty: every resize fits.
 	Allocatable v1.ResourceList
 	// Runsc runs the pods of the gvisor runtime handler.
 	Runsc RunscConfig
@@ -73,6 +96,12 @@ type Config struct {
 	Services   corev1listers.ServiceLister
 	Recorder   record.EventRecorder
 	Log        *slog.Logger
+	// TrustBundles serves clusterTrustBundle projections; the kubelet's
+	// clustertrustbundle.Manager fits. Nil: such volumes fail to mount.
+	TrustBundles TrustBundles
+	// PodCertificates serves podCertificate projections; the kubelet's
+	// podcertificate.IssuingManager fits. Nil: such volumes fail to mount.
+	PodCertificates PodCertificates
 	// Prober runs liveness, readiness and startup probes. Default: the
 	// kubelet's probers, exec probes through containerd.
 	Prober Prober
@@ -215,9 +244,65 @@ func (r *Runtime) recover() error {
 // Start runs the workers of re-adopted pods.
 func (r *Runtime) Start() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	pods := make([]*v1.Pod, 0, len(r.pods))
 	for _, w := range r.pods {
 		w.start()
+		pods = append(pods, w.pod())
+	}
+	r.mu.Unlock()
+	for _, p := range pods {
+		r.trackPod(p)
+	}
+}
+
+// trackPod hands a pod this node now runs to the pod certificate issuer,
+// as the kubelet does when a pod is added. Called without r.mu: the
+// issuer looks pods up through PodByUID.
+func (r *Runtime) trackPod(p *v1.Pod) {
+	if r.cfg.PodCertificates != nil {
+		r.cfg.PodCertificates.TrackPod(r.ctx, p)
+	}
+}
+
+// PodByUID returns the spec of a pod this node runs; the caller must not
+// change it.
+func (r *Runtime) PodByUID(uid types.UID) (*v1.Pod, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.pods {
+		if p := w.pod(); p.UID == uid {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// Pods returns the specs of the pods this node runs; the caller must not
+// change them.
+func (r *Runtime) Pods() []*v1.Pod {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*v1.Pod, 0, len(r.pods))
+	for _, w := range r.pods {
+		out = append(out, w.pod())
+	}
+	return out
+}
+
+// WakePod makes the pod's worker sync now, for example to mount a volume
+// whose source has just become available.
+func (r *Runtime) WakePod(uid types.UID) {
+	r.mu.Lock()
+	var target *podWorker
+	for _, w := range r.pods {
+		if w.pod().UID == uid {
+			target = w
+			break
+		}
+	}
+	r.mu.Unlock()
+	if target != nil {
+		target.post(event{kind: evWake})
 	}
 }
 
@@ -241,7 +326,12 @@ func (r *Runtime) worker(ns, name string) *podWorker {
 
 func (r *Runtime) forget(w *podWorker) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer func() {
+		r.mu.Unlock()
+		if r.cfg.PodCertificates != nil {
+			r.cfg.PodCertificates.ForgetPod(r.ctx, w.pod())
+		}
+	}()
 	k := key(w.pod().Namespace, w.pod().Name)
 	if r.pods[k] == w {
 		delete(r.pods, k)
@@ -325,6 +415,7 @@ func (r *Runtime) CreatePod(ctx context.Context, pod *v1.Pod) error {
 	w := newWorker(r, rec, false)
 	r.pods[k] = w
 	w.start()
+	go r.trackPod(w.pod()) // the issuer looks the pod up under r.mu
 	return nil
 }
 

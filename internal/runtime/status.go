@@ -36,6 +36,9 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 		HostIP:    hostIP,
 		StartTime: rec.StartTime,
 		QOSClass:  old.QOSClass,
+		// The generation of the spec this status reflects: the record
+		// takes each new spec as the node acts on it.
+		ObservedGeneration: podutil.CalculatePodStatusObservedGeneration(pod),
 	}
 	if hostIP != "" {
 		st.HostIPs = []v1.HostIP{{IP: hostIP}}
@@ -80,6 +83,14 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 		readyToStart.Status = v1.ConditionFalse
 		readyToStart.Reason = kubetypes.PodSandboxNotReadyReason
 		readyToStart.Message = kubetypes.PodSandboxNotReadyMsgNoPodSandbox
+	}
+	// In-place resize (resize.go), as the kubelet's status manager
+	// reports it.
+	if rec.ResizePending != nil {
+		st.Conditions = append(st.Conditions, *rec.ResizePending)
+	}
+	if rec.ResizeInProgress != nil {
+		st.Conditions = append(st.Conditions, *rec.ResizeInProgress)
 	}
 	readyToStart.ObservedGeneration = podutil.CalculatePodConditionObservedGeneration(&old, pod.Generation, v1.PodReadyToStartContainers)
 	// Conditions of other owners (readiness gates, DisruptionTarget) stay,
@@ -133,6 +144,15 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 	}
 	if cr.Started {
 		cs.ContainerID = "containerd://" + cr.ID
+		// As the kubelet reports a container the runtime knows:
+		// allocatedResources are the requests it is admitted with,
+		// resources what its cgroup is set to (the allocated ones
+		// unless running with others while a resize is actuated).
+		cs.AllocatedResources = spec.Resources.DeepCopy().Requests
+		cs.Resources = spec.Resources.DeepCopy()
+		if cr.State.Running != nil && cr.Resources != nil {
+			cs.Resources = cr.Resources.DeepCopy()
+		}
 	}
 	// As the kubelet's prober manager: started once the startup probe
 	// passed, ready once started and the readiness probe passed; a

@@ -303,7 +303,7 @@ func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, volName strin
 			out[k] = v
 		}
 	}
-	for _, s := range src.Sources {
+	for i, s := range src.Sources {
 		switch {
 		case s.ConfigMap != nil:
 			optional := s.ConfigMap.Optional != nil && *s.ConfigMap.Optional
@@ -345,11 +345,57 @@ func (r *Runtime) projectedFiles(ctx context.Context, pod *v1.Pod, volName strin
 				return nil, err
 			}
 			out[s.ServiceAccountToken.Path] = file{[]byte(tok), mode(nil, src.DefaultMode)}
+		case s.ClusterTrustBundle != nil:
+			anchors, err := r.trustAnchors(ctx, s.ClusterTrustBundle)
+			if err != nil {
+				return nil, err
+			}
+			out[s.ClusterTrustBundle.Path] = file{anchors, mode(nil, src.DefaultMode)}
+		case s.PodCertificate != nil:
+			if r.cfg.PodCertificates == nil {
+				return nil, fmt.Errorf("podCertificate projections are not served on this node")
+			}
+			key, chain, err := r.cfg.PodCertificates.GetPodCertificateCredentialBundle(ctx, pod.Namespace, pod.Name, string(pod.UID), volName, i)
+			if err != nil {
+				return nil, err
+			}
+			pc := s.PodCertificate
+			// The kubelet's layout (pkg/volume/projected): the bundle is
+			// the key followed by the chain.
+			if pc.CredentialBundlePath != "" {
+				out[pc.CredentialBundlePath] = file{append(append([]byte{}, key...), chain...), mode(nil, src.DefaultMode)}
+			}
+			if pc.KeyPath != "" {
+				out[pc.KeyPath] = file{key, mode(nil, src.DefaultMode)}
+			}
+			if pc.CertificateChainPath != "" {
+				out[pc.CertificateChainPath] = file{chain, mode(nil, src.DefaultMode)}
+			}
 		default:
-			return nil, fmt.Errorf("projected source not supported yet (supported: configMap, secret, downwardAPI, serviceAccountToken)")
+			return nil, fmt.Errorf("projected source not supported yet (supported: configMap, secret, downwardAPI, serviceAccountToken, clusterTrustBundle, podCertificate)")
 		}
 	}
 	return out, nil
+}
+
+// trustAnchors are the PEM trust anchors a clusterTrustBundle projection
+// selects, as the kubelet's projected volume plugin reads them: one bundle
+// by name, or every bundle of a signer that the label selector matches (a
+// nil selector matches none); an optional projection that matches nothing
+// is an empty file.
+func (r *Runtime) trustAnchors(ctx context.Context, src *v1.ClusterTrustBundleProjection) ([]byte, error) {
+	if r.cfg.TrustBundles == nil {
+		return nil, fmt.Errorf("clusterTrustBundle projections are not served on this node")
+	}
+	allowMissing := src.Optional != nil && *src.Optional
+	switch {
+	case src.Name != nil:
+		return r.cfg.TrustBundles.GetTrustAnchorsByName(ctx, *src.Name, allowMissing)
+	case src.SignerName != nil:
+		return r.cfg.TrustBundles.GetTrustAnchorsBySigner(ctx, *src.SignerName, src.LabelSelector, allowMissing)
+	default:
+		return nil, fmt.Errorf("ClusterTrustBundle projection requires either name or signerName to be set")
+	}
 }
 
 // tokenEntry is a service-account token handed to a pod, kept until 80% of

@@ -67,6 +67,15 @@ type podRecord struct {
 	// so that the container itself is its sandbox's first process, with
 	// no pause container (see gvisor.go); fixed with Handler.
 	Solo bool `json:"solo,omitempty"`
+	// Allocated are the resources each container is admitted with (the
+	// kubelet's allocation checkpoint): Pod's spec carries them. Desired
+	// are the ones the API asks for while a resize is not admitted (see
+	// resize.go). Records of older agents have neither: the spec's.
+	Allocated map[string]v1.ResourceRequirements `json:"allocated,omitempty"`
+	Desired   map[string]v1.ResourceRequirements `json:"desired,omitempty"`
+	// ResizePending and ResizeInProgress are the pod's resize conditions.
+	ResizePending    *v1.PodCondition `json:"resizePending,omitempty"`
+	ResizeInProgress *v1.PodCondition `json:"resizeInProgress,omitempty"`
 }
 
 // ctrRecord is one container of the pod, init containers first.
@@ -86,6 +95,8 @@ type ctrRecord struct {
 	Backoff      time.Duration `json:"backoff,omitempty"`
 	BackoffUntil time.Time     `json:"backoffUntil,omitempty"`
 	Live         bool          `json:"live,omitempty"` // a task exists in containerd
+	// Resources are what the running container's cgroup is set to.
+	Resources *v1.ResourceRequirements `json:"resources,omitempty"`
 
 	// Probe and hook state of the running container, kept across agent
 	// restarts so that a re-adopted container stays ready and started.
@@ -95,7 +106,7 @@ type ctrRecord struct {
 }
 
 func newRecord(pod *v1.Pod) *podRecord {
-	rec := &podRecord{Pod: pod.DeepCopy(), Phase: v1.PodPending}
+	rec := &podRecord{Pod: pod.DeepCopy(), Phase: v1.PodPending, Allocated: containerResources(pod)}
 	waiting := v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "PodInitializing"}}
 	for _, c := range pod.Spec.InitContainers {
 		rec.Containers = append(rec.Containers, &ctrRecord{Name: c.Name, Init: true, ID: containerID(pod, c.Name), State: waiting})
@@ -326,7 +337,7 @@ func (w *podWorker) handle(e event) {
 		w.update(func(rec *podRecord) {
 			status := rec.Pod.Status
 			status.Conditions = mergeConditions(status.Conditions, e.pod.Status.Conditions)
-			rec.Pod = e.pod
+			rec.takeSpec(e.pod)
 			rec.Pod.Status = status
 		})
 	case evDelete:
@@ -335,6 +346,13 @@ func (w *podWorker) handle(e event) {
 		}
 		if e.pod != nil {
 			w.deleting = e.pod
+			// The conditions others set on the way out stay in the final
+			// status, as the kubelet's status manager keeps them: the
+			// DisruptionTarget an eviction adds before it deletes the pod
+			// is what a Job's pod failure policy matches on.
+			w.update(func(rec *podRecord) {
+				rec.Pod.Status.Conditions = mergeConditions(rec.Pod.Status.Conditions, e.pod.Status.Conditions)
+			})
 		}
 	case evReattach:
 		w.reattachAll()
@@ -352,6 +370,14 @@ func (w *podWorker) handle(e event) {
 		if w.lastPub != nil && KubeletConditionsChanged(w.lastPub, e.pod) {
 			w.lastPub = nil
 		}
+		// Conditions of other owners (DisruptionTarget, readiness gates)
+		// are kept in every status the agent writes from now on: a status
+		// written without them would drop them from the API.
+		w.update(func(rec *podRecord) {
+			if ForeignConditionsChanged(rec.Pod, e.pod) {
+				rec.Pod.Status.Conditions = mergeConditions(rec.Pod.Status.Conditions, e.pod.Status.Conditions)
+			}
+		})
 	}
 }
 
@@ -390,6 +416,14 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 		return 0, false
 	}
+	// The kubelet's active deadline handler, at every sync and so after
+	// every update of activeDeadlineSeconds too.
+	w.mu.Lock()
+	left, past := activeDeadline(w.rec.Pod, w.rec.StartTime, timeNow())
+	w.mu.Unlock()
+	if past {
+		return w.deadlineExceeded()
+	}
 	if !sandbox {
 		done := w.r.turn()
 		err := w.prepareSandbox()
@@ -404,6 +438,9 @@ func (w *podWorker) sync() (time.Duration, bool) {
 			w.update(func(rec *podRecord) {
 				rec.Reason, rec.Message = "", fmt.Sprintf("pod sandbox: %v", err)
 			})
+			if left > 0 && left < sandboxRetry {
+				return left, false
+			}
 			return sandboxRetry, false
 		}
 		w.update(func(rec *podRecord) {
@@ -412,6 +449,8 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		})
 	}
 
+	// A resize first: containers that start now start with what it allocates.
+	resizeNext := w.resize()
 	pod := w.pod()
 	spec := pod.Spec
 	var next time.Duration
@@ -420,6 +459,9 @@ func (w *podWorker) sync() (time.Duration, bool) {
 			next = d
 		}
 	}
+	soonest(left)
+
+	soonest(resizeNext)
 
 	// Once an app container has started the pod is initialized for good,
 	// as on a kubelet: a sidecar that restarts later holds nothing up.
@@ -495,6 +537,38 @@ func (w *podWorker) sync() (time.Duration, bool) {
 		}
 	})
 	return next, false
+}
+
+// Reason and message of a pod that ran past its activeDeadlineSeconds, as
+// the kubelet gives them (pkg/kubelet/active_deadline.go).
+const (
+	deadlineReason  = "DeadlineExceeded"
+	deadlineMessage = "Pod was active on the node longer than the specified deadline"
+)
+
+// activeDeadline says how long the pod may still be active, and whether
+// it is past its spec.activeDeadlineSeconds, counted from its start time
+// (0, false: no deadline, or not started).
+func activeDeadline(pod *v1.Pod, start *metav1.Time, now time.Time) (time.Duration, bool) {
+	if pod.Spec.ActiveDeadlineSeconds == nil || start == nil {
+		return 0, false
+	}
+	left := start.Add(time.Duration(*pod.Spec.ActiveDeadlineSeconds) * time.Second).Sub(now)
+	if left <= 0 {
+		return 0, true
+	}
+	return left, false
+}
+
+// deadlineExceeded fails a pod past its active deadline: its containers
+// stop within the pod's grace period and it is Failed with the kubelet's
+// reason DeadlineExceeded.
+func (w *podWorker) deadlineExceeded() (time.Duration, bool) {
+	w.event(v1.EventTypeNormal, deadlineReason, "%s", deadlineMessage)
+	w.killAll(w.gracePeriod(nil))
+	w.finish(v1.PodFailed, deadlineReason, deadlineMessage)
+	w.release()
+	return 0, false
 }
 
 // complete ends a pod whose app containers are done: its sidecars stop.
@@ -664,6 +738,7 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		cr.State = v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt)}}
 		cr.Ready, cr.StartupPassed = false, false
 		cr.PostStartPending = c.Lifecycle != nil && c.Lifecycle.PostStart != nil
+		cr.Resources = c.Resources.DeepCopy()
 	})
 	w.event(v1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
