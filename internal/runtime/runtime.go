@@ -55,6 +55,9 @@ type Config struct {
 	// HostResolvConf is the host's resolver file, for dnsPolicy Default.
 	// Default "/etc/resolv.conf".
 	HostResolvConf string
+	// HostEtcHosts is the node's hosts file, which hostNetwork pods see.
+	// Default "/etc/hosts".
+	HostEtcHosts string
 	// Runsc runs the pods of the gvisor runtime handler.
 	Runsc RunscConfig
 	// Cgroups reads containers' and the host's resource usage for
@@ -129,6 +132,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	}
 	if cfg.HostResolvConf == "" {
 		cfg.HostResolvConf = "/etc/resolv.conf"
+	}
+	if cfg.HostEtcHosts == "" {
+		cfg.HostEtcHosts = "/etc/hosts"
 	}
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"

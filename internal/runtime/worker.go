@@ -13,6 +13,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -60,8 +61,12 @@ type podRecord struct {
 
 // ctrRecord is one container of the pod, init containers first.
 type ctrRecord struct {
-	Name         string            `json:"name"`
-	Init         bool              `json:"init,omitempty"`
+	Name string `json:"name"`
+	Init bool   `json:"init,omitempty"`
+	// Ephemeral is a debugging container added to the running pod
+	// (kubectl debug): started once, never restarted, no part of the
+	// pod's phase or readiness.
+	Ephemeral    bool              `json:"ephemeral,omitempty"`
 	ID           string            `json:"id"`
 	ImageRef     string            `json:"imageRef,omitempty"`
 	ImageID      string            `json:"imageID,omitempty"`
@@ -101,6 +106,9 @@ func newRecord(pod *v1.Pod) *podRecord {
 func containerID(pod *v1.Pod, name string) string {
 	return string(pod.UID) + "-" + name
 }
+
+// app tells whether the container is one of the pod's app containers.
+func (cr *ctrRecord) app() bool { return !cr.Init && !cr.Ephemeral }
 
 func (rec *podRecord) ctr(name string) *ctrRecord {
 	for _, c := range rec.Containers {
@@ -144,6 +152,7 @@ type liveTask struct {
 	code     uint32
 	exitedAt time.Time
 	lost     error // set when the exit status could not be read (containerd gone)
+	logs     *containerLog
 }
 
 // podWorker drives one pod. Only its run goroutine changes rec; readers take mu.
@@ -161,9 +170,10 @@ type podWorker struct {
 	recovered bool
 
 	tasks       map[string]*liveTask
-	sandboxTask *liveTask            // a gvisor pod's pause container
-	probes      map[string]*probeSet // by container: probe loops and postStart hook
-	killing     map[string]*killing  // by container: being stopped while the pod goes on
+	sandboxTask *liveTask                // a gvisor pod's pause container
+	probes      map[string]*probeSet     // by container: probe loops and postStart hook
+	killing     map[string]*killing      // by container: being stopped while the pod goes on
+	logs        map[string]*containerLog // by container, under mu: the running task's log
 	// sandboxOOMAt is when a gvisor pod's sandbox last died of an OOM kill.
 	sandboxOOMAt time.Time
 	deleting     *v1.Pod
@@ -183,6 +193,7 @@ func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
 		tasks:     map[string]*liveTask{},
 		probes:    map[string]*probeSet{},
 		killing:   map[string]*killing{},
+		logs:      map[string]*containerLog{},
 	}
 }
 
@@ -436,10 +447,13 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	if p := w.appPhase(initDone); p == v1.PodSucceeded || p == v1.PodFailed {
 		return w.complete(p)
 	}
+	if initDone {
+		soonest(w.syncEphemeral())
+	}
 	w.update(func(rec *podRecord) {
 		if initDone && rec.Phase == v1.PodPending {
 			for _, cr := range rec.Containers {
-				if !cr.Init && cr.Started && !cr.PostStartPending {
+				if cr.app() && cr.Started && !cr.PostStartPending {
 					rec.Phase = v1.PodRunning
 					break
 				}
@@ -462,7 +476,7 @@ func (w *podWorker) appStarted() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, cr := range w.rec.Containers {
-		if !cr.Init && cr.Started {
+		if cr.app() && cr.Started {
 			return true
 		}
 	}
@@ -508,7 +522,7 @@ func (w *podWorker) appPhase(initDone bool) v1.PodPhase {
 	policy := w.rec.Pod.Spec.RestartPolicy
 	allDone, anyFailed := true, false
 	for _, cr := range w.rec.Containers {
-		if cr.Init {
+		if !cr.app() {
 			continue
 		}
 		t := cr.State.Terminated
@@ -643,6 +657,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	if lt.lost != nil {
 		// containerd went away: the task may still run. Look again soon.
 		w.log.Warn("lost track of container, re-attaching", "container", name, "err", lt.lost)
+		w.dropTask(name, lt)
 		delete(w.tasks, name)
 		go func() {
 			select {
@@ -663,6 +678,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	// container and its cgroup go.
 	oom := lt.code == 137 && w.oomKilled(cr.ID)
 	w.removeContainer(cr.ID, lt.task)
+	w.dropTask(name, lt)
 	pod := w.pod()
 	var message string
 	if c := w.containerSpec(name); c != nil {
@@ -748,6 +764,9 @@ func (w *podWorker) onStartError(cr *ctrRecord, image *pulledImage, se *startErr
 // except that an init container restarts only on failure and a sidecar
 // always.
 func restartPolicy(pod *v1.Pod, cr *ctrRecord) v1.RestartPolicy {
+	if cr.Ephemeral {
+		return v1.RestartPolicyNever
+	}
 	policy := pod.Spec.RestartPolicy
 	if cr.Init && policy == v1.RestartPolicyAlways {
 		policy = v1.RestartPolicyOnFailure
@@ -856,7 +875,20 @@ func (w *podWorker) reattachAll() {
 			}()
 			return
 		}
-		task, err := c.Task(ctx, nil)
+		var logs *containerLog
+		if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount)); err == nil {
+			logs = lf
+		} else {
+			w.log.Warn("re-attach: open log", "container", cr.Name, "err", err)
+		}
+		var attach cio.Attach
+		if logs != nil {
+			attach = logs.attach()
+		}
+		task, err := c.Task(ctx, attach)
+		if err != nil {
+			logs.Close()
+		}
 		if errdefs.IsNotFound(err) {
 			w.markUnknown(cr)
 			_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
@@ -870,10 +902,14 @@ func (w *podWorker) reattachAll() {
 		exitCh, err := task.Wait(wctx)
 		if err != nil {
 			cancel()
+			logs.Close()
 			w.log.Warn("re-attach: wait task", "container", cr.Name, "err", err)
 			continue
 		}
 		lt := w.watch(cr.Name, task, exitCh, cancel)
+		if logs != nil {
+			w.setLogs(cr.Name, lt, logs)
+		}
 		w.tasks[cr.Name] = lt
 		w.log.Info("re-attached container", "container", cr.Name, "id", cr.ID)
 		if spec := w.containerSpec(cr.Name); spec != nil {
@@ -948,6 +984,7 @@ func (w *podWorker) killAll(grace time.Duration) {
 			default:
 			}
 		}
+		w.dropTask(name, lt)
 		delete(w.tasks, name)
 	}
 }
@@ -986,7 +1023,7 @@ func (w *podWorker) terminate() {
 		if rec.Phase != v1.PodSucceeded && rec.Phase != v1.PodFailed {
 			rec.Phase = v1.PodFailed
 			for _, cr := range rec.Containers {
-				if !cr.Init && cr.State.Terminated != nil && cr.State.Terminated.ExitCode != 0 {
+				if cr.app() && cr.State.Terminated != nil && cr.State.Terminated.ExitCode != 0 {
 					goto done
 				}
 			}
@@ -1027,12 +1064,15 @@ func (w *podWorker) release() {
 	for name, lt := range w.tasks {
 		_, _ = lt.task.Delete(ctx, containerd.WithProcessKill)
 		lt.cancel()
+		w.dropTask(name, lt)
 		delete(w.tasks, name)
 	}
 	w.removePodSandbox()
 	pod := w.pod()
-	if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
-		w.log.Warn("network teardown", "err", err)
+	if !pod.Spec.HostNetwork {
+		if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
+			w.log.Warn("network teardown", "err", err)
+		}
 	}
 	if err := w.r.unmountVolumes(pod); err != nil {
 		w.log.Warn("unmount volumes", "err", err)
