@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,12 @@ func addEphemeral(t *testing.T, name string, ec v1.EphemeralContainer) {
 func TestEphemeralContainers(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		pod := probePod(podName("ephemeral", rc), rc, "sleep 10000")
+		if rc == "gvisor" {
+			// A gvisor pod of one container has no pod sandbox for an
+			// ephemeral container to join: it is refused with a clear
+			// status (below); this pod has two, and a pause container.
+			pod.Spec.Containers = append(pod.Spec.Containers, v1.Container{Name: "side", Image: image(testimage.Shell), Command: []string{"sh", "-c", idle}})
+		}
 		p := createProbePod(t, pod)
 		waitPod(t, p.Name, 90*time.Second, "running", func(p *v1.Pod) (bool, string) {
 			return mainStatus(p).State.Running != nil, describe(p)
@@ -61,7 +68,7 @@ func TestEphemeralContainers(t *testing.T) {
 		})
 		got := waitPod(t, p.Name, 60*time.Second, "debugger running", func(p *v1.Pod) (bool, string) {
 			s := ephemeralStatus(p, "debugger")
-			return s != nil && s.State.Running != nil, describe(p)
+			return s != nil && s.State.Running != nil, fmt.Sprintf("%s; ephemeral: %+v", describe(p), p.Status.EphemeralContainerStatuses)
 		})
 		if s := ephemeralStatus(got, "debugger"); s.ContainerID == "" || s.Ready {
 			t.Errorf("ephemeral status %+v", s)
@@ -86,7 +93,7 @@ func TestEphemeralContainers(t *testing.T) {
 		}})
 		got = waitPod(t, p.Name, 60*time.Second, "once exited", func(p *v1.Pod) (bool, string) {
 			s := ephemeralStatus(p, "once")
-			return s != nil && s.State.Terminated != nil, describe(p)
+			return s != nil && s.State.Terminated != nil, fmt.Sprintf("%s; ephemeral: %+v", describe(p), p.Status.EphemeralContainerStatuses)
 		})
 		if s := ephemeralStatus(got, "once"); s.State.Terminated.ExitCode != 3 {
 			t.Errorf("once: %+v", s.State.Terminated)
@@ -102,4 +109,26 @@ func TestEphemeralContainers(t *testing.T) {
 			t.Errorf("the pod's own container was disturbed: %s", describe(got))
 		}
 	})
+}
+
+// An ephemeral container added to a gvisor pod of one container (no pod
+// sandbox to join) gets a clear waiting status and the pod runs on.
+func TestEphemeralContainerSoloGVisor(t *testing.T) {
+	p := createProbePod(t, probePod("ephemeral-solo", "gvisor", "sleep 10000"))
+	waitPod(t, p.Name, 90*time.Second, "running", func(p *v1.Pod) (bool, string) {
+		return mainStatus(p).State.Running != nil, describe(p)
+	})
+	addEphemeral(t, p.Name, v1.EphemeralContainer{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+		Name: "debugger", Image: image(testimage.Shell), Command: []string{"sh", "-c", "sleep 100"},
+	}})
+	got := waitPod(t, p.Name, 60*time.Second, "debugger refused", func(p *v1.Pod) (bool, string) {
+		s := ephemeralStatus(p, "debugger")
+		return s != nil && s.State.Waiting != nil && s.State.Waiting.Reason == "CreateContainerError", fmt.Sprintf("%+v", p.Status.EphemeralContainerStatuses)
+	})
+	if msg := ephemeralStatus(got, "debugger").State.Waiting.Message; !strings.Contains(msg, "gVisor without a pod sandbox") {
+		t.Errorf("message %q", msg)
+	}
+	if mainStatus(got).State.Running == nil || condition(got, v1.PodReady) != v1.ConditionTrue {
+		t.Errorf("the pod was disturbed: %s", describe(got))
+	}
 }

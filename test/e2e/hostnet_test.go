@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -18,7 +19,7 @@ import (
 // dnsPolicy. Under gvisor it gets a clear status instead.
 func TestHostNetworkPod(t *testing.T) {
 	port := freePorts(1)[0]
-	pod := probePod("hostnet", "", "nc -lk -p "+strconv.Itoa(port)+" -e echo hostnet-ok & "+idle)
+	pod := probePod("hostnet", "", "mkdir -p /tmp/w && echo hostnet-ok > /tmp/w/index.html && httpd -p "+strconv.Itoa(port)+" -h /tmp/w && "+idle)
 	pod.Spec.HostNetwork = true
 	pod.Spec.DNSPolicy = v1.DNSClusterFirstWithHostNet
 	p := createProbePod(t, pod)
@@ -55,10 +56,10 @@ func TestHostNetworkPod(t *testing.T) {
 			return false, err.Error()
 		}
 		defer c.Close()
-		buf := make([]byte, 64)
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		n, _ := c.Read(buf)
-		return strings.Contains(string(buf[:n]), "hostnet-ok"), string(buf[:n])
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		_, _ = c.Write([]byte("GET /index.html HTTP/1.0\r\n\r\n"))
+		out, _ := io.ReadAll(c)
+		return strings.Contains(string(out), "hostnet-ok"), string(out)
 	})
 
 	t.Run("gvisor", func(t *testing.T) {

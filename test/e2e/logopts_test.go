@@ -13,7 +13,10 @@ import (
 // --since and --since-time select as the kubelet's log reader does, and
 // --previous shows the run before a restart.
 func TestLogOptions(t *testing.T) {
-	pod := probePod("log-options", "", "echo one; echo two >&2; echo three; "+idle)
+	// stdout and stderr reach the log through pipes of their own, whose
+	// lines interleave as they are read (as under containerd's CRI): the
+	// pauses keep the order of the lines.
+	pod := probePod("log-options", "", "echo one; sleep 1; echo two >&2; sleep 1; echo three; "+idle)
 	p := createProbePod(t, pod)
 	waitPod(t, p.Name, 90*time.Second, "running", func(p *v1.Pod) (bool, string) {
 		return mainStatus(p).State.Running != nil, describe(p)
