@@ -58,14 +58,18 @@ func TestEphemeralContainers(t *testing.T) {
 			return mainStatus(p).State.Running != nil, describe(p)
 		})
 
-		addEphemeral(t, p.Name, v1.EphemeralContainer{
+		debugger := v1.EphemeralContainer{
 			EphemeralContainerCommon: v1.EphemeralContainerCommon{
 				Name: "debugger", Image: image(testimage.Shell),
 				Command: []string{"sh", "-c", "while true; do echo polo; sleep 1; done"},
 				Stdin:   true, TTY: true,
 			},
 			TargetContainerName: "main",
-		})
+		}
+		if rc == "gvisor" {
+			debugger.Stdin, debugger.TTY = false, false
+		}
+		addEphemeral(t, p.Name, debugger)
 		got := waitPod(t, p.Name, 60*time.Second, "debugger running", func(p *v1.Pod) (bool, string) {
 			s := ephemeralStatus(p, "debugger")
 			return s != nil && s.State.Running != nil, fmt.Sprintf("%s; ephemeral: %+v", describe(p), p.Status.EphemeralContainerStatuses)
