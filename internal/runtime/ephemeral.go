@@ -6,9 +6,8 @@ package runtime
 // ephemeralcontainers subresource; the node learns of it as an update of the
 // pod's spec. As the kubelet does, the agent starts each one once in the
 // pod's sandbox (its network namespace, volumes and /etc files, and for a
-// gvisor pod its gVisor sandbox: a gvisor pod of one container, which has
-// no pod sandbox, cannot take one and says so in its status), in the
-// process namespace of its
+// gvisor pod its gVisor sandbox, where one with a terminal cannot start and
+// says so in its status), in the process namespace of its
 // targetContainerName where the runtime can give one, and never restarts
 // it. Its status is in status.ephemeralContainerStatuses; logs, exec and
 // attach reach it like any container. It has no part in the pod's phase or
@@ -23,9 +22,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 )
 
-// errSoloEphemeral is the status of an ephemeral container added to a
-// gvisor pod that runs without a pod sandbox (see soloPod).
-const errSoloEphemeral = "ephemeral containers cannot join this pod: it runs under gVisor without a pod sandbox (one container, no pause container), and runsc cannot add a container to it; debug a copy of the pod instead (kubectl debug --copy-to)"
+// errGVisorEphemeralTTY is the status of an ephemeral container with a
+// terminal added to a gvisor pod.
+const errGVisorEphemeralTTY = "ephemeral containers with a terminal (tty: true, kubectl debug -t) cannot start in gVisor pods on this node: the runtime (runsc) does not return from starting one; add it without -t (kubectl debug -i), or debug a copy of the pod (kubectl debug --copy-to)"
 
 // syncEphemeral starts the ephemeral containers that have not run yet; it
 // returns how long until one should be tried again (0: on an event).
@@ -47,17 +46,17 @@ func (w *podWorker) syncEphemeral() time.Duration {
 			continue // runs, or ran: never again
 		}
 		w.mu.Lock()
-		solo := w.rec.Solo
+		gvisorPod := sandboxRoot(w.rec) != ""
 		w.mu.Unlock()
-		if solo {
-			// The pod's one container is its gVisor sandbox's first
-			// process: runsc cannot add a container to such a sandbox
-			// (the start hangs), so the ephemeral one waits with the
-			// reason, as the kubelet shows a container it cannot create.
+		if gvisorPod && ec.TTY {
+			// runsc (2022-12) does not come back from starting a
+			// container with a terminal in a running sandbox: the start
+			// would hang the pod's worker. The container waits with the
+			// reason instead, as the kubelet shows one it cannot create.
 			w.update(func(*podRecord) {
 				cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{
 					Reason:  "CreateContainerError",
-					Message: errSoloEphemeral,
+					Message: errGVisorEphemeralTTY,
 				}}
 			})
 			continue

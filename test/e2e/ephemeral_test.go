@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,22 @@ func TestEphemeralContainers(t *testing.T) {
 			return strings.Contains(out, "polo"), out
 		})
 		if rc == "" {
+			// kubectl attach: the output from now on.
+			expectLine(t, streamLines(t, "attach", p.Name, "-c", "debugger"), "polo", 30*time.Second)
+			// kubectl debug -i: a shell reading the attached client's input.
+			addEphemeral(t, p.Name, v1.EphemeralContainer{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+				Name: "shell", Image: image(testimage.Shell), Command: []string{"sh"}, Stdin: true,
+			}})
+			waitPod(t, p.Name, 60*time.Second, "shell running", func(p *v1.Pod) (bool, string) {
+				s := ephemeralStatus(p, "shell")
+				return s != nil && s.State.Running != nil, fmt.Sprintf("%+v", p.Status.EphemeralContainerStatuses)
+			})
+			attach := exec.Command("kubectl", "--kubeconfig", cci.kubeconfig, "attach", "-i", p.Name, "-c", "shell")
+			attach.Stdin = strings.NewReader("echo from-$((40+2))\nexit 0\n")
+			out, err := attach.CombinedOutput()
+			if !strings.Contains(string(out), "from-42") {
+				t.Errorf("kubectl attach -i: %v\n%s", err, out)
+			}
 			// The target's process namespace: the debugger sees main's sleep.
 			if out := mustKubectl(t, "exec", p.Name, "-c", "debugger", "--", "ps"); !strings.Contains(out, "sleep 10000") {
 				t.Errorf("ps in the ephemeral container does not show its target's process:\n%s", out)
@@ -115,22 +132,33 @@ func TestEphemeralContainers(t *testing.T) {
 	})
 }
 
-// An ephemeral container added to a gvisor pod of one container (no pod
-// sandbox to join) gets a clear waiting status and the pod runs on.
+// An ephemeral container joins a gvisor pod of one container (whose
+// container is its sandbox's first process); one with a terminal gets a
+// clear waiting status instead of hanging, and the pod runs on.
 func TestEphemeralContainerSoloGVisor(t *testing.T) {
 	p := createProbePod(t, probePod("ephemeral-solo", "gvisor", "sleep 10000"))
 	waitPod(t, p.Name, 90*time.Second, "running", func(p *v1.Pod) (bool, string) {
 		return mainStatus(p).State.Running != nil, describe(p)
 	})
 	addEphemeral(t, p.Name, v1.EphemeralContainer{EphemeralContainerCommon: v1.EphemeralContainerCommon{
-		Name: "debugger", Image: image(testimage.Shell), Command: []string{"sh", "-c", "sleep 100"},
+		Name: "tty", Image: image(testimage.Shell), Command: []string{"sh", "-c", "sleep 100"}, Stdin: true, TTY: true,
 	}})
-	got := waitPod(t, p.Name, 60*time.Second, "debugger refused", func(p *v1.Pod) (bool, string) {
-		s := ephemeralStatus(p, "debugger")
+	got := waitPod(t, p.Name, 60*time.Second, "tty refused", func(p *v1.Pod) (bool, string) {
+		s := ephemeralStatus(p, "tty")
 		return s != nil && s.State.Waiting != nil && s.State.Waiting.Reason == "CreateContainerError", fmt.Sprintf("%+v", p.Status.EphemeralContainerStatuses)
 	})
-	if msg := ephemeralStatus(got, "debugger").State.Waiting.Message; !strings.Contains(msg, "gVisor without a pod sandbox") {
+	if msg := ephemeralStatus(got, "tty").State.Waiting.Message; !strings.Contains(msg, "with a terminal") {
 		t.Errorf("message %q", msg)
+	}
+	addEphemeral(t, p.Name, v1.EphemeralContainer{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+		Name: "debugger", Image: image(testimage.Shell), Command: []string{"sh", "-c", "echo polo; sleep 100"},
+	}})
+	got = waitPod(t, p.Name, 60*time.Second, "debugger running", func(p *v1.Pod) (bool, string) {
+		s := ephemeralStatus(p, "debugger")
+		return s != nil && s.State.Running != nil, fmt.Sprintf("%+v", p.Status.EphemeralContainerStatuses)
+	})
+	if out := mustKubectl(t, "exec", p.Name, "-c", "debugger", "--", "echo", "marco"); !strings.Contains(out, "marco") {
+		t.Errorf("exec in the ephemeral container: %q", out)
 	}
 	if mainStatus(got).State.Running == nil || condition(got, v1.PodReady) != v1.ConditionTrue {
 		t.Errorf("the pod was disturbed: %s", describe(got))
