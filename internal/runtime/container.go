@@ -224,6 +224,9 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 func (w *podWorker) setLogs(name string, lt *liveTask, logs *containerLog) {
 	lt.logs = logs
 	logs.task = lt.task
+	if io := lt.task.IO(); io != nil && logs.io == nil {
+		logs.io = io
+	}
 	w.mu.Lock()
 	w.logs[name] = logs
 	w.mu.Unlock()

@@ -61,7 +61,14 @@ type containerLog struct {
 	stdin *io.PipeWriter
 	// task is the task writing to the log (set before attach can find it).
 	task containerd.Task
+	// io copies the task's FIFOs into the log; Close waits for it.
+	io cio.IO
 }
+
+// ioDrainWait is how long Close waits for the copy of a task's output to
+// end (task.Delete waits for it; a task lost while containerd restarted
+// may not have been deleted through the object that holds the copy).
+const ioDrainWait = 2 * time.Second
 
 // attachment is one attached client's output streams (either may be nil).
 type attachment struct{ stdout, stderr io.Writer }
@@ -131,6 +138,17 @@ func (l *containerLog) attach() cio.Attach {
 func (l *containerLog) Close() error {
 	if l == nil {
 		return nil
+	}
+	if l.io != nil {
+		done := make(chan struct{})
+		go func() {
+			l.io.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(ioDrainWait):
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

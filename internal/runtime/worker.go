@@ -656,8 +656,9 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	}
 	if lt.lost != nil {
 		// containerd went away: the task may still run. Look again soon.
+		// Its output still flows through the FIFOs the agent reads: the
+		// log stays open and the re-attached task keeps it.
 		w.log.Warn("lost track of container, re-attaching", "container", name, "err", lt.lost)
-		w.dropTask(name, lt)
 		delete(w.tasks, name)
 		go func() {
 			select {
@@ -875,18 +876,21 @@ func (w *podWorker) reattachAll() {
 			}()
 			return
 		}
-		var logs *containerLog
-		if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount)); err == nil {
-			logs = lf
-		} else {
-			w.log.Warn("re-attach: open log", "container", cr.Name, "err", err)
-		}
+		// A container this agent started and lost (containerd restarted)
+		// keeps the log whose reader still copies its FIFOs; one started
+		// before the agent did gets its FIFOs opened again.
+		logs := w.attachedLog(cr.Name)
 		var attach cio.Attach
-		if logs != nil {
-			attach = logs.attach()
+		if logs == nil {
+			if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount)); err == nil {
+				logs = lf
+				attach = logs.attach()
+			} else {
+				w.log.Warn("re-attach: open log", "container", cr.Name, "err", err)
+			}
 		}
 		task, err := c.Task(ctx, attach)
-		if err != nil {
+		if err != nil && attach != nil {
 			logs.Close()
 		}
 		if errdefs.IsNotFound(err) {
@@ -902,7 +906,9 @@ func (w *podWorker) reattachAll() {
 		exitCh, err := task.Wait(wctx)
 		if err != nil {
 			cancel()
-			logs.Close()
+			if attach != nil {
+				logs.Close()
+			}
 			w.log.Warn("re-attach: wait task", "container", cr.Name, "err", err)
 			continue
 		}
