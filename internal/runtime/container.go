@@ -245,6 +245,16 @@ func (w *podWorker) dropTask(name string, lt *liveTask) {
 	_ = lt.logs.Close()
 }
 
+// closeLog closes the log kept for a container whose task is gone without
+// an exit the agent saw (lost while containerd restarted, then not found).
+func (w *podWorker) closeLog(name string) {
+	w.mu.Lock()
+	l := w.logs[name]
+	delete(w.logs, name)
+	w.mu.Unlock()
+	_ = l.Close()
+}
+
 // attachedLog is the log the running task of a container writes to.
 func (w *podWorker) attachedLog(name string) *containerLog {
 	w.mu.Lock()

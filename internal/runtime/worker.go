@@ -894,6 +894,7 @@ func (w *podWorker) reattachAll() {
 			logs.Close()
 		}
 		if errdefs.IsNotFound(err) {
+			w.closeLog(cr.Name)
 			w.markUnknown(cr)
 			_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
 			continue
