@@ -14,7 +14,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/signal"
@@ -40,9 +39,6 @@ const runcRuntime = "io.containerd.runc.v2"
 func (w *podWorker) prepareSandbox() error {
 	ctx := w.ctx()
 	pod := w.pod()
-	if pod.Spec.HostNetwork {
-		return fmt.Errorf("hostNetwork pods are not supported by this node")
-	}
 	w.mu.Lock()
 	resolved := w.rec.Handler != ""
 	w.mu.Unlock()
@@ -61,6 +57,9 @@ func (w *podWorker) prepareSandbox() error {
 	w.mu.Unlock()
 	if root != "" && w.r.gvisor.err != nil {
 		return w.r.gvisor.err
+	}
+	if pod.Spec.HostNetwork {
+		return w.prepareHostNetworkSandbox(pod)
 	}
 	var ports []network.PortMapping
 	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
@@ -91,6 +90,47 @@ func (w *podWorker) prepareSandbox() error {
 	return nil
 }
 
+// prepareHostNetworkSandbox prepares a hostNetwork pod (admission lets
+// only the operator's namespaces have them): its containers share the
+// host's network and UTS namespaces, as under the kubelet with containerd,
+// and its IP is the node's. gVisor's sandbox cannot take the host's network
+// namespace here (runsc refuses the root namespace on this kernel), so such
+// a pod under the gvisor handler is refused with a clear status.
+func (w *podWorker) prepareHostNetworkSandbox(pod *v1.Pod) error {
+	w.mu.Lock()
+	handler := w.rec.Handler
+	w.mu.Unlock()
+	if handler == handlerGVisor {
+		return fmt.Errorf("hostNetwork pods cannot run under the %q runtime handler on this node: gVisor's sandbox needs a network namespace of its own; use the runc runtime", handlerGVisor)
+	}
+	ips := w.r.hostIPs()
+	if len(ips) == 0 {
+		return fmt.Errorf("hostNetwork pod: this node has no IP to give it")
+	}
+	w.update(func(rec *podRecord) { rec.IPs = ips })
+	if err := w.r.prepareVolumes(w.ctx(), pod); err != nil {
+		return err
+	}
+	return w.r.writeEtcFiles(pod, ips)
+}
+
+// hostIPs are the IPs of a hostNetwork pod: the node's.
+func (r *Runtime) hostIPs() []string {
+	if r.cfg.HostIP == "" {
+		return nil
+	}
+	return []string{r.cfg.HostIP}
+}
+
+// nodeHostname is the hostname of a hostNetwork pod's containers: the node's.
+func nodeHostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return h
+}
+
 func (r *Runtime) netnsPath(pod *v1.Pod) string {
 	return filepath.Join("/var/run/netns", "cci-"+string(pod.UID))
 }
@@ -116,6 +156,13 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	}
 	runtimeOpt, runtimeSpecOpts := w.runtimeOpts(pod, cr.ID)
 	specOpts = append(specOpts, runtimeSpecOpts...)
+	if cr.Ephemeral {
+		nsOpts, err := w.targetNamespaceOpts(pod, c.Name)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		specOpts = append(specOpts, nsOpts...)
+	}
 	ctr, err := client.NewContainer(ctx, cr.ID,
 		containerd.WithImage(img.image),
 		containerd.WithSnapshotter(w.r.cfg.Snapshotter),
@@ -141,8 +188,14 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, time.Time{}, fmt.Errorf("create log folder: %w", err)
 	}
-	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
+	logs, err := openContainerLog(logPath)
 	if err != nil {
+		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		return nil, time.Time{}, err
+	}
+	task, err := ctr.NewTask(ctx, logs.creator(c.Stdin, c.TTY))
+	if err != nil {
+		logs.Close()
 		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
@@ -151,16 +204,63 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	if err != nil {
 		cancel()
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		logs.Close()
 		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, fmt.Errorf("wait on container %q: %w", c.Name, err)
 	}
 	if err := task.Start(ctx); err != nil {
 		cancel()
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		logs.Close()
 		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
-	return w.watch(c.Name, task, exitCh, cancel), time.Now(), nil
+	lt := w.watch(c.Name, task, exitCh, cancel)
+	w.setLogs(c.Name, lt, logs)
+	return lt, time.Now(), nil
+}
+
+// setLogs records the log a task writes to, for attached clients; the
+// run goroutine closes it when the task is gone (dropTask).
+func (w *podWorker) setLogs(name string, lt *liveTask, logs *containerLog) {
+	lt.logs = logs
+	logs.task = lt.task
+	if io := lt.task.IO(); io != nil && logs.io == nil {
+		logs.io = io
+	}
+	w.mu.Lock()
+	w.logs[name] = logs
+	w.mu.Unlock()
+}
+
+// dropTask closes the log of a task that was deleted (its IO done).
+func (w *podWorker) dropTask(name string, lt *liveTask) {
+	if lt == nil || lt.logs == nil {
+		return
+	}
+	w.mu.Lock()
+	if w.logs[name] == lt.logs {
+		delete(w.logs, name)
+	}
+	w.mu.Unlock()
+	_ = lt.logs.Close()
+}
+
+// closeLog closes the log kept for a container whose task is gone without
+// an exit the agent saw (lost while containerd restarted, then not found).
+func (w *podWorker) closeLog(name string) {
+	w.mu.Lock()
+	l := w.logs[name]
+	delete(w.logs, name)
+	w.mu.Unlock()
+	_ = l.Close()
+}
+
+// attachedLog is the log the running task of a container writes to.
+func (w *podWorker) attachedLog(name string) *containerLog {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.logs[name]
 }
 
 // startError is a container the runtime created but whose process it could
@@ -287,10 +387,16 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 	if pod.Spec.Hostname != "" {
 		hostname = pod.Spec.Hostname
 	}
-	opts := []oci.SpecOpts{
-		oci.WithImageConfig(img.image),
-		oci.WithHostname(hostname),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.netnsPath(pod)}),
+	opts := []oci.SpecOpts{oci.WithImageConfig(img.image)}
+	if pod.Spec.HostNetwork {
+		// As containerd's CRI does for a pod of host network: the host's
+		// network and UTS namespaces, so the node's hostname.
+		hostname = nodeHostname()
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostNamespace(specs.UTSNamespace))
+	} else {
+		opts = append(opts,
+			oci.WithHostname(hostname),
+			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.netnsPath(pod)}))
 	}
 
 	// Kubernetes: command replaces ENTRYPOINT, args replace CMD.

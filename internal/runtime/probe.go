@@ -9,6 +9,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/kubernetes/pkg/features"
 	kubecontainer "k8s.io/kubernetes/pkg/kubelet/container"
 	"k8s.io/kubernetes/pkg/kubelet/util/format"
 	"k8s.io/kubernetes/pkg/probe"
@@ -97,7 +99,11 @@ func (p *kubeProber) Probe(ctx context.Context, t ProbeTarget, spec *v1.Probe) (
 		if spec.GRPC.Service != nil {
 			service = *spec.GRPC.Service
 		}
-		return p.grpc.Probe(t.PodIP, service, int(spec.GRPC.Port), timeout, grpcprobe.ProbeOptions{})
+		// As the kubelet: TLS (unverified) only where the alpha gate
+		// GRPCContainerProbeTLS is on and the probe asks for it.
+		useTLS := utilfeature.DefaultFeatureGate.Enabled(features.GRPCContainerProbeTLS) &&
+			spec.GRPC.Mode != nil && *spec.GRPC.Mode == v1.GRPCProbeModeTLS
+		return p.grpc.Probe(t.PodIP, service, int(spec.GRPC.Port), timeout, grpcprobe.ProbeOptions{UseTLS: useTLS})
 	default:
 		return probe.Unknown, "", fmt.Errorf("missing probe handler for %s:%s", format.Pod(t.Pod), t.Container.Name)
 	}
@@ -368,6 +374,12 @@ func (w *podWorker) containerSpec(name string) *v1.Container {
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == name {
 			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		if pod.Spec.EphemeralContainers[i].Name == name {
+			c := v1.Container(pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+			return &c
 		}
 	}
 	return nil

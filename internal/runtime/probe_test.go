@@ -2,17 +2,28 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/record"
+	certutil "k8s.io/client-go/util/cert"
+	featuregatetesting "k8s.io/component-base/featuregate/testing"
+	"k8s.io/kubernetes/pkg/features"
 	"k8s.io/kubernetes/pkg/probe"
+	grpchealthchecking "k8s.io/kubernetes/test/images/agnhost/grpc-health-checking"
+	"k8s.io/utils/ptr"
 )
 
 func TestProbeCounter(t *testing.T) {
@@ -248,4 +259,64 @@ func TestProbeLoop(t *testing.T) {
 			t.Errorf("liveness probed %d times before the container started", n)
 		}
 	})
+}
+
+// gRPC probes as the kubelet runs them, against agnhost's
+// grpc-health-checking server (the conformance specs' target): plaintext,
+// and TLS where the probe asks for it and the GRPCContainerProbeTLS gate is
+// on (a TLS-mode probe stays plaintext while the gate is off).
+func TestGRPCProbe(t *testing.T) {
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("localhost", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(opts ...grpc.ServerOption) int32 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer(opts...)
+		grpc_health_v1.RegisterHealthServer(s, grpchealthchecking.NewHealthChecker(time.Now()))
+		go func() { _ = s.Serve(l) }()
+		t.Cleanup(s.Stop)
+		return int32(l.Addr().(*net.TCPAddr).Port)
+	}
+	plain := serve()
+	secure := serve(grpc.Creds(credentials.NewServerTLSFromCert(&cert)))
+	closed := func() int32 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return int32(l.Addr().(*net.TCPAddr).Port)
+	}()
+	tlsMode := ptr.To(v1.GRPCProbeModeTLS)
+	for _, tc := range []struct {
+		name string
+		gate bool
+		port int32
+		mode *v1.GRPCProbeMode
+		want probe.Result
+	}{
+		{"serving", false, plain, nil, probe.Success},
+		{"nothing listens", false, closed, nil, probe.Failure},
+		{"plaintext against TLS", true, secure, nil, probe.Failure},
+		{"TLS mode", true, secure, tlsMode, probe.Success},
+		{"TLS mode, gate off", false, secure, tlsMode, probe.Failure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.GRPCContainerProbeTLS, tc.gate)
+			spec := &v1.Probe{ProbeHandler: v1.ProbeHandler{GRPC: &v1.GRPCAction{Port: tc.port, Mode: tc.mode}}, TimeoutSeconds: 1}
+			target := ProbeTarget{Pod: &v1.Pod{}, Container: &v1.Container{Name: "c"}, PodIP: "127.0.0.1"}
+			res, out, err := newKubeProber(nil).Probe(context.Background(), target, spec)
+			if err != nil || res != tc.want {
+				t.Errorf("probe: %v %q %v, want %v", res, out, err, tc.want)
+			}
+		})
+	}
 }

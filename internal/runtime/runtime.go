@@ -82,6 +82,10 @@ type Config struct {
 	// resize that does not fit beside the other pods waits (Deferred).
 	// Empty: every resize fits.
 	Allocatable v1.ResourceList
+
+	// HostEtcHosts is the node's hosts file, which hostNetwork pods see.
+	// Default "/etc/hosts".
+	HostEtcHosts string
 	// Runsc runs the pods of the gvisor runtime handler.
 	Runsc RunscConfig
 	// Cgroups reads containers' and the host's resource usage for
@@ -165,6 +169,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	}
 	if cfg.HostResolvConf == "" {
 		cfg.HostResolvConf = "/etc/resolv.conf"
+	}
+	if cfg.HostEtcHosts == "" {
+		cfg.HostEtcHosts = "/etc/hosts"
 	}
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"

@@ -57,9 +57,12 @@ func buildPod(rec *podRecord, hostIP string, now time.Time) *v1.Pod {
 
 	for _, cr := range rec.Containers {
 		cs := containerStatus(rec.Pod, cr, now)
-		if cr.Init {
+		switch {
+		case cr.Ephemeral:
+			st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, cs)
+		case cr.Init:
 			st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
-		} else {
+		default:
 			st.ContainerStatuses = append(st.ContainerStatuses, cs)
 		}
 	}
@@ -133,6 +136,11 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 			spec = c
 		}
 	}
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if ec.Name == cr.Name {
+			spec = v1.Container(ec.EphemeralContainerCommon)
+		}
+	}
 	image := spec.Image
 	cs := v1.ContainerStatus{
 		Name:                 cr.Name,
@@ -160,6 +168,9 @@ func containerStatus(pod *v1.Pod, cr *ctrRecord, now time.Time) v1.ContainerStat
 	started := containerStarted(&spec, cr)
 	cs.Started = &started
 	cs.Ready = started && (spec.ReadinessProbe == nil || cr.Ready)
+	if cr.Ephemeral {
+		cs.Ready = false // as the kubelet reports them
+	}
 	if cr.Init && !isSidecar(pod, cr.Name) {
 		cs.Ready = cr.State.Terminated != nil && cr.State.Terminated.ExitCode == 0
 	}

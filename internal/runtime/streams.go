@@ -58,9 +58,30 @@ func (r *Runtime) GetContainerLogs(ctx context.Context, ns, podName, containerNa
 		return nil, errdefs.InvalidInputf("container %q in pod %q is waiting to start: %s", cr.Name, podName, waitingReason(cr))
 	}
 	path := r.logPath(w.pod(), cr.Name, restart)
+	if _, err := os.Stat(path); err != nil {
+		return nil, errdefs.NotFoundf("no log for container %q: %v", cr.Name, err)
+	}
+	running := func() bool {
+		_, cur, err := r.container(ns, podName, cr.Name)
+		return err == nil && cur.State.Running != nil && cur.RestartCount == restart
+	}
+	if !isCRILog(path) {
+		return rawLog(ctx, path, opts, running)
+	}
+	lopts := logOptions(opts, timeNow())
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(readCRILog(ctx, path, lopts, running, pw))
+	}()
+	return pr, nil
+}
+
+// rawLog serves the log of a container started by an older agent, which
+// holds the container's output as it wrote it, without timestamps.
+func rawLog(ctx context.Context, path string, opts api.ContainerLogOpts, running func() bool) (io.ReadCloser, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, errdefs.NotFoundf("no log for container %q: %v", cr.Name, err)
+		return nil, errdefs.NotFoundf("no log: %v", err)
 	}
 	if opts.Tail > 0 {
 		if err := seekTail(f, opts.Tail); err != nil {
@@ -75,11 +96,7 @@ func (r *Runtime) GetContainerLogs(ctx context.Context, ns, podName, containerNa
 		if opts.LimitBytes > 0 {
 			out = &limitWriter{w: pw, n: int64(opts.LimitBytes)}
 		}
-		err := copyLog(ctx, f, out, opts.Follow && !opts.Previous, func() bool {
-			_, cur, err := r.container(ns, podName, cr.Name)
-			return err == nil && cur.State.Running != nil && cur.RestartCount == restart
-		})
-		pw.CloseWithError(err)
+		pw.CloseWithError(copyLog(ctx, f, out, opts.Follow && !opts.Previous, running))
 	}()
 	return pr, nil
 }
@@ -267,8 +284,10 @@ func (r *Runtime) RunInContainer(ctx context.Context, ns, podName, containerName
 	return nil
 }
 
-// AttachToContainer streams the container's output from now on, as long as
-// it runs. Input is not forwarded: containers run without an open stdin.
+// AttachToContainer connects a client to a running container as `kubectl
+// attach` does: it gets the container's output from now on, and its input
+// goes to the container's stdin when the container's spec keeps one open
+// (stdin: true).
 func (r *Runtime) AttachToContainer(ctx context.Context, ns, podName, containerName string, attach api.AttachIO) error {
 	w, cr, err := r.container(ns, podName, containerName)
 	if err != nil {
@@ -277,26 +296,36 @@ func (r *Runtime) AttachToContainer(ctx context.Context, ns, podName, containerN
 	if cr.State.Running == nil {
 		return errdefs.InvalidInputf("container %q in pod %q is not running", cr.Name, podName)
 	}
-	f, err := os.Open(r.logPath(w.pod(), cr.Name, cr.RestartCount))
-	if err != nil {
-		return err
+	logs := w.attachedLog(cr.Name)
+	if logs == nil {
+		return errdefs.InvalidInputf("container %q in pod %q cannot be attached to: its output is not followed by this agent", cr.Name, podName)
 	}
-	defer f.Close()
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		return err
+	detach := logs.attachClient(&attachment{stdout: attach.Stdout(), stderr: attach.Stderr()})
+	defer detach()
+	if in := attach.Stdin(); in != nil && logs.stdin != nil {
+		go func() { _, _ = io.Copy(logs.stdin, in) }()
 	}
-	out := attach.Stdout()
-	if out == nil {
-		out = attach.Stderr()
+	if attach.TTY() {
+		go func() {
+			for size := range attach.Resize() {
+				if logs.task != nil {
+					_ = logs.task.Resize(w.ctx(), uint32(size.Width), uint32(size.Height))
+				}
+			}
+		}()
 	}
-	if out == nil {
-		<-ctx.Done()
-		return nil
+	tick := time.NewTicker(logFollowPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if _, cur, err := r.container(ns, podName, cr.Name); err != nil || cur.State.Running == nil || cur.RestartCount != cr.RestartCount {
+				return nil
+			}
+		}
 	}
-	return copyLog(ctx, f, out, true, func() bool {
-		_, cur, err := r.container(ns, podName, cr.Name)
-		return err == nil && cur.State.Running != nil && cur.RestartCount == cr.RestartCount
-	})
 }
 
 // PortForward connects stream to port on the pod's loopback, inside its
@@ -306,7 +335,14 @@ func (r *Runtime) PortForward(ctx context.Context, ns, podName string, port int3
 	if w == nil {
 		return errdefs.NotFoundf("pod %s/%s is not on this node", ns, podName)
 	}
-	conn, err := dialInNetns(r.netnsPath(w.pod()), net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	var conn net.Conn
+	var err error
+	if pod := w.pod(); pod.Spec.HostNetwork {
+		conn, err = net.DialTimeout("tcp", addr, 10*time.Second)
+	} else {
+		conn, err = dialInNetns(r.netnsPath(pod), addr)
+	}
 	if err != nil {
 		return fmt.Errorf("connect to port %d of pod %s/%s: %w", port, ns, podName, err)
 	}

@@ -2,11 +2,13 @@ package runtime
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	v1 "k8s.io/api/core/v1"
+	crilogs "k8s.io/cri-client/pkg/logs"
 	kubecontainer "k8s.io/kubernetes/pkg/kubelet/container"
 	"k8s.io/kubernetes/pkg/util/tail"
 )
@@ -58,11 +60,26 @@ func (r *Runtime) terminationMessage(pod *v1.Pod, c *v1.Container, code int32, l
 		}
 	}
 	if msg == "" && fallback {
-		data, _, err := tail.ReadAtMost(logPath, kubecontainer.MaxContainerTerminationMessageLogLength)
-		if err != nil && !os.IsNotExist(err) {
-			return fmt.Sprintf("Error on reading termination message from logs: %v", err)
+		if !isCRILog(logPath) {
+			data, _, err := tail.ReadAtMost(logPath, kubecontainer.MaxContainerTerminationMessageLogLength)
+			if err != nil && !os.IsNotExist(err) {
+				return fmt.Sprintf("Error on reading termination message from logs: %v", err)
+			}
+			msg = string(lastLines(data, kubecontainer.MaxContainerTerminationMessageLogLines))
+		} else if _, err := os.Stat(logPath); err == nil {
+			// As the kubelet's readLastStringFromContainerLogs: the last
+			// lines of the log, at most so many bytes of their end.
+			lines := int64(kubecontainer.MaxContainerTerminationMessageLogLines)
+			var buf bytes.Buffer
+			if err := readCRILog(context.Background(), logPath, &crilogs.LogOptions{TailLines: &lines}, nil, &buf); err != nil {
+				return fmt.Sprintf("Error on reading termination message from logs: %v", err)
+			}
+			data := buf.Bytes()
+			if n := kubecontainer.MaxContainerTerminationMessageLogLength; len(data) > n {
+				data = data[len(data)-n:]
+			}
+			msg = string(data)
 		}
-		msg = string(lastLines(data, kubecontainer.MaxContainerTerminationMessageLogLines))
 	}
 	// The pod's messages share MaxPodTerminationMessageLogLength.
 	perContainer := kubecontainer.MaxPodTerminationMessageLogLength

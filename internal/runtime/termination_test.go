@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,12 +56,17 @@ func TestTerminationMessage(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			logPath := filepath.Join(t.TempDir(), "0.log")
-			if err := os.WriteFile(logPath, []byte(tc.log), 0o644); err != nil {
+			// The log as a container writes it (CRI format), and raw, as
+			// containers started by older agents left it.
+			cri := writeTestLog(t, time.Now(), []testWrite{{data: tc.log}})
+			raw := filepath.Join(t.TempDir(), "0.log")
+			if err := os.WriteFile(raw, []byte(tc.log), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if got := r.terminationMessage(pod, &c, tc.code, logPath); got != tc.want {
-				t.Errorf("message %q (%d bytes), want %q (%d bytes)", trunc(got), len(got), trunc(tc.want), len(tc.want))
+			for _, logPath := range []string{cri, raw} {
+				if got := r.terminationMessage(pod, &c, tc.code, logPath); got != tc.want {
+					t.Errorf("%s: message %q (%d bytes), want %q (%d bytes)", filepath.Base(filepath.Dir(logPath)), trunc(got), len(got), trunc(tc.want), len(tc.want))
+				}
 			}
 		})
 	}

@@ -624,6 +624,24 @@ func (r *Runtime) writeEtcFiles(pod *v1.Pod, ips []string) error {
 	if pod.Spec.Subdomain != "" {
 		fqdn = fmt.Sprintf("%s.%s.%s.svc.%s", hostname, pod.Spec.Subdomain, pod.Namespace, r.cfg.ClusterDomain)
 	}
+	if pod.Spec.HostNetwork {
+		// As the kubelet does for a pod of host network: the node's own
+		// hosts file under a header of its own, and the pod's host aliases.
+		hostname = nodeHostname()
+		node, err := os.ReadFile(r.cfg.HostEtcHosts)
+		if err != nil {
+			return fmt.Errorf("read the node's hosts file for a hostNetwork pod: %w", err)
+		}
+		hosts := append([]byte("# Kubernetes-managed hosts file (host network).\n"), node...)
+		hosts = append(hosts, hostAliasEntries(pod.Spec.HostAliases)...)
+		if err := os.WriteFile(filepath.Join(dir, "hosts"), hosts, 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, "resolv.conf"), r.resolvConf(pod), 0o644)
+	}
 	var hosts strings.Builder
 	hosts.WriteString("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
 	for _, ip := range ips {
@@ -633,9 +651,7 @@ func (r *Runtime) writeEtcFiles(pod *v1.Pod, ips []string) error {
 			fmt.Fprintf(&hosts, "%s\t%s\n", ip, hostname)
 		}
 	}
-	for _, ha := range pod.Spec.HostAliases {
-		fmt.Fprintf(&hosts, "\n# Entries added by HostAliases.\n%s\t%s\n", ha.IP, strings.Join(ha.Hostnames, "\t"))
-	}
+	hosts.Write(hostAliasEntries(pod.Spec.HostAliases))
 	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts.String()), 0o644); err != nil {
 		return err
 	}
@@ -643,4 +659,18 @@ func (r *Runtime) writeEtcFiles(pod *v1.Pod, ips []string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "resolv.conf"), r.resolvConf(pod), 0o644)
+}
+
+// hostAliasEntries are the hosts file lines of a pod's hostAliases, as the
+// kubelet writes them: one section, one line per IP.
+func hostAliasEntries(aliases []v1.HostAlias) []byte {
+	if len(aliases) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("\n# Entries added by HostAliases.\n")
+	for _, ha := range aliases {
+		fmt.Fprintf(&b, "%s\t%s\n", ha.IP, strings.Join(ha.Hostnames, "\t"))
+	}
+	return []byte(b.String())
 }

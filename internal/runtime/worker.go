@@ -16,6 +16,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
 	v1 "k8s.io/api/core/v1"
@@ -80,8 +81,12 @@ type podRecord struct {
 
 // ctrRecord is one container of the pod, init containers first.
 type ctrRecord struct {
-	Name         string            `json:"name"`
-	Init         bool              `json:"init,omitempty"`
+	Name string `json:"name"`
+	Init bool   `json:"init,omitempty"`
+	// Ephemeral is a debugging container added to the running pod
+	// (kubectl debug): started once, never restarted, no part of the
+	// pod's phase or readiness.
+	Ephemeral    bool              `json:"ephemeral,omitempty"`
 	ID           string            `json:"id"`
 	ImageRef     string            `json:"imageRef,omitempty"`
 	ImageID      string            `json:"imageID,omitempty"`
@@ -161,6 +166,9 @@ func containerID(pod *v1.Pod, name string) string {
 // maxIDLength is the longest identifier containerd takes.
 const maxIDLength = 76
 
+// app tells whether the container is one of the pod's app containers.
+func (cr *ctrRecord) app() bool { return !cr.Init && !cr.Ephemeral }
+
 func (rec *podRecord) ctr(name string) *ctrRecord {
 	for _, c := range rec.Containers {
 		if c.Name == name {
@@ -203,6 +211,7 @@ type liveTask struct {
 	code     uint32
 	exitedAt time.Time
 	lost     error // set when the exit status could not be read (containerd gone)
+	logs     *containerLog
 }
 
 // podWorker drives one pod. Only its run goroutine changes rec; readers take mu.
@@ -220,9 +229,10 @@ type podWorker struct {
 	recovered bool
 
 	tasks       map[string]*liveTask
-	sandboxTask *liveTask            // a gvisor pod's pause container
-	probes      map[string]*probeSet // by container: probe loops and postStart hook
-	killing     map[string]*killing  // by container: being stopped while the pod goes on
+	sandboxTask *liveTask                // a gvisor pod's pause container
+	probes      map[string]*probeSet     // by container: probe loops and postStart hook
+	killing     map[string]*killing      // by container: being stopped while the pod goes on
+	logs        map[string]*containerLog // by container, under mu: the running task's log
 	// sandboxOOMAt is when a gvisor pod's sandbox last died of an OOM kill.
 	sandboxOOMAt time.Time
 	deleting     *v1.Pod
@@ -242,6 +252,7 @@ func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
 		tasks:     map[string]*liveTask{},
 		probes:    map[string]*probeSet{},
 		killing:   map[string]*killing{},
+		logs:      map[string]*containerLog{},
 	}
 }
 
@@ -526,10 +537,13 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	if p := w.appPhase(initDone); p == v1.PodSucceeded || p == v1.PodFailed {
 		return w.complete(p)
 	}
+	if initDone {
+		soonest(w.syncEphemeral())
+	}
 	w.update(func(rec *podRecord) {
 		if initDone && rec.Phase == v1.PodPending {
 			for _, cr := range rec.Containers {
-				if !cr.Init && cr.Started && !cr.PostStartPending {
+				if cr.app() && cr.Started && !cr.PostStartPending {
 					rec.Phase = v1.PodRunning
 					break
 				}
@@ -584,7 +598,7 @@ func (w *podWorker) appStarted() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, cr := range w.rec.Containers {
-		if !cr.Init && cr.Started {
+		if cr.app() && cr.Started {
 			return true
 		}
 	}
@@ -630,7 +644,7 @@ func (w *podWorker) appPhase(initDone bool) v1.PodPhase {
 	policy := w.rec.Pod.Spec.RestartPolicy
 	allDone, anyFailed := true, false
 	for _, cr := range w.rec.Containers {
-		if cr.Init {
+		if !cr.app() {
 			continue
 		}
 		t := cr.State.Terminated
@@ -772,6 +786,8 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	}
 	if lt.lost != nil {
 		// containerd went away: the task may still run. Look again soon.
+		// Its output still flows through the FIFOs the agent reads: the
+		// log stays open and the re-attached task keeps it.
 		w.log.Warn("lost track of container, re-attaching", "container", name, "err", lt.lost)
 		delete(w.tasks, name)
 		go func() {
@@ -798,6 +814,7 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	// container in it with 137.
 	oom := (lt.code == 137 || sandboxRoot(w.rec) == "") && w.oomKilled(cr.ID)
 	w.removeContainer(cr.ID, lt.task)
+	w.dropTask(name, lt)
 	pod := w.pod()
 	var message string
 	if c := w.containerSpec(name); c != nil {
@@ -883,6 +900,9 @@ func (w *podWorker) onStartError(cr *ctrRecord, image *pulledImage, se *startErr
 // except that an init container restarts only on failure and a sidecar
 // always.
 func restartPolicy(pod *v1.Pod, cr *ctrRecord) v1.RestartPolicy {
+	if cr.Ephemeral {
+		return v1.RestartPolicyNever
+	}
 	policy := pod.Spec.RestartPolicy
 	if cr.Init && policy == v1.RestartPolicyAlways {
 		policy = v1.RestartPolicyOnFailure
@@ -991,8 +1011,25 @@ func (w *podWorker) reattachAll() {
 			}()
 			return
 		}
-		task, err := c.Task(ctx, nil)
+		// A container this agent started and lost (containerd restarted)
+		// keeps the log whose reader still copies its FIFOs; one started
+		// before the agent did gets its FIFOs opened again.
+		logs := w.attachedLog(cr.Name)
+		var attach cio.Attach
+		if logs == nil {
+			if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount)); err == nil {
+				logs = lf
+				attach = logs.attach()
+			} else {
+				w.log.Warn("re-attach: open log", "container", cr.Name, "err", err)
+			}
+		}
+		task, err := c.Task(ctx, attach)
+		if err != nil && attach != nil {
+			logs.Close()
+		}
 		if errdefs.IsNotFound(err) {
+			w.closeLog(cr.Name)
 			w.markUnknown(cr)
 			_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
 			continue
@@ -1005,10 +1042,16 @@ func (w *podWorker) reattachAll() {
 		exitCh, err := task.Wait(wctx)
 		if err != nil {
 			cancel()
+			if attach != nil {
+				logs.Close()
+			}
 			w.log.Warn("re-attach: wait task", "container", cr.Name, "err", err)
 			continue
 		}
 		lt := w.watch(cr.Name, task, exitCh, cancel)
+		if logs != nil {
+			w.setLogs(cr.Name, lt, logs)
+		}
 		w.tasks[cr.Name] = lt
 		w.log.Info("re-attached container", "container", cr.Name, "id", cr.ID)
 		if spec := w.containerSpec(cr.Name); spec != nil {
@@ -1083,6 +1126,7 @@ func (w *podWorker) killAll(grace time.Duration) {
 			default:
 			}
 		}
+		w.dropTask(name, lt)
 		delete(w.tasks, name)
 	}
 }
@@ -1121,7 +1165,7 @@ func (w *podWorker) terminate() {
 		if rec.Phase != v1.PodSucceeded && rec.Phase != v1.PodFailed {
 			rec.Phase = v1.PodFailed
 			for _, cr := range rec.Containers {
-				if !cr.Init && cr.State.Terminated != nil && cr.State.Terminated.ExitCode != 0 {
+				if cr.app() && cr.State.Terminated != nil && cr.State.Terminated.ExitCode != 0 {
 					goto done
 				}
 			}
@@ -1162,12 +1206,15 @@ func (w *podWorker) release() {
 	for name, lt := range w.tasks {
 		_, _ = lt.task.Delete(ctx, containerd.WithProcessKill)
 		lt.cancel()
+		w.dropTask(name, lt)
 		delete(w.tasks, name)
 	}
 	w.removePodSandbox()
 	pod := w.pod()
-	if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
-		w.log.Warn("network teardown", "err", err)
+	if !pod.Spec.HostNetwork {
+		if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
+			w.log.Warn("network teardown", "err", err)
+		}
 	}
 	if err := w.r.unmountVolumes(pod); err != nil {
 		w.log.Warn("unmount volumes", "err", err)

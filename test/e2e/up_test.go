@@ -292,7 +292,9 @@ func testDeploymentServesAndStreams(t *testing.T, rc string) {
 	})
 
 	t.Run("attach", func(t *testing.T) {
-		lines := streamLines(t, "attach", pod.Name)
+		// httpd logs to stderr, which attach keeps apart from stdout (as a
+		// kubelet does): kubectl prints it on its own stderr.
+		lines := streamAllLines(t, "attach", pod.Name)
 		// attach shows output from now on; give it a moment to connect.
 		marker := "/attach-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		deadline := time.Now().Add(10 * time.Second)
@@ -437,6 +439,36 @@ func streamLines(t *testing.T, args ...string) <-chan string {
 	t.Cleanup(func() {
 		cancel()
 		cmd.Wait()
+	})
+	return lines
+}
+
+// streamAllLines is streamLines of kubectl's stdout and stderr together.
+func streamAllLines(t *testing.T, args ...string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cci.Kubeconfig}, args...)...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		r.Close()
 	})
 	return lines
 }

@@ -2,6 +2,10 @@
 // image: it answers grpc.health.v1.Health on -addr with SERVING, or with
 // NOT_SERVING while the file named by -down exists, so that a test can flip
 // a grpc probe with `kubectl exec … touch`. It exits on SIGTERM.
+//
+// Run as `grpchealth grpc-health-checking [flags]` it is instead agnhost's
+// server of that name, the target of the upstream conformance specs'
+// gRPC probes, with agnhost's flags (--port 5000, --http-port 8080, …).
 package main
 
 import (
@@ -16,9 +20,18 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpchealthchecking "k8s.io/kubernetes/test/images/agnhost/grpc-health-checking"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "grpc-health-checking" {
+		cmd := grpchealthchecking.CmdGrpcHealthChecking
+		cmd.SetArgs(os.Args[2:])
+		if err := cmd.Execute(); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	addr := flag.String("addr", ":9090", "address to serve the health protocol on")
 	down := flag.String("down", "/tmp/grpc-down", "while this file exists the server answers NOT_SERVING")
 	flag.Parse()
