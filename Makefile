@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH):/usr/local/go/bin
 DATA_DIR ?= .cci
 
-.PHONY: help setup build up test test-unit test-e2e fmt vet clean
+.PHONY: help setup build up test test-unit test-e2e conformance fmt vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,14 @@ test-unit: ## unit and component tests only
 
 test-e2e: ## end-to-end tests against a real `cci up`
 	go test -count=1 -v -timeout 30m ./test/e2e/
+
+FOCUS ?= \[Conformance\]
+SKIP ?= \[Serial\]|\[Disruptive\]
+PROCS ?= 12
+conformance: setup ## upstream conformance specs on a private cci up: make conformance [FOCUS=re] [SKIP=re] [PROCS=n]
+	CCI_CONFORMANCE_FOCUS='$(FOCUS)' CCI_CONFORMANCE_SKIP='$(SKIP)' CCI_CONFORMANCE_PROCS=$(PROCS) \
+	CCI_CONFORMANCE_OUT=$(CURDIR)/_output/conformance \
+	go test -count=1 -v -timeout 3h ./test/conformance/
 
 fmt: ## gofmt every Go file
 	gofmt -w $$(git ls-files '*.go')

@@ -18,6 +18,12 @@ declare -A PKGS=(
   [/bin/busybox]=busybox-static
   [ip]=iproute2
   [curl]=curl
+  # the conformance kit's test images (test/conformance/images.sh)
+  [debootstrap]=debootstrap
+  [/bin/bash-static]=bash-static
+  [openssl]=openssl
+  [gcc]=gcc
+  [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
 )
 missing=()
 for bin in "${!PKGS[@]}"; do

@@ -1,0 +1,176 @@
+// Package conformance runs the upstream Kubernetes conformance suite
+// (e2e.test v1.37.2, built offline by build.sh with the test images of
+// images.sh) against a private `cci up`, and fails on any spec that fails
+// for a reason exceptions.tsv does not list.
+//
+// By default it runs CISubset, the specs that cover the agent and are known
+// to pass, in a few minutes; `make conformance FOCUS=… SKIP=…` runs any set
+// (see docs/conformance.md).
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cci-project/cci/test/cluster"
+)
+
+// CISubset is the focus `go test` runs when CCI_CONFORMANCE_FOCUS is unset:
+// sig-node conformance specs of the agent's own work (pods, containers,
+// probes, volumes it fills, environment) that pass on one host.
+const CISubset = `\[sig-node\] (Pods should|Container Runtime|Downward API|Variable Expansion|InitContainer|Probing container|Security Context|Sysctls|Ephemeral Containers|Container Lifecycle Hook|Kubelet when|PreStop|RuntimeClass|Secrets|ConfigMap).*\[Conformance\]`
+
+var (
+	cci  *cluster.Instance
+	kit  string // where build.sh put the suite and its tools
+	root string // the repository
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "conformance tests need root (containerd, network namespaces, mounts): run them with sudo or as root")
+		return 1
+	}
+	wd, _ := os.Getwd()
+	root = filepath.Join(wd, "..", "..")
+	work, err := os.MkdirTemp("", "cci-conformance-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	keep := os.Getenv("CCI_E2E_KEEP") != ""
+	defer func() {
+		if !keep {
+			os.RemoveAll(work)
+		}
+	}()
+
+	kit = os.Getenv("E2EB")
+	if kit == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		kit = filepath.Join(cache, "cci", "conformance")
+	}
+	if err := script("build.sh"); err != nil {
+		fmt.Fprintln(os.Stderr, "build the conformance kit:", err)
+		return 1
+	}
+	bin := os.Getenv("CCI_E2E_BIN")
+	if bin == "" {
+		if bin, err = cluster.Build(root, work); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	cci = cluster.New(bin, work, os.Getpid()+50)
+	cci.Prepare()
+	defer cci.Cleanup()
+	if _, err := cci.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start cci up:", err)
+		return 1
+	}
+	code := 1
+	if err := script("images.sh", "REG="+cci.Registry); err != nil {
+		fmt.Fprintln(os.Stderr, "conformance images:", err)
+	} else {
+		code = m.Run()
+	}
+	if err := cci.Stop(syscall.SIGTERM); err != nil {
+		fmt.Fprintln(os.Stderr, "stop cci up:", err)
+	}
+	if code != 0 || keep {
+		fmt.Fprintf(os.Stderr, "cci output:\n%s\nlogs in %s\n", cci.Output(), filepath.Join(cci.DataDir, "logs"))
+	}
+	return code
+}
+
+// script runs one of the kit's scripts with E2EB set, its output on stderr.
+func script(name string, env ...string) error {
+	cmd := exec.Command("bash", filepath.Join(root, "test", "conformance", name))
+	cmd.Env = append(append(os.Environ(), "E2EB="+kit), env...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// TestConformance runs the focused specs with ginkgo, then the report: the
+// per-SIG table and every failure goes to the test log, and the test fails
+// when a spec failed that exceptions.tsv does not explain.
+func TestConformance(t *testing.T) {
+	focus := env("CCI_CONFORMANCE_FOCUS", CISubset)
+	skip := env("CCI_CONFORMANCE_SKIP", `\[Serial\]|\[Disruptive\]`)
+	procs, err := strconv.Atoi(env("CCI_CONFORMANCE_PROCS", "8"))
+	if err != nil || procs < 1 {
+		t.Fatalf("CCI_CONFORMANCE_PROCS=%q: want a positive number", os.Getenv("CCI_CONFORMANCE_PROCS"))
+	}
+	out := env("CCI_CONFORMANCE_OUT", t.TempDir())
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	report := filepath.Join(out, "report.json")
+	timeout := env("CCI_CONFORMANCE_TIMEOUT", "80m")
+	d, err := time.ParseDuration(timeout)
+	if err != nil {
+		t.Fatalf("CCI_CONFORMANCE_TIMEOUT=%q: %v", timeout, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
+	defer cancel()
+	args := []string{
+		"--procs=" + strconv.Itoa(procs), "--focus=" + focus, "--timeout=" + timeout,
+		"--json-report=" + report, "--no-color", "--silence-skips",
+		filepath.Join(kit, "e2e.test"), "--",
+		"--kubeconfig=" + cci.Kubeconfig, "--provider=skeleton",
+		"--report-dir=" + out,
+	}
+	if skip != "" {
+		args = append([]string{"--skip=" + skip}, args...)
+	}
+	t.Logf("ginkgo %s", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, filepath.Join(kit, "ginkgo"), args...)
+	cmd.Env = append(os.Environ(), "KUBE_TEST_REPO_LIST="+filepath.Join(kit, "repo-list.yaml"))
+	log, err := os.Create(filepath.Join(out, "ginkgo.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	begin := time.Now()
+	runErr := cmd.Run()
+	t.Logf("ginkgo ran %s (%v); its output is in %s", time.Since(begin).Round(time.Second), runErr, log.Name())
+	if _, err := os.Stat(report); err != nil {
+		t.Fatalf("no report from ginkgo (%v): see %s", runErr, log.Name())
+	}
+
+	rep := exec.Command(filepath.Join(kit, "report"),
+		"-exceptions", filepath.Join(root, "test", "conformance", "exceptions.tsv"), report)
+	summary, err := rep.CombinedOutput()
+	t.Logf("report of %s:\n%s", report, summary)
+	if err := os.WriteFile(filepath.Join(out, "summary.md"), summary, 0o644); err != nil {
+		t.Error(err)
+	}
+	if err != nil {
+		t.Fatalf("conformance specs failed (%v): see the report above", err)
+	}
+}
