@@ -7,7 +7,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/kubernetes/pkg/kubelet/envvars"
 	"k8s.io/kubernetes/third_party/forked/golang/expansion"
 )
@@ -58,11 +57,10 @@ func (r *Runtime) containerEnv(pod *v1.Pod, c *v1.Container, podIPs []string) ([
 			}
 		}
 		for k, v := range data {
-			name := from.Prefix + k
-			if errs := validation.IsEnvVarName(name); len(errs) > 0 {
-				continue // the kubelet skips invalid names and reports them in an event
-			}
-			add(name, v)
+			// Any key is a name, as on a kubelet: the API validates keys,
+			// and names such as "1-data" are valid since relaxed
+			// environment variable validation.
+			add(from.Prefix+k, v)
 		}
 	}
 

@@ -347,3 +347,27 @@ func freePortWithFreeNext() int {
 	handedOut.Unlock()
 	return p
 }
+
+// Keep tells whether the user asked to keep a suite's data folder and see
+// cci's output (CCI_E2E_KEEP set).
+func Keep() bool { return os.Getenv("CCI_E2E_KEEP") != "" }
+
+// WorkDir makes a suite's temporary folder; remove deletes it unless Keep.
+func WorkDir(prefix string) (dir string, remove func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func() {
+		if !Keep() {
+			os.RemoveAll(dir)
+		}
+	}, nil
+}
+
+// RepoRoot is the repository of a test package two levels below it
+// (test/<package>), where `go test` runs it.
+func RepoRoot() string {
+	wd, _ := os.Getwd()
+	return filepath.Join(wd, "..", "..")
+}

@@ -43,19 +43,13 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "conformance tests need root (containerd, network namespaces, mounts): run them with sudo or as root")
 		return 1
 	}
-	wd, _ := os.Getwd()
-	root = filepath.Join(wd, "..", "..")
-	work, err := os.MkdirTemp("", "cci-conformance-")
+	root = cluster.RepoRoot()
+	work, remove, err := cluster.WorkDir("cci-conformance-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	keep := os.Getenv("CCI_E2E_KEEP") != ""
-	defer func() {
-		if !keep {
-			os.RemoveAll(work)
-		}
-	}()
+	defer remove()
 
 	kit = os.Getenv("E2EB")
 	if kit == "" {
@@ -93,7 +87,7 @@ func run(m *testing.M) int {
 	if err := cci.Stop(syscall.SIGTERM); err != nil {
 		fmt.Fprintln(os.Stderr, "stop cci up:", err)
 	}
-	if code != 0 || keep {
+	if code != 0 || cluster.Keep() {
 		fmt.Fprintf(os.Stderr, "cci output:\n%s\nlogs in %s\n", cci.Output(), filepath.Join(cci.DataDir, "logs"))
 	}
 	return code

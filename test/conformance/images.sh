@@ -8,10 +8,12 @@
 #   debian base   debootstrap (minbase, bookworm) from Debian's mirror, with
 #                 the tools specs run inside agnhost: curl, OpenBSD nc, dig,
 #                 nslookup, host, ip, ping, ps, iperf; cached in $E2EB
-#   agnhost       the debian base + agnhost built by build.sh + a self-signed
+#   agnhost       the debian base + agnhost built by build.sh (also as
+#                 /agnhost-2, as upstream's image has it) + a self-signed
 #                 localhost.crt/localhost.key at / (as the real image)
 #   nginx         the debian base + Debian's nginx, serving
 #                 /usr/share/nginx/html on :80 in the foreground
+#   glibc-dns-testing  the debian base (dig, getent: glibc's resolver)
 #   busybox       Debian's busybox-static applets with bash-static as sh
 #                 (busybox's own sh drops environment names containing '-',
 #                 which the real image keeps)
@@ -98,6 +100,8 @@ tar --numeric-owner -C "$W/p" -cf "$W/pause.tar" .
 
 mkdir -p "$W/a/uploads"
 cp "$E2EB/agnhost" "$W/a/agnhost"
+# the real image has a second copy, which specs name to override the entrypoint
+ln -s agnhost "$W/a/agnhost-2"
 openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
   -keyout "$W/a/localhost.key" -out "$W/a/localhost.crt" >/dev/null 2>&1
 tar --numeric-owner -C "$W/a" -cf "$W/agnhost.tar" .
@@ -132,6 +136,9 @@ P=e2e-test-images
 for t in 2.66.1 2.55; do
   push $P/agnhost:$t "$DEB" "$W/agnhost.tar" -- --entrypoint /agnhost --cmd pause
 done
+# glibc's resolver beside agnhost's in the DNS specs: the debian base has
+# dig and getent, as upstream's image (Debian + dnsutils) has.
+push $P/glibc-dns-testing:2.1.1 "$DEB" -- --cmd bash
 for t in 1.27.0-2 1.28.0-2; do
   push $P/nginx:$t "$DEB" -- --entrypoint nginx --cmd=-g,'daemon off;' --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 done

@@ -38,17 +38,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e tests need the kubectl binary on PATH")
 		return 1
 	}
-	work, err := os.MkdirTemp("", "cci-e2e-")
+	work, remove, err := cluster.WorkDir("cci-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	keep := os.Getenv("CCI_E2E_KEEP") != ""
-	defer func() {
-		if !keep {
-			os.RemoveAll(work)
-		}
-	}()
+	defer remove()
 
 	// One build of cci for the whole suite, or a binary given by CCI_E2E_BIN.
 	bin := os.Getenv("CCI_E2E_BIN")
@@ -77,16 +72,13 @@ func run(m *testing.M) int {
 	if err := cci.Stop(syscall.SIGTERM); err != nil {
 		fmt.Fprintln(os.Stderr, "stop cci up:", err)
 	}
-	if code != 0 || keep {
+	if code != 0 || cluster.Keep() {
 		fmt.Fprintf(os.Stderr, "cci output:\n%s\nlogs in %s\n", cci.Output(), filepath.Join(cci.DataDir, "logs"))
 	}
 	return code
 }
 
-func repoRoot() string {
-	wd, _ := os.Getwd()
-	return filepath.Join(wd, "..", "..")
-}
+func repoRoot() string { return cluster.RepoRoot() }
 
 // client returns a client-go clientset for the admin kubeconfig.
 func client(t *testing.T) kubernetes.Interface {

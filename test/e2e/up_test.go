@@ -428,18 +428,23 @@ func streamLines(t *testing.T, args ...string) <-chan string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	return scanLines(stdout)
+}
+
+// scanLines sends the lines read from r until it ends.
+func scanLines(r io.Reader) <-chan string {
 	lines := make(chan string, 100)
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
 		close(lines)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-	})
 	return lines
 }
 
@@ -457,14 +462,7 @@ func streamAllLines(t *testing.T, args ...string) <-chan string {
 		t.Fatal(err)
 	}
 	w.Close()
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines := scanLines(r)
 	t.Cleanup(func() {
 		cancel()
 		cmd.Wait()
