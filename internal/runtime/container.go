@@ -383,10 +383,7 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 	if err != nil {
 		return nil, fmt.Errorf("read image config of %q: %w", c.Image, err)
 	}
-	hostname := pod.Name
-	if pod.Spec.Hostname != "" {
-		hostname = pod.Spec.Hostname
-	}
+	hostname := podHostname(pod)
 	opts := []oci.SpecOpts{oci.WithImageConfig(img.image)}
 	if pod.Spec.HostNetwork {
 		// As containerd's CRI does for a pod of host network: the host's

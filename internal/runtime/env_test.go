@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -43,6 +44,27 @@ func TestEnvFromKeepsRelaxedNames(t *testing.T) {
 			if !got[w] {
 				t.Errorf("prefix %q: %s missing from %v", tc.prefix, w, env)
 			}
+		}
+	}
+}
+
+// A pod's hostname is its name or spec.hostname, cut to 63 characters
+// without a trailing '-' or '.', as the kubelet makes it (the kernel refuses
+// longer ones, and pod names may have 253).
+func TestPodHostname(t *testing.T) {
+	long := "pod-update-activedeadlineseconds-cec4327c-afef-4c2d-9d15-0f1e2e0123a9"
+	for _, tc := range []struct {
+		name, hostname, want string
+	}{
+		{"web-0", "", "web-0"},
+		{"web-0", "db", "db"},
+		{long, "", "pod-update-activedeadlineseconds-cec4327c-afef-4c2d-9d15-0f1e2e"},
+		{strings.Repeat("a", 62) + "-b", "", strings.Repeat("a", 62)},
+		{strings.Repeat("a", 61) + ".-b", "", strings.Repeat("a", 61)},
+	} {
+		pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: tc.name}, Spec: v1.PodSpec{Hostname: tc.hostname}}
+		if got := podHostname(pod); got != tc.want {
+			t.Errorf("podHostname(%q, %q) = %q, want %q", tc.name, tc.hostname, got, tc.want)
 		}
 	}
 }

@@ -361,11 +361,19 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 
 func podSandboxID(pod *v1.Pod) string { return string(pod.UID) + "_pod" }
 
+// podHostname is the pod's hostname as the kubelet makes it: spec.hostname
+// or the pod's name, cut to 63 characters (a name may have 253, the kernel
+// takes 64 bytes with the terminating NUL) without a trailing '-' or '.'.
 func podHostname(pod *v1.Pod) string {
+	hostname := pod.Name
 	if pod.Spec.Hostname != "" {
-		return pod.Spec.Hostname
+		hostname = pod.Spec.Hostname
 	}
-	return pod.Name
+	const maxLen = 63
+	if len(hostname) > maxLen {
+		hostname = strings.TrimRight(hostname[:maxLen], "-.")
+	}
+	return hostname
 }
 
 // sandboxRoot is the id of the container whose process is the pod's gVisor

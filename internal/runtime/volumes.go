@@ -616,10 +616,7 @@ func (r *Runtime) writeEtcFiles(pod *v1.Pod, ips []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	hostname := pod.Name
-	if pod.Spec.Hostname != "" {
-		hostname = pod.Spec.Hostname
-	}
+	hostname := podHostname(pod)
 	fqdn := hostname
 	if pod.Spec.Subdomain != "" {
 		fqdn = fmt.Sprintf("%s.%s.%s.svc.%s", hostname, pod.Spec.Subdomain, pod.Namespace, r.cfg.ClusterDomain)
