@@ -431,7 +431,14 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, oci.WithMounts(mounts))
+	// The container's own cgroups at /sys/fs/cgroup, read-only (writable
+	// when privileged: oci.WithPrivileged makes cgroup mounts so), as
+	// containerd's CRI mounts them for a kubelet; containerd's default
+	// spec no longer has them, and workloads (JVMs, Go's GOMAXPROCS, the
+	// resize specs) read their limits there.
+	cgroupMount := specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+		Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}}
+	opts = append(opts, oci.WithMounts(append([]specs.Mount{cgroupMount}, mounts...)))
 
 	// Resources.
 	if q, ok := c.Resources.Limits[v1.ResourceMemory]; ok && q.Value() > 0 {

@@ -11,6 +11,7 @@
 #   agnhost       the debian base + agnhost built by build.sh (also as
 #                 /agnhost-2, as upstream's image has it) + a self-signed
 #                 localhost.crt/localhost.key at / (as the real image)
+#   kitten, nautilus  agnhost serving test-webserver with their pictures
 #   nginx         the debian base + Debian's nginx, serving
 #                 /usr/share/nginx/html on :80 in the foreground
 #   glibc-dns-testing  the debian base (dig, getent: glibc's resolver)
@@ -106,6 +107,15 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
   -keyout "$W/a/localhost.key" -out "$W/a/localhost.crt" >/dev/null 2>&1
 tar --numeric-owner -C "$W/a" -cf "$W/agnhost.tar" .
 
+# kitten and nautilus: agnhost's test-webserver serving a picture and a
+# data.json (the kubectl Update Demo specs read it), from the suite's module.
+K8S=$(cd "$(dirname "$0")/kit" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+for pet in kitten nautilus; do
+  mkdir -p "$W/$pet"
+  cp "$K8S/test/images/$pet/html/"* "$W/$pet/"
+  tar --numeric-owner -C "$W/$pet" -cf "$W/$pet.tar" .
+done
+
 mkdir -p "$W/n/usr/local/bin"
 cp "$E2EB/nnp" "$W/n/usr/local/bin/nnp"
 chmod 4755 "$W/n/usr/local/bin/nnp"
@@ -135,6 +145,9 @@ push() {
 P=e2e-test-images
 for t in 2.66.1 2.55; do
   push $P/agnhost:$t "$DEB" "$W/agnhost.tar" -- --entrypoint /agnhost --cmd pause
+done
+for pet in kitten nautilus; do
+  push $P/$pet:1.8 "$DEB" "$W/agnhost.tar" "$W/$pet.tar" -- --entrypoint /agnhost --cmd test-webserver
 done
 # glibc's resolver beside agnhost's in the DNS specs: the debian base has
 # dig and getent, as upstream's image (Debian + dnsutils) has.
