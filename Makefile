@@ -19,7 +19,7 @@ up: setup ## set up, then run the control plane and a host agent (data in $(DATA
 	bin/cci up --data-dir $(DATA_DIR)
 
 test: setup ## set up, then run every test (unit and end-to-end; needs root)
-	go test -count=1 -timeout 40m ./...
+	go test -count=1 -timeout 60m ./...
 
 test-unit: ## unit and component tests only
 	go test -count=1 $$(go list ./... | grep -v /test/e2e)
