@@ -89,8 +89,9 @@ func (a *admitter) admit(ctx context.Context, pod *v1.Pod, others []*v1.Pod) (ok
 	return true, "", ""
 }
 
-// activePods is every pod of the node that may still run: the others the
-// admission weighs a new pod against.
+// activePods is every pod of the node that may still run but except: the
+// others the admission weighs a new pod, or a resize, against. r.mu must
+// be held.
 func (r *Runtime) activePods(except *v1.Pod) []*v1.Pod {
 	var out []*v1.Pod
 	for _, w := range r.pods {

@@ -87,20 +87,9 @@ func (r *Runtime) admitResize(w *podWorker, pod *v1.Pod, handler string) (reason
 	requested := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 	used := v1.ResourceList{}
 	r.mu.Lock()
-	others := make([]*podWorker, 0, len(r.pods))
-	for _, o := range r.pods {
-		if o != w {
-			others = append(others, o)
-		}
-	}
+	others := r.activePods(pod)
 	r.mu.Unlock()
-	for _, o := range others {
-		o.mu.Lock()
-		p, phase := o.rec.Pod, o.rec.Phase
-		o.mu.Unlock()
-		if phase == v1.PodSucceeded || phase == v1.PodFailed {
-			continue
-		}
+	for _, p := range others {
 		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
 			sum := used[name]
 			sum.Add(q)

@@ -119,6 +119,7 @@ func TestTakeSpecAndResizeStatus(t *testing.T) {
 func TestAdmitResize(t *testing.T) {
 	r := &Runtime{pods: map[string]*podWorker{}, cfg: Config{Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("2"), v1.ResourceMemory: resource.MustParse("1Gi")}}}
 	other := testPod()
+	other.Name, other.UID = "other", "uid-other"
 	other.Spec.Containers[0].Resources = resources("1500m", "", "100Mi", "")
 	r.pods["ns/other"] = &podWorker{rec: newRecord(other)}
 	self := &podWorker{rec: newRecord(testPod())}
