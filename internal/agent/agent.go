@@ -14,15 +14,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
@@ -42,6 +45,8 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/kubernetes/pkg/kubelet/clustertrustbundle"
 	"k8s.io/kubernetes/pkg/kubelet/podcertificate"
@@ -50,6 +55,7 @@ import (
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
+	"github.com/cci-project/cci/internal/overlay"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
@@ -89,6 +95,12 @@ type Config struct {
 	// ClusterDNS is the DNS server of pods with dnsPolicy ClusterFirst.
 	// Default: the ClusterIP of the Service kube-system/kube-dns.
 	ClusterDNS []string `json:"clusterDNS"`
+	// RegistryMirrors are "REGISTRY=MIRROR" pairs of host:port: images named
+	// after REGISTRY are pulled from MIRROR (e.g. the built-in registry's
+	// loopback address, as image names spell it, and the address where a
+	// host in its own network namespace reaches it). A mirror of a plain
+	// HTTP registry is reached over plain HTTP too.
+	RegistryMirrors []string `json:"registryMirrors"`
 	// ServiceProxy is the mode of the host's service proxy (the upstream
 	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
 	// where the host runs a service proxy of its own.
@@ -134,10 +146,26 @@ func (c *Config) defaults() error {
 	default:
 		return fmt.Errorf("service proxy mode %q: choose iptables, nftables or off", c.ServiceProxy)
 	}
+	if _, err := c.mirrors(); err != nil {
+		return err
+	}
 	if c.Server == "" || c.Token == "" {
 		return errors.New("the agent needs --server and --token (the token is in the server's <data>/pki/token)")
 	}
 	return nil
+}
+
+// mirrors parses RegistryMirrors.
+func (c *Config) mirrors() (map[string]string, error) {
+	out := map[string]string{}
+	for _, m := range c.RegistryMirrors {
+		from, to, ok := strings.Cut(m, "=")
+		if !ok || from == "" || to == "" || strings.Contains(to, "/") {
+			return nil, fmt.Errorf("registry mirror %q: want REGISTRY=MIRROR, both host:port, e.g. 127.0.0.1:5000=10.44.0.1:5000", m)
+		}
+		out[from] = to
+	}
+	return out, nil
 }
 
 // Run joins the control plane and runs pods until ctx ends. Pods keep
@@ -159,6 +187,14 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	if cfg.NodeIP == "" {
 		cfg.NodeIP = localIPFor(restCfg.Host)
+	}
+
+	mirrors, _ := cfg.mirrors()
+	insecure := slices.Clone(cfg.InsecureRegistries)
+	for from, to := range mirrors {
+		if plain, _ := docker.MatchLocalhost(from); plain || slices.Contains(insecure, from) {
+			insecure = append(insecure, to)
+		}
 	}
 
 	// containerd
@@ -201,11 +237,43 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	nodeSpec.Spec.PodCIDRs = []string{podCIDR}
 	log.Info("node registered", "podCIDR", podCIDR, "ip", cfg.NodeIP)
 
+	// The cluster's network: pod and Service ranges and the overlay that
+	// joins this host's pod subnet to the others'.
+	clusterNet, err := clusterNetwork(ctx, kube)
+	if err != nil {
+		return err
+	}
+	overlayErr := make(chan error, 1)
+	mtu := 0
+	if clusterNet.netConf != nil {
+		kubeconfig := filepath.Join(cfg.DataDir, "agent", "overlay", "kubeconfig")
+		if err := writeKubeconfig(kubeconfig, restCfg, caPEM); err != nil {
+			return err
+		}
+		ov, err := overlay.Start(ctx, overlay.Config{
+			NodeName:   cfg.NodeName,
+			Kubeconfig: kubeconfig,
+			NetConf:    clusterNet.netConf,
+			NodeIP:     cfg.NodeIP,
+			Dir:        filepath.Join(cfg.DataDir, "agent", "overlay"),
+			Log:        log,
+		})
+		if err != nil {
+			return err
+		}
+		if ov != nil {
+			mtu = ov.MTU()
+			go func() { overlayErr <- ov.Run(ctx) }()
+		}
+	}
+
 	netMgr, err := network.New(network.Config{
 		PodCIDR: podCIDR,
 		Bridge:  cfg.Bridge,
 		ConfDir: filepath.Join(cfg.DataDir, "cni", "net.d"),
 		IPAMDir: filepath.Join(cfg.DataDir, "cni", "ipam"),
+		MTU:     mtu,
+		NoMasq:  clusterNet.internal,
 	})
 	if err != nil {
 		return fmt.Errorf("pod network: %w", err)
@@ -289,7 +357,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			NodeName:           cfg.NodeName,
 			HostIP:             cfg.NodeIP,
 			StateDir:           filepath.Join(cfg.DataDir, "agent"),
-			InsecureRegistries: cfg.InsecureRegistries,
+			InsecureRegistries: insecure,
+			RegistryMirrors:    mirrors,
 			ClusterDNS:         cfg.ClusterDNS,
 			Allocatable:        nodeSpec.Status.Allocatable.DeepCopy(),
 			Runsc:              runtime.RunscConfig{Path: cfg.RunscPath, Platform: cfg.RunscPlatform},
@@ -370,6 +439,12 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("node controller: %w", err)
 	case err := <-proxyErr:
 		return err
+	case err := <-overlayErr:
+		if ctx.Err() != nil {
+			<-errCh
+			return nil
+		}
+		return fmt.Errorf("overlay: %w", err)
 	case err := <-netpolErr:
 		if ctx.Err() != nil || err == nil {
 			<-errCh
@@ -625,4 +700,57 @@ func watchPodStatus(ctx context.Context, kube kubernetes.Interface, node string,
 		},
 	})
 	factory.Start(ctx.Done())
+}
+
+// clusterNet is what every host of a cluster shares about its network.
+type clusterNet struct {
+	// internal are the pod and Service ranges: traffic to them keeps its
+	// pod source address.
+	internal []netip.Prefix
+	// netConf is the overlay's net-conf.json; nil when the control plane
+	// publishes none (an older one).
+	netConf []byte
+}
+
+// clusterNetwork reads the control plane's network settings
+// (kube-system/cci-network).
+func clusterNetwork(ctx context.Context, kube kubernetes.Interface) (clusterNet, error) {
+	var out clusterNet
+	cm, err := kube.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, "cci-network", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("read the cluster's network settings (ConfigMap kube-system/cci-network): %w", err)
+	}
+	for _, key := range []string{"clusterCIDR", "serviceCIDR"} {
+		if v := cm.Data[key]; v != "" {
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				return out, fmt.Errorf("ConfigMap kube-system/cci-network: %s %q: %w", key, v, err)
+			}
+			out.internal = append(out.internal, p.Masked())
+		}
+	}
+	if v := cm.Data["net-conf.json"]; v != "" {
+		out.netConf = []byte(v)
+	}
+	return out, nil
+}
+
+// writeKubeconfig writes the agent's own credentials for a library that
+// reads only kubeconfig files (flannel).
+func writeKubeconfig(path string, rc *rest.Config, caPEM []byte) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["cci"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
+	cfg.Contexts["cci"] = &clientcmdapi.Context{Cluster: "cci", AuthInfo: "agent"}
+	cfg.CurrentContext = "cci"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return fmt.Errorf("write kubeconfig %q: %w", path, err)
+	}
+	return os.Chmod(path, 0o600)
 }

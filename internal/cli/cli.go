@@ -35,7 +35,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), tenantCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
@@ -63,6 +63,7 @@ func defaultDataDir() string {
 type upFlags struct {
 	server server.Config
 	agent  agent.Config
+	hosts  hostsFlags
 }
 
 func addServerFlags(cmd *cobra.Command, c *server.Config) {
@@ -83,6 +84,9 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
 	f.IntVar(&c.MetricsPort, "metrics-port", 0, "HTTPS port of the metrics API (metrics-server) on the advertise address (default: a free port)")
+	f.StringVar(&c.FlannelBackend, "flannel-backend", "vxlan", "pod network between hosts: vxlan, host-gw (hosts on one L2 segment), wireguard-native (encrypted) or none")
+	f.IntVar(&c.VXLANVNI, "vxlan-vni", 0, "VXLAN network identifier of the overlay (default 1; clusters whose hosts share a network namespace need different ones)")
+	f.IntVar(&c.VXLANPort, "vxlan-port", 0, "UDP port of the VXLAN overlay (default 8472)")
 	f.StringVar(&c.DNSAddress, "dns-address", "", "IP:port of the cluster DNS server, UDP and TCP; the kube-dns Service points at it (default: <advertise-address>:53; port 0: a free port)")
 }
 
@@ -93,6 +97,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 		f.StringVar(&c.Server, "server", "", "apiserver URL, e.g. https://10.0.0.1:6443")
 		f.StringVar(&c.Token, "token", "", "join token (the server's <data>/pki/token)")
 		f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
+		f.StringSliceVar(&c.RegistryMirrors, "registry-mirror", nil, "REGISTRY=MIRROR (both host:port): pull images named after REGISTRY from MIRROR, e.g. 127.0.0.1:5000=10.0.0.1:5000")
 	}
 	f.StringVar(&c.NodeName, "node-name", "", "node name (default: the host name)")
 	f.StringVar(&c.NodeIP, "node-ip", "", "IP the apiserver uses to reach this host's kubelet API")
@@ -129,6 +134,7 @@ func upCmd() *cobra.Command {
 	}
 	addServerFlags(cmd, &fl.server)
 	addAgentFlags(cmd, &fl.agent, false)
+	addHostsFlags(cmd, &fl.hosts)
 	return cmd
 }
 
@@ -147,6 +153,16 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 	fl.agent.DataDir = dataDir
 	fl.agent.Log = logger
 
+	var fleet *hostsns
+	if fl.hosts.count > 0 {
+		if fl.server.AdvertiseAddress == "" {
+			fl.server.AdvertiseAddress = server.HostIP()
+		}
+		if fleet, err = newFleet(fl, dataDir); err != nil {
+			return err
+		}
+	}
+
 	serverDone := make(chan error, 1)
 	infoCh := make(chan *server.Info, 1)
 	sctx, cancelServer := context.WithCancel(context.Background())
@@ -164,22 +180,29 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 		return <-serverDone
 	}
 
-	fl.agent.Server = info.APIServerURL
-	fl.agent.Token = info.Token
-	fl.agent.InsecureRegistries = append(fl.agent.InsecureRegistries, info.RegistryAddr)
+	banner := func() {
+		fmt.Fprintf(stderr, "\nCCI is ready (%.1fs)\n", time.Since(start).Seconds())
+		fmt.Fprintf(stderr, "  kubeconfig: %s\n", info.AdminKubeconfig)
+		fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
+		fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
+		fmt.Fprintf(stderr, "  usage:      %s\n", info.UsageURL)
+		fmt.Fprintf(stderr, "  dns:        %s\n", info.DNSAddress)
+		fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
+		if fleet != nil {
+			fmt.Fprintf(stderr, "  hosts:      %d (cci host list --data-dir %s)\n", len(fleet.fleet.Hosts()), dataDir)
+		}
+		fmt.Fprintf(stderr, "  try: kubectl --kubeconfig %s get nodes\n\n", info.AdminKubeconfig)
+	}
 	agentDone := make(chan error, 1)
-	go func() {
-		agentDone <- agent.Run(ctx, fl.agent, func() {
-			fmt.Fprintf(stderr, "\nCCI is ready (%.1fs)\n", time.Since(start).Seconds())
-			fmt.Fprintf(stderr, "  kubeconfig: %s\n", info.AdminKubeconfig)
-			fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
-			fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
-			fmt.Fprintf(stderr, "  usage:      %s\n", info.UsageURL)
-			fmt.Fprintf(stderr, "  dns:        %s\n", info.DNSAddress)
-			fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
-			fmt.Fprintf(stderr, "  try: kubectl --kubeconfig %s get nodes\n\n", info.AdminKubeconfig)
-		})
-	}()
+	if fleet != nil {
+		args := fleet.agentArgs(fl, info)
+		go func() { agentDone <- fleet.fleet.Run(ctx, args, banner) }()
+	} else {
+		fl.agent.Server = info.APIServerURL
+		fl.agent.Token = info.Token
+		fl.agent.InsecureRegistries = append(fl.agent.InsecureRegistries, info.RegistryAddr)
+		go func() { agentDone <- agent.Run(ctx, fl.agent, banner) }()
+	}
 	var runErr error
 	select {
 	case runErr = <-agentDone:

@@ -66,7 +66,12 @@ type Config struct {
 	// "/var/run/netns", where `ip netns` looks.
 	NetnsDir string
 	// MTU of the bridge and pod interfaces; 0 leaves the plugin's default.
+	// Under an overlay it is the overlay's (the link's less encapsulation).
 	MTU int
+	// NoMasq are the ranges pod traffic keeps its source address to: the
+	// cluster's pod range (pods on other hosts see the real peer, which
+	// their NetworkPolicy judges) and its Service range. PodCIDR always is.
+	NoMasq []netip.Prefix
 }
 
 // PortMapping publishes a pod port on the host (portmap plugin).
@@ -147,7 +152,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := enableForwarding(prefix.Addr().Is4()); err != nil {
 		return nil, err
 	}
-	if err := ensureMasquerade(cfg.Bridge, prefix); err != nil {
+	if err := ensureMasquerade(cfg.Bridge, prefix, cfg.NoMasq); err != nil {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, prefix: prefix, cache: libcni.NewCNIConfig(cfg.PluginDirs, nil)}

@@ -40,6 +40,10 @@ type Config struct {
 	// Addr is the TCP address to listen on, e.g. "127.0.0.1:5000"; port 0
 	// picks a free one. Default is DefaultAddr.
 	Addr string
+	// ExtraAddrs are further addresses serving the same registry, e.g. the
+	// machine's address on the network of hosts that `cci up --hosts` runs
+	// in their own namespaces, where its loopback address is not theirs.
+	ExtraAddrs []string
 	// RootDir is where blobs and manifests are stored; content survives
 	// restarts. Required.
 	RootDir string
@@ -51,6 +55,7 @@ type Config struct {
 // serve with Run; Run must be called once.
 type Registry struct {
 	ln     net.Listener
+	extra  []net.Listener
 	server *http.Server
 	app    *handlers.App
 	log    *logrus.Entry
@@ -87,6 +92,17 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: listen on %q: %w", cfg.Addr, err)
 	}
 	r := &Registry{ln: ln, app: app, log: log}
+	for _, a := range cfg.ExtraAddrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			_ = ln.Close()
+			for _, l := range r.extra {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("registry: listen on %q: %w", a, err)
+		}
+		r.extra = append(r.extra, l)
+	}
 	r.server = &http.Server{
 		Handler:           app,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -107,8 +123,12 @@ func (r *Registry) Addr() string {
 // and returns nil; other errors are returned.
 func (r *Registry) Run(ctx context.Context) error {
 	r.log.Infof("serving OCI registry on %s", r.Addr())
-	served := make(chan error, 1)
+	served := make(chan error, 1+len(r.extra))
 	go func() { served <- r.server.Serve(r.ln) }()
+	for _, l := range r.extra {
+		r.log.Infof("serving OCI registry on %s too", l.Addr())
+		go func() { served <- r.server.Serve(l) }()
+	}
 
 	select {
 	case err := <-served:
@@ -126,8 +146,10 @@ func (r *Registry) Run(ctx context.Context) error {
 		r.log.Warnf("closing connections still open after %s: %v", shutdownTimeout, err)
 		_ = r.server.Close()
 	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("registry: serve on %q: %w", r.Addr(), err)
+	for range 1 + len(r.extra) {
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("registry: serve on %q: %w", r.Addr(), err)
+		}
 	}
 	if err := r.app.Shutdown(); err != nil {
 		return fmt.Errorf("registry: shut down: %w", err)

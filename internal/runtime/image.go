@@ -29,6 +29,8 @@ type puller struct {
 	client      *containerd.Client
 	snapshotter string
 	insecure    []string
+	// mirrors maps a registry host to the host:port that serves it here.
+	mirrors map[string]string
 
 	mu       sync.Mutex
 	inflight map[string]*pullCall
@@ -40,8 +42,8 @@ type pullCall struct {
 	err  error
 }
 
-func newPuller(c *containerd.Client, snapshotter string, insecure []string) *puller {
-	return &puller{client: c, snapshotter: snapshotter, insecure: insecure, inflight: map[string]*pullCall{}}
+func newPuller(c *containerd.Client, snapshotter string, insecure []string, mirrors map[string]string) *puller {
+	return &puller{client: c, snapshotter: snapshotter, insecure: insecure, mirrors: mirrors, inflight: map[string]*pullCall{}}
 }
 
 // ensure returns the image, pulling it when the policy asks for it or it is
@@ -126,8 +128,17 @@ func (p *puller) resolver() remotes.Resolver {
 		}
 		return docker.MatchLocalhost(host)
 	}
+	hosts := docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain))
 	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain)),
+		Hosts: func(host string) ([]docker.RegistryHost, error) {
+			// A mirror serves the same repositories under another address
+			// (the built-in registry seen from a host in its own network
+			// namespace); the image keeps the name it was asked by.
+			if m, ok := p.mirrors[host]; ok {
+				return hosts(m)
+			}
+			return hosts(host)
+		},
 	})
 }
 

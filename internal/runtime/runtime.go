@@ -67,6 +67,10 @@ type Config struct {
 	// InsecureRegistries are host:port registries reached over plain HTTP
 	// (localhost and 127.0.0.1 always are).
 	InsecureRegistries []string
+	// RegistryMirrors maps a registry's host:port, as image names spell it,
+	// to the host:port that serves it from this host; mirrors are reached
+	// over plain HTTP when the registry they stand for is.
+	RegistryMirrors map[string]string
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
 	// ClusterDNS is the cluster DNS server pods of dnsPolicy ClusterFirst
@@ -199,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	}
 	r.starts = make(chan struct{}, cfg.ParallelStarts)
 	r.usage = newUsageTracker()
-	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries)
+	r.pulls = newPuller(cfg.Containerd, cfg.Snapshotter, cfg.InsecureRegistries, cfg.RegistryMirrors)
 	r.execer = execRunner{client: cfg.Containerd, namespace: cfg.Namespace}
 	if r.cfg.Prober == nil {
 		r.cfg.Prober = newKubeProber(r.execer)

@@ -74,6 +74,8 @@ type Config struct {
 	EtcdPeerPort   int `json:"etcdPeerPort"`
 	// RegistryAddr is where the built-in OCI registry listens. Default "127.0.0.1:5000".
 	RegistryAddr string `json:"registryAddr"`
+	// RegistryExtraAddrs are further addresses the registry serves on.
+	RegistryExtraAddrs []string `json:"registryExtraAddrs"`
 	// ServiceCIDR is the Service IP range. Default "10.43.0.0/16".
 	ServiceCIDR string `json:"serviceCIDR"`
 	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
@@ -100,6 +102,15 @@ type Config struct {
 	// whose endpoint it is. Port 0 picks a free port at each start.
 	// Default "<AdvertiseAddress>:53".
 	DNSAddress string `json:"dnsAddress"`
+	// FlannelBackend is the overlay between hosts: "vxlan" (default),
+	// "host-gw" (hosts on one L2 segment: plain routes), "wireguard-native"
+	// (encrypted) or "none" (one host, or a fabric that routes pod CIDRs).
+	FlannelBackend string `json:"flannelBackend"`
+	// VXLANVNI and VXLANPort are the VXLAN backend's network identifier and
+	// UDP port. Default 0: flannel's (VNI 1, port 8472). Clusters whose hosts
+	// share a network namespace need different VNIs.
+	VXLANVNI  int `json:"vxlanVNI"`
+	VXLANPort int `json:"vxlanPort"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -149,6 +160,9 @@ func (c *Config) Default() {
 	}
 	if c.DNSAddress == "" {
 		c.DNSAddress = net.JoinHostPort(c.AdvertiseAddress, "53")
+	}
+	if c.FlannelBackend == "" {
+		c.FlannelBackend = "vxlan"
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -295,7 +309,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		return fail(err)
 	}
 	defer regLog.Close()
-	reg, err := registry.New(ctx, registry.Config{Addr: cfg.RegistryAddr, RootDir: filepath.Join(dataDir, "registry"), Log: regLog})
+	reg, err := registry.New(ctx, registry.Config{Addr: cfg.RegistryAddr, ExtraAddrs: cfg.RegistryExtraAddrs, RootDir: filepath.Join(dataDir, "registry"), Log: regLog})
 	if err != nil {
 		return fail(fmt.Errorf("registry: %w", err))
 	}
@@ -344,6 +358,9 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		return fail(err)
 	}
 	if err := ensureRuntimeClasses(ctx, admin); err != nil {
+		return fail(err)
+	}
+	if err := ensureNetworkConfig(ctx, admin, cfg); err != nil {
 		return fail(err)
 	}
 	lbPool, err := loadbalancer.ParsePool(cfg.LBPool)
