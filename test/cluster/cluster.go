@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/netpol"
 )
 
@@ -35,6 +36,9 @@ type Instance struct {
 	// DNSAddr is where the cluster DNS listens: the host's IP (pods reach
 	// it through the kube-dns Service) and a port free for UDP and TCP.
 	DNSAddr string
+	// Hosts is the number of hosts of `cci up --hosts` (WithHosts); 0 for
+	// one host in the `cci up` process.
+	Hosts int
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -74,6 +78,17 @@ func New(bin, work string, slot int) *Instance {
 	return c
 }
 
+// WithHosts makes the instance run n hosts, each in its own network
+// namespace (`cci up --hosts n`), on a hosts range and VXLAN identifier of
+// the slot's own.
+func (c *Instance) WithHosts(n, slot int) *Instance {
+	c.Hosts = n
+	c.Args = append(c.Args, "--hosts", strconv.Itoa(n),
+		"--hosts-cidr", fmt.Sprintf("10.44.%d.0/24", slot%100),
+		"--vxlan-vni", strconv.Itoa(100+slot%100))
+	return c
+}
+
 // Build compiles cci from the repository at root into dir and returns the
 // binary's path.
 func Build(root, dir string) (string, error) {
@@ -91,6 +106,9 @@ func Build(root, dir string) (string, error) {
 // (a bridge of that name with another address would make every pod's
 // network set-up fail).
 func (c *Instance) Prepare() {
+	if c.Hosts > 0 {
+		c.removeHosts()
+	}
 	RemoveBridges(c.Bridge, c.Bridge+"b")
 	RemoveNetpolRules(c.Bridge)
 }
@@ -202,6 +220,9 @@ func (c *Instance) Output() string {
 // instance is gone: pods outlive `cci up` by design, so a suite that stops
 // it tidies up after itself, and removes its bridge and rules.
 func (c *Instance) Cleanup() {
+	if c.Hosts > 0 {
+		c.removeHosts()
+	}
 	CleanupPods(c.DataDir)
 	RemoveBridges(c.Bridge, c.Bridge+"b")
 	RemoveNetpolRules(c.Bridge)
@@ -226,6 +247,11 @@ func CleanupPods(dataDir string) {
 		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(dataDir, "agent", "pods"))
+	hosts, _ := os.ReadDir(filepath.Join(dataDir, "hosts"))
+	for _, h := range hosts {
+		more, _ := os.ReadDir(filepath.Join(dataDir, "hosts", h.Name(), "agent", "pods"))
+		entries = append(entries, more...)
+	}
 	for _, e := range entries {
 		p := filepath.Join("/var/run/netns", "cci-"+e.Name())
 		_ = syscall.Unmount(p, syscall.MNT_DETACH)
@@ -370,4 +396,30 @@ func WorkDir(prefix string) (dir string, remove func(), err error) {
 func RepoRoot() string {
 	wd, _ := os.Getwd()
 	return filepath.Join(wd, "..", "..")
+}
+
+// removeHosts powers off every host of `cci up --hosts` (their agents,
+// containerds and pods), removes their namespaces and the machine's bridge
+// to them (its routes go with it) and the hosts' masquerade rule.
+func (c *Instance) removeHosts() {
+	hosts, _ := hostns.LoadHosts(c.DataDir)
+	for _, h := range hosts {
+		_, _ = hostns.PowerOff(h)
+		_ = syscall.Unmount(h.Netns, syscall.MNT_DETACH)
+		_ = os.Remove(h.Netns)
+	}
+	bridge := c.Bridge
+	if len(bridge) > 12 {
+		bridge = bridge[:12]
+	}
+	bridge += "h"
+	_ = exec.Command("ip", "link", "delete", bridge, "type", "bridge").Run()
+	for _, table := range []string{"nat", "filter"} {
+		rules, _ := exec.Command("iptables-save", "-t", table).Output()
+		for _, l := range strings.Split(string(rules), "\n") {
+			if strings.HasPrefix(l, "-A ") && strings.Contains(l, "cci: hosts of bridge "+bridge+" ") || strings.HasPrefix(l, "-A ") && strings.HasSuffix(l, "cci: hosts of bridge "+bridge+"\" -j ACCEPT") {
+				_ = exec.Command("sh", "-c", "iptables -t "+table+" "+strings.Replace(l, "-A ", "-D ", 1)).Run()
+			}
+		}
+	}
 }
