@@ -18,6 +18,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/test/cluster"
@@ -269,10 +270,10 @@ func TestHostDiesAndReturns(t *testing.T) {
 		}
 		return false, fmt.Sprint(len(listPods(t, "default", "app=hf-moved")))
 	})
-	// The dead host's copy still runs (nobody could stop it).
-	if procs := processesNaming(string(moved.UID)); len(procs) == 0 {
-		t.Errorf("the deleted pod's container stopped while its host was down: the test no longer checks the return")
-	}
+	// The dead host's copy dies too, as in a power cut: its shim and its
+	// processes. An agent that re-adopted it would start it again.
+	killPod(t, moved.UID)
+
 
 	// The host comes back.
 	a.start()
@@ -293,6 +294,41 @@ func TestHostDiesAndReturns(t *testing.T) {
 	}
 	if !strings.Contains(a.output(), "removing pod that is no longer this node's") {
 		t.Errorf("agent did not say it removed the deleted pod")
+	}
+	// The deleted pod never ran again: no container of its UID was started
+	// after the host came back.
+	evs, err := client(t).CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.uid=" + string(moved.UID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		if (e.Reason == "Started" || e.Reason == "Created") && e.LastTimestamp.After(killed) {
+			t.Errorf("the deleted pod's container was started again on the host's return: %s %s", e.Reason, e.Message)
+		}
+	}
+}
+
+// killPod kills what runs of a pod on this machine: the shims that name
+// it and the processes in its cgroups.
+func killPod(t *testing.T, uid types.UID) {
+	t.Helper()
+	n := 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		cgroup, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if strings.Contains(string(cmdline), string(uid)) || strings.Contains(string(cgroup), string(uid)) {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no process of pod %s found to kill", uid)
 	}
 }
 
