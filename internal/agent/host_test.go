@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestNameHolder(t *testing.T) {
@@ -82,5 +85,42 @@ func TestTokenError(t *testing.T) {
 	other := apierrors.NewForbidden(v1.Resource("nodes"), "h1", errors.New("no"))
 	if got := tokenError("https://10.0.0.1:6443", other); got != other {
 		t.Errorf("403 changed: %v", got)
+	}
+}
+
+func TestCIDRNotAvailable(t *testing.T) {
+	created := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "h9", CreationTimestamp: metav1.NewTime(created)}}
+	event := func(at time.Time) *v1.Event {
+		return &v1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: "h9." + at.Format("150405"), Namespace: "default"},
+			InvolvedObject: v1.ObjectReference{Kind: "Node", Name: "h9"},
+			Reason:         "CIDRNotAvailable", LastTimestamp: metav1.NewTime(at),
+		}
+	}
+	other := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "h1"}, Spec: v1.NodeSpec{PodCIDR: "10.42.0.0/24"}}
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		want    bool
+	}{
+		{"no event", []runtime.Object{node, other}, false},
+		{"event about an earlier node of the name", []runtime.Object{node, other, event(created.Add(-time.Hour))}, false},
+		{"event about this node", []runtime.Object{node, other, event(created.Add(time.Second))}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := cidrNotAvailable(context.Background(), fake.NewClientset(tc.objects...), node)
+			if (err != nil) != tc.want {
+				t.Fatalf("got %v, want an error: %v", err, tc.want)
+			}
+			if err != nil {
+				for _, s := range []string{"CIDRNotAvailable", "--cluster-cidr", "--node-cidr-mask-size", "1 nodes hold one (for example 10.42.0.0/24)"} {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("message lacks %q: %v", s, err)
+					}
+				}
+			}
+		})
 	}
 }
