@@ -274,7 +274,6 @@ func TestHostDiesAndReturns(t *testing.T) {
 	// processes. An agent that re-adopted it would start it again.
 	killPod(t, moved.UID)
 
-
 	// The host comes back.
 	a.start()
 	a.waitReady()
@@ -398,7 +397,9 @@ func TestNodeDeletedStopsAgent(t *testing.T) {
 	a := newHostAgent(t, "hf-gone", "x")
 	mustKubectl(t, "label", "node", "hf-gone", "hostfail-test=yes")
 	mustKubectl(t, "run", "hf-gone-pod", "--image="+image(testimage.HTTPD), "--overrides", `{"spec":{"nodeName":"hf-gone","terminationGracePeriodSeconds":2}}`)
-	t.Cleanup(func() { kubectl(t, "delete", "pod", "hf-gone-pod", "--ignore-not-found", "--force", "--grace-period=0") })
+	t.Cleanup(func() {
+		kubectl(t, "delete", "pod", "hf-gone-pod", "--ignore-not-found", "--force", "--grace-period=0")
+	})
 	pod := waitRunning(t, "default", "run=hf-gone-pod", 1, 90*time.Second)[0]
 	c := a.containerd()
 
