@@ -176,6 +176,10 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 	log := cfg.Log.With("node", cfg.NodeName)
+	// Everything the agent starts ends with it, also when it returns on
+	// its own (its node deleted) while the caller goes on (cci up).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 
 	restCfg, caPEM, err := joinConfig(cfg.Server, cfg.Token)
 	if err != nil {
@@ -183,6 +187,13 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	kube, err := kubernetes.NewForConfig(vknode.Protobuf(restCfg))
 	if err != nil {
+		return err
+	}
+	id, err := hostID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := checkJoin(ctx, kube, cfg.Server, cfg.NodeName, id); err != nil {
 		return err
 	}
 	if cfg.NodeIP == "" {
@@ -229,13 +240,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	// Node object first, so that the controller-manager gives it a pod CIDR.
 	nodeSpec := buildNode(cfg, ctrdVersion.Version)
-	podCIDR, err := registerNode(ctx, kube, nodeSpec)
+	nodeSpec.Annotations = map[string]string{HostIDAnnotation: id}
+	registered, err := registerNode(ctx, kube, nodeSpec)
 	if err != nil {
 		return err
 	}
+	podCIDR := registered.Spec.PodCIDR
 	nodeSpec.Spec.PodCIDR = podCIDR
 	nodeSpec.Spec.PodCIDRs = []string{podCIDR}
-	log.Info("node registered", "podCIDR", podCIDR, "ip", cfg.NodeIP)
+	log.Info("node registered", "podCIDR", podCIDR, "ip", cfg.NodeIP, "hostID", id)
 
 	// The cluster's network: pod and Service ranges and the overlay that
 	// joins this host's pod subnet to the others'.
@@ -341,6 +354,19 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	// A pod waiting for its certificate mounts it as soon as it is issued
 	// (the issuer takes the request's new state first), not at its next
 	// retry.
+	// The node deleted from the cluster (kubectl delete node): the agent
+	// stops its pods and returns; virtual-kubelet only logs the failing
+	// status updates and would keep the pods running on a node that no
+	// longer exists.
+	nodeGone := make(chan struct{}, 1)
+	_, _ = nodeInformers.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(any) {
+			select {
+			case nodeGone <- struct{}{}:
+			default:
+			}
+		},
+	})
 	wake := func(obj any) {
 		if pcr, ok := obj.(*certificatesv1.PodCertificateRequest); ok && rt != nil {
 			time.AfterFunc(300*time.Millisecond, func() { rt.WakePod(pcr.Spec.PodUID) })
@@ -454,7 +480,40 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	case <-ctx.Done():
 		<-errCh
 		return nil
+	case <-waitNodeDeleted(ctx, kube, registered, nodeGone):
+		log.Warn("node deleted from the cluster; stopping its pods")
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer scancel()
+		stopErr := rt.StopAll(sctx)
+		cancel()
+		<-errCh
+		if stopErr != nil {
+			return fmt.Errorf("node %q was deleted from the cluster: %w; %w", cfg.NodeName, ErrNodeDeleted, stopErr)
+		}
+		return fmt.Errorf("node %q was deleted from the cluster; its pods were stopped; restart the agent to register it again: %w", cfg.NodeName, ErrNodeDeleted)
 	}
+}
+
+// waitNodeDeleted closes the returned channel once the node the agent
+// registered is gone from the API (or replaced by another of its name):
+// each delete the informer sees is checked against the API itself.
+func waitNodeDeleted(ctx context.Context, kube kubernetes.Interface, registered *v1.Node, deleted <-chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-deleted:
+			}
+			n, err := kube.CoreV1().Nodes().Get(ctx, registered.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) || err == nil && n.UID != registered.UID {
+				close(done)
+				return
+			}
+		}
+	}()
+	return done
 }
 
 // runtimePods shows the pod certificate issuer the pods the runtime runs,
@@ -500,7 +559,8 @@ func joinConfig(server, token string) (*rest.Config, []byte, error) {
 				return true, nil
 			}
 		}
-		return false, fmt.Errorf("the server at %q does not present the CA named in the join token: wrong token or wrong server", server)
+		return false, fmt.Errorf("the server at %q does not present the CA named in the join token: the token is wrong (or this is another cluster's server); "+
+			"use the one in the server's <data>/pki/token", server)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("join %q: %w", server, err)
@@ -591,40 +651,52 @@ func buildNode(cfg Config, runtimeVersion string) *v1.Node {
 }
 
 // registerNode creates (or refreshes) the node object and waits for the
-// controller-manager to assign it a pod CIDR.
-func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (string, error) {
+// controller-manager to assign it a pod CIDR; it returns the node with it.
+func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (*v1.Node, error) {
 	nodes := kube.CoreV1().Nodes()
 	existing, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		existing, err = nodes.Create(ctx, n, metav1.CreateOptions{})
 		if err != nil {
-			return "", fmt.Errorf("register node %q: %w", n.Name, err)
+			return nil, fmt.Errorf("register node %q: %w", n.Name, err)
 		}
 	case err != nil:
-		return "", fmt.Errorf("look up node %q: %w", n.Name, err)
+		return nil, fmt.Errorf("look up node %q: %w", n.Name, err)
 	default:
 		existing.Labels = mergeLabels(existing.Labels, n.Labels)
+		existing.Annotations = mergeLabels(existing.Annotations, n.Annotations)
 		if existing, err = nodes.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
-			return "", fmt.Errorf("update node %q: %w", n.Name, err)
+			return nil, fmt.Errorf("update node %q: %w", n.Name, err)
 		}
 	}
-	cidr := existing.Spec.PodCIDR
+	var unavailable error
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		if cidr != "" {
+		if existing.Spec.PodCIDR != "" {
 			return true, nil
 		}
 		got, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
-		cidr = got.Spec.PodCIDR
-		return cidr != "", nil
+		existing = got
+		if existing.Spec.PodCIDR != "" {
+			return true, nil
+		}
+		// The range allocator says so at once, and retries only when
+		// nodes go: waiting out the minute would only hide the cause.
+		if unavailable = cidrNotAvailable(ctx, kube, existing); unavailable != nil {
+			return false, unavailable
+		}
+		return false, nil
 	})
-	if err != nil {
-		return "", fmt.Errorf("node %q got no pod CIDR from the controller-manager: %w", n.Name, err)
+	if unavailable != nil {
+		return nil, unavailable
 	}
-	return cidr, nil
+	if err != nil {
+		return nil, fmt.Errorf("node %q got no pod CIDR from the controller-manager (is the control plane's controller-manager running?): %w", n.Name, err)
+	}
+	return existing, nil
 }
 
 func mergeLabels(a, b map[string]string) map[string]string {

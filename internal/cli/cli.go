@@ -206,7 +206,19 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 	var runErr error
 	select {
 	case runErr = <-agentDone:
-		if ctx.Err() == nil && runErr != nil {
+		if ctx.Err() == nil && errors.Is(runErr, agent.ErrNodeDeleted) {
+			// The host's node was deleted (kubectl delete node): its pods
+			// are stopped, and the control plane serves on for the other
+			// hosts; this host registers again at the next `cci up`.
+			logger.Warn("this host's agent stopped; the control plane keeps serving", "err", runErr)
+			fmt.Fprintf(stderr, "\n%v\nThe control plane keeps serving; run `cci up` again to bring this host back.\n\n", runErr)
+			select {
+			case runErr = <-serverDone:
+				return runErr
+			case <-ctx.Done():
+				runErr = nil
+			}
+		} else if ctx.Err() == nil && runErr != nil {
 			runErr = fmt.Errorf("agent: %w", runErr)
 		}
 	case runErr = <-serverDone:

@@ -160,6 +160,8 @@ type Runtime struct {
 	// containerd, the shims and the CNI plugins share two cores (150
 	// containerd calls in flight were seen) queueing on each other's locks.
 	starts chan struct{}
+	// stopping is set by StopAll: the node is gone and takes no new pods.
+	stopping bool
 }
 
 // New prepares the runtime and re-adopts every pod recorded in StateDir.
@@ -225,14 +227,17 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
-// recover loads the pod records left by an earlier agent and starts their
-// workers, which re-attach to the containers that still run.
+// recover loads the pod records left by an earlier agent and prepares
+// their workers, which re-attach to the containers that still run once
+// started. A recorded pod that is no longer this node's in the API is
+// removed here, before any worker runs (see reconcile.go).
 func (r *Runtime) recover() error {
 	dir := filepath.Join(r.cfg.StateDir, "pods")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("read pod records: %w", err)
 	}
+	var ws []*podWorker
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name(), recordFile)
 		raw, err := os.ReadFile(path)
@@ -245,9 +250,18 @@ func (r *Runtime) recover() error {
 			r.cfg.Log.Warn("skipping unreadable pod record", "path", path, "err", err)
 			continue
 		}
-		w := newWorker(r, &rec, true)
-		r.pods[key(rec.Pod.Namespace, rec.Pod.Name)] = w
-		r.cfg.Log.Info("re-adopting pod", "pod", key(rec.Pod.Namespace, rec.Pod.Name), "uid", rec.Pod.UID)
+		ws = append(ws, newWorker(r, &rec, true))
+	}
+	if r.cfg.Kube != nil {
+		// Pods deleted, re-created or moved while the agent was down go
+		// first, before anything of them restarts.
+		if ws, err = r.reconcile(ws); err != nil {
+			return fmt.Errorf("compare this node's pod records with the API: %w", err)
+		}
+	}
+	for _, w := range ws {
+		p := w.pod()
+		r.pods[key(p.Namespace, p.Name)] = w
 	}
 	return nil
 }
@@ -401,6 +415,10 @@ func (r *Runtime) CreatePod(ctx context.Context, pod *v1.Pod) error {
 	defer r.admitMu.Unlock()
 	k := key(pod.Namespace, pod.Name)
 	r.mu.Lock()
+	if r.stopping {
+		r.mu.Unlock()
+		return fmt.Errorf("pod %s: node %q is shutting down", k, r.cfg.NodeName)
+	}
 	if old, ok := r.pods[k]; ok && old.pod().UID == pod.UID {
 		r.mu.Unlock()
 		return nil
@@ -496,6 +514,34 @@ func (r *Runtime) GetPods(context.Context) ([]*v1.Pod, error) {
 		out = append(out, w.snapshot())
 	}
 	return out, nil
+}
+
+// StopAll stops every pod within its grace period and removes everything
+// it holds (containers, network, mounts, record), as when each is deleted,
+// but leaves the API objects alone; from then on the runtime takes no new
+// pods. Used when this host's node is deleted from the cluster. It returns
+// when every pod is gone or ctx ends.
+func (r *Runtime) StopAll(ctx context.Context) error {
+	r.mu.Lock()
+	r.stopping = true
+	ws := make([]*podWorker, 0, len(r.pods))
+	for _, w := range r.pods {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	for _, w := range ws {
+		p := w.pod().DeepCopy()
+		p.DeletionTimestamp = nil // the API object is not this runtime's to delete
+		w.post(event{kind: evDelete, pod: p})
+	}
+	for _, w := range ws {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return fmt.Errorf("stop the pods of node %q: %w", r.cfg.NodeName, ctx.Err())
+		}
+	}
+	return nil
 }
 
 // Shutdown stops every worker without touching containers: they keep

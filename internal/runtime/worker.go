@@ -227,6 +227,10 @@ type podWorker struct {
 	done      chan struct{}
 	once      sync.Once
 	recovered bool
+	// orphan says the pod is no longer this node's (see reconcile.go): it
+	// is removed without a status, since the API object of its name, if
+	// any, is another pod.
+	orphan bool
 
 	tasks       map[string]*liveTask
 	sandboxTask *liveTask                // a gvisor pod's pause container
@@ -1181,6 +1185,10 @@ func (w *podWorker) terminate() {
 		w.log.Warn("remove pod folder", "err", err)
 	}
 	w.r.forget(w)
+	if w.orphan {
+		w.log.Info("pod removed", "uid", final.UID)
+		return
+	}
 	w.r.publish(final)
 	w.log.Info("pod removed")
 	// Like the kubelet's status manager: once nothing of the pod runs, its
@@ -1243,6 +1251,9 @@ func (w *podWorker) persistAndPublish() {
 				}
 			}
 		}
+	}
+	if w.orphan {
+		return
 	}
 	snap := w.snapshot()
 	if w.lastPub != nil && statusEqual(&w.lastPub.Status, &snap.Status) {

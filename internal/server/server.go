@@ -408,6 +408,15 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--cluster-cidr=" + cfg.ClusterCIDR,
 		"--node-cidr-mask-size=" + strconv.Itoa(cfg.NodeCIDRMaskSize),
 		"--service-cluster-ip-range=" + cfg.ServiceCIDR,
+		// A host that dies (agent and containerd gone) is NotReady within
+		// 40 s: agents renew their node Lease every 10 s (virtual-kubelet's
+		// 40 s lease, renewed at a quarter of it), the node lifecycle
+		// controller looks every 2 s and gives up on a node whose lease it
+		// has not seen renewed for 25 s: at most 2 + 25 + 2 s after the
+		// last renewal. Two renewals may fail in a row before a live host
+		// flaps. The defaults (5 s, 50 s) took up to a minute.
+		"--node-monitor-period=2s",
+		"--node-monitor-grace-period=25s",
 		// The HPA acts on usage at most metricsResolution old; the default
 		// 15 s sync adds up to 15 s more before it reacts.
 		"--horizontal-pod-autoscaler-sync-period=5s",
@@ -685,7 +694,9 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 			{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get"}},
 			{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"podcertificaterequests"}, Verbs: []string{"create", "get", "list", "watch"}},
 			{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"clustertrustbundles"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "update", "patch"}},
+			// Reading events: an agent whose node gets no pod CIDR looks
+			// for the controller-manager's CIDRNotAvailable on it.
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "update", "patch", "get", "list"}},
 			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "update", "patch"}},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch"}},
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
