@@ -51,6 +51,7 @@ import (
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/pki"
+	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/version"
@@ -89,6 +90,11 @@ type Config struct {
 	// ClusterDNS is the DNS server of pods with dnsPolicy ClusterFirst.
 	// Default: the ClusterIP of the Service kube-system/kube-dns.
 	ClusterDNS []string `json:"clusterDNS"`
+	// Pool is the host pool this host joins: its node gets the label
+	// cci.io/pool=<Pool> and, for every pool but "general", the taint
+	// cci.io/pool=<Pool>:NoSchedule, so that only pods admitted to the pool
+	// land here. A DNS-1123 label. Default "general".
+	Pool string `json:"pool"`
 	// ServiceProxy is the mode of the host's service proxy (the upstream
 	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
 	// where the host runs a service proxy of its own.
@@ -122,6 +128,12 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	if c.Pool == "" {
+		c.Pool = pool.Default
+	}
+	if err := pool.Validate(c.Pool); err != nil {
+		return fmt.Errorf("--pool: %w", err)
+	}
 	for _, d := range c.ClusterDNS {
 		if net.ParseIP(d) == nil {
 			return fmt.Errorf("cluster DNS %q: not an IP address", d)
@@ -147,7 +159,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	log := cfg.Log.With("node", cfg.NodeName)
+	log := cfg.Log.With("node", cfg.NodeName, "pool", cfg.Pool)
 
 	restCfg, caPEM, err := joinConfig(cfg.Server, cfg.Token)
 	if err != nil {
@@ -484,9 +496,10 @@ func buildNode(cfg Config, runtimeVersion string) *v1.Node {
 				"kubernetes.io/os":       goruntime.GOOS,
 				"kubernetes.io/arch":     goruntime.GOARCH,
 				"beta.kubernetes.io/os":  goruntime.GOOS,
-				"node.cci.io/pool":       "x86",
+				pool.Label:               cfg.Pool,
 			},
 		},
+		Spec: v1.NodeSpec{Taints: pool.SetTaint(nil, cfg.Pool)},
 		Status: v1.NodeStatus{
 			Capacity:    capacity,
 			Allocatable: capacity.DeepCopy(),
@@ -529,7 +542,11 @@ func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (s
 	case err != nil:
 		return "", fmt.Errorf("look up node %q: %w", n.Name, err)
 	default:
+		// The host may have changed pools since it last registered: its
+		// label and taint follow; the label of CCI before pools goes.
 		existing.Labels = mergeLabels(existing.Labels, n.Labels)
+		delete(existing.Labels, legacyPoolLabel)
+		existing.Spec.Taints = pool.SetTaint(existing.Spec.Taints, n.Labels[pool.Label])
 		if existing, err = nodes.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
 			return "", fmt.Errorf("update node %q: %w", n.Name, err)
 		}
@@ -551,6 +568,10 @@ func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (s
 	}
 	return cidr, nil
 }
+
+// legacyPoolLabel is the pool label of CCI before host pools (always
+// "x86"); a node that registers again loses it.
+const legacyPoolLabel = "node.cci.io/pool"
 
 func mergeLabels(a, b map[string]string) map[string]string {
 	if a == nil {
