@@ -58,10 +58,10 @@ func TestSummarize(t *testing.T) {
 	pods := []*corev1.Pod{
 		podOn("a", corev1.PodRunning, res("cpu", "1", "memory", "2Gi"), res("cpu", "250m", "memory", "512Mi")),
 		podOn("b", corev1.PodPending, res("cpu", "500m", "memory", "1Gi")),
-		podOn("a", corev1.PodSucceeded, res("cpu", "3")),      // finished: holds nothing
-		podOn("a", corev1.PodFailed, res("cpu", "3")),         // finished: holds nothing
-		podOn("", corev1.PodPending, res("cpu", "3")),         // not bound
-		podOn("old", corev1.PodRunning, res("cpu", "3")),      // on a host of no pool
+		podOn("a", corev1.PodSucceeded, res("cpu", "3")), // finished: holds nothing
+		podOn("a", corev1.PodFailed, res("cpu", "3")),    // finished: holds nothing
+		podOn("", corev1.PodPending, res("cpu", "3")),    // not bound
+		podOn("old", corev1.PodRunning, res("cpu", "3")), // on a host of no pool
 		podOn("g", corev1.PodRunning, res("cpu", "2", "memory", "4Gi", "nvidia.com/gpu", "1")),
 		podOn("c", corev1.PodRunning, res("cpu", "1", "nvidia.com/gpu", "2")),
 		sidecar,

@@ -371,7 +371,9 @@ func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
 // hosts is refused with the pools that have them.
 func TestMutatePool(t *testing.T) {
 	s := &Server{cfg: Config{Log: slog.New(slog.DiscardHandler),
-		Rules:         func(string) policy.Rules { return policy.Rules{Tenant: "acme", Pools: []string{"general", "gpu", "ascend"}} },
+		Rules: func(string) policy.Rules {
+			return policy.Rules{Tenant: "acme", Pools: []string{"general", "gpu", "ascend"}}
+		},
 		ExistingPools: func() []string { return []string{"general", "gpu"} },
 	}}
 	pod := &corev1.Pod{
