@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -151,5 +152,31 @@ func TestExplain(t *testing.T) {
 		if reason != c.reason || !strings.Contains(msg, c.msg) {
 			t.Errorf("%d/%d: %s %q", c.ready, c.hosts, reason, msg)
 		}
+	}
+}
+
+// TestCollector: the gauges carry the summaries' figures, by pool and
+// resource.
+func TestCollector(t *testing.T) {
+	c := NewCollector(func() []Summary {
+		return Summarize([]*corev1.Node{node("g", "gpu", true, res("cpu", "8", "memory", "1Gi", "pods", "50", "nvidia.com/gpu", "4"))},
+			[]*corev1.Pod{podOn("g", corev1.PodRunning, res("cpu", "1500m", "nvidia.com/gpu", "1"))})
+	})
+	want := `
+# HELP cci_pool_hosts_ready Hosts of the pool that take pods now (Ready, not cordoned).
+# TYPE cci_pool_hosts_ready gauge
+cci_pool_hosts_ready{pool="gpu"} 1
+# HELP cci_pool_requested Sum of the requests of the unfinished pods bound to the pool's hosts (cpu in cores, memory in bytes, pods and devices in units).
+# TYPE cci_pool_requested gauge
+cci_pool_requested{pool="gpu",resource="cpu",unit="core"} 1.5
+cci_pool_requested{pool="gpu",resource="memory",unit="byte"} 0
+cci_pool_requested{pool="gpu",resource="nvidia.com/gpu",unit="integer"} 1
+cci_pool_requested{pool="gpu",resource="pods",unit="integer"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "cci_pool_hosts_ready", "cci_pool_requested"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(c, "cci_pool_allocatable"); n != 4 {
+		t.Errorf("%d allocatable gauges, want 4", n)
 	}
 }
