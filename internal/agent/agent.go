@@ -57,6 +57,7 @@ import (
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/overlay"
 	"github.com/cci-project/cci/internal/pki"
+	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/version"
@@ -101,6 +102,11 @@ type Config struct {
 	// host in its own network namespace reaches it). A mirror of a plain
 	// HTTP registry is reached over plain HTTP too.
 	RegistryMirrors []string `json:"registryMirrors"`
+	// Pool is the host pool this host joins: its node gets the label
+	// cci.io/pool=<Pool> and, for every pool but "general", the taint
+	// cci.io/pool=<Pool>:NoSchedule, so that only pods admitted to the pool
+	// land here. A DNS-1123 label. Default "general".
+	Pool string `json:"pool"`
 	// ServiceProxy is the mode of the host's service proxy (the upstream
 	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
 	// where the host runs a service proxy of its own.
@@ -133,6 +139,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	if c.Pool == "" {
+		c.Pool = pool.Default
+	}
+	if err := pool.Validate(c.Pool); err != nil {
+		return fmt.Errorf("--pool: %w", err)
 	}
 	for _, d := range c.ClusterDNS {
 		if net.ParseIP(d) == nil {
@@ -175,7 +187,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	log := cfg.Log.With("node", cfg.NodeName)
+	log := cfg.Log.With("node", cfg.NodeName, "pool", cfg.Pool)
 	// Everything the agent starts ends with it, also when it returns on
 	// its own (its node deleted) while the caller goes on (cci up).
 	ctx, cancel := context.WithCancel(ctx)
@@ -619,9 +631,10 @@ func buildNode(cfg Config, runtimeVersion string) *v1.Node {
 				"kubernetes.io/os":       goruntime.GOOS,
 				"kubernetes.io/arch":     goruntime.GOARCH,
 				"beta.kubernetes.io/os":  goruntime.GOOS,
-				"node.cci.io/pool":       "x86",
+				pool.Label:               cfg.Pool,
 			},
 		},
+		Spec: v1.NodeSpec{Taints: pool.SetTaint(nil, cfg.Pool)},
 		Status: v1.NodeStatus{
 			Capacity:    capacity,
 			Allocatable: capacity.DeepCopy(),
@@ -664,8 +677,12 @@ func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (*
 	case err != nil:
 		return nil, fmt.Errorf("look up node %q: %w", n.Name, err)
 	default:
+		// The host may have changed pools since it last registered: its
+		// label and taint follow; the label of CCI before pools goes.
 		existing.Labels = mergeLabels(existing.Labels, n.Labels)
 		existing.Annotations = mergeLabels(existing.Annotations, n.Annotations)
+		delete(existing.Labels, legacyPoolLabel)
+		existing.Spec.Taints = pool.SetTaint(existing.Spec.Taints, n.Labels[pool.Label])
 		if existing, err = nodes.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
 			return nil, fmt.Errorf("update node %q: %w", n.Name, err)
 		}
@@ -698,6 +715,10 @@ func registerNode(ctx context.Context, kube kubernetes.Interface, n *v1.Node) (*
 	}
 	return existing, nil
 }
+
+// legacyPoolLabel is the pool label of CCI before host pools (always
+// "x86"); a node that registers again loses it.
+const legacyPoolLabel = "node.cci.io/pool"
 
 func mergeLabels(a, b map[string]string) map[string]string {
 	if a == nil {

@@ -35,7 +35,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
@@ -87,6 +87,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.FlannelBackend, "flannel-backend", "vxlan", "pod network between hosts: vxlan, host-gw (hosts on one L2 segment), wireguard-native (encrypted) or none")
 	f.IntVar(&c.VXLANVNI, "vxlan-vni", 0, "VXLAN network identifier of the overlay (default 1; clusters whose hosts share a network namespace need different ones)")
 	f.IntVar(&c.VXLANPort, "vxlan-port", 0, "UDP port of the VXLAN overlay (default 8472)")
+	f.IntVar(&c.UnreachableTolerationSeconds, "unreachable-toleration-seconds", 30, "seconds a pod stays on a NotReady or unreachable host before it is evicted and replaced elsewhere (pods that set their own tolerations keep them)")
 	f.StringVar(&c.DNSAddress, "dns-address", "", "IP:port of the cluster DNS server, UDP and TCP; the kube-dns Service points at it (default: <advertise-address>:53; port 0: a free port)")
 }
 
@@ -104,6 +105,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.IntVar(&c.KubeletPort, "kubelet-port", 10250, "kubelet API TLS port")
 	f.StringVar(&c.ContainerdSocket, "containerd-socket", "", "use this running containerd instead of starting one")
 	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
+	f.StringVar(&c.Pool, "pool", "general", "host pool this host joins (label and, except for general, taint cci.io/pool=NAME); tenants choose pools")
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "ptrace", "runsc --platform for gvisor pods (ptrace, kvm, systrap where the runsc has it)")

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cci-project/cci/internal/policy"
+	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/tenant"
 )
 
@@ -72,10 +73,11 @@ func tenantCmd() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&fl.dataDir, "data-dir", defaultDataDir(), "CCI data folder; tenant kubeconfigs go to <data-dir>/tenants/; $CCI_DATA_DIR")
 
 	var quota, runtimeClass string
+	var pools []string
 	var allowRunc bool
 	var timeout time.Duration
 	create := &cobra.Command{
-		Use:   "create NAME [--quota cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0] [--allow-runc]",
+		Use:   "create NAME [--quota cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0] [--allow-runc] [--pools general,gpu]",
 		Short: "Create a tenant and write its kubeconfig to <data-dir>/tenants/NAME.kubeconfig",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -90,13 +92,18 @@ func tenantCmd() *cobra.Command {
 			if runtimeClass == policy.RuntimeRunc && !allowRunc {
 				return errors.New("--runtime-class runc needs --allow-runc")
 			}
+			for _, p := range pools {
+				if err := pool.Validate(p); err != nil {
+					return fmt.Errorf("--pools: %w", err)
+				}
+			}
 			c, err := fl.clients()
 			if err != nil {
 				return err
 			}
 			t := &tenant.Tenant{
 				ObjectMeta: metav1.ObjectMeta{Name: name},
-				Spec:       tenant.Spec{Quota: q, AllowRunc: allowRunc, RuntimeClassName: runtimeClass},
+				Spec:       tenant.Spec{Quota: q, AllowRunc: allowRunc, RuntimeClassName: runtimeClass, Pools: pools},
 			}
 			u, err := tenant.ToUnstructured(t)
 			if err != nil {
@@ -124,6 +131,7 @@ func tenantCmd() *cobra.Command {
 	create.Flags().StringVar(&quota, "quota", "", "comma-separated cpu=,memory=,pods=,nvidia.com/gpu= (missing ones: cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0)")
 	create.Flags().BoolVar(&allowRunc, "allow-runc", false, "let the tenant's pods use the runc runtime class (no sandbox)")
 	create.Flags().StringVar(&runtimeClass, "runtime-class", "", "runtime class for pods that name none (default gvisor)")
+	create.Flags().StringSliceVar(&pools, "pools", []string{pool.Default}, "host pools the tenant's pods may run in, comma-separated (e.g. general,gpu)")
 	create.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the tenant to be ready")
 
 	kubeconfig := &cobra.Command{
@@ -322,6 +330,11 @@ func printTenant(ctx context.Context, out io.Writer, c *tenantClients, name stri
 	fmt.Fprintf(w, "Phase:\t%s (%s)\n", t.Status.Phase, readyMessage(t))
 	fmt.Fprintf(w, "Namespace:\t%s\n", t.Status.Namespace)
 	fmt.Fprintf(w, "Runtime class:\t%s (runc allowed: %v)\n", rc, t.Spec.AllowRunc)
+	pools := t.Spec.Pools
+	if len(pools) == 0 {
+		pools = []string{pool.Default}
+	}
+	fmt.Fprintf(w, "Pools:\t%s\n", strings.Join(pools, ", "))
 	path := tenant.KubeconfigPath(c.dataDir, name)
 	if _, err := os.Stat(path); err != nil {
 		path += " (missing: `cci tenant kubeconfig " + name + "` writes it)"

@@ -32,7 +32,16 @@ type EndpointConfig struct {
 	// ClientCAs verify client certificates (the cluster CA); callers may
 	// also present a bearer token instead.
 	ClientCAs *x509.CertPool
+	// Metrics, when set, is served at MetricsPath (Prometheus text) to
+	// callers authenticated as for the usage reports and allowed to get
+	// the non-resource URL /metrics (as the apiserver's own metrics: the
+	// admin, or a role such as system:monitoring).
+	Metrics http.Handler
 }
+
+// MetricsPath is where the endpoint serves the control plane's own
+// Prometheus metrics (the host pools' capacity and use).
+const MetricsPath = "/metrics"
 
 // identity is an authenticated caller.
 type identity struct {
@@ -47,6 +56,9 @@ func (m *Meter) Serve(ctx context.Context, ec EndpointConfig) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc(UsagePath, m.serveUsage)
+	if ec.Metrics != nil {
+		mux.Handle(MetricsPath, m.metricsAuth(ec.Metrics))
+	}
 	l, err := net.Listen("tcp", ec.Addr)
 	if err != nil {
 		return fmt.Errorf("usage endpoint: listen on %q (is the port in use? choose another with --usage-port): %w", ec.Addr, err)
@@ -165,6 +177,30 @@ func (m *Meter) usageFor(r *http.Request) (*Report, error) {
 	}
 	m.log.Debug("usage report", "user", id.user, "tenant", q.Get("tenant"))
 	return m.Report(ctx, since, until, tenants)
+}
+
+// metricsAuth lets through callers allowed to get /metrics.
+func (m *Meter) metricsAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := m.authenticate(r.Context(), r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		sar, err := m.cfg.Kube.AuthorizationV1().SubjectAccessReviews().Create(r.Context(), &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User: id.user, UID: id.uid, Groups: id.groups, Extra: id.extra,
+			NonResourceAttributes: &authzv1.NonResourceAttributes{Path: MetricsPath, Verb: "get"},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			writeError(w, fmt.Errorf("subject access review: %w", err))
+			return
+		}
+		if !sar.Status.Allowed {
+			writeError(w, &httpError{http.StatusForbidden, fmt.Sprintf("%s may not get %s (the admin may, or a user bound to the role system:monitoring)", id.user, MetricsPath)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // authenticate knows the caller by its client certificate (verified by the

@@ -14,6 +14,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/cci-project/cci/internal/pool"
 )
 
 // Runtime classes CCI knows by name.
@@ -37,6 +39,29 @@ type Rules struct {
 	DefaultRuntimeClass string
 	// AllowRunc lets the tenant's pods name the "runc" class (no sandbox).
 	AllowRunc bool
+	// Tenant names the tenant in refusals. Default "this tenant".
+	Tenant string
+	// Pools are the host pools the tenant's pods may run in. Default
+	// [general].
+	Pools []string
+	// ExistingPools are the pools some host is in; a pod of another pool
+	// is refused. The default pool always exists (its pods wait for a
+	// host). Nil: not checked.
+	ExistingPools []string
+}
+
+func (r Rules) pools() []string {
+	if len(r.Pools) == 0 {
+		return []string{pool.Default}
+	}
+	return r.Pools
+}
+
+func (r Rules) tenant() string {
+	if r.Tenant == "" {
+		return "this tenant"
+	}
+	return "tenant " + r.Tenant
 }
 
 func (r Rules) defaultClass() string {
@@ -82,9 +107,14 @@ func refuse(why []string) error {
 //     scheduler does) must be in the flavor table and is written to the
 //     FlavorAnnotation;
 //   - runtimeClassName defaults to the tenant's class (gvisor);
-//   - host access is refused (see CheckPodSpec).
+//   - host access is refused (see CheckPodSpec);
+//   - the pod runs in one host pool (see ChoosePool), which the tenant must
+//     be allowed and which must have hosts: it gets the pool's nodeSelector
+//     and toleration, and the pool's name in the annotation cci.io/pool.
 func AdmitPod(pod *corev1.Pod, r Rules) error {
 	why := CheckPodSpec(&pod.Spec, r)
+	poolName := ChoosePool(pod.Annotations, &pod.Spec)
+	why = append(why, CheckPool(poolName, &pod.Spec, r)...)
 	if pod.Spec.RuntimeClassName == nil || *pod.Spec.RuntimeClassName == "" {
 		class := r.defaultClass()
 		pod.Spec.RuntimeClassName = &class
@@ -101,14 +131,125 @@ func AdmitPod(pod *corev1.Pod, r Rules) error {
 		pod.Annotations = map[string]string{}
 	}
 	pod.Annotations[FlavorAnnotation] = f.Annotation()
+	setPool(pod, poolName)
 	return nil
+}
+
+// setPool binds an admitted pod to its pool: annotation, nodeSelector and
+// (for every pool but the default) the toleration of the pool's taint.
+func setPool(pod *corev1.Pod, name string) {
+	pod.Annotations[pool.Annotation] = name
+	if pod.Spec.NodeSelector == nil {
+		pod.Spec.NodeSelector = map[string]string{}
+	}
+	pod.Spec.NodeSelector[pool.Label] = name
+	if t := pool.Toleration(name); t != nil && !hasToleration(pod.Spec.Tolerations, *t) {
+		pod.Spec.Tolerations = append(pod.Spec.Tolerations, *t)
+	}
+}
+
+func hasToleration(ts []corev1.Toleration, want corev1.Toleration) bool {
+	return slices.ContainsFunc(ts, func(t corev1.Toleration) bool {
+		return t.Key == want.Key && t.Operator == want.Operator && t.Value == want.Value && t.Effect == want.Effect
+	})
+}
+
+// ChoosePool is the host pool a pod asks for: the one its annotation
+// cci.io/pool names, else the one its devices need (nvidia.com/gpu: gpu;
+// huawei.com/ascend-*: ascend), else the default pool.
+func ChoosePool(annotations map[string]string, spec *corev1.PodSpec) string {
+	if name := annotations[pool.Annotation]; name != "" {
+		return name
+	}
+	var lists []corev1.ResourceList
+	for _, c := range spec.InitContainers {
+		lists = append(lists, c.Resources.Requests, c.Resources.Limits)
+	}
+	for _, c := range spec.Containers {
+		lists = append(lists, c.Resources.Requests, c.Resources.Limits)
+	}
+	for _, l := range lists {
+		for name := range l {
+			switch {
+			case name == ResourceGPU:
+				return pool.GPU
+			case strings.HasPrefix(string(name), "huawei.com/ascend-"):
+				return pool.Ascend
+			}
+		}
+	}
+	return pool.Default
+}
+
+// CheckPool lists why a pod of pool name may not run: a pool that is not
+// a valid name, that the tenant may not use or that has no host, and a
+// nodeSelector, node affinity or toleration of the pod's own on the pool
+// label or taint that contradicts it.
+func CheckPool(name string, spec *corev1.PodSpec, r Rules) []string {
+	if err := pool.Validate(name); err != nil {
+		return []string{fmt.Sprintf("annotation %s: %v", pool.Annotation, err)}
+	}
+	var why []string
+	if !slices.Contains(r.pools(), name) {
+		why = append(why, fmt.Sprintf("pool %q is not allowed for %s; allowed pools: %s", name, r.tenant(), strings.Join(r.pools(), ", ")))
+	} else if r.ExistingPools != nil && name != pool.Default && !slices.Contains(r.ExistingPools, name) {
+		existing := slices.Clone(r.ExistingPools)
+		if !slices.Contains(existing, pool.Default) {
+			existing = append(existing, pool.Default)
+		}
+		slices.Sort(existing)
+		why = append(why, fmt.Sprintf("pool %q does not exist: no host is in it; pools with hosts: %s", name, strings.Join(existing, ", ")))
+	}
+	contradicts := func(what string) string {
+		return fmt.Sprintf("%s contradicts the pod's pool %q: name the pool with the annotation %s only", what, name, pool.Annotation)
+	}
+	if v, ok := spec.NodeSelector[pool.Label]; ok && v != name {
+		why = append(why, contradicts(fmt.Sprintf("nodeSelector %s=%s", pool.Label, v)))
+	}
+	if a := spec.Affinity; a != nil && a.NodeAffinity != nil {
+		var terms []corev1.NodeSelectorTerm
+		if req := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution; req != nil {
+			terms = append(terms, req.NodeSelectorTerms...)
+		}
+		for _, p := range a.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			terms = append(terms, p.Preference)
+		}
+		for _, t := range terms {
+			for _, e := range t.MatchExpressions {
+				if e.Key == pool.Label && !admitsValue(e, name) {
+					why = append(why, contradicts(fmt.Sprintf("node affinity %s %s %v", e.Key, e.Operator, e.Values)))
+				}
+			}
+		}
+	}
+	for _, t := range spec.Tolerations {
+		if t.Key == pool.TaintKey && t.Operator != corev1.TolerationOpExists && t.Value != name {
+			why = append(why, contradicts(fmt.Sprintf("toleration %s=%s", t.Key, t.Value)))
+		}
+	}
+	return why
+}
+
+// admitsValue says whether a node selector requirement holds for a node
+// whose label has the value v.
+func admitsValue(e corev1.NodeSelectorRequirement, v string) bool {
+	switch e.Operator {
+	case corev1.NodeSelectorOpIn:
+		return slices.Contains(e.Values, v)
+	case corev1.NodeSelectorOpNotIn:
+		return !slices.Contains(e.Values, v)
+	case corev1.NodeSelectorOpExists:
+		return true
+	default: // DoesNotExist, Gt, Lt
+		return false
+	}
 }
 
 // CheckTemplate checks a pod template (of a Deployment, Job …) as AdmitPod
 // would check its pods, without changing it, so that a workload whose pods
 // would all be refused is refused itself.
-func CheckTemplate(spec *corev1.PodSpec, r Rules) error {
-	pod := &corev1.Pod{Spec: *spec.DeepCopy()}
+func CheckTemplate(tmpl *corev1.PodTemplateSpec, r Rules) error {
+	pod := &corev1.Pod{ObjectMeta: *tmpl.ObjectMeta.DeepCopy(), Spec: *tmpl.Spec.DeepCopy()}
 	return AdmitPod(pod, r)
 }
 
@@ -133,15 +274,29 @@ func CheckAdmitted(pod *corev1.Pod, r Rules) error {
 	if got, want := pod.Annotations[FlavorAnnotation], again.Annotations[FlavorAnnotation]; got != want {
 		why = append(why, fmt.Sprintf("annotation %s must be %s", FlavorAnnotation, want))
 	}
+	name := again.Annotations[pool.Annotation]
+	if got := pod.Annotations[pool.Annotation]; got != name {
+		why = append(why, fmt.Sprintf("annotation %s must be %s", pool.Annotation, name))
+	}
+	if got := pod.Spec.NodeSelector[pool.Label]; got != name {
+		why = append(why, fmt.Sprintf("nodeSelector %s must be %s", pool.Label, name))
+	}
+	if t := pool.Toleration(name); t != nil && !hasToleration(pod.Spec.Tolerations, *t) {
+		why = append(why, fmt.Sprintf("the toleration of the taint %s=%s:%s is missing", t.Key, t.Value, t.Effect))
+	}
 	return refuse(why)
 }
 
-// CheckPodUpdate refuses changes of the flavor annotation after admission.
+// CheckPodUpdate refuses changes of the flavor and pool annotations after
+// admission.
 func CheckPodUpdate(old, pod *corev1.Pod) error {
-	if old.Annotations[FlavorAnnotation] != pod.Annotations[FlavorAnnotation] {
-		return refuse([]string{fmt.Sprintf("annotation %s is set by CCI and cannot be changed", FlavorAnnotation)})
+	var why []string
+	for _, a := range []string{FlavorAnnotation, pool.Annotation} {
+		if old.Annotations[a] != pod.Annotations[a] {
+			why = append(why, fmt.Sprintf("annotation %s is set by CCI and cannot be changed", a))
+		}
 	}
-	return nil
+	return refuse(why)
 }
 
 func equalResources(a, b corev1.ResourceRequirements) bool {
@@ -240,11 +395,12 @@ var defaultCapabilities = []corev1.Capability{
 }
 
 // PoolLabels are the node label keys tenants may select nodes by: the
-// pools CCI publishes (node.cci.io/…), zones, architecture, instance types
-// and accelerators. Every other key (kubernetes.io/hostname above all) may
-// single out a host and is refused.
+// pool CCI publishes (cci.io/pool, which must agree with the pod's pool:
+// see CheckPool), zones, architecture, instance types and accelerators.
+// Every other key (kubernetes.io/hostname above all) may single out a host
+// and is refused.
 var PoolLabels = []string{
-	"node.cci.io/*",
+	pool.Label,
 	"topology.kubernetes.io/zone",
 	"topology.kubernetes.io/region",
 	"kubernetes.io/arch",

@@ -58,7 +58,7 @@ func TestAdmitPod(t *testing.T) {
 		{name: "requests only", pod: pod(requests("cpu", "2", "memory", "4Gi")), want: `{"cpu":"2","memory":"4Gi","gpu":0}`},
 		{name: "limit wins over request", pod: pod(requests("cpu", "250m", "memory", "1Gi"), limits("cpu", "1", "memory", "2Gi")), want: `{"cpu":"1","memory":"2Gi","gpu":0}`},
 		{name: "cpu only: memory defaults", pod: pod(limits("cpu", "250m")), want: `{"cpu":"0.25","memory":"512Mi","gpu":0}`},
-		{name: "gpu counted", pod: pod(limits("cpu", "4", "memory", "16Gi", "nvidia.com/gpu", "1")), want: `{"cpu":"4","memory":"16Gi","gpu":1}`},
+		{name: "gpu counted", pod: pod(limits("cpu", "4", "memory", "16Gi", "nvidia.com/gpu", "1")), rules: Rules{Pools: []string{"gpu"}}, want: `{"cpu":"4","memory":"16Gi","gpu":1}`},
 		{name: "largest flavor", pod: pod(limits("cpu", "32", "memory", "256Gi")), want: `{"cpu":"32","memory":"256Gi","gpu":0}`},
 		{name: "0.25 CPU with 2 GiB", pod: pod(limits("cpu", "250m", "memory", "2Gi")), want: `{"cpu":"0.25","memory":"2Gi","gpu":0}`},
 		{name: "init container larger than app", pod: pod(limits("cpu", "250m", "memory", "512Mi"), func(p *corev1.Pod) {
@@ -111,7 +111,7 @@ func TestAdmitPod(t *testing.T) {
 			p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "host1"}
 		}), refused: []string{`nodeSelector on node label "kubernetes.io/hostname" is not allowed`}},
 		{name: "nodeSelector on pool and accelerator", pod: pod(func(p *corev1.Pod) {
-			p.Spec.NodeSelector = map[string]string{"node.cci.io/pool": "gpu", "cci.io/accelerator": "a100", "topology.kubernetes.io/zone": "z1"}
+			p.Spec.NodeSelector = map[string]string{"cci.io/pool": "general", "cci.io/accelerator": "a100", "topology.kubernetes.io/zone": "z1"}
 		}), want: `{"cpu":"0.25","memory":"512Mi","gpu":0}`},
 		{name: "affinity on hostname", pod: pod(func(p *corev1.Pod) {
 			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{

@@ -3,10 +3,13 @@ package server
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config/validation"
 )
 
@@ -38,6 +41,19 @@ func TestSchedulerConfig(t *testing.T) {
 		t.Errorf("percentageOfNodesToScore = %v, want 10", p)
 	}
 	if len(cfg.Profiles) != 1 || cfg.Profiles[0].SchedulerName != "default-scheduler" {
-		t.Errorf("profiles = %+v, want the default one", cfg.Profiles)
+		t.Fatalf("profiles = %+v, want the default one", cfg.Profiles)
+	}
+	var spread *config.PodTopologySpreadArgs
+	for _, pc := range cfg.Profiles[0].PluginConfig {
+		if a, ok := pc.Args.(*config.PodTopologySpreadArgs); ok {
+			spread = a
+		}
+	}
+	if spread == nil {
+		t.Fatal("no PodTopologySpread arguments")
+	}
+	want := []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway}}
+	if spread.DefaultingType != config.ListDefaulting || !reflect.DeepEqual(spread.DefaultConstraints, want) {
+		t.Errorf("PodTopologySpread defaults = %s %+v, want List %+v", spread.DefaultingType, spread.DefaultConstraints, want)
 	}
 }

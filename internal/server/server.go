@@ -49,8 +49,13 @@ import (
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/tools/cache"
+
 	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
+	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/servicecheck"
 )
@@ -111,6 +116,14 @@ type Config struct {
 	// share a network namespace need different VNIs.
 	VXLANVNI  int `json:"vxlanVNI"`
 	VXLANPort int `json:"vxlanPort"`
+	// UnreachableTolerationSeconds is how long a pod stays bound to a host
+	// that is NotReady or unreachable before it is evicted and its
+	// controller makes a replacement elsewhere: the apiserver's
+	// DefaultTolerationSeconds admission gives every pod that names none
+	// these tolerations. With the node monitor's grace period (about 40 s
+	// to notice a silent host) a replacement comes within about a minute
+	// and a quarter. Default 30 (upstream's is 300).
+	UnreachableTolerationSeconds int `json:"unreachableTolerationSeconds"`
 	// Log receives the server's own progress messages. Default: slog's default logger.
 	Log *slog.Logger `json:"-"`
 	// ComponentLog receives the upstream components' logs (etcd, registry). Default: <DataDir>/logs/.
@@ -163,6 +176,9 @@ func (c *Config) Default() {
 	}
 	if c.FlannelBackend == "" {
 		c.FlannelBackend = "vxlan"
+	}
+	if c.UnreachableTolerationSeconds == 0 {
+		c.UnreachableTolerationSeconds = 30
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -342,6 +358,8 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		// that never stop watching, such as the service proxy of an agent
 		// in the same process (the upstream proxy has no stop).
 		"--shutdown-send-retry-after=true",
+		"--default-not-ready-toleration-seconds=" + strconv.Itoa(cfg.UnreachableTolerationSeconds),
+		"--default-unreachable-toleration-seconds=" + strconv.Itoa(cfg.UnreachableTolerationSeconds),
 	}
 	apiArgs = append(apiArgs, aggregationArgs(p)...)
 	goRun("kube-apiserver", func() error { return runAPIServer(ctx, apiArgs) })
@@ -382,13 +400,25 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		return fail(err)
 	}
 	info.DNSAddress = dnsSrv.Addr()
-	if err := startTenancy(ctx, cfg, info, goRun); err != nil {
+	pools := pool.NewController(admin, log.With("component", "pools"))
+	goRun("pool controller", func() error { return pools.Run(ctx) })
+	if !cache.WaitForCacheSync(ctx.Done(), pools.Synced) {
+		return fail(ctx.Err())
+	}
+	if err := startTenancy(ctx, cfg, info, pools.Existing, goRun); err != nil {
 		return fail(fmt.Errorf("tenants: %w", err))
 	}
 	mp, err := setupMetering(ctx, &cfg, p, info.AdminKubeconfig, []string{"localhost", "127.0.0.1", cfg.AdvertiseAddress, hostname})
 	if err != nil {
 		return fail(fmt.Errorf("metering: %w", err))
 	}
+	// The control plane's own Prometheus metrics (the pools' figures) are
+	// served beside the usage reports, with the same authentication: the
+	// apiserver's /metrics is upstream's, and metrics-server serves the
+	// metrics API, not Prometheus text.
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(pool.NewCollector(pools.Summaries))
+	mp.endpoint.Metrics = promhttp.HandlerFor(promReg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	info.UsageURL = mp.url
 	goRun("metering", func() error { return mp.meter.Run(ctx) })
 	goRun("usage endpoint", func() error { return mp.meter.Serve(ctx, mp.endpoint) })
@@ -606,7 +636,23 @@ func runControllerManager(ctx context.Context, args []string) error {
 //     or fewer) instead of the adaptive default (42% of 1,000 hosts). The
 //     search starts where the last one stopped, so pods still spread over
 //     the whole fleet; the filter and score work per pod shrinks fourfold
-//     on 1,000 hosts.
+//     on 1,000 hosts;
+//   - the pods of one workload spread over hosts, as a serverless cloud
+//     spreads them over failure domains, so that one host going down takes
+//     few replicas of each: PodTopologySpread's default constraint (for
+//     pods that name none and belong to a Service, ReplicaSet,
+//     StatefulSet …) is maxSkew 1 by kubernetes.io/hostname, instead of
+//     upstream's maxSkew 3 by host and 5 by zone (hosts have no zone label
+//     here, and with an explicit list a host without the key scores as
+//     unfit). It is ScheduleAnyway, a score and not a filter: the spread
+//     score (weight 2, 0 or 100 between a host with one more replica and
+//     one with one fewer) outweighs the resource scores' few points, so 6
+//     replicas on 3 equal Ready hosts land 2/2/2; yet a host that cannot
+//     take the pod (NotReady or unreachable: tainted NoSchedule; cordoned;
+//     full; another pool) never holds the others back, as a
+//     DoNotSchedule constraint would when that host has the fewest
+//     replicas (nodeTaintsPolicy Honor leaves out tainted hosts, but not
+//     full ones).
 func schedulerConfig(kubeconfig string) []byte {
 	return []byte(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -618,6 +664,16 @@ leaderElection:
   leaderElect: false
 enableProfiling: false
 percentageOfNodesToScore: 10
+profiles:
+- schedulerName: default-scheduler
+  pluginConfig:
+  - name: PodTopologySpread
+    args:
+      defaultingType: List
+      defaultConstraints:
+      - maxSkew: 1
+        topologyKey: kubernetes.io/hostname
+        whenUnsatisfiable: ScheduleAnyway
 `)
 }
 

@@ -24,7 +24,7 @@ import (
 // startTenancy installs the Tenant API, runs its controller and serves the
 // tenant admission policy, registered with the apiserver. It returns once
 // the policy is served for every Tenant the controller has read.
-func startTenancy(ctx context.Context, cfg Config, info *Info, goRun func(string, func() error)) error {
+func startTenancy(ctx context.Context, cfg Config, info *Info, existingPools func() []string, goRun func(string, func() error)) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", info.AdminKubeconfig)
 	if err != nil {
 		return fmt.Errorf("load kubeconfig %q: %w", info.AdminKubeconfig, err)
@@ -63,15 +63,16 @@ func startTenancy(ctx context.Context, cfg Config, info *Info, goRun func(string
 		return err
 	}
 	wcfg := webhook.Config{
-		Addr:      webhookAddr(ctx, kube, cfg.WebhookAddr),
-		CA:        ca,
-		CAKey:     caKey,
-		CAPEM:     caPEM,
-		Hosts:     []string{cfg.AdvertiseAddress},
-		Rules:     ctrl.PolicyRules,
-		Network:   network,
-		Addresses: webhook.APIAddresses{Kube: kube},
-		Log:       cfg.Log,
+		Addr:          webhookAddr(ctx, kube, cfg.WebhookAddr),
+		CA:            ca,
+		CAKey:         caKey,
+		CAPEM:         caPEM,
+		Hosts:         []string{cfg.AdvertiseAddress},
+		Rules:         ctrl.PolicyRules,
+		ExistingPools: existingPools,
+		Network:       network,
+		Addresses:     webhook.APIAddresses{Kube: kube},
+		Log:           cfg.Log,
 	}
 	srv, err := webhook.Listen(wcfg)
 	if err != nil && wcfg.Addr != cfg.WebhookAddr {

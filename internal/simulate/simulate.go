@@ -45,6 +45,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/cci-project/cci/internal/pki"
+	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/version"
 	"github.com/cci-project/cci/internal/vknode"
 )
@@ -296,7 +297,7 @@ func nodeSpec(cfg Config, name string, port int) (*v1.Node, error) {
 				"kubernetes.io/os":       "linux",
 				"kubernetes.io/arch":     "amd64",
 				"type":                   "virtual-kubelet",
-				"node.cci.io/pool":       "simulated",
+				pool.Label:               "simulated",
 				LabelSimulated:           "true",
 			},
 		},

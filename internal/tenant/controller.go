@@ -96,7 +96,7 @@ func (c *Controller) PolicyRules(ns string) policy.Rules {
 	if !ok {
 		return policy.Rules{}
 	}
-	return policy.Rules{DefaultRuntimeClass: t.Spec.RuntimeClassName, AllowRunc: t.Spec.AllowRunc}
+	return policy.Rules{DefaultRuntimeClass: t.Spec.RuntimeClassName, AllowRunc: t.Spec.AllowRunc, Tenant: t.Name, Pools: t.Spec.Pools}
 }
 
 // Run watches Tenants and their namespaces and reconciles until ctx ends.

@@ -49,6 +49,14 @@ func CRD() *apiextensionsv1.CustomResourceDefinition {
 					},
 					"allowRunc":        {Type: "boolean", Description: "lets the tenant's pods use the runc runtime class (no sandbox)"},
 					"runtimeClassName": {Type: "string", Description: "runtime class for pods that name none; default gvisor"},
+					"pools": {
+						Type:        "array",
+						Description: "host pools the tenant's pods may run in (a pod picks one with the annotation cci.io/pool, or by asking for nvidia.com/gpu or huawei.com/ascend-*); default [general]",
+						Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &apiextensionsv1.JSONSchemaProps{
+							Type: "string", MaxLength: ptr(int64(63)), Pattern: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`,
+						}},
+						Default: &apiextensionsv1.JSON{Raw: []byte(`["general"]`)},
+					},
 				},
 			},
 			"status": {
@@ -79,12 +87,15 @@ func CRD() *apiextensionsv1.CustomResourceDefinition {
 					{Name: "Namespace", Type: "string", JSONPath: ".status.namespace"},
 					{Name: "Phase", Type: "string", JSONPath: ".status.phase"},
 					{Name: "Runc", Type: "boolean", JSONPath: ".spec.allowRunc"},
+					{Name: "Pools", Type: "string", JSONPath: ".spec.pools"},
 					{Name: "Age", Type: "date", JSONPath: ".metadata.creationTimestamp"},
 				},
 			}},
 		},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // InstallCRD creates or updates the Tenant CRD and waits until the
 // apiserver serves it.

@@ -88,6 +88,10 @@ type Spec struct {
 	AllowRunc bool `json:"allowRunc,omitempty"`
 	// RuntimeClassName is set on the tenant's pods that name none. Default "gvisor".
 	RuntimeClassName string `json:"runtimeClassName,omitempty"`
+	// Pools are the host pools the tenant's pods may run in (a pod picks
+	// one with the annotation cci.io/pool or by asking for a device).
+	// Default ["general"].
+	Pools []string `json:"pools,omitempty"`
 }
 
 // Status is what the controller reports.

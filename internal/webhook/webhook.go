@@ -66,6 +66,10 @@ type Config struct {
 	Hosts []string
 	// Rules gives each namespace's rules.
 	Rules RulesFor
+	// ExistingPools lists the host pools that have hosts, at each request
+	// (policy.Rules.ExistingPools). Nil: pools are not checked for hosts.
+	// It is called concurrently.
+	ExistingPools func() []string
 	// Network is the cluster's pod and Service ranges and the control-plane
 	// host's own addresses, for the check of endpoints that tenants write;
 	// Addresses adds the nodes' addresses and the namespace's pod IPs to it
@@ -275,13 +279,17 @@ func (s *Server) mutate(_ context.Context, req *admissionv1.AdmissionRequest) *a
 	if err != nil {
 		return deny(err)
 	}
-	if err := policy.AdmitPod(pod, s.cfg.Rules(req.Namespace)); err != nil {
+	if err := policy.AdmitPod(pod, s.rules(req.Namespace)); err != nil {
 		return deny(err)
 	}
 	// "add" replaces a member that exists, so it serves either way.
 	ops := []patchOp{
 		{"add", "/metadata/annotations", pod.Annotations},
 		{"add", "/spec/runtimeClassName", *pod.Spec.RuntimeClassName},
+		{"add", "/spec/nodeSelector", pod.Spec.NodeSelector},
+	}
+	if len(pod.Spec.Tolerations) > 0 {
+		ops = append(ops, patchOp{"add", "/spec/tolerations", pod.Spec.Tolerations})
 	}
 	for i, c := range pod.Spec.InitContainers {
 		ops = append(ops, patchOp{"add", fmt.Sprintf("/spec/initContainers/%d/resources", i), c.Resources})
@@ -290,6 +298,18 @@ func (s *Server) mutate(_ context.Context, req *admissionv1.AdmissionRequest) *a
 		ops = append(ops, patchOp{"add", fmt.Sprintf("/spec/containers/%d/resources", i), c.Resources})
 	}
 	return patched(ops)
+}
+
+// rules are the namespace's tenant rules with the pools that have hosts now.
+func (s *Server) rules(ns string) policy.Rules {
+	r := s.cfg.Rules(ns)
+	if s.cfg.ExistingPools != nil {
+		r.ExistingPools = s.cfg.ExistingPools()
+		if r.ExistingPools == nil {
+			r.ExistingPools = []string{}
+		}
+	}
+	return r
 }
 
 // mutateService applies policy.AdmitService: no node ports for a tenant
@@ -327,7 +347,7 @@ func (s *Server) validate(ctx context.Context, req *admissionv1.AdmissionRequest
 	if req.SubResource != "" || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
 		return allow()
 	}
-	rules := s.cfg.Rules(req.Namespace)
+	rules := s.rules(req.Namespace)
 	raw := req.Object.Raw
 	switch req.Resource.Resource {
 	case "pods":
@@ -358,15 +378,15 @@ func (s *Server) validate(ctx context.Context, req *admissionv1.AdmissionRequest
 	case "endpoints", "endpointslices":
 		return s.validateEndpoints(ctx, req)
 	case "deployments":
-		return template(raw, rules, func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec })
+		return template(raw, rules, func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template })
 	case "replicasets":
-		return template(raw, rules, func(d *appsv1.ReplicaSet) *corev1.PodSpec { return &d.Spec.Template.Spec })
+		return template(raw, rules, func(d *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &d.Spec.Template })
 	case "statefulsets":
-		return template(raw, rules, func(d *appsv1.StatefulSet) *corev1.PodSpec { return &d.Spec.Template.Spec })
+		return template(raw, rules, func(d *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &d.Spec.Template })
 	case "jobs":
-		return template(raw, rules, func(d *batchv1.Job) *corev1.PodSpec { return &d.Spec.Template.Spec })
+		return template(raw, rules, func(d *batchv1.Job) *corev1.PodTemplateSpec { return &d.Spec.Template })
 	case "cronjobs":
-		return template(raw, rules, func(d *batchv1.CronJob) *corev1.PodSpec { return &d.Spec.JobTemplate.Spec.Template.Spec })
+		return template(raw, rules, func(d *batchv1.CronJob) *corev1.PodTemplateSpec { return &d.Spec.JobTemplate.Spec.Template })
 	}
 	return allow()
 }
@@ -432,7 +452,7 @@ func (s *Server) validateEndpoints(ctx context.Context, req *admissionv1.Admissi
 	return deny(policy.CheckEndpointSlice(slice, n))
 }
 
-func template[T any](raw []byte, rules policy.Rules, spec func(*T) *corev1.PodSpec) *admissionv1.AdmissionResponse {
+func template[T any](raw []byte, rules policy.Rules, spec func(*T) *corev1.PodTemplateSpec) *admissionv1.AdmissionResponse {
 	obj, err := decode[T](raw)
 	if err != nil {
 		return deny(err)

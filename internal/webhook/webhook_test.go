@@ -364,3 +364,57 @@ func TestSystemIdentityCEL(t *testing.T) {
 }
 
 func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
+
+// TestMutatePool: the patch binds a pod to its pool (nodeSelector and
+// toleration, kept beside the tolerations it had), the result passes the
+// validating webhook, and a Deployment whose pods name a pool without
+// hosts is refused with the pools that have them.
+func TestMutatePool(t *testing.T) {
+	s := &Server{cfg: Config{Log: slog.New(slog.DiscardHandler),
+		Rules: func(string) policy.Rules {
+			return policy.Rules{Tenant: "acme", Pools: []string{"general", "gpu", "ascend"}}
+		},
+		ExistingPools: func() []string { return []string{"general", "gpu"} },
+	}}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p"},
+		Spec: corev1.PodSpec{
+			Containers:  []corev1.Container{{Name: "main", Image: "i", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resourceMust("1")}}}},
+			Tolerations: []corev1.Toleration{{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}},
+		},
+	}
+	resp := review(t, s.serve(s.mutate), admissionv1.Create, "pods", pod)
+	if !resp.Allowed {
+		t.Fatalf("refused: %v", resp.Result)
+	}
+	patch, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(pod)
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.NodeSelector["cci.io/pool"] != "gpu" || got.Annotations["cci.io/pool"] != "gpu" {
+		t.Errorf("nodeSelector %v, annotations %v", got.Spec.NodeSelector, got.Annotations)
+	}
+	if len(got.Spec.Tolerations) != 2 || got.Spec.Tolerations[1].Key != "cci.io/pool" || got.Spec.Tolerations[1].Value != "gpu" {
+		t.Errorf("tolerations %+v", got.Spec.Tolerations)
+	}
+	if resp := review(t, s.serve(s.validate), admissionv1.Create, "pods", &got); !resp.Allowed {
+		t.Errorf("validating webhook refuses the mutated pod: %v", resp.Result)
+	}
+	d := map[string]any{"spec": map[string]any{"template": map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{"cci.io/pool": "ascend"}},
+		"spec":     map[string]any{"containers": []any{map[string]any{"name": "c", "image": "i"}}},
+	}}}
+	resp = review(t, s.serve(s.validate), admissionv1.Create, "deployments", d)
+	if resp.Allowed || !strings.Contains(resp.Result.Message, `pool "ascend" does not exist: no host is in it; pools with hosts: general, gpu`) {
+		t.Errorf("deployment of a pool without hosts: %+v", resp.Result)
+	}
+}

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/cci-project/cci/internal/pool"
+)
+
+// TestRegisterNodeKeepsPool: a host that registers again after changing
+// pools gets the new pool's label and taint; the label of CCI before
+// pools and the old pool's taint go, other taints stay.
+func TestRegisterNodeKeepsPool(t *testing.T) {
+	unreachable := v1.Taint{Key: "node.kubernetes.io/unreachable", Effect: v1.TaintEffectNoExecute}
+	existing := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "h", Labels: map[string]string{"node.cci.io/pool": "x86", pool.Label: "gpu", "team": "a"}},
+		Spec:       v1.NodeSpec{PodCIDR: "10.42.1.0/24", Taints: []v1.Taint{unreachable, *pool.Taint("gpu")}},
+	}
+	kube := fake.NewClientset(existing)
+	for _, c := range []struct {
+		pool   string
+		taints []v1.Taint
+	}{
+		{"ascend", []v1.Taint{unreachable, *pool.Taint("ascend")}},
+		{"general", []v1.Taint{unreachable}},
+	} {
+		n := buildNode(Config{NodeName: "h", Pool: c.pool, MaxPods: 10, DataDir: t.TempDir()}, "test")
+		reg, err := registerNode(context.Background(), kube, n)
+		if err != nil || reg.Spec.PodCIDR != "10.42.1.0/24" {
+			t.Fatalf("%s: register: %v %v", c.pool, reg, err)
+		}
+		got, err := kube.CoreV1().Nodes().Get(context.Background(), "h", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Labels[pool.Label] != c.pool || got.Labels["team"] != "a" {
+			t.Errorf("%s: labels %v", c.pool, got.Labels)
+		}
+		if _, ok := got.Labels["node.cci.io/pool"]; ok {
+			t.Errorf("%s: the label node.cci.io/pool is left", c.pool)
+		}
+		if len(got.Spec.Taints) != len(c.taints) {
+			t.Fatalf("%s: taints %+v, want %+v", c.pool, got.Spec.Taints, c.taints)
+		}
+		for i := range c.taints {
+			if got.Spec.Taints[i] != c.taints[i] {
+				t.Errorf("%s: taints %+v, want %+v", c.pool, got.Spec.Taints, c.taints)
+			}
+		}
+	}
+	// A new host of a pool registers with the taint.
+	n := buildNode(Config{NodeName: "new", Pool: "gpu", MaxPods: 10, DataDir: t.TempDir()}, "test")
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0] != *pool.Taint("gpu") || n.Labels[pool.Label] != "gpu" {
+		t.Errorf("new gpu node: labels %v taints %v", n.Labels, n.Spec.Taints)
+	}
+}
+
+func TestPoolFlagValidated(t *testing.T) {
+	c := Config{Pool: "GPU_1", Server: "https://x:6443", Token: "t", NodeName: "h"}
+	if err := c.defaults(); err == nil || !strings.Contains(err.Error(), `--pool: pool name "GPU_1": a lowercase RFC 1123 label`) {
+		t.Errorf("defaults: %v", err)
+	}
+	c = Config{Server: "https://x:6443", Token: "t", NodeName: "h"}
+	if err := c.defaults(); err != nil || c.Pool != "general" {
+		t.Errorf("default pool %q, %v", c.Pool, err)
+	}
+}

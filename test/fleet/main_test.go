@@ -1,0 +1,186 @@
+// Package fleet checks CCI on several hosts: one `cci up --hosts 3`, each
+// host a real agent with its own network namespace, containerd and pod
+// bridge, joined by the flannel overlay; driven with kubectl and client-go.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cci-project/cci/test/cluster"
+)
+
+// hosts is the number of hosts of the shared instance.
+const hosts = 3
+
+var (
+	cci *cluster.Instance
+	bin string
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "fleet tests need root (network namespaces, containerd, mounts)")
+		return 1
+	}
+	work, remove, err := cluster.WorkDir("cci-fleet-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer remove()
+	if bin = os.Getenv("CCI_E2E_BIN"); bin == "" {
+		if bin, err = cluster.Build(cluster.RepoRoot(), work); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	// A slot apart from test/e2e's (its pid), so both packages run at once.
+	slot := os.Getpid() + 50
+	cci = cluster.New(bin, work, slot).WithHosts(hosts, slot)
+	cci.Prepare()
+	defer cci.Cleanup()
+	if _, err := cci.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start cci up --hosts:", err)
+		return 1
+	}
+	if out, err := exec.Command(bin, "image", "build-test-images", "--registry", cci.Registry).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build test images: %v\n%s", err, out)
+		_ = cci.Stop(syscall.SIGTERM)
+		return 1
+	}
+	code := m.Run()
+	if err := cci.Stop(syscall.SIGTERM); err != nil {
+		fmt.Fprintln(os.Stderr, "stop cci up:", err)
+	}
+	if code != 0 || cluster.Keep() {
+		fmt.Fprintf(os.Stderr, "cci output:\n%s\nlogs in %s\n", cci.Output(), filepath.Join(cci.DataDir, "logs"))
+	}
+	return code
+}
+
+func client(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", cci.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func kubectl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cci.Kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func mustKubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectl(t, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// apply creates the objects of a YAML manifest.
+func apply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := exec.Command("kubectl", "--kubeconfig", cci.Kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)
+	}
+}
+
+func image(name string) string { return cci.Registry + "/" + name }
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	detail := ""
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, detail = cond(); ok {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+}
+
+// waitRunning waits for n Running and Ready pods matching selector in ns.
+func waitRunning(t *testing.T, ns, selector string, n int, timeout time.Duration) []v1.Pod {
+	t.Helper()
+	var pods []v1.Pod
+	waitFor(t, timeout, fmt.Sprintf("%d running pods %q", n, selector), func() (bool, string) {
+		list, err := client(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return false, err.Error()
+		}
+		pods = pods[:0]
+		var states []string
+		for _, p := range list.Items {
+			states = append(states, fmt.Sprintf("%s@%s=%s", p.Name, p.Spec.NodeName, p.Status.Phase))
+			if p.Status.Phase == v1.PodRunning && ready(&p) && p.DeletionTimestamp == nil {
+				pods = append(pods, p)
+			}
+		}
+		return len(pods) == n, strings.Join(states, " ")
+	})
+	return pods
+}
+
+func ready(p *v1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == v1.PodReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// namespace makes a namespace of the test's own, removed at its end.
+func namespace(t *testing.T, name string) string {
+	t.Helper()
+	mustKubectl(t, "create", "namespace", name)
+	t.Cleanup(func() { _, _ = kubectl(t, "delete", "namespace", name, "--wait=false") })
+	return name
+}
+
+// httpGet asks a pod to fetch http://addr/path with nc and returns the
+// body.
+func httpGet(t *testing.T, ns, pod, addr, path string) (string, error) {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	out, err := kubectl(t, "exec", "-n", ns, pod, "--", "sh", "-c",
+		fmt.Sprintf("printf 'GET %s HTTP/1.0\\r\\n\\r\\n' | nc -w 5 %s %s", path, host, port))
+	if err != nil {
+		return out, err
+	}
+	_, body, ok := strings.Cut(out, "\r\n\r\n")
+	if !ok {
+		return out, fmt.Errorf("no HTTP response: %q", out)
+	}
+	return body, nil
+}
