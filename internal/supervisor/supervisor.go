@@ -121,8 +121,9 @@ func Probed(run func(ctx context.Context) error, probe func(ctx context.Context)
 // Config is how a supervisor runs its list.
 type Config struct {
 	// Log receives a line for each component started, ready and stopped
-	// (debug level) and the names of those that did not stop in time
-	// (warning). Default: slog's default logger.
+	// (debug level), how long the shutdown took (info) and the names of
+	// those that did not stop in time (warning). Default: slog's default
+	// logger.
 	Log *slog.Logger
 	// StopTimeout bounds the whole shutdown; components still running
 	// then are left behind and logged. Default 15 s.
@@ -262,6 +263,7 @@ func (s *supervisor) shutdown(first error, timeout time.Duration) error {
 	if first != nil {
 		s.log.Debug("shutting down", "cause", first)
 	}
+	stopping := time.Now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for i := len(s.members) - 1; i >= 0; i-- {
@@ -293,5 +295,6 @@ func (s *supervisor) shutdown(first error, timeout time.Duration) error {
 		}
 		s.log.Debug("stopped", "component", m.name, "took", time.Since(began))
 	}
+	s.log.Info("every component stopped", "took", time.Since(stopping))
 	return first
 }
