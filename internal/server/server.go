@@ -4,18 +4,23 @@
 // apiserver's aggregation layer) configured by arguments, the PKI they share,
 // the built-in OCI registry and the cluster DNS.
 //
-// Start order and readiness:
+// Start order and readiness (the list in components; (bg) marks a
+// component the next one does not wait for):
 //
-//	pki ─► etcd (ready notify) ─► kube-apiserver (/readyz) ─► RBAC for agents
+//	pki, kubeconfigs ─► etcd (ready notify) ─► registry (listening)
+//	    ─► kube-apiserver (/readyz) ─► RBAC for agents ─► RuntimeClasses
+//	    ─► load-balancer controller (bg), service check (bg)
 //	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
-//	    ─► Tenant CRD, tenant controller, admission webhook (tenancy.go)
-//	    ─► usage CRD ─► meter, usage endpoint
-//	    ─► kube-controller-manager, kube-scheduler, registry
-//	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server
+//	    ─► Tenant CRD ─► isolation controller (bg) ─► tenant controller (synced)
+//	    ─► admission webhook (registered; tenancy.go)
+//	    ─► usage CRD ─► meter (bg), usage endpoint (bg)
+//	    ─► kube-controller-manager (bg), kube-scheduler (bg)
+//	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server (bg)
 //	    ─► DNS answers for kubernetes.default ─► ready
 //
-// Every component runs in its own goroutine; the first one to fail ends Run,
-// which cancels the rest.
+// internal/supervisor runs the list: the first component to fail, or to
+// return before shutdown, ends Run; every component then stops in reverse
+// order, so etcd closes after everything that uses it.
 package server
 
 import (
@@ -25,10 +30,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"time"
 
@@ -41,6 +46,7 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
@@ -53,11 +59,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/cci-project/cci/internal/dns"
+	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/servicecheck"
+	"github.com/cci-project/cci/internal/supervisor"
+	"github.com/cci-project/cci/internal/tenant"
 )
 
 // Config is the control plane's configuration. Zero fields take the defaults
@@ -207,40 +217,148 @@ type Info struct {
 // and blocks until ctx ends or a component fails.
 func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	cfg.Default()
-	log := cfg.Log
+	cp, err := newControlPlane(cfg)
+	if err != nil {
+		return err
+	}
+	return supervisor.Run(ctx, supervisor.Config{
+		Log:         cfg.Log,
+		StopTimeout: 15 * time.Second,
+		Ready: func() {
+			if ready != nil {
+				ready(cp.info)
+			}
+		},
+	}, cp.components()...)
+}
+
+// components is the control plane, in start order; it stops in reverse
+// order, so etcd closes after everything that uses it. A Service holds
+// the next one back until it is ready, a Background component does not,
+// a Step is done once.
+func (cp *controlPlane) components() []supervisor.Component {
+	var list []supervisor.Component
+	if len(cp.cfg.EtcdServers) == 0 {
+		list = append(list, supervisor.Service("etcd", cp.runEtcd))
+	}
+	list = append(list,
+		supervisor.Service("registry", cp.runRegistry),
+		supervisor.Service("kube-apiserver", supervisor.Probed(cp.runAPIServer, cp.apiServerReady)),
+		supervisor.Step("agent RBAC", func(ctx context.Context) error { return ensureAgentRBAC(ctx, cp.admin) }),
+		supervisor.Step("runtime classes", func(ctx context.Context) error { return ensureRuntimeClasses(ctx, cp.admin) }),
+		supervisor.Step("network settings", func(ctx context.Context) error { return ensureNetworkConfig(ctx, cp.admin, cp.cfg) }),
+		// One worker: an address's ports are checked and taken in one step.
+		supervisor.Background("load-balancer controller", func(ctx context.Context) error {
+			return loadbalancer.New(cp.admin, loadbalancer.Config{Pool: cp.lbPool, Log: cp.log.With("component", "elb")}).Run(ctx, 1)
+		}),
+		supervisor.Background("service check", func(ctx context.Context) error {
+			return servicecheck.New(cp.admin, cp.log.With("component", "service-check")).Run(ctx)
+		}),
+		// Right after the apiserver, so that no other Service is given the DNS address.
+		supervisor.Service("dns", cp.runDNS),
+		// Admission learns from it which pools have hosts.
+		supervisor.Service("pool controller", supervisor.Probed(
+			func(ctx context.Context) error { return cp.pools.Run(ctx) },
+			func(ctx context.Context) error {
+				if !cache.WaitForCacheSync(ctx.Done(), cp.pools.Synced) {
+					return ctx.Err()
+				}
+				return nil
+			})),
+		supervisor.Step("tenant API", func(ctx context.Context) error { return tenant.InstallCRD(ctx, cp.rest) }),
+		supervisor.Background("isolation controller", func(ctx context.Context) error {
+			return isolation.NewController(cp.admin, cp.log).Run(ctx, 2)
+		}),
+		supervisor.Service("tenant controller", cp.runTenantController),
+		supervisor.Service("admission webhook", cp.runWebhook),
+		supervisor.Step("usage API", cp.setupMetering),
+		supervisor.Background("metering", func(ctx context.Context) error { return cp.metering.meter.Run(ctx) }),
+		supervisor.Background("usage endpoint", func(ctx context.Context) error {
+			return cp.metering.meter.Serve(ctx, cp.metering.endpoint)
+		}),
+		supervisor.Background("kube-controller-manager", cp.runControllerManager),
+		supervisor.Background("kube-scheduler", cp.runScheduler),
+	)
+	// metrics.k8s.io, through the aggregation layer.
+	if routable(cp.cfg.AdvertiseAddress) {
+		list = append(list,
+			supervisor.Step("metrics API", cp.registerMetricsAPI),
+			supervisor.Background("metrics-server", func(ctx context.Context) error {
+				return runMetricsServer(ctx, metricsServerArgs(cp.pki, filepath.Join(cp.pki.Dir, "metrics-server.kubeconfig"), cp.cfg.AdvertiseAddress, cp.metricsPort))
+			}),
+		)
+	} else {
+		cp.log.Warn("metrics API disabled: the advertise address cannot be a Service endpoint; set --advertise-address", "address", cp.cfg.AdvertiseAddress)
+	}
+	return append(list, supervisor.Step("cluster DNS answers", cp.dnsAnswers))
+}
+
+// controlPlane is what the components of one Run share: the configuration,
+// the credentials and clients made before any of them starts, and what an
+// earlier component hands the later ones (set before it calls ready or,
+// for a step, returns; the supervisor starts the next one after that).
+type controlPlane struct {
+	cfg         Config
+	log         *slog.Logger
+	dataDir     string
+	logDir      string
+	hostname    string
+	pki         *pki.PKI
+	info        *Info
+	etcdServers []string
+	lbPool      []netip.Addr
+	// rest and admin reach the apiserver as the cluster admin.
+	rest  *rest.Config
+	admin kubernetes.Interface
+
+	dns         *dns.Server        // by "dns"
+	tenants     *tenant.Controller // by "tenant controller"
+	metering    *meteringParts     // by "usage API"
+	pools       *pool.Controller
+	metricsPort int // by "metrics API"
+}
+
+// newControlPlane checks the configuration, makes or loads the PKI and
+// writes the components' kubeconfigs: what every component needs and
+// nothing that runs.
+func newControlPlane(cfg Config) (*controlPlane, error) {
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("data folder %q: %w", cfg.DataDir, err)
+		return nil, fmt.Errorf("data folder %q: %w", cfg.DataDir, err)
 	}
-	logDir := filepath.Join(dataDir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return fmt.Errorf("create log folder: %w", err)
+	cp := &controlPlane{cfg: cfg, log: cfg.Log, dataDir: dataDir, logDir: filepath.Join(dataDir, "logs")}
+	if err := os.MkdirAll(cp.logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log folder: %w", err)
 	}
 	_, serviceNet, err := net.ParseCIDR(cfg.ServiceCIDR)
 	if err != nil {
-		return fmt.Errorf("service CIDR %q: %w", cfg.ServiceCIDR, err)
+		return nil, fmt.Errorf("service CIDR %q: %w", cfg.ServiceCIDR, err)
 	}
 	serviceIP := make(net.IP, len(serviceNet.IP.To4()))
 	copy(serviceIP, serviceNet.IP.To4())
 	serviceIP[3]++
+	if cp.lbPool, err = loadbalancer.ParsePool(cfg.LBPool); err != nil {
+		return nil, err
+	}
 
-	hostname, _ := os.Hostname()
+	cp.hostname, _ = os.Hostname()
 	p, err := pki.Ensure(filepath.Join(dataDir, "pki"), pki.Options{
-		Hosts:     []string{cfg.AdvertiseAddress, hostname},
+		Hosts:     []string{cfg.AdvertiseAddress, cp.hostname},
 		ServiceIP: serviceIP,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	cp.pki = p
 	apiURL := "https://127.0.0.1:" + strconv.Itoa(cfg.APIPort)
-	info := &Info{
+	cp.info = &Info{
 		APIServerURL:    apiURL,
 		AdminKubeconfig: filepath.Join(dataDir, "admin.kubeconfig"),
 		Token:           p.Token,
 		PKI:             p,
 	}
 	kubeconfigs := map[string][2]string{
-		info.AdminKubeconfig: {p.AdminCert, p.AdminKey},
+		cp.info.AdminKubeconfig:                               {p.AdminCert, p.AdminKey},
 		filepath.Join(p.Dir, "controller-manager.kubeconfig"): {p.ControllerCert, p.ControllerKey},
 		filepath.Join(p.Dir, "scheduler.kubeconfig"):          {p.SchedulerCert, p.SchedulerKey},
 		filepath.Join(p.Dir, "metrics-server.kubeconfig"):     {p.MetricsClientCert, p.MetricsClientKey},
@@ -248,93 +366,61 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 	}
 	for path, pair := range kubeconfigs {
 		if err := p.WriteKubeconfig(path, apiURL, pair[0], pair[1]); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	// Clients connect on their first request, not here.
+	if cp.rest, err = clientcmd.BuildConfigFromFlags("", cp.info.AdminKubeconfig); err != nil {
+		return nil, fmt.Errorf("load kubeconfig %q: %w", cp.info.AdminKubeconfig, err)
+	}
+	if cp.admin, err = kubernetes.NewForConfig(cp.rest); err != nil {
+		return nil, err
+	}
+	cp.pools = pool.NewController(cp.admin, cp.log.With("component", "pools"))
+	cp.etcdServers = cfg.EtcdServers
+	if len(cp.etcdServers) == 0 {
+		cp.etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
+	}
+	return cp, nil
+}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Each component reports once on errCh when it returns (nil on a clean
-	// stop); etcd's watcher reports only failures and is not counted.
-	errCh := make(chan error, 16)
-	stoppedCh := make(chan string, 16)
-	running := map[string]bool{}
-	goRun := func(name string, f func() error) {
-		running[name] = true
-		go func() {
-			err := f()
-			if err == nil && ctx.Err() == nil {
-				err = errors.New("exited")
-			}
-			if err != nil && ctx.Err() == nil {
-				errCh <- fmt.Errorf("%s: %w", name, err)
-			}
-			stoppedCh <- name
-		}()
-	}
-	// wait cancels every component and returns the first failure (or nil on
-	// a clean stop) once they all returned or a deadline passed.
-	wait := func(first error) error {
-		cancel()
-		deadline := time.After(15 * time.Second)
-		for len(running) > 0 {
-			select {
-			case name := <-stoppedCh:
-				delete(running, name)
-			case <-deadline:
-				names := make([]string, 0, len(running))
-				for name := range running {
-					names = append(names, name)
-				}
-				sort.Strings(names)
-				log.Warn("control plane components did not stop in time", "running", names)
-				return first
-			}
-		}
-		return first
-	}
-	fail := func(err error) error {
-		return wait(err)
-	}
-
-	// etcd stops last, after every component that uses it has returned
-	// (the deferred Close runs after wait).
-	etcdServers := cfg.EtcdServers
-	if len(etcdServers) == 0 {
-		etcd, err := startEtcd(dataDir, cfg.EtcdClientPort, cfg.EtcdPeerPort, filepath.Join(logDir, "etcd.log"))
-		if err != nil {
-			return fail(err)
-		}
-		defer etcd.Close()
-		go func() {
-			select {
-			case err := <-etcd.Err():
-				if err != nil && ctx.Err() == nil {
-					errCh <- fmt.Errorf("etcd: %w", err)
-				}
-			case <-ctx.Done():
-			}
-		}()
-		etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
-		log.Info("etcd ready", "data", filepath.Join(dataDir, "etcd"))
-	}
-
-	// registry
-	regLog, err := os.OpenFile(filepath.Join(logDir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+// runEtcd runs the embedded etcd member; it is ready once it serves.
+func (cp *controlPlane) runEtcd(ctx context.Context, ready func()) error {
+	e, err := startEtcd(cp.dataDir, cp.cfg.EtcdClientPort, cp.cfg.EtcdPeerPort, filepath.Join(cp.logDir, "etcd.log"))
 	if err != nil {
-		return fail(err)
+		return err
+	}
+	defer e.Close()
+	cp.log.Info("etcd ready", "data", filepath.Join(cp.dataDir, "etcd"))
+	ready()
+	select {
+	case err := <-e.Err():
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// runRegistry runs the built-in registry; it is ready once it listens.
+func (cp *controlPlane) runRegistry(ctx context.Context, ready func()) error {
+	regLog, err := os.OpenFile(filepath.Join(cp.logDir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
 	}
 	defer regLog.Close()
-	reg, err := registry.New(ctx, registry.Config{Addr: cfg.RegistryAddr, ExtraAddrs: cfg.RegistryExtraAddrs, RootDir: filepath.Join(dataDir, "registry"), Log: regLog})
+	reg, err := registry.New(ctx, registry.Config{Addr: cp.cfg.RegistryAddr, ExtraAddrs: cp.cfg.RegistryExtraAddrs, RootDir: filepath.Join(cp.dataDir, "registry"), Log: regLog})
 	if err != nil {
-		return fail(fmt.Errorf("registry: %w", err))
+		return err
 	}
-	info.RegistryAddr = reg.Addr()
-	goRun("registry", func() error { return reg.Run(ctx) })
+	cp.info.RegistryAddr = reg.Addr()
+	ready()
+	return reg.Run(ctx)
+}
 
-	// kube-apiserver
-	apiArgs := []string{
-		"--etcd-servers=" + join(etcdServers),
+func (cp *controlPlane) runAPIServer(ctx context.Context) error {
+	p, cfg := cp.pki, cp.cfg
+	args := []string{
+		"--etcd-servers=" + join(cp.etcdServers),
 		"--bind-address=" + cfg.BindAddress,
 		"--secure-port=" + strconv.Itoa(cfg.APIPort),
 		"--advertise-address=" + cfg.AdvertiseAddress,
@@ -361,72 +447,42 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--default-not-ready-toleration-seconds=" + strconv.Itoa(cfg.UnreachableTolerationSeconds),
 		"--default-unreachable-toleration-seconds=" + strconv.Itoa(cfg.UnreachableTolerationSeconds),
 	}
-	apiArgs = append(apiArgs, aggregationArgs(p)...)
-	goRun("kube-apiserver", func() error { return runAPIServer(ctx, apiArgs) })
+	return runAPIServer(ctx, append(args, aggregationArgs(p)...))
+}
 
-	admin, err := clientFor(info.AdminKubeconfig)
+// apiServerReady waits for the apiserver's /readyz.
+func (cp *controlPlane) apiServerReady(ctx context.Context) error {
+	if err := waitReady(ctx, cp.admin); err != nil {
+		return err
+	}
+	cp.log.Info("kube-apiserver ready", "url", cp.info.APIServerURL)
+	return nil
+}
+
+func (cp *controlPlane) setupMetering(ctx context.Context) error {
+	mp, err := setupMetering(ctx, &cp.cfg, cp.pki, cp.info.AdminKubeconfig, []string{"localhost", "127.0.0.1", cp.cfg.AdvertiseAddress, cp.hostname})
 	if err != nil {
-		return fail(err)
-	}
-	if err := waitReady(ctx, admin, errCh); err != nil {
-		return fail(err)
-	}
-	log.Info("kube-apiserver ready", "url", apiURL)
-	if err := ensureAgentRBAC(ctx, admin); err != nil {
-		return fail(err)
-	}
-	if err := ensureRuntimeClasses(ctx, admin); err != nil {
-		return fail(err)
-	}
-	if err := ensureNetworkConfig(ctx, admin, cfg); err != nil {
-		return fail(err)
-	}
-	lbPool, err := loadbalancer.ParsePool(cfg.LBPool)
-	if err != nil {
-		return fail(err)
-	}
-	lb := loadbalancer.New(admin, loadbalancer.Config{Pool: lbPool, Log: log.With("component", "elb")})
-	// One worker: an address's ports are checked and taken in one step.
-	goRun("load-balancer controller", func() error { return lb.Run(ctx, 1) })
-	sc := servicecheck.New(admin, log.With("component", "service-check"))
-	goRun("service check", func() error { return sc.Run(ctx) })
-	dnsLog, err := os.OpenFile(filepath.Join(logDir, "coredns.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fail(err)
-	}
-	defer dnsLog.Close()
-	dnsSrv, err := startDNS(ctx, cfg, admin, filepath.Join(p.Dir, "coredns.kubeconfig"), dnsLog, goRun)
-	if err != nil {
-		return fail(err)
-	}
-	info.DNSAddress = dnsSrv.Addr()
-	pools := pool.NewController(admin, log.With("component", "pools"))
-	goRun("pool controller", func() error { return pools.Run(ctx) })
-	if !cache.WaitForCacheSync(ctx.Done(), pools.Synced) {
-		return fail(ctx.Err())
-	}
-	if err := startTenancy(ctx, cfg, info, pools.Existing, goRun); err != nil {
-		return fail(fmt.Errorf("tenants: %w", err))
-	}
-	mp, err := setupMetering(ctx, &cfg, p, info.AdminKubeconfig, []string{"localhost", "127.0.0.1", cfg.AdvertiseAddress, hostname})
-	if err != nil {
-		return fail(fmt.Errorf("metering: %w", err))
+		return err
 	}
 	// The control plane's own Prometheus metrics (the pools' figures) are
 	// served beside the usage reports, with the same authentication: the
 	// apiserver's /metrics is upstream's, and metrics-server serves the
 	// metrics API, not Prometheus text.
 	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(pool.NewCollector(pools.Summaries))
-	mp.endpoint.Metrics = promhttp.HandlerFor(promReg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
-	info.UsageURL = mp.url
-	goRun("metering", func() error { return mp.meter.Run(ctx) })
-	goRun("usage endpoint", func() error { return mp.meter.Serve(ctx, mp.endpoint) })
+	promReg.MustRegister(pool.NewCollector(cp.pools.Summaries))
+	mp.endpoint.Metrics = promhttp.HandlerFor(promReg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn)})
+	cp.metering = mp
+	cp.info.UsageURL = mp.url
+	return nil
+}
 
-	cmArgs := []string{
-		"--kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
-		"--authentication-kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
-		"--authorization-kubeconfig=" + filepath.Join(p.Dir, "controller-manager.kubeconfig"),
+func (cp *controlPlane) runControllerManager(ctx context.Context) error {
+	p, cfg := cp.pki, cp.cfg
+	kubeconfig := filepath.Join(p.Dir, "controller-manager.kubeconfig")
+	return runControllerManager(ctx, []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
 		"--secure-port=0",
 		"--leader-elect=false",
 		"--use-service-account-credentials=true",
@@ -455,60 +511,55 @@ func Run(ctx context.Context, cfg Config, ready func(*Info)) error {
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 		"--profiling=false",
-	}
-	goRun("kube-controller-manager", func() error { return runControllerManager(ctx, cmArgs) })
+	})
+}
 
-	schedConfig := filepath.Join(p.Dir, "scheduler-config.yaml")
-	if err := os.WriteFile(schedConfig, schedulerConfig(filepath.Join(p.Dir, "scheduler.kubeconfig")), 0o600); err != nil {
-		return fail(fmt.Errorf("write the scheduler's configuration: %w", err))
+func (cp *controlPlane) runScheduler(ctx context.Context) error {
+	kubeconfig := filepath.Join(cp.pki.Dir, "scheduler.kubeconfig")
+	schedConfig := filepath.Join(cp.pki.Dir, "scheduler-config.yaml")
+	if err := os.WriteFile(schedConfig, schedulerConfig(kubeconfig), 0o600); err != nil {
+		return fmt.Errorf("write the scheduler's configuration: %w", err)
 	}
-	schedArgs := []string{
+	return runScheduler(ctx, []string{
 		"--config=" + schedConfig,
-		"--authentication-kubeconfig=" + filepath.Join(p.Dir, "scheduler.kubeconfig"),
-		"--authorization-kubeconfig=" + filepath.Join(p.Dir, "scheduler.kubeconfig"),
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
 		"--secure-port=0",
-	}
-	goRun("kube-scheduler", func() error { return runScheduler(ctx, schedArgs) })
+	})
+}
 
-	// metrics.k8s.io, through the aggregation layer.
-	if !routable(cfg.AdvertiseAddress) {
-		log.Warn("metrics API disabled: the advertise address cannot be a Service endpoint; set --advertise-address", "address", cfg.AdvertiseAddress)
-	} else {
-		port := cfg.MetricsPort
-		if port == 0 {
-			if port, err = freePort(cfg.AdvertiseAddress); err != nil {
-				return fail(err)
-			}
+// registerMetricsAPI publishes metrics-server's Service, endpoint,
+// APIService and RBAC before it runs.
+func (cp *controlPlane) registerMetricsAPI(ctx context.Context) error {
+	port := cp.cfg.MetricsPort
+	if port == 0 {
+		var err error
+		if port, err = freePort(cp.cfg.AdvertiseAddress); err != nil {
+			return err
 		}
-		agg, err := aggregatorFor(info.AdminKubeconfig)
-		if err != nil {
-			return fail(err)
-		}
-		if err := ensureMetricsAPI(ctx, admin, agg, p.CACert, cfg.AdvertiseAddress, port); err != nil {
-			return fail(err)
-		}
-		msArgs := metricsServerArgs(p, filepath.Join(p.Dir, "metrics-server.kubeconfig"), cfg.AdvertiseAddress, port)
-		goRun("metrics-server", func() error { return runMetricsServer(ctx, msArgs) })
-		log.Info("metrics API registered", "endpoint", net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(port)))
 	}
-
-	dnsCtx, dnsCancel := context.WithTimeout(ctx, time.Minute)
-	err = dnsSrv.WaitReady(dnsCtx)
-	dnsCancel()
+	agg, err := aggregatorFor(cp.info.AdminKubeconfig)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	log.Info("cluster DNS ready", "address", dnsSrv.Addr())
+	if err := ensureMetricsAPI(ctx, cp.admin, agg, cp.pki.CACert, cp.cfg.AdvertiseAddress, port); err != nil {
+		return err
+	}
+	cp.metricsPort = port
+	cp.log.Info("metrics API registered", "endpoint", net.JoinHostPort(cp.cfg.AdvertiseAddress, strconv.Itoa(port)))
+	return nil
+}
 
-	if ready != nil {
-		ready(info)
+// dnsAnswers waits until the cluster DNS answers for kubernetes.default:
+// the last thing the control plane waits for before it is ready.
+func (cp *controlPlane) dnsAnswers(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := cp.dns.WaitReady(ctx); err != nil {
+		return err
 	}
-	select {
-	case err := <-errCh:
-		return wait(err)
-	case <-ctx.Done():
-		return wait(nil)
-	}
+	cp.log.Info("cluster DNS ready", "address", cp.dns.Addr())
+	return nil
 }
 
 func join(s []string) string {
@@ -696,27 +747,13 @@ func runScheduler(ctx context.Context, args []string) error {
 	return scheduler.Run(ctx, cc, sched)
 }
 
-func clientFor(kubeconfig string) (kubernetes.Interface, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig %q: %w", kubeconfig, err)
-	}
-	return kubernetes.NewForConfig(rc)
-}
-
-// waitReady polls the apiserver's /readyz until it answers ok, a component
-// fails, or two minutes pass.
-func waitReady(ctx context.Context, c kubernetes.Interface, errCh chan error) error {
+// waitReady polls the apiserver's /readyz until it answers ok or two
+// minutes pass.
+func waitReady(ctx context.Context, c kubernetes.Interface) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var last error
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		select {
-		case err := <-errCh:
-			errCh <- err
-			return false, fmt.Errorf("a component failed before the apiserver was ready: %w", err)
-		default:
-		}
 		body, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
 			last = fmt.Errorf("%w: %s", err, body)
@@ -725,7 +762,7 @@ func waitReady(ctx context.Context, c kubernetes.Interface, errCh chan error) er
 		return true, nil
 	})
 	if err != nil && last != nil {
-		return fmt.Errorf("kube-apiserver not ready: %w (last answer: %v)", err, last)
+		return fmt.Errorf("%w (last answer from /readyz: %v)", err, last)
 	}
 	return err
 }

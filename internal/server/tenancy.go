@@ -13,48 +13,43 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/policy"
+	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/tenant"
 	"github.com/cci-project/cci/internal/webhook"
 )
 
-// startTenancy installs the Tenant API, runs its controller and serves the
-// tenant admission policy, registered with the apiserver. It returns once
-// the policy is served for every Tenant the controller has read.
-func startTenancy(ctx context.Context, cfg Config, info *Info, existingPools func() []string, goRun func(string, func() error)) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", info.AdminKubeconfig)
-	if err != nil {
-		return fmt.Errorf("load kubeconfig %q: %w", info.AdminKubeconfig, err)
-	}
-	kube, err := kubernetes.NewForConfig(rc)
+// runTenantController runs the Tenant controller (its CRD is installed
+// by the step before); it is ready once it has read every Tenant, so that
+// the admission webhook started next serves the policy of each.
+func (cp *controlPlane) runTenantController(ctx context.Context, ready func()) error {
+	dyn, err := dynamic.NewForConfig(cp.rest)
 	if err != nil {
 		return err
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return err
+	ctrl := tenant.NewController(cp.admin, dyn, cp.log)
+	cp.tenants = ctrl
+	synced := func(ctx context.Context) error {
+		select {
+		case <-ctrl.Synced():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if err := tenant.InstallCRD(ctx, rc); err != nil {
-		return err
-	}
-	ctrl := tenant.NewController(kube, dyn, cfg.Log)
-	goRun("tenant controller", func() error { return ctrl.Run(ctx, 2) })
-	iso := isolation.NewController(kube, cfg.Log)
-	goRun("isolation controller", func() error { return iso.Run(ctx, 2) })
-	select {
-	case <-ctrl.Synced():
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return supervisor.Probed(func(ctx context.Context) error { return ctrl.Run(ctx, 2) }, synced)(ctx, ready)
+}
 
-	ca, caKey, err := info.PKI.LoadCA()
+// runWebhook serves the tenant admission policy; it is ready once the
+// apiserver has it registered.
+func (cp *controlPlane) runWebhook(ctx context.Context, ready func()) error {
+	cfg := cp.cfg
+	ca, caKey, err := cp.pki.LoadCA()
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(info.PKI.CACert)
+	caPEM, err := os.ReadFile(cp.pki.CACert)
 	if err != nil {
 		return fmt.Errorf("read CA: %w", err)
 	}
@@ -63,15 +58,15 @@ func startTenancy(ctx context.Context, cfg Config, info *Info, existingPools fun
 		return err
 	}
 	wcfg := webhook.Config{
-		Addr:          webhookAddr(ctx, kube, cfg.WebhookAddr),
+		Addr:          webhookAddr(ctx, cp.admin, cfg.WebhookAddr),
 		CA:            ca,
 		CAKey:         caKey,
 		CAPEM:         caPEM,
 		Hosts:         []string{cfg.AdvertiseAddress},
-		Rules:         ctrl.PolicyRules,
-		ExistingPools: existingPools,
+		Rules:         cp.tenants.PolicyRules,
+		ExistingPools: cp.pools.Existing,
 		Network:       network,
-		Addresses:     webhook.APIAddresses{Kube: kube},
+		Addresses:     webhook.APIAddresses{Kube: cp.admin},
 		Log:           cfg.Log,
 	}
 	srv, err := webhook.Listen(wcfg)
@@ -82,12 +77,14 @@ func startTenancy(ctx context.Context, cfg Config, info *Info, existingPools fun
 	if err != nil {
 		return err
 	}
-	goRun("admission webhook", func() error { return srv.Run(ctx) })
-	if err := webhook.Register(ctx, kube, srv.URL(), caPEM); err != nil {
-		return err
+	register := func(ctx context.Context) error {
+		if err := webhook.Register(ctx, cp.admin, srv.URL(), caPEM); err != nil {
+			return err
+		}
+		cp.log.Info("tenant admission policy served", "url", srv.URL())
+		return nil
 	}
-	cfg.Log.Info("tenant admission policy served", "url", srv.URL())
-	return nil
+	return supervisor.Probed(srv.Run, register)(ctx, ready)
 }
 
 // webhookAddr keeps the webhook's port across restarts when the configured
