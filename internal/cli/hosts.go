@@ -18,11 +18,13 @@ import (
 type hostsFlags struct {
 	count int
 	cidr  string
+	pools []string
 }
 
 func addHostsFlags(cmd *cobra.Command, h *hostsFlags) {
 	f := cmd.Flags()
 	f.IntVar(&h.count, "hosts", 0, "run this many hosts, each in its own network namespace with its own address, containerd, pod bridge and agent (0: one host in this process, on the machine's own network)")
+	f.StringSliceVar(&h.pools, "hosts-pools", nil, "pools of the hosts of --hosts, in order, e.g. general,general,gpu (a host without one is in --pool's pool)")
 	f.StringVar(&h.cidr, "hosts-cidr", "10.44.0.0/24", "address range of the hosts of --hosts: the machine takes the first address, the hosts the next ones, Services of type LoadBalancer the last 16")
 }
 
@@ -53,6 +55,7 @@ func newFleet(fl *upFlags, dataDir string) (*hostsns, error) {
 		Bridge:     hostsBridge(fl.agent.Bridge),
 		CIDR:       cidr,
 		NodePrefix: prefix,
+		Pools:      fl.hosts.pools,
 		DataDir:    dataDir,
 		Log:        fl.server.Log,
 	})
@@ -101,6 +104,7 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--runsc-path", a.RunscPath,
 		"--runsc-platform", a.RunscPlatform,
 		"--service-proxy", a.ServiceProxy,
+		"--pool", a.Pool,
 	}
 	for _, d := range a.ClusterDNS {
 		args = append(args, "--cluster-dns", d)
@@ -179,13 +183,17 @@ func hostCmd() *cobra.Command {
 
 func printHosts(w io.Writer, hosts []hostns.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tIP\tNETNS\tSTATE")
+	fmt.Fprintln(tw, "NAME\tIP\tPOOL\tNETNS\tSTATE")
 	for _, h := range hosts {
 		state := "up"
 		if h.Down() {
 			state = "down"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.Name, h.IP, h.Netns, state)
+		pool := h.Pool
+		if pool == "" {
+			pool = "general"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.IP, pool, h.Netns, state)
 	}
 	return tw.Flush()
 }

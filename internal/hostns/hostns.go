@@ -69,6 +69,9 @@ type Config struct {
 	CIDR netip.Prefix
 	// NodePrefix names the hosts' nodes: <NodePrefix>-1 … -N.
 	NodePrefix string
+	// Pools are the pools of host 1, 2, …; a host past the list's end, or
+	// given "", is in pool "general".
+	Pools []string
 	// DataDir holds each host's data folder, hosts/<node>.
 	DataDir string
 	// Binary is the cci executable the agents run. Default: this process's.
@@ -92,6 +95,8 @@ type Host struct {
 	IP netip.Addr
 	// DataDir is its agent's data folder.
 	DataDir string
+	// Pool is the host pool it joins ("" for the agent's default).
+	Pool string `json:",omitempty"`
 }
 
 // down is the file whose presence keeps a host powered off.
@@ -117,6 +122,9 @@ func (c *Config) Validate() error {
 	}
 	if need := c.Count + 2 + 16; need > 1<<(32-c.CIDR.Bits()) {
 		return fmt.Errorf("hosts range %s is too small for %d hosts and 16 load-balancer addresses", c.CIDR, c.Count)
+	}
+	if len(c.Pools) > c.Count {
+		return fmt.Errorf("%d pools for %d hosts: give at most one pool per host", len(c.Pools), c.Count)
 	}
 	if c.NodePrefix == "" {
 		c.NodePrefix = "host"
@@ -164,7 +172,12 @@ func New(cfg Config) (*Fleet, error) {
 	for i := 1; i <= cfg.Count; i++ {
 		ip = ip.Next()
 		name := fmt.Sprintf("%s-%d", cfg.NodePrefix, i)
+		pool := ""
+		if i <= len(cfg.Pools) {
+			pool = cfg.Pools[i-1]
+		}
 		f.hosts = append(f.hosts, Host{
+			Pool:    pool,
 			Name:    name,
 			Netns:   filepath.Join(NetnsDir, fmt.Sprintf("host.%s.%d", cfg.Bridge, i)),
 			IP:      ip,
@@ -447,6 +460,9 @@ func (f *Fleet) runAgent(ctx context.Context, h Host, readyCh chan<- string) err
 	defer logFile.Close()
 	args := append([]string{"--net=" + h.Netns, "--", f.cfg.Binary, "agent",
 		"--data-dir", h.DataDir, "--node-name", h.Name, "--node-ip", h.IP.String()}, f.cfg.AgentArgs...)
+	if h.Pool != "" {
+		args = append(args, "--pool", h.Pool)
+	}
 	cmd := exec.Command("nsenter", args...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
