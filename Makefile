@@ -22,7 +22,7 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	go test -count=1 -timeout 60m ./...
 
 test-unit: ## unit and component tests only
-	go test -count=1 $$(go list ./... | grep -v /test/e2e)
+	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance)
 
 test-e2e: ## end-to-end tests against a real `cci up`
 	go test -count=1 -v -timeout 30m ./test/e2e/
@@ -30,8 +30,9 @@ test-e2e: ## end-to-end tests against a real `cci up`
 FOCUS ?= \[Conformance\]
 SKIP ?= \[Serial\]|\[Disruptive\]
 PROCS ?= 12
-conformance: setup ## upstream conformance specs on a private cci up: make conformance [FOCUS=re] [SKIP=re] [PROCS=n]
-	CCI_CONFORMANCE_FOCUS='$(FOCUS)' CCI_CONFORMANCE_SKIP='$(SKIP)' CCI_CONFORMANCE_PROCS=$(PROCS) \
+HOSTS ?=
+conformance: setup ## upstream conformance specs on a private cci up: make conformance [FOCUS=re] [SKIP=re] [PROCS=n] [HOSTS=n]
+	CCI_CONFORMANCE_FOCUS='$(FOCUS)' CCI_CONFORMANCE_SKIP='$(SKIP)' CCI_CONFORMANCE_PROCS=$(PROCS) CCI_CONFORMANCE_HOSTS=$(HOSTS) \
 	CCI_CONFORMANCE_OUT=$(CURDIR)/_output/conformance \
 	go test -count=1 -v -timeout 3h ./test/conformance/
 

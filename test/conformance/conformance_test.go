@@ -74,6 +74,16 @@ func run(m *testing.M) int {
 		}
 	}
 	cci = cluster.New(bin, work, os.Getpid()+50)
+	// CCI_CONFORMANCE_HOSTS=3: the suite on `cci up --hosts 3`, for the
+	// specs that need several schedulable nodes.
+	if v := os.Getenv("CCI_CONFORMANCE_HOSTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "CCI_CONFORMANCE_HOSTS=%q: want a number of hosts\n", v)
+			return 1
+		}
+		cci.WithHosts(n, os.Getpid()+50)
+	}
 	cci.Prepare()
 	defer cci.Cleanup()
 	if _, err := cci.Start(); err != nil {

@@ -50,8 +50,9 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	// A slot apart from test/e2e's (its pid), so both packages run at once.
-	slot := os.Getpid() + 50
+	// A slot apart from test/e2e's (its pid) and test/conformance's (pid +
+	// 50), so the packages run at once.
+	slot := os.Getpid() + 25
 	cci = cluster.New(bin, work, slot).WithHosts(hosts+1, slot)
 	cci.Args = append(cci.Args, "--hosts-pools", "general,general,general,gpu")
 	cci.Prepare()
