@@ -352,6 +352,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			Dir:      filepath.Join(cfg.DataDir, "agent", "proxy"),
 			REST:     restCfg,
 			Mode:     cfg.ServiceProxy,
+			Name:     cfg.Bridge,
 			Log:      log,
 		}, proxyErr); err != nil {
 			return err

@@ -7,6 +7,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	mrand "math/rand"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cci-project/cci/internal/netpol"
+	"github.com/cci-project/cci/internal/serviceproxy"
 )
 
 // Instance is one `cci up`. Start and Stop may be called again (restart
@@ -93,6 +95,9 @@ func Build(root, dir string) (string, error) {
 func (c *Instance) Prepare() {
 	RemoveBridges(c.Bridge, c.Bridge+"b")
 	RemoveNetpolRules(c.Bridge)
+	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
+		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
 }
 
 // Start runs `cci up` and waits for its ready banner; it returns the time
@@ -205,6 +210,9 @@ func (c *Instance) Cleanup() {
 	CleanupPods(c.DataDir)
 	RemoveBridges(c.Bridge, c.Bridge+"b")
 	RemoveNetpolRules(c.Bridge)
+	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
+		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
 }
 
 // CleanupPods kills the containers of the pods of the instance with data
