@@ -358,6 +358,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			return err
 		}
 		log.Info("service proxy running", "mode", cfg.ServiceProxy)
+	} else if err := serviceproxy.RemoveRejectRules(ctx, cfg.Bridge); err != nil {
+		// The host's own proxy decides what its Service addresses refuse.
+		log.Warn("remove the refusal of unserved Service addresses", "err", err)
 	}
 	log.Info("node ready", "kubeletAPI", net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort)))
 	if ready != nil {

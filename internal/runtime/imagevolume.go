@@ -122,11 +122,11 @@ func checkImageSubPath(dir, subPath string) error {
 // unmounted. Views of a pod the agent no longer knows (removed while the
 // agent was down) go with the sweep below.
 func (r *Runtime) removeImageVolumes(ctx context.Context, pod *v1.Pod) error {
-	sn := r.cfg.Containerd.SnapshotService(r.cfg.Snapshotter)
 	for _, vol := range pod.Spec.Volumes {
 		if vol.Image == nil {
 			continue
 		}
+		sn := r.cfg.Containerd.SnapshotService(r.cfg.Snapshotter)
 		if err := sn.Remove(ctx, imageVolumeKey(pod.UID, vol.Name)); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("remove the view of image volume %q: %w", vol.Name, err)
 		}

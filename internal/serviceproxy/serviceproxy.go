@@ -102,11 +102,18 @@ func Run(ctx context.Context, cfg Config, errs chan<- error) error {
 	}
 	sweepDeletedServices(ctx, kube, cfg.Log)
 	// nftables mode refuses them itself.
-	if cfg.Mode == "iptables" && cfg.Name != "" {
+	switch {
+	case cfg.Name == "":
+	case cfg.Mode == "iptables":
 		if err := refuseUnserved(ctx, kube, cfg.Name, cfg.Log); err != nil {
 			// Services still work; only a port no Service serves is not
 			// refused. Not worth refusing to run over.
 			cfg.Log.Warn("Service addresses that no Service serves are not refused", "err", err)
+		}
+	default:
+		// Left by an earlier start in iptables mode.
+		if err := RemoveRejectRules(ctx, cfg.Name); err != nil {
+			cfg.Log.Warn("remove the refusal of unserved Service addresses", "err", err)
 		}
 	}
 	go func() {
