@@ -15,6 +15,8 @@ declare -A PKGS=(
   [runsc]=runsc
   [/usr/lib/cni/bridge]=containernetworking-plugins
   [iptables]=iptables
+  # the agent's refusal of Service addresses no Service serves (internal/serviceproxy/reject.go)
+  [nft]=nftables
   [/bin/busybox]=busybox-static
   [ip]=iproute2
   [curl]=curl

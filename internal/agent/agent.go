@@ -459,11 +459,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			Dir:      filepath.Join(cfg.DataDir, "agent", "proxy"),
 			REST:     restCfg,
 			Mode:     cfg.ServiceProxy,
+			Name:     cfg.Bridge,
 			Log:      log,
 		}, proxyErr); err != nil {
 			return err
 		}
 		log.Info("service proxy running", "mode", cfg.ServiceProxy)
+	} else if err := serviceproxy.RemoveRejectRules(ctx, cfg.Bridge); err != nil {
+		// The host's own proxy decides what its Service addresses refuse.
+		log.Warn("remove the refusal of unserved Service addresses", "err", err)
 	}
 	log.Info("node ready", "kubeletAPI", net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort)))
 	if ready != nil {

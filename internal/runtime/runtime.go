@@ -278,6 +278,13 @@ func (r *Runtime) Start() {
 	for _, p := range pods {
 		r.trackPod(p)
 	}
+	// Views of image volumes whose pod record is gone (a crash between
+	// removing the folder and the view) would hold their image forever.
+	// A pod is looked up as its view is met: one created meanwhile has its
+	// worker before it pulls.
+	if err := r.sweepImageVolumes(r.ctx, func(uid types.UID) bool { _, ok := r.PodByUID(uid); return ok }); err != nil {
+		r.cfg.Log.Warn("sweep image volume views", "err", err)
+	}
 }
 
 // trackPod hands a pod this node now runs to the pod certificate issuer,

@@ -98,8 +98,12 @@ func (r *Runtime) prepareVolume(ctx context.Context, pod *v1.Pod, vol v1.Volume)
 		})
 	case vol.Projected != nil:
 		return r.writeFiles(dir, func() (map[string]file, error) { return r.projectedFiles(ctx, pod, vol.Name, vol.Projected) })
+	case vol.Image != nil:
+		// Pulled and mounted when a container that mounts it starts, so
+		// that a failed pull fails that container (imagevolume.go).
+		return nil
 	default:
-		return fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath)")
+		return fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath, image)")
 	}
 }
 
@@ -183,7 +187,8 @@ func mounted(dir string) bool {
 }
 
 // unmountVolumes unmounts what prepareVolumes and containerMounts mounted
-// (subPath binds, memory emptyDirs).
+// (subPath binds, memory emptyDirs, image volumes) and removes the views of
+// the image volumes.
 func (r *Runtime) unmountVolumes(pod *v1.Pod) error {
 	var errs []error
 	if err := r.unmountSubPaths(pod); err != nil {
@@ -196,6 +201,12 @@ func (r *Runtime) unmountVolumes(pod *v1.Pod) error {
 				errs = append(errs, fmt.Errorf("unmount %q: %w", dir, err))
 				break
 			}
+		}
+	}
+	if len(errs) == 0 {
+		// Only once nothing shows them: a view still mounted cannot go.
+		if err := r.removeImageVolumes(r.ctx, pod); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -551,6 +562,13 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container, env []v1.EnvVar)
 		if err != nil {
 			return nil, &configError{err}
 		}
+		if subPath != "" && vol.Image != nil {
+			// containerd's CRI fails the container create here: a
+			// CreateContainerError, not a configuration error.
+			if err := checkImageSubPath(src, subPath); err != nil {
+				return nil, fmt.Errorf("volumeMount %q of container %q: %w", vm.Name, c.Name, err)
+			}
+		}
 		if subPath != "" {
 			// Never a path joined onto the volume: see subpath.go.
 			target := r.subPathDir(pod, vm.Name, c.Name, i)
@@ -560,7 +578,7 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container, env []v1.EnvVar)
 			src = target
 		}
 		opts := []string{"rbind", "rprivate"}
-		if vm.ReadOnly || vol.ConfigMap != nil || vol.Secret != nil || vol.Projected != nil || vol.DownwardAPI != nil {
+		if vm.ReadOnly || vol.ConfigMap != nil || vol.Secret != nil || vol.Projected != nil || vol.DownwardAPI != nil || vol.Image != nil {
 			opts = append(opts, "ro")
 		} else {
 			opts = append(opts, "rw")

@@ -697,30 +697,27 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		return until.Sub(now)
 	}
 
-	image, err := w.r.pulls.ensure(w.ctx(), c.Image, c.ImagePullPolicy, func(msg string) {
-		w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
-	})
-	if err != nil {
-		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
-		w.event(v1.EventTypeWarning, "Failed", "%s", msg)
-		w.event(v1.EventTypeWarning, "Failed", "Error: ErrImagePull")
-		d := w.backoff(cr, now)
-		w.update(func(*podRecord) {
-			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: msg}}
-		})
-		// The status reads ErrImagePull now and ImagePullBackOff while waiting.
-		go func() {
-			select {
-			case <-time.After(2 * time.Second):
-				w.event(v1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.Image)
-				w.post(event{kind: evWake})
-			case <-w.done:
-			}
-		}()
-		return d
+	// Image volumes first, as the kubelet pulls them before the container's
+	// own image: a failed pull fails the container like its own image would.
+	pod := w.pod()
+	for _, vol := range imageVolumesOf(pod, c) {
+		img, d := w.pull(cr, now, vol.Image.Reference, vol.Image.PullPolicy)
+		if img == nil {
+			return d
+		}
+		if err := w.r.mountImageVolume(w.ctx(), pod, vol, img); err != nil {
+			msg := fmt.Sprintf("failed to mount image volume %q: %v", vol.Name, err)
+			w.event(v1.EventTypeWarning, "Failed", "Error: %s", msg)
+			d := w.backoff(cr, now)
+			w.update(func(*podRecord) {
+				cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "CreateContainerError", Message: msg}}
+			})
+			return d
+		}
 	}
-	if image.pulled {
-		w.event(v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, image.took.Round(time.Millisecond))
+	image, d := w.pull(cr, now, c.Image, c.ImagePullPolicy)
+	if image == nil {
+		return d
 	}
 
 	done := w.r.turn()
@@ -765,6 +762,39 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		w.startProbes(c, cr, lt)
 	}
 	return 0
+}
+
+// pull ensures an image of container cr (its own or one of a volume it
+// mounts) is here, with the kubelet's events. A failed pull leaves the
+// container waiting in ErrImagePull, then ImagePullBackOff, and returns a
+// nil image and the wait before the next try.
+func (w *podWorker) pull(cr *ctrRecord, now time.Time, ref string, policy v1.PullPolicy) (*pulledImage, time.Duration) {
+	image, err := w.r.pulls.ensure(w.ctx(), ref, policy, func(string) {
+		w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", ref)
+	})
+	if err != nil {
+		msg := fmt.Sprintf("Failed to pull image %q: %v", ref, err)
+		w.event(v1.EventTypeWarning, "Failed", "%s", msg)
+		w.event(v1.EventTypeWarning, "Failed", "Error: ErrImagePull")
+		d := w.backoff(cr, now)
+		w.update(func(*podRecord) {
+			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: msg}}
+		})
+		// The status reads ErrImagePull now and ImagePullBackOff while waiting.
+		go func() {
+			select {
+			case <-time.After(2 * time.Second):
+				w.event(v1.EventTypeNormal, "BackOff", "Back-off pulling image %q", ref)
+				w.post(event{kind: evWake})
+			case <-w.done:
+			}
+		}()
+		return nil, d
+	}
+	if image.pulled {
+		w.event(v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", ref, image.took.Round(time.Millisecond))
+	}
+	return image, 0
 }
 
 // backoff records a failed start and returns the wait before the next try.

@@ -45,6 +45,11 @@ type Config struct {
 	REST *rest.Config
 	// Mode is "iptables" (default) or "nftables".
 	Mode string
+	// Name tells this agent's host rules from those of agents of other
+	// clusters on the same host (the agent's CNI bridge). In iptables mode
+	// the agent refuses Service addresses no Service serves in a table of
+	// this name (reject.go); empty: it does not.
+	Name string
 	// Log receives the messages of what the agent adds to the proxy.
 	Log *slog.Logger
 }
@@ -96,6 +101,21 @@ func Run(ctx context.Context, cfg Config, errs chan<- error) error {
 		return fmt.Errorf("service proxy configuration: %w", err)
 	}
 	sweepDeletedServices(ctx, kube, cfg.Log)
+	// nftables mode refuses them itself.
+	switch {
+	case cfg.Name == "":
+	case cfg.Mode == "iptables":
+		if err := refuseUnserved(ctx, kube, cfg.Name, cfg.Log); err != nil {
+			// Services still work; only a port no Service serves is not
+			// refused. Not worth refusing to run over.
+			cfg.Log.Warn("Service addresses that no Service serves are not refused", "err", err)
+		}
+	default:
+		// Left by an earlier start in iptables mode.
+		if err := RemoveRejectRules(ctx, cfg.Name); err != nil {
+			cfg.Log.Warn("remove the refusal of unserved Service addresses", "err", err)
+		}
+	}
 	go func() {
 		// The upstream proxy runs until the process ends; it returns only
 		// on a failure.

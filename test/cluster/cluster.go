@@ -7,6 +7,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	mrand "math/rand"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/netpol"
+	"github.com/cci-project/cci/internal/serviceproxy"
 )
 
 // Instance is one `cci up`. Start and Stop may be called again (restart
@@ -111,6 +113,9 @@ func (c *Instance) Prepare() {
 	}
 	RemoveBridges(c.Bridge, c.Bridge+"b")
 	RemoveNetpolRules(c.Bridge)
+	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
+		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
 }
 
 // Start runs `cci up` and waits for its ready banner; it returns the time
@@ -226,6 +231,9 @@ func (c *Instance) Cleanup() {
 	CleanupPods(c.DataDir)
 	RemoveBridges(c.Bridge, c.Bridge+"b")
 	RemoveNetpolRules(c.Bridge)
+	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
+		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
 }
 
 // CleanupPods kills the containers of the pods of the instance with data

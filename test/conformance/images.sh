@@ -109,10 +109,16 @@ tar --numeric-owner -C "$W/a" -cf "$W/agnhost.tar" .
 
 # kitten and nautilus: agnhost's test-webserver serving a picture and a
 # data.json (the kubectl Update Demo specs read it), from the suite's module.
+# Upstream's agnhost, and so kitten, is built on alpine:3.21 (its BASEIMAGE);
+# the ImageVolume spec mounts kitten as a volume and reads its
+# /etc/os-release for "Alpine Linux". Ours is on the debian base, so the pet
+# layer carries the os-release of upstream's base, over Debian's.
 K8S=$(cd "$(dirname "$0")/kit" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
 for pet in kitten nautilus; do
-  mkdir -p "$W/$pet"
+  mkdir -p "$W/$pet/etc"
   cp "$K8S/test/images/$pet/html/"* "$W/$pet/"
+  printf '%s\n' 'NAME="Alpine Linux"' 'ID=alpine' 'VERSION_ID=3.21' 'PRETTY_NAME="Alpine Linux v3.21"' \
+    'HOME_URL="https://alpinelinux.org/"' >"$W/$pet/etc/os-release"
   tar --numeric-owner -C "$W/$pet" -cf "$W/$pet.tar" .
 done
 
