@@ -144,8 +144,12 @@ func cidrNotAvailable(ctx context.Context, kube kubernetes.Interface, n *v1.Node
 			}
 		}
 	}
+	rangeOf := "(the server's --cluster-cidr, default 10.42.0.0/16)"
+	if cm, err := kube.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, "cci-network", metav1.GetOptions{}); err == nil && cm.Data["clusterCIDR"] != "" {
+		rangeOf = cm.Data["clusterCIDR"] + " (the server's --cluster-cidr)"
+	}
 	return fmt.Errorf("node %q got no pod CIDR: the controller-manager reports CIDRNotAvailable: the cluster's pod range "+
-		"(the server's --cluster-cidr, default 10.42.0.0/16) has no free subnet left; %d nodes hold one (for example %s); "+
+		"%s has no free subnet left; %d nodes hold one (for example %s); "+
 		"restart the server with a wider --cluster-cidr or a longer --node-cidr-mask-size, or delete nodes that are gone",
-		n.Name, held, sample)
+		n.Name, rangeOf, held, sample)
 }
