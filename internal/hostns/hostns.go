@@ -40,7 +40,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +50,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
+
+	"github.com/cci-project/cci/internal/network"
 )
 
 // NetnsDir is where the hosts' namespaces are bind-mounted (`ip netns`
@@ -262,7 +263,10 @@ func ensureBridge(name string, addr netip.Prefix) (netlink.Link, error) {
 // bridge: veth <bridge><i> on the machine, eth0 in the host.
 func (f *Fleet) setupHost(br netlink.Link, i int, h Host) error {
 	if _, err := os.Stat(h.Netns); errors.Is(err, os.ErrNotExist) {
-		if err := createNetns(h.Netns); err != nil {
+		if err := os.MkdirAll(filepath.Dir(h.Netns), 0o755); err != nil {
+			return err
+		}
+		if err := network.CreateNetns(h.Netns); err != nil {
 			return err
 		}
 	}
@@ -320,39 +324,6 @@ func (f *Fleet) setupHost(br netlink.Link, i int, h Host) error {
 	def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: f.gw.AsSlice(), Dst: nil}
 	if err := in.RouteReplace(def); err != nil {
 		return fmt.Errorf("default route of the host via %s: %w", f.gw, err)
-	}
-	return nil
-}
-
-// createNetns makes a named network namespace as `ip netns add` does.
-func createNetns(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return fmt.Errorf("create netns mount point %q: %w", path, err)
-	}
-	_ = f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread enters the new namespace and is never moved back:
-		// left locked, the runtime discards it when the goroutine ends.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare network namespace: %w", err)
-			return
-		}
-		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind-mount netns on %q: %w", path, err)
-			return
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		_ = os.Remove(path)
-		return err
 	}
 	return nil
 }

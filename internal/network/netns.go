@@ -12,9 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// createNetns makes a new network namespace with lo up and keeps it alive
+// CreateNetns makes a new network namespace with lo up and keeps it alive
 // by bind-mounting it on path (as `ip netns add` does). path must not
-// exist.
+// exist. Pods get theirs from Setup; the hosts of `cci up --hosts` use it
+// too.
+func CreateNetns(path string) error { return createNetns(path) }
+
 func createNetns(path string) (err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {

@@ -104,23 +104,7 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 	return dropStreamNoise(string(out)), err
 }
 
-// dropStreamNoise removes the line kubectl 1.32's websocket client logs now
-// and then on stderr when a stream ends ("Unknown stream id 1, discarding
-// message"): it is about kubectl's own stream bookkeeping, not the output
-// of the command the test ran.
-func dropStreamNoise(out string) string {
-	if !strings.Contains(out, "Unknown stream id") {
-		return out
-	}
-	var kept []string
-	for _, l := range strings.SplitAfter(out, "\n") {
-		if strings.Contains(l, "websocket.go") && strings.Contains(l, "Unknown stream id") {
-			continue
-		}
-		kept = append(kept, l)
-	}
-	return strings.Join(kept, "")
-}
+func dropStreamNoise(out string) string { return cluster.DropStreamNoise(out) }
 
 // mustKubectl runs kubectl and fails the test on error.
 func mustKubectl(t *testing.T, args ...string) string {

@@ -41,17 +41,7 @@ import (
 // in the failure message.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	detail := ""
-	for time.Now().Before(deadline) {
-		var ok bool
-		ok, detail = cond()
-		if ok {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+	cluster.WaitFor(t, timeout, what, cond)
 }
 
 func listPods(t *testing.T, ns, selector string) []v1.Pod {

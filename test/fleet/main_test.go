@@ -17,7 +17,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cci-project/cci/test/cluster"
 )
@@ -76,39 +75,11 @@ func run(m *testing.M) int {
 	return code
 }
 
-func client(t *testing.T) kubernetes.Interface {
-	t.Helper()
-	rc, err := clientcmd.BuildConfigFromFlags("", cci.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
+func client(t *testing.T) kubernetes.Interface { return cci.Client(t) }
 
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cci.Kubeconfig}, args...)...).CombinedOutput()
-	return dropStreamNoise(string(out)), err
-}
-
-// dropStreamNoise removes the line kubectl's websocket client logs now and
-// then when a stream ends ("Unknown stream id 1, discarding message"): it
-// is kubectl's own bookkeeping, not output of the command run.
-func dropStreamNoise(out string) string {
-	var kept []string
-	for _, l := range strings.SplitAfter(out, "\n") {
-		if strings.Contains(l, "websocket.go") && strings.Contains(l, "Unknown stream id") {
-			continue
-		}
-		kept = append(kept, l)
-	}
-	return strings.Join(kept, "")
+	return cci.Kubectl(args...)
 }
 
 func mustKubectl(t *testing.T, args ...string) string {
@@ -134,16 +105,7 @@ func image(name string) string { return cci.Registry + "/" + name }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	detail := ""
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, detail = cond(); ok {
-			return
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+	cluster.WaitFor(t, timeout, what, cond)
 }
 
 // waitRunning waits for n Running and Ready pods matching selector in ns.

@@ -1,0 +1,69 @@
+package cluster
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Client is a client-go clientset with the instance's admin kubeconfig.
+func (c *Instance) Client(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// Kubectl runs the real kubectl against the instance as its admin, with
+// kubectl's stream noise left out of the output.
+func (c *Instance) Kubectl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
+	return DropStreamNoise(string(out)), err
+}
+
+// DropStreamNoise removes the line kubectl 1.32's websocket client logs now
+// and then on stderr when a stream ends ("Unknown stream id 1, discarding
+// message"): it is about kubectl's own stream bookkeeping, not the output
+// of the command the test ran.
+func DropStreamNoise(out string) string {
+	if !strings.Contains(out, "Unknown stream id") {
+		return out
+	}
+	var kept []string
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if strings.Contains(l, "websocket.go") && strings.Contains(l, "Unknown stream id") {
+			continue
+		}
+		kept = append(kept, l)
+	}
+	return strings.Join(kept, "")
+}
+
+// WaitFor polls cond until it holds, and fails the test with cond's last
+// detail after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	detail := ""
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, detail = cond(); ok {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+}
