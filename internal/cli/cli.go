@@ -202,6 +202,12 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 	}
 	agentDone := make(chan error, 1)
 	if fleet != nil {
+		admin, err := kubeClient(info.AdminKubeconfig)
+		if err != nil {
+			cancelServer()
+			return errors.Join(err, <-serverDone)
+		}
+		go fleet.fleet.RoutePods(ctx, admin)
 		args := fleet.agentArgs(fl, info)
 		go func() { agentDone <- fleet.fleet.Run(ctx, args, banner) }()
 	} else {

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/server"
@@ -198,3 +200,11 @@ func printHosts(w io.Writer, hosts []hostns.Host) error {
 	return tw.Flush()
 }
 
+// kubeClient is a clientset for a kubeconfig file.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %q: %w", kubeconfig, err)
+	}
+	return kubernetes.NewForConfig(rc)
+}

@@ -50,6 +50,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
 
 	"github.com/cci-project/cci/internal/network"
@@ -623,4 +626,63 @@ func listProcs() (map[int]int, error) {
 		out[pid] = ppid
 	}
 	return out, nil
+}
+
+// RoutePods keeps a route on the machine to every host's pod range, via
+// that host's address, until ctx ends: the control plane runs on the
+// machine and reaches pods directly (admission webhooks, aggregated APIs,
+// the apiserver's proxy to pods and Services), as the hosts reach each
+// other's pods over the overlay. Routes of nodes that went are removed.
+func (f *Fleet) RoutePods(ctx context.Context, kube kubernetes.Interface) {
+	br, err := netlink.LinkByName(f.cfg.Bridge)
+	if err != nil {
+		f.cfg.Log.Warn("routes to the hosts' pods: no host bridge", "err", err)
+		return
+	}
+	installed := map[string]bool{}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err == nil {
+			want := map[string]bool{}
+			for _, n := range nodes.Items {
+				gw := nodeIP(n.Status.Addresses)
+				dst, err := netip.ParsePrefix(n.Spec.PodCIDR)
+				if err != nil || !gw.IsValid() || !f.cfg.CIDR.Contains(gw) {
+					continue
+				}
+				want[dst.String()] = true
+				r := &netlink.Route{LinkIndex: br.Attrs().Index, Dst: prefixNet(dst), Gw: gw.AsSlice()}
+				if err := netlink.RouteReplace(r); err != nil {
+					f.cfg.Log.Warn("route to a host's pods", "node", n.Name, "podCIDR", dst, "err", err)
+					continue
+				}
+				installed[dst.String()] = true
+			}
+			for dst := range installed {
+				if !want[dst] {
+					p := netip.MustParsePrefix(dst)
+					_ = netlink.RouteDel(&netlink.Route{LinkIndex: br.Attrs().Index, Dst: prefixNet(p)})
+					delete(installed, dst)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func nodeIP(addrs []v1.NodeAddress) netip.Addr {
+	for _, a := range addrs {
+		if a.Type == v1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip
+			}
+		}
+	}
+	return netip.Addr{}
 }

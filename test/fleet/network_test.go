@@ -136,6 +136,17 @@ func TestServiceAcrossHosts(t *testing.T) {
 		}
 		t.Logf("%s answered from %v", addr, seen)
 	}
+	// The control plane reaches pods on the hosts too (what admission
+	// webhooks, aggregated APIs and the apiserver's proxy need).
+	for _, p := range backends {
+		out := mustKubectl(t, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:8080/proxy/name", ns, p.Name))
+		if strings.TrimSpace(out) != p.Name {
+			t.Errorf("apiserver proxy to pod %s on %s: %q", p.Name, p.Spec.NodeName, out)
+		}
+	}
+	if out := mustKubectl(t, "get", "--raw", "/api/v1/namespaces/"+ns+"/services/backend:80/proxy/name"); names[strings.TrimSpace(out)] == "" {
+		t.Errorf("apiserver proxy to Service backend: %q", out)
+	}
 }
 
 // The machine reaches a LoadBalancer address, and the pods behind it on
