@@ -58,11 +58,9 @@ func teardownHosts(log io.Writer, bridge, dataDir string) {
 		rules, _ := exec.Command("iptables-save", "-t", table).Output()
 		for _, l := range strings.Split(string(rules), "\n") {
 			if isHostsRule(l, bridge) {
-				// The line keeps iptables-save's quoting of the comment: a
-				// shell reads it back into the same arguments.
-				del := "iptables -t " + table + " " + strings.Replace(l, "-A ", "-D ", 1)
-				if out, err := exec.Command("sh", "-c", del).CombinedOutput(); err != nil {
-					fmt.Fprintf(log, "bench: %s: %v: %s\n", del, err, bytes.TrimSpace(out))
+				args := append([]string{"-t", table, "-D"}, saveArgs(l)[1:]...)
+				if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
+					fmt.Fprintf(log, "bench: iptables %s: %v: %s\n", strings.Join(args, " "), err, bytes.TrimSpace(out))
 				}
 			}
 		}
@@ -85,4 +83,38 @@ func isHostsRule(line, bridge string) bool {
 	}
 	tag := "cci: hosts of bridge " + bridge
 	return strings.Contains(line, `"`+tag+`"`) || strings.Contains(line, `"`+tag+` `)
+}
+
+// saveArgs splits an iptables-save line into the arguments it stands for:
+// words apart at spaces, double quotes around a word with spaces, and a
+// backslash before a quote or backslash inside them (iptables-save writes
+// the comment "… the machine's address" as "… the machine\'s address",
+// which no shell reads back as it was).
+func saveArgs(line string) []string {
+	var args []string
+	var cur strings.Builder
+	inWord, quoted := false, false
+	for i := 0; i < len(line); i++ {
+		ch := line[i]
+		switch {
+		case quoted && ch == '\\' && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case ch == '"':
+			quoted, inWord = !quoted, true
+		case ch == ' ' && !quoted:
+			if inWord {
+				args = append(args, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(ch)
+			inWord = true
+		}
+	}
+	if inWord {
+		args = append(args, cur.String())
+	}
+	return args
 }

@@ -108,3 +108,16 @@ func TestSourceTree(t *testing.T) {
 		t.Errorf("an empty folder: got %v, want a refusal", err)
 	}
 }
+
+func TestSaveArgs(t *testing.T) {
+	line := `-A POSTROUTING -s 10.44.250.0/24 ! -d 10.44.250.0/24 -m comment --comment "cci: hosts of bridge cci-bench0h reach the outside through the machine\'s address" -j MASQUERADE`
+	want := []string{"-A", "POSTROUTING", "-s", "10.44.250.0/24", "!", "-d", "10.44.250.0/24", "-m", "comment", "--comment",
+		"cci: hosts of bridge cci-bench0h reach the outside through the machine's address", "-j", "MASQUERADE"}
+	got := saveArgs(line)
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("saveArgs:\n got %q\nwant %q", got, want)
+	}
+	if got := saveArgs(`-A X --comment "a \"b\" \\ c" -j Y`); len(got) != 6 || got[3] != `a "b" \ c` {
+		t.Errorf("escaped quote and backslash: got %q", got)
+	}
+}
