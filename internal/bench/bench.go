@@ -27,7 +27,7 @@ import (
 )
 
 // Scenarios, in the order the README lists them.
-var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale"}
+var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network"}
 
 // Config is one bench run. Zero fields take the scenario's defaults.
 type Config struct {
@@ -109,6 +109,23 @@ type Config struct {
 	// Workers create scale's pods in parallel. Default 50.
 	Workers int
 
+	// Hosts is how many hosts network's own cluster runs (`cci up
+	// --hosts`). Default 2; the paths measured are host 1 → host 1 and
+	// host 1 → host 2.
+	Hosts int
+	// NetStreamFor is how long each throughput stream of network writes.
+	// Default 2s.
+	NetStreamFor time.Duration
+	// NetStreams is how many streams network runs on each path, one after
+	// another; the median counts. Default 3.
+	NetStreams int
+	// NetPings is how many round trips network times for each message
+	// size on each path. Default 2000.
+	NetPings int
+	// Source is the CCI source tree network builds its measuring program
+	// from. Default: found from the working folder or the executable.
+	Source string
+
 	// Log receives progress lines. Default os.Stderr.
 	Log io.Writer
 }
@@ -180,6 +197,24 @@ func (c *Config) defaults() error {
 	}
 	if c.Workers == 0 {
 		c.Workers = 50
+	}
+	if c.Hosts == 0 && c.Scenario == "network" {
+		c.Hosts = 2
+	}
+	if c.Scenario == "network" && c.Hosts < 2 {
+		return fmt.Errorf("--hosts %d: the network bench needs two hosts or more", c.Hosts)
+	}
+	if c.NetStreamFor == 0 {
+		c.NetStreamFor = 2 * time.Second
+	}
+	if c.NetStreams == 0 {
+		c.NetStreams = 3
+	}
+	if c.NetPings == 0 {
+		c.NetPings = 2000
+	}
+	if c.NetStreamFor < 0 || c.NetStreams < 0 || c.NetPings < 1 {
+		return fmt.Errorf("--stream-for %s, --streams %d, --pings %d: give positive values", c.NetStreamFor, c.NetStreams, c.NetPings)
 	}
 	if c.Log == nil {
 		c.Log = os.Stderr
@@ -255,6 +290,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd,
 			MaxPods:      cfg.MaxPods,
 			ClusterCIDR:  clusterCIDR(cfg.Scenario),
+			Hosts:        hostsFor(cfg),
 			Pprof:        *cfg.Profile,
 			Log:          cfg.Log,
 		})
@@ -294,6 +330,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		err = b.withNamespace(ctx, b.density)
 	case "scale":
 		err = b.withNamespace(ctx, b.scale)
+	case "network":
+		err = b.withNamespace(ctx, b.network)
 	}
 	b.rep.Took = time.Since(b.rep.Started).Round(time.Millisecond).String()
 	if cfg.Out != "" && (err == nil || len(b.rep.Results) > 0 || b.rep.Floor != nil) {
@@ -303,6 +341,15 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}
 	return b.rep, err
+}
+
+// hostsFor is the number of hosts of the bench's own cluster: network
+// runs `cci up --hosts`, the others one host in the `cci up` process.
+func hostsFor(c Config) int {
+	if c.Scenario == "network" {
+		return c.Hosts
+	}
+	return 0
 }
 
 func clusterCIDR(scenario string) string {
@@ -509,6 +556,12 @@ func params(c Config) map[string]any {
 		p["nodes"] = c.Nodes
 		p["startDelay"] = c.StartDelay.String()
 		p["workers"] = c.Workers
+	case "network":
+		p["hosts"] = c.Hosts
+		p["streamFor"] = c.NetStreamFor.String()
+		p["streams"] = c.NetStreams
+		p["pings"] = c.NetPings
+		p["sizes"] = netSizes
 	}
 	if c.Kubeconfig != "" {
 		p["kubeconfig"] = c.Kubeconfig

@@ -57,6 +57,18 @@ type ClusterOptions struct {
 	ServiceProxy string
 	// Pprof serves net/http/pprof from the cluster process, for profiles.
 	Pprof bool
+	// Hosts runs `cci up --hosts N`: N hosts, each a `cci agent` in a
+	// network namespace of its own, joined by the VXLAN overlay, on the
+	// bench's own hosts range (HostsCIDR) and VXLAN identifier (HostsVNI)
+	// so that a user's `cci up --hosts` may run beside it. 0: one host in
+	// the `cci up` process.
+	Hosts int
+	// HostsCIDR is the hosts' address range. Default "10.44.250.0/24":
+	// apart from `cci up`'s default (10.44.0.0/24) and the test suites'
+	// (10.44.0-99.0/24).
+	HostsCIDR string
+	// HostsVNI is the overlay's VXLAN identifier. Default 250.
+	HostsVNI int
 	// Log receives progress lines. Default os.Stderr.
 	Log io.Writer
 }
@@ -88,12 +100,15 @@ type Cluster struct {
 	etcd    *exec.Cmd
 	etcdEnd chan struct{} // closed when the etcd child has exited
 	bridge  string        // the CNI bridge the child was told to use, removed by Close
-	exited  chan struct{}
-	exitErr error
-	logPath string
-	tmp     bool
-	keep    bool
-	log     io.Writer
+	// hostsBridge is the machine's bridge to the hosts of `cci up
+	// --hosts`; Close tears the hosts down.
+	hostsBridge string
+	exited      chan struct{}
+	exitErr     error
+	logPath     string
+	tmp         bool
+	keep        bool
+	log         io.Writer
 }
 
 // StartCluster starts `cci up` (or `cci server`) as a child process on
@@ -178,6 +193,21 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 			args = append(args, "--cni-bridge", o.Bridge)
 			c.bridge = o.Bridge
 		}
+		if o.Hosts > 0 {
+			if !has("hosts") {
+				return nil, fmt.Errorf("%s up has no --hosts: build cci from a tree that has `cci up --hosts N`", o.Binary)
+			}
+			if o.HostsCIDR == "" {
+				o.HostsCIDR = "10.44.250.0/24"
+			}
+			if o.HostsVNI == 0 {
+				o.HostsVNI = 250
+			}
+			args = append(args, "--hosts", strconv.Itoa(o.Hosts), "--hosts-cidr", o.HostsCIDR, "--vxlan-vni", strconv.Itoa(o.HostsVNI))
+			c.hostsBridge = hostsBridge(o.Bridge)
+			// An interrupted earlier run may have left hosts of this bridge.
+			teardownHosts(c.log, c.hostsBridge, "")
+		}
 	}
 	if o.Pprof {
 		if has("pprof-addr") {
@@ -222,7 +252,11 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		close(c.exited)
 	}()
 
-	if err := c.waitReady(ctx, !o.ControlPlaneOnly); err != nil {
+	nodes := 0
+	if !o.ControlPlaneOnly {
+		nodes = max(1, o.Hosts)
+	}
+	if err := c.waitReady(ctx, nodes); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
@@ -280,7 +314,8 @@ func (c *Cluster) connect() error {
 	return nil
 }
 
-func (c *Cluster) waitReady(ctx context.Context, node bool) error {
+// waitReady waits until the apiserver is ready and nodes host nodes are Ready.
+func (c *Cluster) waitReady(ctx context.Context, nodes int) error {
 	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
@@ -304,20 +339,24 @@ func (c *Cluster) waitReady(ctx context.Context, node bool) error {
 			last = err
 			return false, nil
 		}
-		if !node {
+		if nodes == 0 {
 			return true, nil
 		}
-		nodes, err := c.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "!" + simulate.LabelSimulated})
+		list, err := c.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "!" + simulate.LabelSimulated})
 		if err != nil {
 			last = err
 			return false, nil
 		}
-		for _, n := range nodes.Items {
+		ready := 0
+		for _, n := range list.Items {
 			if nodeReady(&n) {
-				return true, nil
+				ready++
 			}
 		}
-		last = errors.New("no host node is Ready yet")
+		if ready >= nodes {
+			return true, nil
+		}
+		last = fmt.Errorf("%d of %d host nodes are Ready", ready, nodes)
 		return false, nil
 	})
 	if err != nil {
@@ -359,6 +398,11 @@ func (c *Cluster) Close() error {
 			<-c.etcdEnd
 		}
 		c.etcd = nil
+	}
+	// Hosts, their pods' processes and their namespaces outlive `cci up`
+	// by design; the bench's own hosts are gone for good.
+	if c.hostsBridge != "" {
+		teardownHosts(c.log, c.hostsBridge, c.DataDir)
 	}
 	// The bridge outlives the agent (pods of a restarted agent keep
 	// using it); the bench's own cluster is gone for good, so is its bridge.

@@ -1,5 +1,6 @@
 // Package bench measures CCI on the machine it runs on: pod start latency,
-// burst throughput, churn, density and control-plane scale, each against the
+// burst throughput, churn, density, control-plane scale and the pod network
+// (one host and across hosts), each against the
 // floor of the same machine measured in the same run (the same image started
 // straight through containerd), so that figures are ratios that hold on any
 // hardware. `cci bench SCENARIO` is its command line; docs/bench.md explains

@@ -217,6 +217,9 @@ func fmtRatio(r float64) string {
 
 func fmtMs(v float64) string {
 	switch {
+	case v > 0 && v < 1:
+		// Network round trips are tens of microseconds.
+		return fmt.Sprintf("%.0fµs", v*1000)
 	case v >= 10000:
 		return fmt.Sprintf("%.1fs", v/1000)
 	case v >= 100:

@@ -19,7 +19,7 @@ import (
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure pod start latency, burst, churn, density and scale against the floor of this machine",
+		Short: "Measure pod start latency, burst, churn, density, scale and the pod network against the floor of this machine",
 		Long: `Measure CCI on this machine. Unless --kubeconfig names a running cluster, each
 scenario starts its own ` + "`cci up`" + ` (or ` + "`cci server`" + `) on a temporary data folder and
 free ports, pushes the test images, measures, and removes everything again.
@@ -49,6 +49,13 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 			cmd.Flags().IntVar(&c.Nodes, "nodes", 1000, "simulated hosts")
 			cmd.Flags().DurationVar(&c.StartDelay, "start-delay", 0, "how long a simulated pod stays Pending")
 			cmd.Flags().IntVar(&c.Workers, "workers", 50, "parallel pod creates")
+		}),
+		benchScenarioCmd("network", "Pod-to-pod TCP throughput and round-trip time on one host and across hosts (VXLAN), against the hosts' own paths", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().IntVar(&c.Hosts, "hosts", 2, "hosts of the bench's own `cci up --hosts`")
+			cmd.Flags().DurationVar(&c.NetStreamFor, "stream-for", 2*time.Second, "how long each throughput stream writes")
+			cmd.Flags().IntVar(&c.NetStreams, "streams", 3, "throughput streams per path, one after another (the median counts)")
+			cmd.Flags().IntVar(&c.NetPings, "pings", 2000, "round trips timed per message size (1 B and 1400 B) per path")
+			cmd.Flags().StringVar(&c.Source, "source", "", "the CCI source tree, where the measuring program is built from (default: found from the working folder)")
 		}),
 	)
 	return cmd

@@ -53,6 +53,11 @@ const (
 	// a graceful stop that sends the image's stop signal ends it with exit
 	// code StopSignalExit, one that sends SIGTERM with TermExit.
 	StopSignal = "cci-test/stopsignal:1"
+	// Netperf runs the netperf command of this repository (on the busybox
+	// root): `netperf serve` answers TCP throughput and round-trip tests,
+	// `netperf run` measures a path to one (internal/netperf). Built by
+	// BuildNetperfProgram and PushNetperf.
+	Netperf = "cci-test/netperf:1"
 )
 
 // The exit codes of StopSignalCmd: on SIGUSR1 and on SIGTERM.
@@ -189,6 +194,36 @@ func BuildInCluster(ctx context.Context, repoRoot, workDir, registry, busyboxPat
 	return bb.push(ctx, registry, InCluster, spec{
 		extra: []entry{file("usr/local/bin/incluster", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
 		cmd:   []string{"/usr/local/bin/incluster"},
+	})
+}
+
+// BuildNetperfProgram builds the netperf command of the module at
+// repoRoot into out: static, so that it runs in the Netperf image and
+// straight in a host's network namespace alike.
+func BuildNetperfProgram(ctx context.Context, repoRoot, out string) error {
+	return buildCommand(ctx, repoRoot, "./internal/testimage/netperf", out)
+}
+
+// PushNetperf makes the Netperf image of busyboxPath (default
+// "/bin/busybox") and program, a static netperf binary (see
+// BuildNetperfProgram), and pushes it to registry. It returns the image's
+// full reference.
+func PushNetperf(ctx context.Context, registry, busyboxPath, program string) (string, error) {
+	bb, err := loadBusybox(ctx, busyboxPath)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", Netperf, err)
+	}
+	binary, err := os.ReadFile(program)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: read the netperf program: %w", Netperf, err)
+	}
+	if _, err := staticArch(binary); err != nil {
+		return "", fmt.Errorf("build test image %q: netperf program %q: %w", Netperf, program, err)
+	}
+	return bb.push(ctx, registry, Netperf, spec{
+		extra: []entry{file("usr/local/bin/netperf", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
+		cmd:   []string{"/usr/local/bin/netperf", "serve"},
+		ports: []string{"5201/tcp"},
 	})
 }
 
