@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/simulate"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/internal/vknode"
@@ -204,9 +204,9 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 				o.HostsVNI = 250
 			}
 			args = append(args, "--hosts", strconv.Itoa(o.Hosts), "--hosts-cidr", o.HostsCIDR, "--vxlan-vni", strconv.Itoa(o.HostsVNI))
-			c.hostsBridge = hostsBridge(o.Bridge)
+			c.hostsBridge = hostns.BridgeFor(o.Bridge)
 			// An interrupted earlier run may have left hosts of this bridge.
-			teardownHosts(c.log, c.hostsBridge, "")
+			hostns.Teardown(c.log, c.hostsBridge, "")
 		}
 	}
 	if o.Pprof {
@@ -402,7 +402,7 @@ func (c *Cluster) Close() error {
 	// Hosts, their pods' processes and their namespaces outlive `cci up`
 	// by design; the bench's own hosts are gone for good.
 	if c.hostsBridge != "" {
-		teardownHosts(c.log, c.hostsBridge, c.DataDir)
+		hostns.Teardown(c.log, c.hostsBridge, c.DataDir)
 	}
 	// The bridge outlives the agent (pods of a restarted agent keep
 	// using it); the bench's own cluster is gone for good, so is its bridge.
@@ -412,7 +412,7 @@ func (c *Cluster) Close() error {
 		}
 	}
 	if c.tmp && !c.keep {
-		if m := mountsUnder(c.DataDir); len(m) > 0 {
+		if m := hostns.MountsUnder(c.DataDir); len(m) > 0 {
 			return fmt.Errorf("left %s in place: %d mounts remain under it (first %s)", c.DataDir, len(m), m[0])
 		}
 		if err := os.RemoveAll(c.DataDir); err != nil {
@@ -547,24 +547,6 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// mountsUnder lists the mount points at or below dir.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	return out
 }
 
 // outboundIP is the address this host's default route leaves from, which

@@ -30,18 +30,6 @@ func addHostsFlags(cmd *cobra.Command, h *hostsFlags) {
 	f.StringVar(&h.cidr, "hosts-cidr", "10.44.0.0/24", "address range of the hosts of --hosts: the machine takes the first address, the hosts the next ones, Services of type LoadBalancer the last 16")
 }
 
-// hostsBridge names the machine's bridge to the hosts after the pods'
-// bridge, so that two clusters on one machine keep apart.
-func hostsBridge(cniBridge string) string {
-	if cniBridge == "" {
-		cniBridge = "cci0"
-	}
-	if len(cniBridge) > 12 {
-		cniBridge = cniBridge[:12]
-	}
-	return cniBridge + "h"
-}
-
 // newFleet lays out the hosts of `cci up --hosts N` and prepares the server
 // config for them: the registry also listens where the hosts reach it, and
 // Services of type LoadBalancer take their addresses from the pool routed
@@ -54,7 +42,7 @@ func newFleet(fl *upFlags, dataDir string) (*hostsns, error) {
 	prefix := fl.agent.NodeName
 	fleet, err := hostns.New(hostns.Config{
 		Count:      fl.hosts.count,
-		Bridge:     hostsBridge(fl.agent.Bridge),
+		Bridge:     hostns.BridgeFor(fl.agent.Bridge),
 		CIDR:       cidr,
 		NodePrefix: prefix,
 		Pools:      fl.hosts.pools,

@@ -407,27 +407,8 @@ func RepoRoot() string {
 }
 
 // removeHosts powers off every host of `cci up --hosts` (their agents,
-// containerds and pods), removes their namespaces and the machine's bridge
-// to them (its routes go with it) and the hosts' masquerade rule.
+// containerds and pods) and removes their namespaces, the machine's bridge
+// to them (its routes go with it) and the hosts' iptables rules.
 func (c *Instance) removeHosts() {
-	hosts, _ := hostns.LoadHosts(c.DataDir)
-	for _, h := range hosts {
-		_, _ = hostns.PowerOff(h)
-		_ = syscall.Unmount(h.Netns, syscall.MNT_DETACH)
-		_ = os.Remove(h.Netns)
-	}
-	bridge := c.Bridge
-	if len(bridge) > 12 {
-		bridge = bridge[:12]
-	}
-	bridge += "h"
-	_ = exec.Command("ip", "link", "delete", bridge, "type", "bridge").Run()
-	for _, table := range []string{"nat", "filter"} {
-		rules, _ := exec.Command("iptables-save", "-t", table).Output()
-		for _, l := range strings.Split(string(rules), "\n") {
-			if strings.HasPrefix(l, "-A ") && strings.Contains(l, "cci: hosts of bridge "+bridge+" ") || strings.HasPrefix(l, "-A ") && strings.HasSuffix(l, "cci: hosts of bridge "+bridge+"\" -j ACCEPT") {
-				_ = exec.Command("sh", "-c", "iptables -t "+table+" "+strings.Replace(l, "-A ", "-D ", 1)).Run()
-			}
-		}
-	}
+	hostns.Teardown(io.Discard, hostns.BridgeFor(c.Bridge), c.DataDir)
 }

@@ -1,6 +1,7 @@
-package bench
+package hostns
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -10,28 +11,28 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/cci-project/cci/internal/hostns"
 )
 
-// hostsBridge is the machine's bridge to the hosts of a `cci up --hosts`
-// whose pods' bridge is cniBridge, named as `cci up` names it
-// (internal/cli's hostsBridge).
-func hostsBridge(cniBridge string) string {
+// BridgeFor names the machine's bridge to the hosts of a `cci up --hosts`
+// after the pods' bridge, so that two clusters on one machine keep apart.
+func BridgeFor(cniBridge string) string {
+	if cniBridge == "" {
+		cniBridge = "cci0"
+	}
 	if len(cniBridge) > 12 {
 		cniBridge = cniBridge[:12]
 	}
 	return cniBridge + "h"
 }
 
-// teardownHosts removes the hosts of the bench's own `cci up --hosts`
+// Teardown removes for good the hosts of a `cci up --hosts` (not running)
 // whose machine-side bridge is bridge: every process in their namespaces
 // (agents, containerds, shims, pods) is killed, the namespaces unmounted,
 // the bridge (its routes go with it) and the hosts' iptables rules
 // deleted, and with dataDir set, the mounts left under it detached. It
 // only touches names derived from bridge, never another cluster's.
-func teardownHosts(log io.Writer, bridge, dataDir string) {
-	paths, _ := filepath.Glob(filepath.Join(hostns.NetnsDir, "host."+bridge+".*"))
+func Teardown(log io.Writer, bridge, dataDir string) {
+	paths, _ := filepath.Glob(filepath.Join(NetnsDir, "host."+bridge+".*"))
 	if len(paths) > 0 {
 		// PowerOff marks a host down in its data folder; these hosts are
 		// going for good, so a scratch folder takes the marks.
@@ -40,19 +41,19 @@ func teardownHosts(log io.Writer, bridge, dataDir string) {
 			defer os.RemoveAll(scratch)
 		}
 		for _, p := range paths {
-			h := hostns.Host{Name: filepath.Base(p), Netns: p, DataDir: filepath.Join(scratch, filepath.Base(p))}
+			h := Host{Name: filepath.Base(p), Netns: p, DataDir: filepath.Join(scratch, filepath.Base(p))}
 			_ = os.MkdirAll(h.DataDir, 0o755)
-			if _, err := hostns.PowerOff(h); err != nil {
-				fmt.Fprintf(log, "bench: power off host %s: %v\n", h.Name, err)
+			if _, err := PowerOff(h); err != nil {
+				fmt.Fprintf(log, "hosts: power off host %s: %v\n", h.Name, err)
 			}
 			_ = unix.Unmount(p, unix.MNT_DETACH)
 			if err := os.Remove(p); err != nil {
-				fmt.Fprintf(log, "bench: remove network namespace %s: %v\n", p, err)
+				fmt.Fprintf(log, "hosts: remove network namespace %s: %v\n", p, err)
 			}
 		}
 	}
 	if out, err := exec.Command("ip", "link", "delete", "dev", bridge).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("Cannot find device")) {
-		fmt.Fprintf(log, "bench: remove bridge %s: %v: %s\n", bridge, err, bytes.TrimSpace(out))
+		fmt.Fprintf(log, "hosts: remove bridge %s: %v: %s\n", bridge, err, bytes.TrimSpace(out))
 	}
 	for _, table := range []string{"nat", "filter"} {
 		rules, _ := exec.Command("iptables-save", "-t", table).Output()
@@ -60,7 +61,7 @@ func teardownHosts(log io.Writer, bridge, dataDir string) {
 			if isHostsRule(l, bridge) {
 				args := append([]string{"-t", table, "-D"}, saveArgs(l)[1:]...)
 				if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
-					fmt.Fprintf(log, "bench: iptables %s: %v: %s\n", strings.Join(args, " "), err, bytes.TrimSpace(out))
+					fmt.Fprintf(log, "hosts: iptables %s: %v: %s\n", strings.Join(args, " "), err, bytes.TrimSpace(out))
 				}
 			}
 		}
@@ -68,7 +69,7 @@ func teardownHosts(log io.Writer, bridge, dataDir string) {
 	if dataDir != "" {
 		// The killed hosts' containerds leave their mounts (snapshots,
 		// shm); nothing uses them any more.
-		for _, m := range mountsUnder(dataDir) {
+		for _, m := range MountsUnder(dataDir) {
 			_ = unix.Unmount(m, unix.MNT_DETACH)
 		}
 	}
@@ -117,4 +118,22 @@ func saveArgs(line string) []string {
 		args = append(args, cur.String())
 	}
 	return args
+}
+
+// MountsUnder lists the mount points at or below dir.
+func MountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
 }
