@@ -95,7 +95,22 @@ func (c *Instance) WithHosts(n, slot int) *Instance {
 // binary's path.
 func Build(root, dir string) (string, error) {
 	bin := filepath.Join(dir, "cci")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/cci")
+	// The versions `make build` stamps: clients (kubectl, the conformance
+	// suite) read the apiserver's, and refuse "v0.0.0-master".
+	list := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes")
+	list.Dir = root
+	kube, err := list.Output()
+	if err != nil {
+		return "", fmt.Errorf("the k8s.io/kubernetes version of go.mod: %w", err)
+	}
+	kv := strings.TrimSpace(string(kube))
+	minor := ""
+	if parts := strings.Split(kv, "."); len(parts) > 1 {
+		minor = parts[1]
+	}
+	ldflags := "-X github.com/cci-project/cci/internal/version.Version=test -X k8s.io/component-base/version.gitVersion=" + kv +
+		" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=" + minor
+	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", bin, "./cmd/cci")
 	build.Dir = root
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
