@@ -622,7 +622,11 @@ func buildNode(cfg Config, runtimeVersion string) *v1.Node {
 	pods := resource.NewQuantity(int64(cfg.MaxPods), resource.DecimalSI)
 	storage := resource.NewQuantity(diskTotal(cfg.DataDir), resource.BinarySI)
 	capacity := v1.ResourceList{v1.ResourceCPU: *cpu, v1.ResourceMemory: *mem, v1.ResourcePods: *pods, v1.ResourceEphemeralStorage: *storage}
-	hostname, _ := os.Hostname()
+	// The node's Hostname address is its name, as a kubelet with
+	// --hostname-override gives it: the hosts of `cci up --hosts` share
+	// the machine's host name, and clients take the address to name one
+	// host.
+	hostname := cfg.NodeName
 	now := metav1.Now()
 	cond := func(t v1.NodeConditionType, s v1.ConditionStatus, reason, msg string) v1.NodeCondition {
 		return v1.NodeCondition{Type: t, Status: s, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
