@@ -75,6 +75,12 @@ func New(bin, work string, slot int) *Instance {
 		"--cluster-cidr", c.ClusterCIDR,
 		"--cni-bridge", c.Bridge,
 		"--dns-address", c.DNSAddr,
+		// One host, in the machine's own network namespace, shared with
+		// the clusters of other test packages and with the second agents
+		// some tests join: an overlay there would route each agent's pod
+		// range to the others' tunnel, over their own bridges (WithHosts
+		// turns VXLAN on, each host in a namespace of its own).
+		"--flannel-backend", "none",
 	}
 	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
 	return c
@@ -87,7 +93,7 @@ func (c *Instance) WithHosts(n, slot int) *Instance {
 	c.Hosts = n
 	c.Args = append(c.Args, "--hosts", strconv.Itoa(n),
 		"--hosts-cidr", fmt.Sprintf("10.44.%d.0/24", slot%100),
-		"--vxlan-vni", strconv.Itoa(100+slot%100))
+		"--vxlan-vni", strconv.Itoa(100+slot%100), "--flannel-backend", "vxlan")
 	return c
 }
 
