@@ -80,6 +80,9 @@ func newHostAgent(t *testing.T, node, bridgeSuffix string) *hostAgent {
 			<-a.done
 		}
 		kubectl(t, "delete", "node", node, "--ignore-not-found")
+		// Its bridge holds its pod range's route: left behind, it would
+		// hide the pods of the next node given that range.
+		cluster.RemoveBridges(cci.Bridge + bridgeSuffix)
 		if t.Failed() {
 			t.Logf("agent %s output:\n%s", node, a.output())
 		}
