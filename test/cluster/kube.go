@@ -2,8 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,4 +70,28 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+}
+
+// RunSuite starts the instance, pushes the project's test images (built by
+// bin) to its registry, runs the package's tests and stops it; it returns
+// the exit code for TestMain. It prints the instance's output when a test
+// failed or CCI_E2E_KEEP is set.
+func (c *Instance) RunSuite(m *testing.M, bin string) int {
+	if _, err := c.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start cci up:", err)
+		return 1
+	}
+	if out, err := exec.Command(bin, "image", "build-test-images", "--registry", c.Registry).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build test images: %v\n%s", err, out)
+		_ = c.Stop(syscall.SIGTERM)
+		return 1
+	}
+	code := m.Run()
+	if err := c.Stop(syscall.SIGTERM); err != nil {
+		fmt.Fprintln(os.Stderr, "stop cci up:", err)
+	}
+	if code != 0 || Keep() {
+		fmt.Fprintf(os.Stderr, "cci output:\n%s\nlogs in %s\n", c.Output(), filepath.Join(c.DataDir, "logs"))
+	}
+	return code
 }

@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,24 +56,7 @@ func run(m *testing.M) int {
 	cci = cluster.New(bin, work, os.Getpid())
 	cci.Prepare()
 	defer cci.Cleanup()
-	if _, err := cci.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "start cci up:", err)
-		return 1
-	}
-	out, err := exec.Command(bin, "image", "build-test-images", "--registry", cci.Registry).CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build test images: %v\n%s", err, out)
-		cci.Stop(syscall.SIGTERM)
-		return 1
-	}
-	code := m.Run()
-	if err := cci.Stop(syscall.SIGTERM); err != nil {
-		fmt.Fprintln(os.Stderr, "stop cci up:", err)
-	}
-	if code != 0 || cluster.Keep() {
-		fmt.Fprintf(os.Stderr, "cci output:\n%s\nlogs in %s\n", cci.Output(), filepath.Join(cci.DataDir, "logs"))
-	}
-	return code
+	return cci.RunSuite(m, bin)
 }
 
 func repoRoot() string { return cluster.RepoRoot() }
