@@ -2,6 +2,23 @@
 // registers this host as a node through virtual-kubelet, serves the kubelet
 // API (logs, exec, attach, port-forward) over TLS, and runs the pods bound to
 // it through the containerd-backed runtime.
+//
+// Start order and readiness (the list in components; (bg) marks a
+// component the next one does not wait for):
+//
+//	join: token and node name checked (newHostAgent; nothing on the host touched yet)
+//	    ─► containerd (answers; unless --containerd-socket) ─► containerd client
+//	    ─► node registration (pod CIDR assigned) ─► network settings
+//	    ─► overlay (this host registered with it) ─► pod network
+//	    ─► NetworkPolicy enforcer ─► events ─► pod certificates
+//	    ─► node controller (virtual-kubelet ready) ─► republish pod statuses
+//	    ─► pod status watch ─► node deletion watch (bg)
+//	    ─► service proxy (running; unless "off") ─► ready
+//
+// internal/supervisor runs the list: the first component to fail, or to
+// return before shutdown, ends Run; every component then stops in reverse
+// order, so containerd stops after everything that uses it. Pods keep
+// running: the node controller stops driving them, not the pods.
 package agent
 
 import (
@@ -22,6 +39,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -60,6 +78,7 @@ import (
 	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
+	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/version"
 	"github.com/cci-project/cci/internal/vknode"
 )
@@ -183,245 +202,379 @@ func (c *Config) mirrors() (map[string]string, error) {
 // Run joins the control plane and runs pods until ctx ends. Pods keep
 // running after it returns; the next agent on the same data folder
 // re-adopts them. ready is called once the node is registered and ready.
+//
+// Run returns an error wrapping ErrNodeDeleted when the host's node was
+// deleted from the cluster while it ran; its pods are stopped then.
 func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	log := cfg.Log.With("node", cfg.NodeName, "pool", cfg.Pool)
-	// Everything the agent starts ends with it, also when it returns on
-	// its own (its node deleted) while the caller goes on (cci up).
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	restCfg, caPEM, err := joinConfig(cfg.Server, cfg.Token)
+	a, err := newHostAgent(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	kube, err := kubernetes.NewForConfig(vknode.Protobuf(restCfg))
-	if err != nil {
-		return err
-	}
-	id, err := hostID(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	if err := checkJoin(ctx, kube, cfg.Server, cfg.NodeName, id); err != nil {
-		return err
-	}
-	if cfg.NodeIP == "" {
-		cfg.NodeIP = localIPFor(restCfg.Host)
-	}
-
-	mirrors, _ := cfg.mirrors()
-	insecure := slices.Clone(cfg.InsecureRegistries)
-	for from, to := range mirrors {
-		if plain, _ := docker.MatchLocalhost(from); plain || slices.Contains(insecure, from) {
-			insecure = append(insecure, to)
-		}
-	}
-
-	// containerd
-	address := cfg.ContainerdSocket
-	var daemon *cciContainerd.Daemon
-	if address == "" {
-		daemon, err = cciContainerd.Start(ctx, cciContainerd.Config{
-			Root:    filepath.Join(cfg.DataDir, "containerd", "root"),
-			State:   filepath.Join(cfg.DataDir, "containerd", "state"),
-			LogPath: filepath.Join(cfg.DataDir, "logs", "containerd.log"),
-		})
-		if err != nil {
-			return fmt.Errorf("start containerd: %w", err)
-		}
-		defer func() {
-			if err := daemon.Stop(); err != nil {
-				log.Warn("stop containerd", "err", err)
+	return supervisor.Run(ctx, supervisor.Config{
+		Log: a.log,
+		// Stopping the node controller waits for its workers, and
+		// containerd gets 10 s before SIGKILL; what is left behind past
+		// this is only stopped by the next agent.
+		StopTimeout: time.Minute,
+		Ready: func() {
+			a.log.Info("node ready", "kubeletAPI", net.JoinHostPort(a.cfg.NodeIP, strconv.Itoa(a.cfg.KubeletPort)))
+			if ready != nil {
+				ready()
 			}
-		}()
-		address = daemon.Address()
-		log.Info("containerd ready", "socket", address)
+		},
+	}, a.components()...)
+}
+
+// components is the host agent, in start order; it stops in reverse
+// order, so containerd stops after everything that uses it. A Service
+// holds the next one back until it is ready, a Background component does
+// not, a Step is done once.
+func (a *hostAgent) components() []supervisor.Component {
+	var list []supervisor.Component
+	if a.cfg.ContainerdSocket == "" {
+		list = append(list, supervisor.Service("containerd", a.runContainerd))
+	}
+	list = append(list,
+		supervisor.Service("containerd client", a.runContainerdClient),
+		// The node object before the network: the controller-manager gives
+		// it the pod CIDR that the network is made of.
+		supervisor.Step("node registration", a.register),
+		supervisor.Step("network settings", func(ctx context.Context) (err error) {
+			a.clusterNet, err = clusterNetwork(ctx, a.kube)
+			return err
+		}),
+		supervisor.Service("overlay", a.runOverlay),
+		supervisor.Step("pod network", a.podNetwork),
+		// Its rules survive the agent (they fail open while it is down)
+		// and are rewritten when it starts.
+		supervisor.Service("network policy enforcer", a.runNetworkPolicy),
+		supervisor.Service("events", a.runEvents),
+		supervisor.Service("pod certificates", a.runPodCertificates),
+		supervisor.Service("node controller", a.runNode),
+		supervisor.Step("republish", func(context.Context) error {
+			a.rt.Load().Republish()
+			return nil
+		}),
+		supervisor.Service("pod status watch", func(ctx context.Context, ready func()) error {
+			watchPodStatus(ctx, a.kube, a.cfg.NodeName, a.rt.Load())
+			ready()
+			<-ctx.Done()
+			return nil
+		}),
+		supervisor.Background("node deletion watch", a.watchNodeDeleted),
+	)
+	if a.cfg.ServiceProxy != "off" {
+		list = append(list, supervisor.Service("kube-proxy", a.runServiceProxy))
+	} else {
+		list = append(list, supervisor.Step("service refusal removal", func(ctx context.Context) error {
+			// The host's own proxy decides what its Service addresses refuse.
+			if err := serviceproxy.RemoveRejectRules(ctx, a.cfg.Bridge); err != nil {
+				a.log.Warn("remove the refusal of unserved Service addresses", "err", err)
+			}
+			return nil
+		}))
+	}
+	return list
+}
+
+// hostAgent is what the components of one Run share: the configuration,
+// the API client made before any of them starts, and what an earlier
+// component hands the later ones (set before it calls ready or, for a
+// step, returns; the supervisor starts the next one after that).
+type hostAgent struct {
+	cfg      Config
+	log      *slog.Logger
+	restCfg  *rest.Config
+	caPEM    []byte
+	kube     kubernetes.Interface
+	id       string // the host id (HostIDAnnotation)
+	mirrors  map[string]string
+	insecure []string // registries reached over plain HTTP, mirrors included
+	// nodeGone receives a signal when the node informer sees a node of
+	// this name deleted; "node deletion watch" checks it against the API.
+	nodeGone chan struct{}
+
+	daemon      *cciContainerd.Daemon // by "containerd"; nil with --containerd-socket
+	ctrd        *containerd.Client    // by "containerd client"
+	ctrdVersion string                // by "containerd client"
+	nodeSpec    *v1.Node              // by "node registration"
+	registered  *v1.Node              // by "node registration"
+	clusterNet  clusterNet            // by "network settings"
+	mtu         int                   // by "overlay"; 0 without one
+	netMgr      *network.Manager      // by "pod network"
+	recorder    record.EventRecorder  // by "events"
+	// by "pod certificates"
+	trustBundles clustertrustbundle.Manager
+	podCerts     *podcertificate.IssuingManager
+	// rt is set by "node controller"; the pod certificate informers,
+	// started before it, read it from their own goroutines.
+	rt atomic.Pointer[runtime.Runtime]
+}
+
+// newHostAgent joins the control plane: it learns the cluster CA from the
+// join token and checks the token and the node name with the apiserver,
+// before anything on the host is touched.
+func newHostAgent(ctx context.Context, cfg Config) (*hostAgent, error) {
+	a := &hostAgent{
+		cfg:      cfg,
+		log:      cfg.Log.With("node", cfg.NodeName, "pool", cfg.Pool),
+		nodeGone: make(chan struct{}, 1),
+	}
+	var err error
+	if a.restCfg, a.caPEM, err = joinConfig(cfg.Server, cfg.Token); err != nil {
+		return nil, err
+	}
+	if a.kube, err = kubernetes.NewForConfig(vknode.Protobuf(a.restCfg)); err != nil {
+		return nil, err
+	}
+	if a.id, err = hostID(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := checkJoin(ctx, a.kube, cfg.Server, cfg.NodeName, a.id); err != nil {
+		return nil, err
+	}
+	if a.cfg.NodeIP == "" {
+		a.cfg.NodeIP = localIPFor(a.restCfg.Host)
+	}
+	a.mirrors, _ = cfg.mirrors()
+	a.insecure = slices.Clone(cfg.InsecureRegistries)
+	for from, to := range a.mirrors {
+		if plain, _ := docker.MatchLocalhost(from); plain || slices.Contains(a.insecure, from) {
+			a.insecure = append(a.insecure, to)
+		}
+	}
+	return a, nil
+}
+
+// runContainerd runs the agent's own containerd, ready once it answers.
+// Listed first, it stops last; its containers keep running.
+func (a *hostAgent) runContainerd(ctx context.Context, ready func()) error {
+	d, err := cciContainerd.Start(ctx, cciContainerd.Config{
+		Root:    filepath.Join(a.cfg.DataDir, "containerd", "root"),
+		State:   filepath.Join(a.cfg.DataDir, "containerd", "state"),
+		LogPath: filepath.Join(a.cfg.DataDir, "logs", "containerd.log"),
+	})
+	if err != nil {
+		return err
+	}
+	a.daemon = d
+	a.log.Info("containerd ready", "socket", d.Address())
+	ready()
+	select {
+	case <-ctx.Done():
+		if err := d.Stop(); err != nil {
+			a.log.Warn("stop containerd", "err", err)
+		}
+		return nil
+	case <-d.Done():
+		// It kept dying and was given up on: pods can no longer be run.
+		return d.Err()
+	}
+}
+
+// runContainerdClient connects to containerd (the agent's own or the one
+// at --containerd-socket); ready once it answered a Version call.
+func (a *hostAgent) runContainerdClient(ctx context.Context, ready func()) error {
+	address := a.cfg.ContainerdSocket
+	if a.daemon != nil {
+		address = a.daemon.Address()
 	}
 	ctrd, err := containerd.New(address, containerd.WithDefaultNamespace("cci"), containerd.WithTimeout(20*time.Second))
 	if err != nil {
 		return fmt.Errorf("connect to containerd at %q: %w", address, err)
 	}
 	defer ctrd.Close()
-	ctrdVersion, err := ctrd.Version(namespaces.WithNamespace(ctx, "cci"))
+	v, err := ctrd.Version(namespaces.WithNamespace(ctx, "cci"))
 	if err != nil {
 		return fmt.Errorf("containerd at %q: %w", address, err)
 	}
+	a.ctrd, a.ctrdVersion = ctrd, v.Version
+	ready()
+	<-ctx.Done()
+	return nil
+}
 
-	// Node object first, so that the controller-manager gives it a pod CIDR.
-	nodeSpec := buildNode(cfg, ctrdVersion.Version)
-	nodeSpec.Annotations = map[string]string{HostIDAnnotation: id}
-	registered, err := registerNode(ctx, kube, nodeSpec)
+// register creates or refreshes the node object and waits for its pod CIDR.
+func (a *hostAgent) register(ctx context.Context) error {
+	spec := buildNode(a.cfg, a.ctrdVersion)
+	spec.Annotations = map[string]string{HostIDAnnotation: a.id}
+	registered, err := registerNode(ctx, a.kube, spec)
 	if err != nil {
 		return err
 	}
 	podCIDR := registered.Spec.PodCIDR
-	nodeSpec.Spec.PodCIDR = podCIDR
-	nodeSpec.Spec.PodCIDRs = []string{podCIDR}
-	log.Info("node registered", "podCIDR", podCIDR, "ip", cfg.NodeIP, "hostID", id)
+	spec.Spec.PodCIDR = podCIDR
+	spec.Spec.PodCIDRs = []string{podCIDR}
+	a.nodeSpec, a.registered = spec, registered
+	a.log.Info("node registered", "podCIDR", podCIDR, "ip", a.cfg.NodeIP, "hostID", a.id)
+	return nil
+}
 
-	// The cluster's network: pod and Service ranges and the overlay that
-	// joins this host's pod subnet to the others'.
-	clusterNet, err := clusterNetwork(ctx, kube)
-	if err != nil {
-		return err
-	}
-	overlayErr := make(chan error, 1)
-	mtu := 0
-	if clusterNet.netConf != nil {
-		kubeconfig := filepath.Join(cfg.DataDir, "agent", "overlay", "kubeconfig")
-		if err := writeKubeconfig(kubeconfig, restCfg, caPEM); err != nil {
-			return err
-		}
-		ov, err := overlay.Start(ctx, overlay.Config{
-			NodeName:   cfg.NodeName,
-			Kubeconfig: kubeconfig,
-			NetConf:    clusterNet.netConf,
-			NodeIP:     cfg.NodeIP,
-			Dir:        filepath.Join(cfg.DataDir, "agent", "overlay"),
-			Log:        log,
-		})
-		if err != nil {
-			return err
-		}
-		if ov != nil {
-			mtu = ov.MTU()
-			go func() { overlayErr <- ov.Run(ctx) }()
-		}
-	}
-
-	netMgr, err := network.New(network.Config{
-		PodCIDR: podCIDR,
-		Bridge:  cfg.Bridge,
-		ConfDir: filepath.Join(cfg.DataDir, "cni", "net.d"),
-		IPAMDir: filepath.Join(cfg.DataDir, "cni", "ipam"),
-		MTU:     mtu,
-		NoMasq:  clusterNet.internal,
-	})
-	if err != nil {
-		return fmt.Errorf("pod network: %w", err)
-	}
-
-	// NetworkPolicy enforcement for this host's pods; its rules survive the
-	// agent (fail open while it is down) and are rewritten when it starts.
-	enforcer, err := netpol.New(netpol.Config{NodeName: cfg.NodeName, PodCIDR: podCIDR, Bridge: cfg.Bridge, Kube: kube, Log: log})
-	if err != nil {
-		return err
-	}
-	netpolErr := make(chan error, 1)
-	go func() { netpolErr <- enforcer.Run(ctx) }()
-
-	// Events as a kubelet reports them.
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
-
-	// Kubelet API TLS: a serving certificate of the agent's own (the
-	// apiserver does not verify kubelet certificates by default) and client
-	// certificates checked against the cluster CA.
-	certPEM, keyPEM, err := pki.SelfSigned(cfg.NodeName, []string{cfg.NodeIP, cfg.NodeName, "localhost", "127.0.0.1"})
-	if err != nil {
-		return fmt.Errorf("kubelet serving certificate: %w", err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{pair},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    pool,
-		MinVersion:   tls.VersionTLS12,
-	}
-	caContent, err := dynamiccertificates.NewStaticCAContent("cluster-ca", caPEM)
-	if err != nil {
-		return err
-	}
-	auth, err := nodeutil.WebhookAuth(kube, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
-		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
+// runOverlay runs the overlay that joins this host's pod subnet to the
+// other hosts' (flannel, internal/overlay): ready once this host is
+// registered with it. Without an overlay (a control plane that publishes
+// none, or backend "none") it is ready at once and does nothing.
+func (a *hostAgent) runOverlay(ctx context.Context, ready func()) error {
+	if a.clusterNet.netConf == nil {
+		ready()
+		<-ctx.Done()
 		return nil
+	}
+	kubeconfig := filepath.Join(a.cfg.DataDir, "agent", "overlay", "kubeconfig")
+	if err := writeKubeconfig(kubeconfig, a.restCfg, a.caPEM); err != nil {
+		return err
+	}
+	ov, err := overlay.Start(ctx, overlay.Config{
+		NodeName:   a.cfg.NodeName,
+		Kubeconfig: kubeconfig,
+		NetConf:    a.clusterNet.netConf,
+		NodeIP:     a.cfg.NodeIP,
+		Dir:        filepath.Join(a.cfg.DataDir, "agent", "overlay"),
+		Log:        a.log,
 	})
 	if err != nil {
-		return fmt.Errorf("kubelet API auth: %w", err)
+		return err
 	}
+	if ov == nil {
+		ready()
+		<-ctx.Done()
+		return nil
+	}
+	a.mtu = ov.MTU()
+	ready()
+	return ov.Run(ctx)
+}
 
-	// ClusterTrustBundle and podCertificate projections, served by the
-	// kubelet's own managers as the kubelet wires them (kubelet.go).
-	var rt *runtime.Runtime
-	trustBundles := clustertrustbundle.NewLazyInformerManager(ctx, kube, 2*cfg.MaxPods)
-	pcrInformers := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+// podNetwork sets up the bridge network of this host's pods.
+func (a *hostAgent) podNetwork(context.Context) (err error) {
+	a.netMgr, err = network.New(network.Config{
+		PodCIDR: a.registered.Spec.PodCIDR,
+		Bridge:  a.cfg.Bridge,
+		ConfDir: filepath.Join(a.cfg.DataDir, "cni", "net.d"),
+		IPAMDir: filepath.Join(a.cfg.DataDir, "cni", "ipam"),
+		MTU:     a.mtu,
+		NoMasq:  a.clusterNet.internal,
+	})
+	return err
+}
+
+// runNetworkPolicy enforces NetworkPolicy for this host's pods; ready once
+// the enforcer is made (it starts enforcing when its informers synced).
+func (a *hostAgent) runNetworkPolicy(ctx context.Context, ready func()) error {
+	enforcer, err := netpol.New(netpol.Config{NodeName: a.cfg.NodeName, PodCIDR: a.registered.Spec.PodCIDR, Bridge: a.cfg.Bridge, Kube: a.kube, Log: a.log})
+	if err != nil {
+		return err
+	}
+	ready()
+	return enforcer.Run(ctx)
+}
+
+// runEvents records events as a kubelet reports them.
+func (a *hostAgent) runEvents(ctx context.Context, ready func()) error {
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	a.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: a.cfg.NodeName})
+	ready()
+	<-ctx.Done()
+	return nil
+}
+
+// runPodCertificates serves ClusterTrustBundle and podCertificate
+// projections with the kubelet's own managers, as the kubelet wires them
+// (kubelet.go). Its node informer also tells "node deletion watch" when
+// the node goes.
+func (a *hostAgent) runPodCertificates(ctx context.Context, ready func()) error {
+	a.trustBundles = clustertrustbundle.NewLazyInformerManager(ctx, a.kube, 2*a.cfg.MaxPods)
+	pcrInformers := informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
 	}))
-	nodeInformers := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
+	nodeInformers := informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.cfg.NodeName).String()
 	}))
-	podCerts := podcertificate.NewIssuingManager(kube, runtimePods{func() *runtime.Runtime { return rt }}, recorder,
+	a.podCerts = podcertificate.NewIssuingManager(a.kube, runtimePods{a.rt.Load}, a.recorder,
 		pcrInformers.Certificates().V1().PodCertificateRequests(), nodeInformers.Core().V1().Nodes(),
-		types.NodeName(cfg.NodeName), clock.RealClock{})
-	// A pod waiting for its certificate mounts it as soon as it is issued
-	// (the issuer takes the request's new state first), not at its next
-	// retry.
-	// The node deleted from the cluster (kubectl delete node): the agent
-	// stops its pods and returns; virtual-kubelet only logs the failing
-	// status updates and would keep the pods running on a node that no
-	// longer exists.
-	nodeGone := make(chan struct{}, 1)
+		types.NodeName(a.cfg.NodeName), clock.RealClock{})
 	_, _ = nodeInformers.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: func(any) {
 			select {
-			case nodeGone <- struct{}{}:
+			case a.nodeGone <- struct{}{}:
 			default:
 			}
 		},
 	})
+	// A pod waiting for its certificate mounts it as soon as it is issued
+	// (the issuer takes the request's new state first), not at its next
+	// retry.
 	wake := func(obj any) {
-		if pcr, ok := obj.(*certificatesv1.PodCertificateRequest); ok && rt != nil {
-			time.AfterFunc(300*time.Millisecond, func() { rt.WakePod(pcr.Spec.PodUID) })
+		if pcr, ok := obj.(*certificatesv1.PodCertificateRequest); ok {
+			if rt := a.rt.Load(); rt != nil {
+				time.AfterFunc(300*time.Millisecond, func() { rt.WakePod(pcr.Spec.PodUID) })
+			}
 		}
 	}
 	_, _ = pcrInformers.Certificates().V1().PodCertificateRequests().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    wake,
 		UpdateFunc: func(_, obj any) { wake(obj) },
 	})
+	pcrInformers.Start(ctx.Done())
+	nodeInformers.Start(ctx.Done())
+	defer pcrInformers.Shutdown()
+	defer nodeInformers.Shutdown()
+	ready()
+	a.podCerts.Run(ctx)
+	return nil
+}
 
+// runNode runs the node through virtual-kubelet with the containerd-backed
+// runtime as its provider, and the kubelet API; ready once the node
+// controller is. When it stops, the runtime stops driving pods but leaves
+// them running (Runtime.Shutdown).
+func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
+	tlsCfg, auth, err := a.kubeletAPI()
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
-	vk, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
-		rt, err = runtime.New(ctx, runtime.Config{
-			NodeName:           cfg.NodeName,
-			HostIP:             cfg.NodeIP,
-			StateDir:           filepath.Join(cfg.DataDir, "agent"),
-			InsecureRegistries: insecure,
-			RegistryMirrors:    mirrors,
-			ClusterDNS:         cfg.ClusterDNS,
-			Allocatable:        nodeSpec.Status.Allocatable.DeepCopy(),
-			Runsc:              runtime.RunscConfig{Path: cfg.RunscPath, Platform: cfg.RunscPlatform},
-			Containerd:         ctrd,
-			Network:            netMgr,
-			Kube:               kube,
+	vk, err := nodeutil.NewNode(a.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
+		rt, err := runtime.New(ctx, runtime.Config{
+			NodeName:           a.cfg.NodeName,
+			HostIP:             a.cfg.NodeIP,
+			StateDir:           filepath.Join(a.cfg.DataDir, "agent"),
+			InsecureRegistries: a.insecure,
+			RegistryMirrors:    a.mirrors,
+			ClusterDNS:         a.cfg.ClusterDNS,
+			Allocatable:        a.nodeSpec.Status.Allocatable.DeepCopy(),
+			Runsc:              runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
+			Containerd:         a.ctrd,
+			Network:            a.netMgr,
+			Kube:               a.kube,
 			ConfigMaps:         pc.ConfigMaps,
 			Secrets:            pc.Secrets,
 			Services:           pc.Services,
-			Recorder:           recorder,
-			Log:                log,
-			TrustBundles:       trustBundles,
-			PodCertificates:    podCerts,
+			Recorder:           a.recorder,
+			Log:                a.log,
+			TrustBundles:       a.trustBundles,
+			PodCertificates:    a.podCerts,
 		})
-		return rt, nil, err
+		if err != nil {
+			return nil, nil, err
+		}
+		a.rt.Store(rt)
+		return rt, nil, nil
 	},
-		nodeutil.WithClient(kube),
+		nodeutil.WithClient(a.kube),
 		nodeutil.AttachProviderRoutes(mux),
 		vknode.UnthrottledPodQueues(),
 		func(c *nodeutil.NodeConfig) error {
-			c.NodeSpec = *nodeSpec
-			c.HTTPListenAddr = net.JoinHostPort("", strconv.Itoa(cfg.KubeletPort))
+			c.NodeSpec = *a.nodeSpec
+			c.HTTPListenAddr = net.JoinHostPort("", strconv.Itoa(a.cfg.KubeletPort))
 			c.TLSConfig = tlsCfg
 			c.Handler = nodeutil.WithAuth(auth, mux)
-			c.EventRecorder = vknode.KubeletEvents(recorder)
+			c.EventRecorder = vknode.KubeletEvents(a.recorder)
 			c.NumWorkers = 20
 			// The runtime computes environments itself when a container
 			// starts (pod IP known, kubelet error reasons).
@@ -433,80 +586,98 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("create node: %w", err)
 	}
-	pcrInformers.Start(ctx.Done())
-	nodeInformers.Start(ctx.Done())
-	go podCerts.Run(ctx)
+	rt := a.rt.Load()
 	rt.Start()
 	defer rt.Shutdown()
-	if daemon != nil {
-		daemon.OnRestart(func() {
-			log.Warn("containerd restarted; re-attaching pods")
+	if a.daemon != nil {
+		a.daemon.OnRestart(func() {
+			a.log.Warn("containerd restarted; re-attaching pods")
 			rt.Reattach()
 		})
 	}
+	return supervisor.Probed(vk.Run, func(ctx context.Context) error {
+		if err := vk.WaitReady(ctx, 2*time.Minute); err != nil {
+			return fmt.Errorf("node %q: %w", a.cfg.NodeName, err)
+		}
+		return nil
+	})(ctx, ready)
+}
 
-	errCh := make(chan error, 1)
-	go func() { errCh <- vk.Run(ctx) }()
-	if err := vk.WaitReady(ctx, 2*time.Minute); err != nil {
-		return fmt.Errorf("node %q not ready: %w", cfg.NodeName, err)
+// kubeletAPI is the kubelet API's TLS and authentication: a serving
+// certificate of the agent's own (the apiserver does not verify kubelet
+// certificates by default) and client certificates checked against the
+// cluster CA.
+func (a *hostAgent) kubeletAPI() (*tls.Config, nodeutil.Auth, error) {
+	certPEM, keyPEM, err := pki.SelfSigned(a.cfg.NodeName, []string{a.cfg.NodeIP, a.cfg.NodeName, "localhost", "127.0.0.1"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet serving certificate: %w", err)
 	}
-	rt.Republish()
-	watchPodStatus(ctx, kube, cfg.NodeName, rt)
-	proxyErr := make(chan error, 1)
-	if cfg.ServiceProxy != "off" {
-		if err := serviceproxy.Run(ctx, serviceproxy.Config{
-			NodeName: cfg.NodeName,
-			Dir:      filepath.Join(cfg.DataDir, "agent", "proxy"),
-			REST:     restCfg,
-			Mode:     cfg.ServiceProxy,
-			Name:     cfg.Bridge,
-			Log:      log,
-		}, proxyErr); err != nil {
-			return err
-		}
-		log.Info("service proxy running", "mode", cfg.ServiceProxy)
-	} else if err := serviceproxy.RemoveRejectRules(ctx, cfg.Bridge); err != nil {
-		// The host's own proxy decides what its Service addresses refuse.
-		log.Warn("remove the refusal of unserved Service addresses", "err", err)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, err
 	}
-	log.Info("node ready", "kubeletAPI", net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.KubeletPort)))
-	if ready != nil {
-		ready()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(a.caPEM)
+	tlsCfg := &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS12,
 	}
+	caContent, err := dynamiccertificates.NewStaticCAContent("cluster-ca", a.caPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	auth, err := nodeutil.WebhookAuth(a.kube, a.cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet API auth: %w", err)
+	}
+	return tlsCfg, auth, nil
+}
+
+// watchNodeDeleted returns once the node was deleted from the cluster
+// (kubectl delete node), after stopping its pods, with an error wrapping
+// ErrNodeDeleted: virtual-kubelet only logs the failing status updates and
+// would keep the pods running on a node that no longer exists.
+func (a *hostAgent) watchNodeDeleted(ctx context.Context) error {
 	select {
-	case err := <-errCh:
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("node controller: %w", err)
-	case err := <-proxyErr:
+	case <-ctx.Done():
+		return nil
+	case <-waitNodeDeleted(ctx, a.kube, a.registered, a.nodeGone):
+	}
+	a.log.Warn("node deleted from the cluster; stopping its pods")
+	// The pods stop even if the agent is being stopped meanwhile.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if err := a.rt.Load().StopAll(sctx); err != nil {
+		return fmt.Errorf("node %q was deleted from the cluster: %w; %w", a.cfg.NodeName, ErrNodeDeleted, err)
+	}
+	return fmt.Errorf("node %q was deleted from the cluster; its pods were stopped; restart the agent to register it again: %w", a.cfg.NodeName, ErrNodeDeleted)
+}
+
+// runServiceProxy runs the upstream kube-proxy in-process; ready once it runs.
+func (a *hostAgent) runServiceProxy(ctx context.Context, ready func()) error {
+	errs := make(chan error, 1)
+	if err := serviceproxy.Run(ctx, serviceproxy.Config{
+		NodeName: a.cfg.NodeName,
+		Dir:      filepath.Join(a.cfg.DataDir, "agent", "proxy"),
+		REST:     a.restCfg,
+		Mode:     a.cfg.ServiceProxy,
+		Name:     a.cfg.Bridge,
+		Log:      a.log,
+	}, errs); err != nil {
 		return err
-	case err := <-overlayErr:
-		if ctx.Err() != nil {
-			<-errCh
-			return nil
-		}
-		return fmt.Errorf("overlay: %w", err)
-	case err := <-netpolErr:
-		if ctx.Err() != nil || err == nil {
-			<-errCh
-			return nil
-		}
+	}
+	a.log.Info("service proxy running", "mode", a.cfg.ServiceProxy)
+	ready()
+	select {
+	case err := <-errs:
 		return err
 	case <-ctx.Done():
-		<-errCh
 		return nil
-	case <-waitNodeDeleted(ctx, kube, registered, nodeGone):
-		log.Warn("node deleted from the cluster; stopping its pods")
-		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer scancel()
-		stopErr := rt.StopAll(sctx)
-		cancel()
-		<-errCh
-		if stopErr != nil {
-			return fmt.Errorf("node %q was deleted from the cluster: %w; %w", cfg.NodeName, ErrNodeDeleted, stopErr)
-		}
-		return fmt.Errorf("node %q was deleted from the cluster; its pods were stopped; restart the agent to register it again: %w", cfg.NodeName, ErrNodeDeleted)
 	}
 }
 

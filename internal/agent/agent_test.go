@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,5 +69,30 @@ func TestPoolFlagValidated(t *testing.T) {
 	c = Config{Server: "https://x:6443", Token: "t", NodeName: "h"}
 	if err := c.defaults(); err != nil || c.Pool != "general" {
 		t.Errorf("default pool %q, %v", c.Pool, err)
+	}
+}
+
+// TestComponents: containerd is listed first (so that it stops last) only
+// when the agent runs its own, and the service proxy last but for "off".
+func TestComponents(t *testing.T) {
+	middle := []string{"containerd client", "node registration", "network settings", "overlay", "pod network",
+		"network policy enforcer", "events", "pod certificates", "node controller", "republish", "pod status watch", "node deletion watch"}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"own containerd", Config{ServiceProxy: "iptables"}, slices.Concat([]string{"containerd"}, middle, []string{"kube-proxy"})},
+		{"containerd socket", Config{ContainerdSocket: "/run/containerd/containerd.sock", ServiceProxy: "nftables"}, slices.Concat(middle, []string{"kube-proxy"})},
+		{"no service proxy", Config{ServiceProxy: "off"}, slices.Concat([]string{"containerd"}, middle)},
+	} {
+		a := &hostAgent{cfg: tc.cfg}
+		var got []string
+		for _, c := range a.components() {
+			got = append(got, c.Name())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: components\n%q\nwant\n%q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -170,9 +170,21 @@ func Start(ctx context.Context, cfg Config) (*Overlay, error) {
 // backend's encapsulation.
 func (o *Overlay) MTU() int { return o.network.MTU() }
 
-// Run keeps the routes to the other hosts current until ctx ends.
+// Run keeps the routes to the other hosts current until ctx ends, and
+// returns then without waiting for flannel's goroutines: its network's Run
+// can block for good after cancellation (its loop may return on the device
+// watcher's exit while its lease watcher still sends it an event), which
+// would hold up the stop of everything started before the overlay.
 func (o *Overlay) Run(ctx context.Context) error {
-	o.network.Run(ctx)
-	o.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.network.Run(ctx)
+		o.wg.Wait()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 	return ctx.Err()
 }
