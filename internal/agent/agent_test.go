@@ -73,7 +73,8 @@ func TestPoolFlagValidated(t *testing.T) {
 }
 
 // TestComponents: containerd is listed first (so that it stops last) only
-// when the agent runs its own, and the service proxy last but for "off".
+// when the agent runs its own, and the service proxy last; with "off", a
+// step that removes the refusal rules an earlier proxy left.
 func TestComponents(t *testing.T) {
 	middle := []string{"containerd client", "node registration", "network settings", "overlay", "pod network",
 		"network policy enforcer", "events", "pod certificates", "node controller", "republish", "pod status watch", "node deletion watch"}
@@ -84,7 +85,7 @@ func TestComponents(t *testing.T) {
 	}{
 		{"own containerd", Config{ServiceProxy: "iptables"}, slices.Concat([]string{"containerd"}, middle, []string{"kube-proxy"})},
 		{"containerd socket", Config{ContainerdSocket: "/run/containerd/containerd.sock", ServiceProxy: "nftables"}, slices.Concat(middle, []string{"kube-proxy"})},
-		{"no service proxy", Config{ServiceProxy: "off"}, slices.Concat([]string{"containerd"}, middle)},
+		{"no service proxy", Config{ServiceProxy: "off"}, slices.Concat([]string{"containerd"}, middle, []string{"service refusal removal"})},
 	} {
 		a := &hostAgent{cfg: tc.cfg}
 		var got []string
