@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cci-project/cci/internal/agent"
+	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/image"
 	"github.com/cci-project/cci/internal/server"
 	"github.com/cci-project/cci/internal/testimage"
@@ -38,6 +39,10 @@ func Execute() int {
 	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
+		if errors.Is(err, agent.ErrNodeDeleted) {
+			// The hosts of `cci up --hosts` stay down on it.
+			return hostns.ExitNodeDeleted
+		}
 		return 1
 	}
 	return 0
