@@ -658,27 +658,25 @@ func (a *hostAgent) watchNodeDeleted(ctx context.Context) error {
 	return fmt.Errorf("node %q was deleted from the cluster; its pods were stopped; restart the agent to register it again: %w", a.cfg.NodeName, ErrNodeDeleted)
 }
 
-// runServiceProxy runs the upstream kube-proxy in-process; ready once it runs.
+// runServiceProxy runs the upstream kube-proxy beside the agent (a child
+// process it restarts); ready once it runs.
 func (a *hostAgent) runServiceProxy(ctx context.Context, ready func()) error {
-	errs := make(chan error, 1)
-	if err := serviceproxy.Run(ctx, serviceproxy.Config{
+	stopped, err := serviceproxy.Run(ctx, serviceproxy.Config{
 		NodeName: a.cfg.NodeName,
 		Dir:      filepath.Join(a.cfg.DataDir, "agent", "proxy"),
 		REST:     a.restCfg,
 		Mode:     a.cfg.ServiceProxy,
 		Name:     a.cfg.Bridge,
 		Log:      a.log,
-	}, errs); err != nil {
+		LogFile:  filepath.Join(a.cfg.DataDir, "logs", "kube-proxy.log"),
+	})
+	if err != nil {
 		return err
 	}
 	a.log.Info("service proxy running", "mode", a.cfg.ServiceProxy)
 	ready()
-	select {
-	case err := <-errs:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
+	<-stopped
+	return nil
 }
 
 // waitNodeDeleted closes the returned channel once the node the agent

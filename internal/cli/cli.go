@@ -24,6 +24,7 @@ import (
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/image"
 	"github.com/cci-project/cci/internal/server"
+	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/internal/version"
 )
@@ -36,7 +37,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		if errors.Is(err, agent.ErrNodeDeleted) {
@@ -309,6 +310,25 @@ scale does this).`,
 	f.StringVar(&dataDir, "data-dir", filepath.Join(defaultDataDir(), "etcd-member"), "folder for etcd's data and log (not the data folder of a cci server or cci up)")
 	f.IntVar(&clientPort, "client-port", 2379, "client port (loopback)")
 	f.IntVar(&peer, "peer-port", 2380, "peer port (loopback)")
+	return cmd
+}
+
+// kubeProxyCmd is the service proxy process a host agent starts and keeps
+// running (internal/serviceproxy); not meant to be run by hand.
+func kubeProxyCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:    "kube-proxy --config FILE",
+		Short:  "Run the upstream service proxy with a configuration a host agent wrote",
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return serviceproxy.RunProcess(ctx, config)
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "the KubeProxyConfiguration file")
+	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 

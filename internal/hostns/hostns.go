@@ -417,7 +417,7 @@ func (f *Fleet) supervise(ctx context.Context, h Host, readyCh chan<- string) {
 			return
 		}
 		if exit := (*exec.ExitError)(nil); errors.As(err, &exit) && exit.ExitCode() == ExitNodeDeleted {
-			log.Warn("the host's node was deleted; it stays down until `cci host start` registers it again", "host", h.Name)
+			log.Warn("the host's node was deleted; it stays down until `cci host start` registers it again")
 			_ = os.WriteFile(h.downFile(), []byte("node deleted "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
 			continue
 		}
