@@ -159,8 +159,9 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && u.Host == r.Host
 }
 
-// Run serves the console on cfg.Addr until ctx ends.
-func (s *Server) Run(ctx context.Context) error {
+// Run serves the console on cfg.Addr until ctx ends; ready, when set, is
+// called once it listens.
+func (s *Server) Run(ctx context.Context, ready func()) error {
 	l, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("console: listen on %q (is the port in use? choose another with --console-port): %w", s.cfg.Addr, err)
@@ -173,6 +174,9 @@ func (s *Server) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.log.Info("console listening", "addr", l.Addr().String())
+	if ready != nil {
+		ready()
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.ServeTLS(l, "", "") }()
 	select {
