@@ -32,6 +32,7 @@ describe('form to manifests', () => {
   it('writes YAML that reads back to the same objects', () => {
     const docs = YAML.parseAllDocuments(toYAML(base)).map((d) => d.toJS());
     expect(docs).toEqual([deployment(base), service(base)]);
+    expect(toYAML(base)).not.toMatch(/[&*]a\d/);
   });
   it('writes half a GiB as 512Mi', () => {
     expect(memoryQuantity(0.5)).toBe('512Mi');

@@ -97,7 +97,8 @@ export function service(f: Form): Record<string, unknown> | null {
 
 export function toYAML(f: Form): string {
   const docs = [deployment(f), service(f)].filter(Boolean);
-  return docs.map((d) => YAML.stringify(d)).join('---\n');
+  // No anchors and aliases for the shared label maps: written out, as people write them.
+  return docs.map((d) => YAML.stringify(d, { aliasDuplicateObjects: false })).join('---\n');
 }
 
 export function kubectlCommand(ns: string): string {

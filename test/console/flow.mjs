@@ -1,6 +1,7 @@
 // The console's browser flow, run by console_test.go: Chromium driven by
 // playwright-core. Every step waits for what the page shows; a step that
 // never sees it fails the run with a screenshot of the page.
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -50,7 +51,16 @@ try {
   await page.click('button[type=submit]');
   await page.waitForURL(new RegExp(`/ns/${NS}/overview$`));
   await page.getByTestId('running').waitFor();
+  // The tenant reads its own quota (default pods=50); nothing is refused.
+  await page.locator('td', { hasText: '/ 50' }).first().waitFor();
+  if (await page.getByRole('alert').count() !== 0) throw new Error(`overview shows an error: ${await page.getByRole('alert').first().innerText()}`);
   await shot('overview.png');
+
+  log('switches to Chinese and back');
+  await page.getByRole('button', { name: '中文' }).click();
+  await page.getByRole('link', { name: '工作负载' }).waitFor();
+  await page.getByRole('button', { name: 'English' }).click();
+  await page.getByRole('link', { name: 'Workloads' }).waitFor();
 
   log('creates a Deployment from the form');
   await page.goto(`${URL}/ns/${NS}/workloads`);
@@ -144,6 +154,23 @@ try {
   await page.goto(URL + '/operator/hosts');
   await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
   await shot('hosts.png');
+
+  log("a session whose token is revoked goes back to login with a message");
+  const other = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await other.newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(URL + '/login');
+  await page.fill('#token', env('OTHER_TOKEN'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(new RegExp(`/ns/${OTHER}/overview$`));
+  await page.goto(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  // Deleting the tenant deletes its service account and token.
+  execFileSync(env('CCI_BIN'), ['tenant', 'delete', OTHER, '--wait=false', '--data-dir', env('CCI_DATA_DIR')], { stdio: 'inherit' });
+  await page.waitForURL(/\/login$/, { timeout: 120000 });
+  const ended = await page.getByRole('status').innerText();
+  if (!/session ended/i.test(ended)) throw new Error(`login page after revocation says: ${ended}`);
+  log('  ', ended);
+  await shot('session-ended.png');
   log('done');
 } catch (e) {
   if (page) await shot('failure.png').catch(() => {});
