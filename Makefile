@@ -31,10 +31,10 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	go test -count=1 -timeout 60m ./...
 
 test-unit: ## unit and component tests only
-	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance)
+	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance -e /test/console)
 
-test-e2e: ## end-to-end tests against a real `cci up`
-	go test -count=1 -v -timeout 30m ./test/e2e/
+test-e2e: ## end-to-end tests against a real `cci up` (and the console in Chromium)
+	go test -count=1 -v -timeout 30m ./test/e2e/ ./test/console/
 
 FOCUS ?= \[Conformance\]
 SKIP ?= \[Serial\]|\[Disruptive\]
