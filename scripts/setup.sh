@@ -26,6 +26,9 @@ declare -A PKGS=(
   [openssl]=openssl
   [gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
+  # the web console's build (console/) and its browser test (test/console)
+  [npm]=npm
+  [chromium]=chromium
 )
 missing=()
 for bin in "${!PKGS[@]}"; do
@@ -52,6 +55,11 @@ fi
 
 go mod download
 mkdir -p bin
+# The web console's assets, embedded by the Go build (internal/console);
+# without them the binary serves a placeholder page.
+if [ ! -f internal/console/dist/index.html ] && command -v npm >/dev/null 2>&1; then
+  make --no-print-directory console
+fi
 VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
 # The embedded Kubernetes components report the version they are built
 # from (kubectl version, /version), as in a release build of Kubernetes.

@@ -88,6 +88,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringSliceVar(&c.LBPool, "lb-pool", nil, "addresses (IPs or prefixes) for Services of type LoadBalancer (default: the advertise address)")
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
+	f.IntVar(&c.ConsolePort, "console-port", 0, "HTTPS port of the web console (default: api-port + 2; -1: no console)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
 	f.IntVar(&c.MetricsPort, "metrics-port", 0, "HTTPS port of the metrics API (metrics-server) on the advertise address (default: a free port)")
 	f.StringVar(&c.FlannelBackend, "flannel-backend", "vxlan", "pod network between hosts: vxlan, host-gw (hosts on one L2 segment), wireguard-native (encrypted) or none")
@@ -194,6 +195,9 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 		fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
 		fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
 		fmt.Fprintf(stderr, "  usage:      %s\n", info.UsageURL)
+		if info.ConsoleURL != "" {
+			fmt.Fprintf(stderr, "  console:    %s\n", info.ConsoleURL)
+		}
 		fmt.Fprintf(stderr, "  dns:        %s\n", info.DNSAddress)
 		fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
 		if fleet != nil {
@@ -270,8 +274,8 @@ func serverCmd() *cobra.Command {
 			defer unlock()
 			c.DataDir, c.Log = dataDir, logger
 			return server.Run(ctx, c, func(i *server.Info) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "\nCCI control plane is ready\n  kubeconfig: %s\n  apiserver:  %s\n  registry:   %s\n  join token: %s\n\n",
-					i.AdminKubeconfig, i.APIServerURL, i.RegistryAddr, filepath.Join(i.PKI.Dir, "token"))
+				fmt.Fprintf(cmd.ErrOrStderr(), "\nCCI control plane is ready\n  kubeconfig: %s\n  apiserver:  %s\n  registry:   %s\n  console:    %s\n  join token: %s\n\n",
+					i.AdminKubeconfig, i.APIServerURL, i.RegistryAddr, i.ConsoleURL, filepath.Join(i.PKI.Dir, "token"))
 			})
 		},
 	}

@@ -13,7 +13,7 @@
 //	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
 //	    ─► Tenant CRD ─► isolation controller (bg) ─► tenant controller (synced)
 //	    ─► admission webhook (registered; tenancy.go)
-//	    ─► usage CRD ─► meter (bg), usage endpoint (bg)
+//	    ─► usage CRD ─► meter (bg), usage endpoint (bg) ─► console (listening)
 //	    ─► kube-controller-manager (bg), kube-scheduler (bg)
 //	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server (bg)
 //	    ─► DNS answers for kubernetes.default ─► ready
@@ -102,6 +102,9 @@ type Config struct {
 	WebhookAddr string `json:"webhookAddr"`
 	// UsagePort is the HTTPS port of the usage endpoint (metering). Default APIPort+1.
 	UsagePort int `json:"usagePort"`
+	// ConsolePort is the HTTPS port of the web console (internal/console)
+	// on BindAddress. Default APIPort+2; negative: no console.
+	ConsolePort int `json:"consolePort"`
 	// PriceTable is a YAML or JSON file of prices (see metering.Prices). Default: built-in prices.
 	PriceTable string `json:"priceTable"`
 	// MetricsPort is the metrics API's (the embedded metrics-server's) HTTPS
@@ -178,6 +181,9 @@ func (c *Config) Default() {
 	if c.UsagePort == 0 {
 		c.UsagePort = c.APIPort + 1
 	}
+	if c.ConsolePort == 0 {
+		c.ConsolePort = c.APIPort + 2
+	}
 	if len(c.LBPool) == 0 {
 		c.LBPool = []string{c.AdvertiseAddress}
 	}
@@ -205,6 +211,8 @@ type Info struct {
 	RegistryAddr string
 	// UsageURL is the HTTPS address of the usage endpoint.
 	UsageURL string
+	// ConsoleURL is the web console's address; empty when it is off.
+	ConsoleURL string
 	// DNSAddress is IP:port of the cluster DNS server.
 	DNSAddress string
 	// Token is the join token for agents.
@@ -276,6 +284,7 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Background("usage endpoint", func(ctx context.Context) error {
 			return cp.metering.meter.Serve(ctx, cp.metering.endpoint)
 		}),
+		supervisor.Service("console", cp.runConsole),
 		supervisor.Background("kube-controller-manager", cp.runControllerManager),
 		supervisor.Background("kube-scheduler", cp.runScheduler),
 	)

@@ -38,6 +38,8 @@ type Instance struct {
 	// DNSAddr is where the cluster DNS listens: the host's IP (pods reach
 	// it through the kube-dns Service) and a port free for UDP and TCP.
 	DNSAddr string
+	// ConsoleURL is the web console's address (its port a free one).
+	ConsoleURL string
 	// Hosts is the number of hosts of `cci up --hosts` (WithHosts); 0 for
 	// one host in the `cci up` process.
 	Hosts int
@@ -52,7 +54,7 @@ type Instance struct {
 // starts nothing. slot picks its pod range and bridge name (two instances
 // on one host need different slots, 0-99).
 func New(bin, work string, slot int) *Instance {
-	ports := FreePorts(5)
+	ports := FreePorts(6)
 	// The usage endpoint listens on the apiserver's port + 1 (where
 	// `cci usage` looks for it): the apiserver port must have a free successor.
 	ports[0] = freePortWithFreeNext()
@@ -64,6 +66,7 @@ func New(bin, work string, slot int) *Instance {
 		ClusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
 		Bridge:      fmt.Sprintf("cci-e2e%d", n),
 		DNSAddr:     FreeDNSAddr(),
+		ConsoleURL:  fmt.Sprintf("https://127.0.0.1:%d/", ports[5]),
 	}
 	c.Args = []string{"up",
 		"--data-dir", c.DataDir,
@@ -72,6 +75,7 @@ func New(bin, work string, slot int) *Instance {
 		"--etcd-peer-port", strconv.Itoa(ports[2]),
 		"--registry-addr", c.Registry,
 		"--kubelet-port", strconv.Itoa(ports[4]),
+		"--console-port", strconv.Itoa(ports[5]),
 		"--cluster-cidr", c.ClusterCIDR,
 		"--cni-bridge", c.Bridge,
 		"--dns-address", c.DNSAddr,

@@ -1,0 +1,181 @@
+// The console's browser flow, run by console_test.go: Chromium driven by
+// playwright-core. Every step waits for what the page shows; a step that
+// never sees it fails the run with a screenshot of the page.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`flow.mjs needs $${k}`);
+  return v;
+};
+const URL = env('CONSOLE_URL').replace(/\/$/, '');
+const OUT = env('OUT');
+const NS = env('TENANT_NS');
+const OTHER = env('OTHER_NS');
+const require = createRequire(path.join(env('CONSOLE_DIR'), 'package.json'));
+const { chromium } = require('playwright-core');
+
+const slow = 4 * 60 * 1000; // image pull and sandbox start of a first pod
+const log = (...a) => console.log(new Date().toISOString().slice(11, 19), ...a);
+
+const browser = await chromium.launch({
+  executablePath: env('CHROMIUM'),
+  // Root in a container: Chromium's sandbox needs user namespaces it may not have.
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+});
+let page;
+const shot = (name) => page.screenshot({ path: path.join(OUT, name), fullPage: true });
+try {
+  // The console's certificate is issued by the cluster's own CA.
+  const tenant = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await tenant.newPage();
+  page.setDefaultTimeout(30000);
+  page.on('pageerror', (e) => log('page error:', e.message));
+
+  log('a bad token is refused with the reason');
+  await page.goto(URL + '/');
+  await page.waitForURL(/\/login$/);
+  await page.fill('#token', 'not-a-real-token');
+  await page.click('button[type=submit]');
+  const refused = page.getByTestId('login-error');
+  await refused.waitFor();
+  const why = await refused.innerText();
+  if (!/login refused/.test(why) || !/401|not valid/.test(why)) throw new Error(`bad token answer: ${why}`);
+  log('  ', why);
+  await shot('login-refused.png');
+
+  log('the tenant logs in with its token');
+  await page.fill('#token', env('TENANT_TOKEN'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(new RegExp(`/ns/${NS}/overview$`));
+  await page.getByTestId('running').waitFor();
+  // The tenant reads its own quota (default pods=50); nothing is refused.
+  await page.locator('td', { hasText: '/ 50' }).first().waitFor();
+  if (await page.getByRole('alert').count() !== 0) throw new Error(`overview shows an error: ${await page.getByRole('alert').first().innerText()}`);
+  await shot('overview.png');
+
+  log('switches to Chinese and back');
+  await page.getByRole('button', { name: '中文' }).click();
+  await page.getByRole('link', { name: '工作负载' }).waitFor();
+  await page.getByRole('button', { name: 'English' }).click();
+  await page.getByRole('link', { name: 'Workloads' }).waitFor();
+
+  log('creates a Deployment from the form');
+  await page.goto(`${URL}/ns/${NS}/workloads`);
+  await page.getByTestId('create').click();
+  await page.fill('#f-name', 'Bad_Name');
+  await page.getByTestId('submit').click();
+  await page.locator('.field-error').first().waitFor();
+  await page.fill('#f-name', 'web');
+  await page.fill('#f-image', env('IMAGE'));
+  await page.fill('#f-command', 'echo hello-from-console; exec sleep 3600');
+  await page.selectOption('#f-flavor', { index: 0 });
+  const yaml = await page.getByTestId('yaml').innerText();
+  for (const want of ['kind: Deployment', 'name: web', 'cpu: "0.25"', 'memory: 512Mi']) {
+    if (!yaml.includes(want)) throw new Error(`the YAML lacks ${want}:\n${yaml}`);
+  }
+  await shot('create-form.png');
+  await page.getByTestId('submit').click();
+  await page.getByTestId('create-form').waitFor({ state: 'detached' });
+
+  log('sees its pod Running');
+  await page.goto(`${URL}/ns/${NS}/workloads?tab=pods`);
+  const podRow = page.locator('tr[data-name^="web-"]').first();
+  await podRow.locator('[data-testid=phase]', { hasText: 'Running' }).waitFor({ timeout: slow });
+  const pod = await podRow.getAttribute('data-name');
+  log('  pod', pod);
+
+  log('reads its log');
+  await podRow.locator('a').click();
+  await page.waitForURL(new RegExp(`/ns/${NS}/pods/${pod}$`));
+  await page.getByTestId('logs').filter({ hasText: 'hello-from-console' }).waitFor();
+
+  log('runs echo hi in the exec terminal');
+  await page.getByTestId('exec-connect').click();
+  await page.getByTestId('exec-connected').waitFor();
+  await page.locator('.xterm').click();
+  await page.keyboard.type('echo hi\n');
+  await page.waitForFunction(() => {
+    const rows = document.querySelector('.xterm-rows');
+    return rows && rows.innerText.split('\n').some((l) => l.trim() === 'hi');
+  });
+  await shot('pod-logs-exec.png');
+
+  log('scales it to 3');
+  await page.goto(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  const depRow = page.locator('tr[data-name="web"]');
+  page.once('dialog', (d) => d.accept('3'));
+  await depRow.getByRole('button', { name: 'Scale' }).click();
+  await depRow.locator('td', { hasText: '3/3' }).waitFor({ timeout: slow });
+  await shot('scaled.png');
+
+  log('sees its usage grow');
+  await page.goto(`${URL}/ns/${NS}/usage`);
+  const total = page.getByTestId('usage-total');
+  await page.getByTestId('usage-table').locator('td', { hasText: pod }).waitFor({ timeout: 60000 });
+  const first = parseFloat(await total.innerText());
+  log('  cost', first);
+  // The page polls; running pods add cost every second.
+  await page.waitForFunction((before) => {
+    const v = parseFloat(document.querySelector('[data-testid=usage-total]')?.textContent || '0');
+    return v > before;
+  }, first, { timeout: 120000 });
+  await shot('usage.png');
+
+  log('deletes it');
+  await page.goto(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  page.once('dialog', (d) => d.accept());
+  await page.locator('tr[data-name="web"]').getByRole('button', { name: 'Delete' }).click();
+  await page.locator('tr[data-name="web"]').waitFor({ state: 'detached' });
+
+  log("cannot see another tenant's pods: the API's 403 is shown");
+  await page.goto(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  const denied = page.getByRole('alert');
+  await denied.waitFor();
+  const text = await denied.innerText();
+  if (!/403/.test(text) || !/forbidden/i.test(text) || !text.includes(OTHER)) throw new Error(`other namespace answer: ${text}`);
+  if (await page.locator('tr[data-name]').count() !== 0) throw new Error('rows of another namespace are shown');
+  log('  ', text);
+  await shot('forbidden.png');
+
+  log('the operator logs in with the admin kubeconfig and sees tenants and hosts');
+  const op = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await op.newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(URL + '/login');
+  await page.setInputFiles('#kubeconfig', env('ADMIN_KUBECONFIG'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(/\/overview$/);
+  await page.goto(URL + '/operator/tenants');
+  for (const t of [NS, OTHER]) await page.getByTestId('tenants').locator('td', { hasText: t }).first().waitFor();
+  await shot('tenants.png');
+  await page.goto(URL + '/operator/hosts');
+  await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
+  await shot('hosts.png');
+
+  log("a session whose token is revoked goes back to login with a message");
+  const other = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await other.newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(URL + '/login');
+  await page.fill('#token', env('OTHER_TOKEN'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(new RegExp(`/ns/${OTHER}/overview$`));
+  await page.goto(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  // Deleting the tenant deletes its service account and token.
+  execFileSync(env('CCI_BIN'), ['tenant', 'delete', OTHER, '--wait=false', '--data-dir', env('CCI_DATA_DIR')], { stdio: 'inherit' });
+  await page.waitForURL(/\/login$/, { timeout: 120000 });
+  const ended = await page.getByRole('status').innerText();
+  if (!/session ended/i.test(ended)) throw new Error(`login page after revocation says: ${ended}`);
+  log('  ', ended);
+  await shot('session-ended.png');
+  log('done');
+} catch (e) {
+  if (page) await shot('failure.png').catch(() => {});
+  console.error('FAILED:', e.message);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
