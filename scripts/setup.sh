@@ -70,7 +70,7 @@ RUNSC=/usr/local/bin/runsc
 if [ "$(go version -m "$RUNSC" 2>/dev/null | awk '$1 == "mod" { print $3 }')" != "$RUNSC_VERSION" ]; then
   echo "setup: building runsc $RUNSC_VERSION (gvisor.dev/gvisor) into $RUNSC"
   tmp=$(mktemp -d)
-  GOBIN=$tmp CGO_ENABLED=0 go install "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
+  GOBIN=$tmp CGO_ENABLED=0 go install -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION" "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
   $SUDO install -m 0755 "$tmp/runsc" "$RUNSC"
   rm -rf "$tmp"
 fi
