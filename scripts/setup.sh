@@ -67,6 +67,22 @@ KUBE_VERSION=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 KUBE_MINOR=$(echo "$KUBE_VERSION" | cut -d. -f2)
 go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION} -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_MINOR}" -o bin/cci ./cmd/cci
 
+# A current gVisor. Debian's runsc is from 2022 (ptrace platform only, with
+# vulnerabilities fixed since); this one comes from the Go module proxy
+# (gvisor.dev/gvisor, gVisor's Go-buildable tree) and goes to /usr/local/bin,
+# ahead of /usr/bin/runsc in PATH, so that the agent's default "runsc" is it
+# and runs with its default platform, systrap. Debian's stays as the
+# fallback: cci agent --runsc-path /usr/bin/runsc.
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
+RUNSC=/usr/local/bin/runsc
+if [ "$(go version -m "$RUNSC" 2>/dev/null | awk '$1 == "mod" { print $3 }')" != "$RUNSC_VERSION" ]; then
+  echo "setup: building runsc $RUNSC_VERSION (gvisor.dev/gvisor) into $RUNSC"
+  tmp=$(mktemp -d)
+  GOBIN=$tmp CGO_ENABLED=0 go install -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION" "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
+  $SUDO install -m 0755 "$tmp/runsc" "$RUNSC"
+  rm -rf "$tmp"
+fi
+
 # kubectl: the tests and the quick start use the real binary; when the host
 # has none, build the one of the Kubernetes release CCI embeds.
 if ! command -v kubectl >/dev/null 2>&1 && [ ! -x bin/kubectl ]; then

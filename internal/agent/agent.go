@@ -109,8 +109,9 @@ type Config struct {
 	// RunscPath is gVisor's runsc, which runs the pods of the gvisor
 	// RuntimeClass. Default "runsc", looked up in PATH.
 	RunscPath string `json:"runscPath"`
-	// RunscPlatform is runsc's --platform. Default "ptrace" (KVM may be
-	// missing, and hangs on some hosts).
+	// RunscPlatform is runsc's --platform. Default: the runsc's own
+	// (systrap for a current runsc, ptrace for Debian's 2022 one), but
+	// ptrace where that is kvm (KVM may be missing, and hangs on some hosts).
 	RunscPlatform string `json:"runscPlatform"`
 	// ClusterDNS is the DNS server of pods with dnsPolicy ClusterFirst.
 	// Default: the ClusterIP of the Service kube-system/kube-dns.

@@ -74,6 +74,10 @@ type Config struct {
 	// RuntimeClass is the pods' RuntimeClass ("" or "runc": the node's
 	// default runtime, runc; "gvisor": runsc).
 	RuntimeClass string
+	// Runsc is the runsc of gvisor pods, in the bench's own cluster and in
+	// the floor. Default "runsc" in PATH (a current runsc from make setup,
+	// else Debian's).
+	Runsc string
 	// PodTimeout is how long one pod may take to run. Default 2m.
 	PodTimeout time.Duration
 
@@ -292,6 +296,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			ClusterCIDR:  clusterCIDR(cfg.Scenario),
 			Hosts:        hostsFor(cfg),
 			Pprof:        *cfg.Profile,
+			Runsc:        cfg.Runsc,
 			Log:          cfg.Log,
 		})
 		if serr != nil {

@@ -69,6 +69,8 @@ type ClusterOptions struct {
 	HostsCIDR string
 	// HostsVNI is the overlay's VXLAN identifier. Default 250.
 	HostsVNI int
+	// Runsc is the agent's --runsc-path; "" leaves the agent's default.
+	Runsc string
 	// Log receives progress lines. Default os.Stderr.
 	Log io.Writer
 }
@@ -192,6 +194,9 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		if has("cni-bridge") {
 			args = append(args, "--cni-bridge", o.Bridge)
 			c.bridge = o.Bridge
+		}
+		if o.Runsc != "" {
+			args = append(args, "--runsc-path", o.Runsc)
 		}
 		if o.Hosts > 0 {
 			if !has("hosts") {

@@ -213,6 +213,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r.gvisor = setupGVisor(filepath.Join(cfg.StateDir, "runsc"), cfg.Runsc)
 	if r.gvisor.err != nil {
 		cfg.Log.Warn("gVisor pods cannot run on this node", "err", r.gvisor.err)
+	} else {
+		cfg.Log.Info("gVisor pods run with runsc", "runsc", r.gvisor.path, "platform", r.gvisor.platform)
 	}
 	if cfg.Kube != nil {
 		a, err := newAdmitter(ctx, r.kubeNode)
