@@ -10,7 +10,7 @@
 //	    ─► containerd (answers; unless --containerd-socket) ─► containerd client
 //	    ─► node registration (pod CIDR assigned) ─► network settings
 //	    ─► overlay (this host registered with it) ─► pod network
-//	    ─► NetworkPolicy enforcer ─► events ─► pod certificates
+//	    ─► NetworkPolicy enforcer ─► tenant containment ─► events ─► pod certificates
 //	    ─► node controller (virtual-kubelet ready) ─► republish pod statuses
 //	    ─► pod status watch ─► node deletion watch (bg)
 //	    ─► service proxy (running; unless "off") ─► ready
@@ -71,6 +71,7 @@ import (
 	"k8s.io/utils/clock"
 
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
+	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/overlay"
@@ -251,6 +252,10 @@ func (a *hostAgent) components() []supervisor.Component {
 		// Its rules survive the agent (they fail open while it is down)
 		// and are rewritten when it starts.
 		supervisor.Service("network policy enforcer", a.runNetworkPolicy),
+		// Before any pod starts: tenant pods are held away from the host
+		// and the operator's pods from their first packet. Its table
+		// survives the agent, as the pods do.
+		supervisor.Service("tenant containment", a.runContainment),
 		supervisor.Service("events", a.runEvents),
 		supervisor.Service("pod certificates", a.runPodCertificates),
 		supervisor.Service("node controller", a.runNode),
@@ -470,6 +475,22 @@ func (a *hostAgent) runNetworkPolicy(ctx context.Context, ready func()) error {
 	}
 	ready()
 	return enforcer.Run(ctx)
+}
+
+// runContainment keeps the pods of tenant namespaces away from the hosts,
+// link-local addresses and the operator's pods; ready once its rules are
+// written.
+func (a *hostAgent) runContainment(ctx context.Context, ready func()) error {
+	cfg := containment.Config{NodeName: a.cfg.NodeName, Bridge: a.cfg.Bridge, Kube: a.kube, Log: a.log}
+	if u, err := url.Parse(a.restCfg.Host); err == nil {
+		if ip, err := netip.ParseAddr(u.Hostname()); err == nil {
+			cfg.ControlPlane = append(cfg.ControlPlane, ip)
+		}
+	}
+	if a.clusterNet.podRange.IsValid() {
+		cfg.PodRanges = append(cfg.PodRanges, a.clusterNet.podRange)
+	}
+	return containment.Run(ctx, cfg, ready)
 }
 
 // runEvents records events as a kubelet reports them.
@@ -979,6 +1000,9 @@ type clusterNet struct {
 	// internal are the pod and Service ranges: traffic to them keeps its
 	// pod source address.
 	internal []netip.Prefix
+	// podRange is the cluster's pod range (clusterCIDR); invalid when the
+	// control plane publishes none.
+	podRange netip.Prefix
 	// netConf is the overlay's net-conf.json; nil when the control plane
 	// publishes none (an older one).
 	netConf []byte
@@ -1002,6 +1026,9 @@ func clusterNetwork(ctx context.Context, kube kubernetes.Interface) (clusterNet,
 				return out, fmt.Errorf("ConfigMap kube-system/cci-network: %s %q: %w", key, v, err)
 			}
 			out.internal = append(out.internal, p.Masked())
+			if key == "clusterCIDR" {
+				out.podRange = p.Masked()
+			}
 		}
 	}
 	if v := cm.Data["net-conf.json"]; v != "" {

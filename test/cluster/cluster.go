@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/serviceproxy"
@@ -136,6 +137,11 @@ func (c *Instance) Prepare() {
 	RemoveNetpolRules(c.Bridge)
 	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
 		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
+	for _, b := range []string{c.Bridge, c.Bridge + "b"} {
+		if err := containment.Remove(context.Background(), b); err != nil {
+			fmt.Fprintln(os.Stderr, "remove tenant containment rules:", err)
+		}
 	}
 }
 
@@ -254,6 +260,11 @@ func (c *Instance) Cleanup() {
 	RemoveNetpolRules(c.Bridge)
 	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
 		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
+	for _, b := range []string{c.Bridge, c.Bridge + "b"} {
+		if err := containment.Remove(context.Background(), b); err != nil {
+			fmt.Fprintln(os.Stderr, "remove tenant containment rules:", err)
+		}
 	}
 }
 
