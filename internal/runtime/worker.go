@@ -1051,7 +1051,7 @@ func (w *podWorker) reattachAll() {
 		logs := w.attachedLog(cr.Name)
 		var attach cio.Attach
 		if logs == nil {
-			if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount)); err == nil {
+			if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount), w.r.cfg.ContainerLogMaxSize, w.r.cfg.ContainerLogMaxFiles); err == nil {
 				logs = lf
 				attach = logs.attach()
 			} else {
