@@ -62,8 +62,8 @@ type containerLog struct {
 	size     int64
 	maxSize  int64
 	maxFiles int
-	stdout *logStream
-	stderr *logStream
+	stdout   *logStream
+	stderr   *logStream
 	// attached are the clients of `kubectl attach`: they get the output
 	// as the container writes it, from the time they attached.
 	attached map[*attachment]struct{}
