@@ -131,8 +131,29 @@ type Config struct {
 	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
 	// where the host runs a service proxy of its own.
 	ServiceProxy string `json:"serviceProxy"`
+	// PodMaxPids is the most processes a pod may have, as the kubelet's
+	// --pod-max-pids: a fork bomb stays in its pod. Default 4096; -1: no limit.
+	PodMaxPids int64 `json:"podMaxPids"`
+	// ContainerLogMaxSize is the size at which a container's log file is
+	// rotated (a quantity such as 10Mi), and ContainerLogMaxFiles how many
+	// files of a container's run are kept, as the kubelet's settings of
+	// these names. Defaults "10Mi" and 5.
+	ContainerLogMaxSize  string `json:"containerLogMaxSize"`
+	ContainerLogMaxFiles int    `json:"containerLogMaxFiles"`
 	// Log receives the agent's messages. Default slog's default logger.
 	Log *slog.Logger `json:"-"`
+}
+
+// logMaxSize is ContainerLogMaxSize in bytes (0: the runtime's default).
+func (c *Config) logMaxSize() (int64, error) {
+	if c.ContainerLogMaxSize == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(c.ContainerLogMaxSize)
+	if err != nil || q.Value() < 1024 {
+		return 0, fmt.Errorf("container log max size %q: want a size of 1Ki or more, such as 10Mi", c.ContainerLogMaxSize)
+	}
+	return q.Value(), nil
 }
 
 func (c *Config) defaults() error {
@@ -180,6 +201,15 @@ func (c *Config) defaults() error {
 	}
 	if _, err := c.mirrors(); err != nil {
 		return err
+	}
+	if _, err := c.logMaxSize(); err != nil {
+		return err
+	}
+	if c.ContainerLogMaxFiles == 1 || c.ContainerLogMaxFiles < 0 {
+		return fmt.Errorf("container log max files %d: want 2 or more (the current file and a rotated one)", c.ContainerLogMaxFiles)
+	}
+	if c.PodMaxPids < -1 {
+		return fmt.Errorf("pod max pids %d: want a positive number, or -1 for no limit", c.PodMaxPids)
 	}
 	if c.Server == "" || c.Token == "" {
 		return errors.New("the agent needs --server and --token (the token is in the server's <data>/pki/token)")
@@ -559,27 +589,34 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
+	logMax, err := a.cfg.logMaxSize()
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	vk, err := nodeutil.NewNode(a.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		rt, err := runtime.New(ctx, runtime.Config{
-			NodeName:           a.cfg.NodeName,
-			HostIP:             a.cfg.NodeIP,
-			StateDir:           filepath.Join(a.cfg.DataDir, "agent"),
-			InsecureRegistries: a.insecure,
-			RegistryMirrors:    a.mirrors,
-			ClusterDNS:         a.cfg.ClusterDNS,
-			Allocatable:        a.nodeSpec.Status.Allocatable.DeepCopy(),
-			Runsc:              runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
-			Containerd:         a.ctrd,
-			Network:            a.netMgr,
-			Kube:               a.kube,
-			ConfigMaps:         pc.ConfigMaps,
-			Secrets:            pc.Secrets,
-			Services:           pc.Services,
-			Recorder:           a.recorder,
-			Log:                a.log,
-			TrustBundles:       a.trustBundles,
-			PodCertificates:    a.podCerts,
+			NodeName:             a.cfg.NodeName,
+			HostIP:               a.cfg.NodeIP,
+			StateDir:             filepath.Join(a.cfg.DataDir, "agent"),
+			InsecureRegistries:   a.insecure,
+			RegistryMirrors:      a.mirrors,
+			ClusterDNS:           a.cfg.ClusterDNS,
+			Allocatable:          a.nodeSpec.Status.Allocatable.DeepCopy(),
+			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
+			Containerd:           a.ctrd,
+			Network:              a.netMgr,
+			Kube:                 a.kube,
+			ConfigMaps:           pc.ConfigMaps,
+			Secrets:              pc.Secrets,
+			Services:             pc.Services,
+			Recorder:             a.recorder,
+			Log:                  a.log,
+			TrustBundles:         a.trustBundles,
+			PodCertificates:      a.podCerts,
+			PodPidsLimit:         a.cfg.PodMaxPids,
+			ContainerLogMaxSize:  logMax,
+			ContainerLogMaxFiles: a.cfg.ContainerLogMaxFiles,
 		})
 		if err != nil {
 			return nil, nil, err

@@ -241,6 +241,9 @@ type podWorker struct {
 	sandboxOOMAt time.Time
 	deleting     *v1.Pod
 	lastPub      *v1.Pod
+	// storageCheckedAt is when the pod's local storage use was last
+	// measured against its limits (storage.go).
+	storageCheckedAt time.Time
 	lastRecord   []byte // the record as last written to disk
 }
 
@@ -477,6 +480,18 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	soonest(left)
 
 	soonest(resizeNext)
+
+	if limitsStorage(pod) {
+		if wait := storageCheckInterval - timeNow().Sub(w.storageCheckedAt); wait > 0 {
+			soonest(wait)
+		} else {
+			w.storageCheckedAt = timeNow()
+			if w.checkStorage(pod) {
+				return 0, false
+			}
+			soonest(storageCheckInterval)
+		}
+	}
 
 	// Once an app container has started the pod is initialized for good,
 	// as on a kubelet: a sidecar that restarts later holds nothing up.
