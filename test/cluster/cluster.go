@@ -27,6 +27,9 @@ import (
 	"github.com/cci-project/cci/internal/serviceproxy"
 )
 
+// PodMaxPids is the pods limit of every instance's hosts.
+const PodMaxPids = 512
+
 // Instance is one `cci up`. Start and Stop may be called again (restart
 // tests); they are safe for concurrent use.
 type Instance struct {
@@ -82,6 +85,9 @@ func New(bin, work string, slot int) *Instance {
 		// range to the others' tunnel, over their own bridges (WithHosts
 		// turns VXLAN on, each host in a namespace of its own).
 		"--flannel-backend", "none",
+		// A pods limit a fork bomb reaches in a moment (TestForkBombContained);
+		// the default, 4096, would take a while on a small test machine.
+		"--pod-max-pids", strconv.Itoa(PodMaxPids),
 	}
 	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
 	return c
