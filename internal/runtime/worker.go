@@ -244,7 +244,7 @@ type podWorker struct {
 	// storageCheckedAt is when the pod's local storage use was last
 	// measured against its limits (storage.go).
 	storageCheckedAt time.Time
-	lastRecord   []byte // the record as last written to disk
+	lastRecord       []byte // the record as last written to disk
 }
 
 func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
