@@ -139,10 +139,22 @@ func TestEphemeralStorageEvicted(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rc string) {
 		ns := testNamespace(t)
 		alive := neighbour(t, ns, rc)
+		// Past its own limit, not the pod's (the sum, with the quiet
+		// sidecar's): the kubelet names the container.
 		fill := "dd if=/dev/zero of=/tmp/fill bs=1048576 count=20; " + idle
 		filler := shellPod("filler", rc, fill)
 		filler.Spec.Containers[0].Resources.Limits = v1.ResourceList{v1.ResourceEphemeralStorage: resource.MustParse("5Mi")}
+		quiet := filler.Spec.Containers[0]
+		quiet.Name, quiet.Command = "quiet", []string{"sh", "-c", idle}
+		quiet.Resources.Limits = v1.ResourceList{v1.ResourceEphemeralStorage: resource.MustParse("100Mi")}
+		filler.Spec.Containers = append(filler.Spec.Containers, quiet)
 		createPod(t, ns, filler)
+		// Past the pod's limit with its emptyDir, which has none of its own.
+		podFill := shellPod("podfill", rc, "dd if=/dev/zero of=/data/fill bs=1048576 count=8; "+idle)
+		podFill.Spec.Containers[0].Resources.Limits = v1.ResourceList{v1.ResourceEphemeralStorage: resource.MustParse("4Mi")}
+		podFill.Spec.Volumes = []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}}}
+		podFill.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		createPod(t, ns, podFill)
 		dirFill := "dd if=/dev/zero of=/scratch/fill bs=1048576 count=8; " + idle
 		scratch := shellPod("scratch", rc, dirFill)
 		limit := resource.MustParse("2Mi")
@@ -152,6 +164,7 @@ func TestEphemeralStorageEvicted(t *testing.T) {
 		for pod, want := range map[string]string{
 			"filler":  `Container main exceeded its local ephemeral storage limit "5Mi". `,
 			"scratch": `Usage of EmptyDir volume "scratch" exceeds the limit "2Mi". `,
+			"podfill": "Pod ephemeral local storage usage exceeds the total limit of containers 4Mi. ",
 		} {
 			waitPodIn(t, ns, pod, 2*time.Minute, "evicted", func(p *v1.Pod) (bool, string) {
 				return p.Status.Phase == v1.PodFailed && p.Status.Reason == "Evicted" && p.Status.Message == want,
