@@ -141,7 +141,8 @@ func TestEphemeralStorageEvicted(t *testing.T) {
 		alive := neighbour(t, ns, rc)
 		// Past its own limit, not the pod's (the sum, with the quiet
 		// sidecar's): the kubelet names the container.
-		fill := "dd if=/dev/zero of=/tmp/fill bs=1048576 count=20; " + idle
+		// Not /tmp: gVisor mounts a tmpfs there, which is memory.
+		fill := "dd if=/dev/zero of=/fill bs=1048576 count=20; " + idle
 		filler := shellPod("filler", rc, fill)
 		filler.Spec.Containers[0].Resources.Limits = v1.ResourceList{v1.ResourceEphemeralStorage: resource.MustParse("5Mi")}
 		quiet := filler.Spec.Containers[0]
