@@ -95,6 +95,9 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--runsc-platform", a.RunscPlatform,
 		"--service-proxy", a.ServiceProxy,
 		"--pool", a.Pool,
+		"--pod-max-pids", strconv.FormatInt(a.PodMaxPids, 10),
+		"--container-log-max-size", a.ContainerLogMaxSize,
+		"--container-log-max-files", strconv.Itoa(a.ContainerLogMaxFiles),
 	}
 	for _, d := range a.ClusterDNS {
 		args = append(args, "--cluster-dns", d)

@@ -553,7 +553,8 @@ func AdmitService(svc, old *corev1.Service) {
 
 // CheckService refuses what lets a tenant Service reach past its tenant:
 // NodePort services and node ports (a port on every host's own address),
-// a LoadBalancer that would get node ports, and external IPs
+// a LoadBalancer that would get node ports or a health-check node port
+// (externalTrafficPolicy Local), and external IPs
 // (CVE-2020-8554: the service proxy captures traffic to any IP:port named
 // there, from every pod and host).
 func CheckService(svc *corev1.Service) error {
@@ -568,6 +569,12 @@ func CheckService(svc *corev1.Service) error {
 	}
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && (svc.Spec.AllocateLoadBalancerNodePorts == nil || *svc.Spec.AllocateLoadBalancerNodePorts) {
 		why = append(why, "allocateLoadBalancerNodePorts must be false: node ports open a port on every host")
+	}
+	if svc.Spec.HealthCheckNodePort != 0 {
+		why = append(why, fmt.Sprintf("healthCheckNodePort %d is not allowed: it opens a port on every host", svc.Spec.HealthCheckNodePort))
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		why = append(why, "externalTrafficPolicy Local is not allowed: it gives the Service a health-check node port (healthCheckNodePort), a port on every host; leave it Cluster")
 	}
 	if len(svc.Spec.ExternalIPs) > 0 {
 		why = append(why, fmt.Sprintf("spec.externalIPs %v is not allowed: external IPs capture the traffic of every pod and host to those addresses (CVE-2020-8554); use type LoadBalancer for an address outside the cluster", svc.Spec.ExternalIPs))

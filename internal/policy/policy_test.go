@@ -250,6 +250,11 @@ func TestCheckService(t *testing.T) {
 			refused: []string{`port "http": nodePort 30080 is not allowed`}},
 		{name: "LoadBalancer allocating node ports", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.AllocateLoadBalancerNodePorts = yes }),
 			refused: []string{"allocateLoadBalancerNodePorts must be false"}},
+		{name: "LoadBalancer with externalTrafficPolicy Local", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }),
+			refused: []string{"externalTrafficPolicy Local is not allowed", "healthCheckNodePort"}},
+		{name: "LoadBalancer with externalTrafficPolicy Cluster", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster })},
+		{name: "healthCheckNodePort", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.HealthCheckNodePort = 32000 }),
+			refused: []string{"healthCheckNodePort 32000 is not allowed"}},
 		{name: "LoadBalancer, allocateLoadBalancerNodePorts unset", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.AllocateLoadBalancerNodePorts = nil }),
 			refused: []string{"allocateLoadBalancerNodePorts must be false"}},
 	} {

@@ -445,7 +445,7 @@ func (w *podWorker) runtimeOpts(pod *v1.Pod, id string) (containerd.NewContainer
 	}
 	binary, kind, opts := w.r.gvisor.containerRuntime, containerTypeContainer, []oci.SpecOpts(nil)
 	if root == id {
-		binary, kind, opts = w.r.gvisor.sandboxRuntime, containerTypeSandbox, podResourceOpts(pod)
+		binary, kind, opts = w.r.gvisor.sandboxRuntime, containerTypeSandbox, append(podResourceOpts(pod), w.r.pidsOpts()...)
 	}
 	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: binary, Root: w.r.gvisor.root}),
 		append(opts, oci.WithAnnotations(map[string]string{
@@ -479,6 +479,7 @@ func (w *podWorker) startPodSandbox() error {
 		oci.WithAnnotations(map[string]string{annotationContainerType: containerTypeSandbox, annotationSandboxID: id}),
 	}
 	opts = append(opts, podResourceOpts(pod)...)
+	opts = append(opts, w.r.pidsOpts()...)
 	if psc := pod.Spec.SecurityContext; psc != nil && len(psc.Sysctls) > 0 {
 		opts = append(opts, withSysctls(psc.Sysctls))
 	}

@@ -11,7 +11,8 @@
 //	    ─► kube-apiserver (/readyz) ─► RBAC for agents ─► RuntimeClasses
 //	    ─► load-balancer controller (bg), service check (bg)
 //	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
-//	    ─► Tenant CRD ─► isolation controller (bg) ─► tenant controller (synced)
+//	    ─► Tenant CRD ─► isolation controller (bg) ─► endpoint guard (bg)
+//	    ─► tenant controller (synced)
 //	    ─► admission webhook (registered; tenancy.go)
 //	    ─► usage CRD ─► meter (bg), usage endpoint (bg) ─► console (listening)
 //	    ─► kube-controller-manager (bg), kube-scheduler (bg)
@@ -60,6 +61,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/cci-project/cci/internal/dns"
+	"github.com/cci-project/cci/internal/endpointguard"
 	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
@@ -276,6 +278,9 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Step("tenant API", func(ctx context.Context) error { return tenant.InstallCRD(ctx, cp.rest) }),
 		supervisor.Background("isolation controller", func(ctx context.Context) error {
 			return isolation.NewController(cp.admin, cp.log).Run(ctx, 2)
+		}),
+		supervisor.Background("endpoint guard", func(ctx context.Context) error {
+			return endpointguard.NewController(cp.admin, cp.log).Run(ctx, 1)
 		}),
 		supervisor.Service("tenant controller", cp.runTenantController),
 		supervisor.Service("admission webhook", cp.runWebhook),

@@ -21,10 +21,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/serviceproxy"
 )
+
+// PodMaxPids is the pods limit of every instance's hosts.
+const PodMaxPids = 512
 
 // Instance is one `cci up`. Start and Stop may be called again (restart
 // tests); they are safe for concurrent use.
@@ -85,6 +89,9 @@ func New(bin, work string, slot int) *Instance {
 		// range to the others' tunnel, over their own bridges (WithHosts
 		// turns VXLAN on, each host in a namespace of its own).
 		"--flannel-backend", "none",
+		// A pods limit a fork bomb reaches in a moment (TestForkBombContained);
+		// the default, 4096, would take a while on a small test machine.
+		"--pod-max-pids", strconv.Itoa(PodMaxPids),
 	}
 	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
 	return c
@@ -140,6 +147,11 @@ func (c *Instance) Prepare() {
 	RemoveNetpolRules(c.Bridge)
 	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
 		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
+	for _, b := range []string{c.Bridge, c.Bridge + "b"} {
+		if err := containment.Remove(context.Background(), b); err != nil {
+			fmt.Fprintln(os.Stderr, "remove tenant containment rules:", err)
+		}
 	}
 }
 
@@ -258,6 +270,11 @@ func (c *Instance) Cleanup() {
 	RemoveNetpolRules(c.Bridge)
 	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
 		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
+	for _, b := range []string{c.Bridge, c.Bridge + "b"} {
+		if err := containment.Remove(context.Background(), b); err != nil {
+			fmt.Fprintln(os.Stderr, "remove tenant containment rules:", err)
+		}
 	}
 }
 
