@@ -291,6 +291,9 @@ func (s *Server) mutate(_ context.Context, req *admissionv1.AdmissionRequest) *a
 	if len(pod.Spec.Tolerations) > 0 {
 		ops = append(ops, patchOp{"add", "/spec/tolerations", pod.Spec.Tolerations})
 	}
+	if len(pod.Spec.ImagePullSecrets) > 0 {
+		ops = append(ops, patchOp{"add", "/spec/imagePullSecrets", pod.Spec.ImagePullSecrets})
+	}
 	for i, c := range pod.Spec.InitContainers {
 		ops = append(ops, patchOp{"add", fmt.Sprintf("/spec/initContainers/%d/resources", i), c.Resources})
 	}
