@@ -100,6 +100,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 		f.StringVar(&c.Server, "server", "", "apiserver URL, e.g. https://10.0.0.1:6443")
 		f.StringVar(&c.Token, "token", "", "join token (the server's <data>/pki/token)")
 		f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
+		f.StringVar(&c.BuiltinRegistry, "builtin-registry", "", "the server's built-in registry (host:port as images name it): pods outside tenant namespaces pull from it with the join token")
 		f.StringSliceVar(&c.RegistryMirrors, "registry-mirror", nil, "REGISTRY=MIRROR (both host:port): pull images named after REGISTRY from MIRROR, e.g. 127.0.0.1:5000=10.0.0.1:5000")
 	}
 	f.StringVar(&c.NodeName, "node-name", "", "node name (default: the host name)")
@@ -211,6 +212,7 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 		fl.agent.Server = info.APIServerURL
 		fl.agent.Token = info.Token
 		fl.agent.InsecureRegistries = append(fl.agent.InsecureRegistries, info.RegistryAddr)
+		fl.agent.BuiltinRegistry = info.RegistryAddr
 		go func() { agentDone <- agent.Run(ctx, fl.agent, banner) }()
 	}
 	var runErr error

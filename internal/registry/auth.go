@@ -3,6 +3,8 @@ package registry
 // Who may do what in the built-in registry.
 //
 //	operator (user OperatorUser)  everything, the catalog included
+//	host agent (user NodeUser)    pull every repository (it runs every
+//	                              tenant's pods); password: the join token
 //	tenant T (user T)             pull, push, delete repositories T/...;
 //	                              pull public repositories
 //	anonymous                     pull public repositories
@@ -55,6 +57,10 @@ import (
 // tenant can be given it.
 const OperatorUser = "operator@cci"
 
+// NodeUser is the host agents' user name; their password is the join
+// token they already hold.
+const NodeUser = "node@cci"
+
 // Actions on a repository, as distribution names them.
 const (
 	ActionPull   = "pull"
@@ -78,6 +84,8 @@ func AuthDir(dataDir string) string { return filepath.Join(dataDir, "registry-au
 type Identity struct {
 	// Operator is the cluster's operator: full access.
 	Operator bool
+	// Node is a host agent: pulls every repository, pushes none.
+	Node bool
 	// Tenant is the tenant's name; empty with Operator false: anonymous.
 	Tenant string
 }
@@ -86,6 +94,8 @@ func (id Identity) String() string {
 	switch {
 	case id.Operator:
 		return "the operator"
+	case id.Node:
+		return "a host agent"
 	case id.Tenant != "":
 		return fmt.Sprintf("tenant %q", id.Tenant)
 	default:
@@ -102,6 +112,12 @@ func Authorize(id Identity, repo, action string, public func(string) bool) error
 	}
 	if id.Tenant != "" && strings.HasPrefix(repo, id.Tenant+"/") {
 		return nil
+	}
+	if id.Node {
+		if action == ActionPull {
+			return nil
+		}
+		return fmt.Errorf("%s may only pull, not %s %q", id, action, repo)
 	}
 	if action == ActionPull && public(repo) {
 		return nil
@@ -169,11 +185,15 @@ type TenantUIDs func(name string) (uid string, ok bool)
 
 // Authenticate maps Basic credentials to an identity. No credentials at all
 // are anonymous; wrong ones are an error.
-func (k *Keys) Authenticate(user, pass string, tenants TenantUIDs) (Identity, error) {
+func (k *Keys) Authenticate(user, pass string, tenants TenantUIDs, nodeToken string) (Identity, error) {
 	eq := func(want string) bool { return subtle.ConstantTimeCompare([]byte(pass), []byte(want)) == 1 }
 	switch {
 	case user == "" && pass == "":
 		return Identity{}, nil
+	case user == NodeUser:
+		if nodeToken != "" && eq(nodeToken) {
+			return Identity{Node: true}, nil
+		}
 	case user == OperatorUser:
 		if eq(k.Operator()) {
 			return Identity{Operator: true}, nil
@@ -344,6 +364,9 @@ func SetPublic(dir, pattern string, public bool) error {
 type Auth struct {
 	Keys   *Keys
 	Public *Public
+	// NodeToken is the agents' join token, their password as NodeUser;
+	// empty: agents have no identity of their own.
+	NodeToken string
 
 	mu      sync.RWMutex
 	tenants TenantUIDs
@@ -374,7 +397,7 @@ func (a *Auth) Handler(next http.Handler) http.Handler {
 			a.challenge(w, "only Basic authentication is accepted: log in with the user name and password CCI issued")
 			return
 		}
-		id, err := a.Keys.Authenticate(user, pass, a.tenantUIDs())
+		id, err := a.Keys.Authenticate(user, pass, a.tenantUIDs(), a.NodeToken)
 		if err != nil {
 			a.challenge(w, err.Error())
 			return
@@ -386,7 +409,7 @@ func (a *Auth) Handler(next http.Handler) http.Handler {
 			return
 		}
 		if err := a.check(r, id, match); err != nil {
-			if id.Operator || id.Tenant != "" {
+			if id != (Identity{}) {
 				serveError(w, http.StatusForbidden, errcode.ErrorCodeDenied.WithMessage(err.Error()))
 			} else {
 				a.challenge(w, err.Error())
@@ -405,7 +428,7 @@ func (a *Auth) check(r *http.Request, id Identity, match mux.RouteMatch) error {
 		// from Docker's registries: a client that finds /v2/ open (crane)
 		// would never send the credentials it has. Anonymous pulls of
 		// public repositories still work; they do not need /v2/.
-		if id.Operator || id.Tenant != "" {
+		if id != (Identity{}) {
 			return nil
 		}
 		return errors.New("log in to use the registry; anonymous clients may pull public repositories")

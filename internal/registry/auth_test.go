@@ -43,6 +43,8 @@ func TestAuthorize(t *testing.T) {
 		{anon, "cci-test/httpd", ActionPull, ""},
 		{anon, "a/app", ActionPull, `an anonymous client may only pull public repositories, and "a/app" is not public`},
 		{anon, "cci-test/httpd", ActionPush, "not public"},
+		{Identity{Node: true}, "a/app", ActionPull, ""},
+		{Identity{Node: true}, "a/app", ActionPush, "may only pull"},
 		{op, "a/app", ActionPush, ""},
 		{op, "anything/at/all", ActionDelete, ""},
 	}
@@ -78,9 +80,11 @@ func TestAuthenticate(t *testing.T) {
 		{"a", k.Tenant("a", "old-uid"), Identity{}, true},
 		{"gone", k.Tenant("gone", "uid"), Identity{}, true},
 		{"a", "", Identity{}, true},
+		{NodeUser, "join-token", Identity{Node: true}, false},
+		{NodeUser, "other", Identity{}, true},
 	}
 	for _, tt := range tests {
-		got, err := k.Authenticate(tt.user, tt.pass, tenants)
+		got, err := k.Authenticate(tt.user, tt.pass, tenants, "join-token")
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("Authenticate(%q, …) = %v, %v; want %v, error %v", tt.user, got, err, tt.want, tt.wantErr)
 		}

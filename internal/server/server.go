@@ -396,7 +396,7 @@ func newControlPlane(cfg Config) (*controlPlane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--registry-public: %w", err)
 	}
-	cp.registryAuth = &registry.Auth{Keys: keys, Public: public}
+	cp.registryAuth = &registry.Auth{Keys: keys, Public: public, NodeToken: p.Token}
 	cp.etcdServers = cfg.EtcdServers
 	if len(cp.etcdServers) == 0 {
 		cp.etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
