@@ -124,6 +124,7 @@ spec:
 		}
 		return false, p.Status.String()
 	})
+	t.Logf("tenant %s's pull failure: %s", b, msg)
 	for _, want := range []string{"the registry refused tenant " + `"` + b + `"`, "a tenant pulls only its own repositories"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("tenant %s's pull failure %q does not say %q", b, msg, want)
