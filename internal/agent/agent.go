@@ -77,6 +77,7 @@ import (
 	"github.com/cci-project/cci/internal/overlay"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/supervisor"
@@ -123,6 +124,12 @@ type Config struct {
 	// host in its own network namespace reaches it). A mirror of a plain
 	// HTTP registry is reached over plain HTTP too.
 	RegistryMirrors []string `json:"registryMirrors"`
+	// BuiltinRegistry is the control plane's registry (host:port, as
+	// images name it). The agent pulls from it with its join token, which
+	// the registry accepts as the host's credential (user node@cci), for
+	// pods of namespaces that are not a tenant's; a tenant's pods pull
+	// with the tenant's own credentials. Empty: no host credential.
+	BuiltinRegistry string `json:"builtinRegistry"`
 	// Pool is the host pool this host joins: its node gets the label
 	// cci.io/pool=<Pool> and, for every pool but "general", the taint
 	// cci.io/pool=<Pool>:NoSchedule, so that only pods admitted to the pool
@@ -216,6 +223,14 @@ func (c *Config) defaults() error {
 		return errors.New("the agent needs --server and --token (the token is in the server's <data>/pki/token)")
 	}
 	return nil
+}
+
+// registryCredentials are the host's credentials for the built-in registry.
+func (a *hostAgent) registryCredentials() *runtime.RegistryCredentials {
+	if a.cfg.BuiltinRegistry == "" || a.cfg.Token == "" {
+		return nil
+	}
+	return &runtime.RegistryCredentials{Hosts: []string{a.cfg.BuiltinRegistry}, Username: registry.NodeUser, Password: a.cfg.Token}
 }
 
 // mirrors parses RegistryMirrors.
@@ -602,6 +617,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			StateDir:             filepath.Join(a.cfg.DataDir, "agent"),
 			InsecureRegistries:   a.insecure,
 			RegistryMirrors:      a.mirrors,
+			RegistryCredentials:  a.registryCredentials(),
 			ClusterDNS:           a.cfg.ClusterDNS,
 			Allocatable:          a.nodeSpec.Status.Allocatable.DeepCopy(),
 			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cci-project/cci/internal/hostns"
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/simulate"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/internal/vknode"
@@ -374,6 +375,13 @@ func (c *Cluster) waitReady(ctx context.Context, nodes int) error {
 func (c *Cluster) PushImages(ctx context.Context) error {
 	if c.Registry == "" {
 		return errors.New("no registry address: pass --registry")
+	}
+	// Pushes authenticate as the operator of the cluster (the Docker
+	// config in its data folder), unless $DOCKER_CONFIG says otherwise.
+	if os.Getenv("DOCKER_CONFIG") == "" && c.DataDir != "" {
+		if err := os.Setenv("DOCKER_CONFIG", registry.AuthDir(c.DataDir)); err != nil {
+			return err
+		}
 	}
 	if _, err := testimage.Build(ctx, c.Registry, ""); err != nil {
 		return fmt.Errorf("push test images to %s: %w", c.Registry, err)

@@ -23,6 +23,7 @@ import (
 	"github.com/cci-project/cci/internal/agent"
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/image"
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/server"
 	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/testimage"
@@ -82,6 +83,7 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.IntVar(&c.EtcdClientPort, "etcd-client-port", 2379, "embedded etcd client port (loopback)")
 	f.IntVar(&c.EtcdPeerPort, "etcd-peer-port", 2380, "embedded etcd peer port (loopback)")
 	f.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:5000", "address of the built-in OCI registry")
+	f.StringSliceVar(&c.RegistryPublic, "registry-public", []string{"cci-test/*"}, "repositories of the built-in registry anyone may pull (names, or prefixes ending in /*); `cci image public` adds more")
 	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
 	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
 	f.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of each host's pod subnet (24: 253 pods; a host with --max-pods over 253 needs a shorter one)")
@@ -105,6 +107,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 		f.StringVar(&c.Server, "server", "", "apiserver URL, e.g. https://10.0.0.1:6443")
 		f.StringVar(&c.Token, "token", "", "join token (the server's <data>/pki/token)")
 		f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
+		f.StringVar(&c.BuiltinRegistry, "builtin-registry", "", "the server's built-in registry (host:port as images name it): pods outside tenant namespaces pull from it with the join token")
 		f.StringSliceVar(&c.RegistryMirrors, "registry-mirror", nil, "REGISTRY=MIRROR (both host:port): pull images named after REGISTRY from MIRROR, e.g. 127.0.0.1:5000=10.0.0.1:5000")
 	}
 	f.StringVar(&c.NodeName, "node-name", "", "node name (default: the host name)")
@@ -222,6 +225,7 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 		fl.agent.Server = info.APIServerURL
 		fl.agent.Token = info.Token
 		fl.agent.InsecureRegistries = append(fl.agent.InsecureRegistries, info.RegistryAddr)
+		fl.agent.BuiltinRegistry = info.RegistryAddr
 		go func() { agentDone <- agent.Run(ctx, fl.agent, banner) }()
 	}
 	var runErr error
@@ -371,14 +375,28 @@ func agentCmd() *cobra.Command {
 }
 
 func imageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "image", Short: "Work with images in the built-in registry"}
-	var registry, name string
+	var registryAddr, name, dataDir string
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Work with images in the built-in registry",
+		Long: `Work with images in the built-in registry.
+
+Pushes authenticate as the operator with the credentials the control plane
+writes to <data-dir>/registry-auth/config.json (unless $DOCKER_CONFIG names
+other ones). Standard clients use the same file:
+  DOCKER_CONFIG=<data-dir>/registry-auth crane push …
+  skopeo copy --dest-authfile <data-dir>/registry-auth/config.json …`,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return useOperatorCredentials(dataDir)
+		},
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "CCI data folder, where the operator's registry credentials are; $CCI_DATA_DIR")
 	imp := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Push the images of a docker-archive or OCI-layout tar into the registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			refs, err := image.Import(cmd.Context(), args[0], registry, name)
+			refs, err := image.Import(cmd.Context(), args[0], registryAddr, name)
 			if err != nil {
 				return err
 			}
@@ -388,7 +406,7 @@ func imageCmd() *cobra.Command {
 			return nil
 		},
 	}
-	imp.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	imp.Flags().StringVar(&registryAddr, "registry", "127.0.0.1:5000", "registry host:port to push to")
 	imp.Flags().StringVar(&name, "name", "", "repository:tag for images the archive does not name")
 	var busybox string
 	test := &cobra.Command{
@@ -396,7 +414,7 @@ func imageCmd() *cobra.Command {
 		Short: "Build the project's test images from Debian's busybox-static and push them to the registry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			refs, err := testimage.Build(cmd.Context(), registry, busybox)
+			refs, err := testimage.Build(cmd.Context(), registryAddr, busybox)
 			if err != nil {
 				return err
 			}
@@ -406,10 +424,49 @@ func imageCmd() *cobra.Command {
 			return nil
 		},
 	}
-	test.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	test.Flags().StringVar(&registryAddr, "registry", "127.0.0.1:5000", "registry host:port to push to")
 	test.Flags().StringVar(&busybox, "busybox", testimage.DefaultBusybox, "static busybox binary to build from")
-	cmd.AddCommand(imp, test)
+	public := func(make bool) *cobra.Command {
+		use, short := "public REPOSITORY…", "Let everyone pull these repositories (names, or prefixes such as team/*), anonymous clients and every tenant included"
+		if !make {
+			use, short = "private REPOSITORY…", "Take repositories off the public list: only the operator and the owning tenant pull them"
+		}
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				for _, repo := range args {
+					if err := registry.SetPublic(registry.AuthDir(dataDir), repo, make); err != nil {
+						return err
+					}
+				}
+				list, err := registry.ReadPublicFile(registry.AuthDir(dataDir))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "public repositories (besides --registry-public of the server): %s\n", strings.Join(list, ", "))
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(imp, test, public(true), public(false))
 	return cmd
+}
+
+// useOperatorCredentials points Docker-config clients (go-containerregistry's
+// default keychain, which `cci image` pushes with) at the operator's
+// credentials in dataDir, unless $DOCKER_CONFIG already names a folder.
+func useOperatorCredentials(dataDir string) error {
+	if os.Getenv("DOCKER_CONFIG") != "" {
+		return nil
+	}
+	dir := registry.AuthDir(dataDir)
+	if _, err := os.Stat(filepath.Join(dir, registry.DockerConfigFile)); err != nil {
+		// Pushes go anonymous and the registry says what is missing.
+		return nil
+	}
+	return os.Setenv("DOCKER_CONFIG", dir)
 }
 
 // signalContext ends on the first SIGINT or SIGTERM.

@@ -89,6 +89,7 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--token", info.Token,
 		"--insecure-registry", info.RegistryAddr,
 		"--registry-mirror", info.RegistryAddr + "=" + h.registry,
+		"--builtin-registry", info.RegistryAddr,
 		"--kubelet-port", strconv.Itoa(a.KubeletPort),
 		"--max-pods", strconv.Itoa(a.MaxPods),
 		"--runsc-path", a.RunscPath,

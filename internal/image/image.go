@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -62,7 +63,9 @@ const expectedFormats = "expected a docker-archive tar (`docker save`, `podman s
 // index.json, a full reference or just a tag) and pushes every image in it to
 // the registry at host:port `registry` (plain HTTP). Images without a usable
 // name get the name given by `defaultName` (error if empty). It returns the
-// references pushed, e.g. "127.0.0.1:5000/library/web:1".
+// references pushed, e.g. "127.0.0.1:5000/library/web:1". It authenticates
+// with the credentials of the Docker config ($DOCKER_CONFIG), as `cci
+// image` sets it to the operator's.
 func Import(ctx context.Context, path, registry, defaultName string) ([]string, error) {
 	if _, err := name.NewRegistry(registry, name.Insecure, name.StrictValidation); err != nil {
 		return nil, fmt.Errorf("import %q: registry address %q: %w", path, registry, err)
@@ -79,7 +82,7 @@ func Import(ctx context.Context, path, registry, defaultName string) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("import %q: %w", path, err)
 	}
-	if err := remote.MultiWrite(todo, remote.WithContext(ctx)); err != nil {
+	if err := remote.MultiWrite(todo, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
 		return nil, fmt.Errorf("import %q: push to %s: %w", path, registry, err)
 	}
 	refs := make([]string, 0, len(todo))

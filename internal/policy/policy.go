@@ -48,6 +48,10 @@ type Rules struct {
 	// is refused. The default pool always exists (its pods wait for a
 	// host). Nil: not checked.
 	ExistingPools []string
+	// PullSecret is a Secret of the namespace every pod gets as an
+	// imagePullSecret: the tenant's credentials for the built-in
+	// registry. Empty: none added.
+	PullSecret string
 }
 
 func (r Rules) pools() []string {
@@ -110,7 +114,9 @@ func refuse(why []string) error {
 //   - host access is refused (see CheckPodSpec);
 //   - the pod runs in one host pool (see ChoosePool), which the tenant must
 //     be allowed and which must have hosts: it gets the pool's nodeSelector
-//     and toleration, and the pool's name in the annotation cci.io/pool.
+//     and toleration, and the pool's name in the annotation cci.io/pool;
+//   - the pod gets the tenant's registry credentials (Rules.PullSecret) as
+//     an imagePullSecret.
 func AdmitPod(pod *corev1.Pod, r Rules) error {
 	why := CheckPodSpec(&pod.Spec, r)
 	poolName := ChoosePool(pod.Annotations, &pod.Spec)
@@ -132,7 +138,22 @@ func AdmitPod(pod *corev1.Pod, r Rules) error {
 	}
 	pod.Annotations[FlavorAnnotation] = f.Annotation()
 	setPool(pod, poolName)
+	addPullSecret(&pod.Spec, r.PullSecret)
 	return nil
+}
+
+// addPullSecret gives the pod the tenant's registry credentials, after any
+// the pod names itself.
+func addPullSecret(spec *corev1.PodSpec, name string) {
+	if name == "" {
+		return
+	}
+	for _, s := range spec.ImagePullSecrets {
+		if s.Name == name {
+			return
+		}
+	}
+	spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 }
 
 // setPool binds an admitted pod to its pool: annotation, nodeSelector and

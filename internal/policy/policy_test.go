@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -377,5 +378,21 @@ func TestCheckEndpoints(t *testing.T) {
 	// No pods of its own: the whole pod range is refused.
 	if err := CheckEndpoints(&corev1.Endpoints{Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "10.42.0.7"}}}}}, Network{PodCIDRs: n.PodCIDRs}); err == nil {
 		t.Error("pod IP of no pod in the namespace allowed")
+	}
+}
+
+func TestAdmitPodAddsPullSecret(t *testing.T) {
+	p := pod(func(p *corev1.Pod) { p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "mine"}} })
+	r := Rules{Tenant: "a", PullSecret: "cci-registry"}
+	if err := AdmitPod(p, r); err != nil {
+		t.Fatal(err)
+	}
+	want := []corev1.LocalObjectReference{{Name: "mine"}, {Name: "cci-registry"}}
+	if !slices.Equal(p.Spec.ImagePullSecrets, want) {
+		t.Fatalf("imagePullSecrets = %v, want %v", p.Spec.ImagePullSecrets, want)
+	}
+	// Admitting again (the validating webhook does) adds nothing.
+	if err := CheckAdmitted(p, r); err != nil || len(p.Spec.ImagePullSecrets) != 2 {
+		t.Fatalf("second admission: %v, %v", err, p.Spec.ImagePullSecrets)
 	}
 }

@@ -118,7 +118,13 @@ func TestLogGoesToConfiguredWriter(t *testing.T) {
 // start runs a registry on root with a free port until the test ends.
 func start(t *testing.T, root string, log io.Writer) string {
 	t.Helper()
-	r, err := New(context.Background(), Config{Addr: "127.0.0.1:0", RootDir: root, Log: log})
+	return startWith(t, Config{Addr: "127.0.0.1:0", RootDir: root, Log: log})
+}
+
+// startWith runs a registry of cfg until the test ends and returns its address.
+func startWith(t *testing.T, cfg Config) string {
+	t.Helper()
+	r, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,6 +71,10 @@ type Config struct {
 	// to the host:port that serves it from this host; mirrors are reached
 	// over plain HTTP when the registry they stand for is.
 	RegistryMirrors map[string]string
+	// RegistryCredentials are the host's credentials for the built-in
+	// registry, used for the pods of namespaces that are not a tenant's.
+	// Nil: those pods pull with their own pull secrets or anonymously.
+	RegistryCredentials *RegistryCredentials
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
 	// ClusterDNS is the cluster DNS server pods of dnsPolicy ClusterFirst

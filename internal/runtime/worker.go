@@ -784,9 +784,13 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 // container waiting in ErrImagePull, then ImagePullBackOff, and returns a
 // nil image and the wait before the next try.
 func (w *podWorker) pull(cr *ctrRecord, now time.Time, ref string, policy v1.PullPolicy) (*pulledImage, time.Duration) {
-	image, err := w.r.pulls.ensure(w.ctx(), ref, policy, func(string) {
-		w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", ref)
-	})
+	auth, err := w.r.podPullAuth(w.ctx(), w.pod())
+	var image *pulledImage
+	if err == nil {
+		image, err = w.r.pulls.ensure(w.ctx(), ref, policy, auth, func(string) {
+			w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", ref)
+		})
+	}
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", ref, err)
 		w.event(v1.EventTypeWarning, "Failed", "%s", msg)

@@ -93,6 +93,11 @@ type Config struct {
 	RegistryAddr string `json:"registryAddr"`
 	// RegistryExtraAddrs are further addresses the registry serves on.
 	RegistryExtraAddrs []string `json:"registryExtraAddrs"`
+	// RegistryPublic are repositories of the registry everyone may pull,
+	// anonymous clients included: names ("library/web") or prefixes
+	// ("cci-test/*"). More are added at run time with `cci image public`.
+	// Default ["cci-test/*"]: the project's test images.
+	RegistryPublic []string `json:"registryPublic"`
 	// ServiceCIDR is the Service IP range. Default "10.43.0.0/16".
 	ServiceCIDR string `json:"serviceCIDR"`
 	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
@@ -194,6 +199,9 @@ func (c *Config) Default() {
 	}
 	if c.FlannelBackend == "" {
 		c.FlannelBackend = "vxlan"
+	}
+	if c.RegistryPublic == nil {
+		c.RegistryPublic = []string{"cci-test/*"}
 	}
 	if c.UnreachableTolerationSeconds == 0 {
 		c.UnreachableTolerationSeconds = 30
@@ -325,11 +333,14 @@ type controlPlane struct {
 	rest  *rest.Config
 	admin kubernetes.Interface
 
-	dns         *dns.Server        // by "dns"
-	tenants     *tenant.Controller // by "tenant controller"
-	metering    *meteringParts     // by "usage API"
-	pools       *pool.Controller
-	metricsPort int // by "metrics API"
+	// registryAuth is the registry's access check; it learns the tenants
+	// once the tenant controller runs.
+	registryAuth *registry.Auth
+	dns          *dns.Server        // by "dns"
+	tenants      *tenant.Controller // by "tenant controller"
+	metering     *meteringParts     // by "usage API"
+	pools        *pool.Controller
+	metricsPort  int // by "metrics API"
 }
 
 // newControlPlane checks the configuration, makes or loads the PKI and
@@ -391,6 +402,15 @@ func newControlPlane(cfg Config) (*controlPlane, error) {
 		return nil, err
 	}
 	cp.pools = pool.NewController(cp.admin, cp.log.With("component", "pools"))
+	keys, err := registry.LoadKeys(registry.AuthDir(dataDir))
+	if err != nil {
+		return nil, err
+	}
+	public, err := registry.NewPublic(registry.AuthDir(dataDir), cfg.RegistryPublic)
+	if err != nil {
+		return nil, fmt.Errorf("--registry-public: %w", err)
+	}
+	cp.registryAuth = &registry.Auth{Keys: keys, Public: public, NodeToken: p.Token}
 	cp.etcdServers = cfg.EtcdServers
 	if len(cp.etcdServers) == 0 {
 		cp.etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
@@ -415,6 +435,17 @@ func (cp *controlPlane) runEtcd(ctx context.Context, ready func()) error {
 	}
 }
 
+// registryHosts are the host:port names images of the built-in registry
+// are spelled with: its addresses, as pull secrets and Docker configs key
+// credentials by them.
+func (cp *controlPlane) registryHosts() []string {
+	hosts := []string{cp.cfg.RegistryAddr}
+	if cp.info.RegistryAddr != "" && cp.info.RegistryAddr != cp.cfg.RegistryAddr {
+		hosts = append(hosts, cp.info.RegistryAddr)
+	}
+	return append(hosts, cp.cfg.RegistryExtraAddrs...)
+}
+
 // runRegistry runs the built-in registry; it is ready once it listens.
 func (cp *controlPlane) runRegistry(ctx context.Context, ready func()) error {
 	regLog, err := os.OpenFile(filepath.Join(cp.logDir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -422,11 +453,15 @@ func (cp *controlPlane) runRegistry(ctx context.Context, ready func()) error {
 		return err
 	}
 	defer regLog.Close()
-	reg, err := registry.New(ctx, registry.Config{Addr: cp.cfg.RegistryAddr, ExtraAddrs: cp.cfg.RegistryExtraAddrs, RootDir: filepath.Join(cp.dataDir, "registry"), Log: regLog})
+	reg, err := registry.New(ctx, registry.Config{Addr: cp.cfg.RegistryAddr, ExtraAddrs: cp.cfg.RegistryExtraAddrs, RootDir: filepath.Join(cp.dataDir, "registry"), Log: regLog, Auth: cp.registryAuth})
 	if err != nil {
 		return err
 	}
 	cp.info.RegistryAddr = reg.Addr()
+	// The operator's credentials, for `cci image`, crane, skopeo and podman.
+	if err := cp.registryAuth.Keys.WriteOperatorConfig(registry.AuthDir(cp.dataDir), cp.registryHosts()); err != nil {
+		return err
+	}
 	ready()
 	return reg.Run(ctx)
 }
