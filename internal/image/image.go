@@ -163,12 +163,32 @@ func openArchive(ctx context.Context, file, tmp string) (*archive, error) {
 			}
 			return nil, fmt.Errorf("read tar archive: %w", err)
 		}
+		if isSparse(hdr) {
+			// A sparse entry's holes read back as zeros: a few KiB can
+			// declare terabytes, which extracting (or hashing, for a
+			// layer) would write or read to the end. Image tools never
+			// write sparse entries.
+			return nil, fmt.Errorf("tar entry %q is a sparse file (%d bytes, mostly holes); image archives hold no sparse files: re-create the archive with `docker save` or `skopeo copy`", hdr.Name, hdr.Size)
+		}
 		a.entries[cleanEntry(hdr.Name)] = true
 	}
 	if len(a.entries) == 0 {
 		return nil, fmt.Errorf("empty or not a tar archive; %s", expectedFormats)
 	}
 	return a, nil
+}
+
+// isSparse reports whether hdr is a GNU sparse file, old GNU format or PAX.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 func cleanEntry(n string) string {
@@ -392,13 +412,20 @@ func targetRef(registry, orig string) (name.Reference, error) {
 
 // extractLayout extracts the parts of an OCI image layout (oci-layout,
 // index.json, blobs/) from the tar at tarPath into dir. Only regular files
-// and directories are written, and only inside dir.
+// and directories are written, and only inside dir. What it writes is
+// bounded by the tar's own size, which a tar without sparse entries cannot
+// exceed, so that no archive can make it fill the disk.
 func extractLayout(ctx context.Context, tarPath, dir string) error {
 	f, err := os.Open(tarPath)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	budget := fi.Size()
 	tr := tar.NewReader(f)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -425,21 +452,25 @@ func extractLayout(ctx context.Context, tarPath, dir string) error {
 			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 				return err
 			}
-			if err := writeFile(dst, tr); err != nil {
+			written, err := writeFile(dst, io.LimitReader(ctxReader{ctx, tr}, budget+1))
+			if err != nil {
 				return fmt.Errorf("extract %q: %w", n, err)
+			}
+			if budget -= written; budget < 0 {
+				return fmt.Errorf("extract %q: the archive's entries hold more data than its %d bytes; the archive is corrupt, re-create it", n, fi.Size())
 			}
 		}
 	}
 }
 
-func writeFile(dst string, r io.Reader) error {
+func writeFile(dst string, r io.Reader) (int64, error) {
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = io.Copy(out, r)
+	n, err := io.Copy(out, r)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return n, err
 }
