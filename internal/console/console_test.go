@@ -58,6 +58,12 @@ func newUpstream(t *testing.T) *upstream {
 		case r.URL.Path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
 			w.WriteHeader(http.StatusCreated)
 			fmt.Fprint(w, `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","status":{"allowed":false}}`)
+		case r.URL.Query().Get("watch") == "1":
+			// A watch: one event now, the next only when the client is gone
+			// (it never is before the test reads the first).
+			fmt.Fprintf(w, `{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"p","resourceVersion":%q}}}`+"\n", r.URL.Query().Get("resourceVersion"))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		case r.Header.Get("Upgrade") == "websocket":
 			// Enough of an upgrade to see bytes pass both ways.
 			conn, buf, err := w.(http.Hijacker).Hijack()
@@ -416,5 +422,29 @@ func TestPlaceholderWithoutBuild(t *testing.T) {
 	// Either the built app or the placeholder: a page, never nothing.
 	if !strings.Contains(string(b), "<html") {
 		t.Errorf("index.html: %.80q", b)
+	}
+}
+
+// TestWatchStreamsThroughProxy: a watch's events reach the browser as the
+// API sends them, not when the stream ends (which a watch never does).
+func TestWatchStreamsThroughProxy(t *testing.T) {
+	up := newUpstream(t)
+	s := newTestServer(t, up)
+	c := sessionCookieOf(t, do(t, s.Handler(), "POST", "/cci/login", `{"token":"`+goodToken+`"}`, nil))
+	srv := httptest.NewTLSServer(s.Handler())
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/v1/namespaces/acme/pods?watch=1&resourceVersion=42", nil)
+	req.AddCookie(c)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"type":"ADDED"`) || !strings.Contains(line, `"resourceVersion":"42"`) {
+		t.Fatalf("first watch event %q, %v", line, err)
+	}
+	if got := up.last().Header.Get("Authorization"); got != "Bearer "+goodToken {
+		t.Errorf("the watch reached the API with Authorization %q", got)
 	}
 }

@@ -1,17 +1,18 @@
 import { get } from '../api';
 import { ErrorBox, useApp, useNs } from '../App';
 import { usePoll } from '../poll';
+import { useWatch } from '../live';
 import { money } from '../format';
 import { BarChart } from '../Chart';
 
 export function Overview() {
   const { t } = useApp();
   const ns = useNs();
-  const pods = usePoll(() => get(`/api/v1/namespaces/${ns}/pods`), 5000, [ns]);
-  const quotas = usePoll(() => get(`/api/v1/namespaces/${ns}/resourcequotas`), 10000, [ns]);
+  const pods = useWatch(`/api/v1/namespaces/${ns}/pods`);
+  const quotas = useWatch(`/api/v1/namespaces/${ns}/resourcequotas`);
   const usage = usePoll(() => get('/cci/usage'), 30000, []);
 
-  const items: any[] = pods.data?.items || [];
+  const items: any[] = pods.items || [];
   const running = items.filter((p) => p.status?.phase === 'Running');
   const pending = items.filter((p) => p.status?.phase === 'Pending');
   const nsUsage = (usage.data?.tenants || []).flatMap((tu: any) => tu.namespaces || []).find((n: any) => n.namespace === ns);
@@ -32,7 +33,7 @@ export function Overview() {
         <h3>{t('overview.quota')}</h3>
         <ErrorBox error={quotas.error} />
         <table><tbody>
-          {(quotas.data?.items || []).flatMap((q: any) => Object.keys(q.status?.hard || {}).map((k) => (
+          {(quotas.items || []).flatMap((q: any) => Object.keys(q.status?.hard || {}).map((k) => (
             <tr key={q.metadata.name + k}><td>{k}</td><td>{q.status.used?.[k] ?? '0'} / {q.status.hard[k]}</td></tr>
           )))}
         </tbody></table>

@@ -1,8 +1,9 @@
 import { useEffect, useRef, useState } from 'react';
 import { useParams } from 'react-router-dom';
-import { get, streamLogs } from '../api';
+import { streamLogs } from '../api';
 import { ErrorBox, useApp, useNs } from '../App';
-import { usePoll } from '../poll';
+import { useWatch, useWatchOne } from '../live';
+import { LiveBadge } from '../LiveBadge';
 import { age } from '../format';
 import { ExecTerminal } from '../Terminal';
 
@@ -15,16 +16,17 @@ export function PodDetail() {
   const { t } = useApp();
   const ns = useNs();
   const name = useParams().name!;
-  const pod = usePoll(() => get(`/api/v1/namespaces/${ns}/pods/${name}`), 3000, [ns, name]);
-  const events = usePoll(() => get(`/api/v1/namespaces/${ns}/events?fieldSelector=involvedObject.name=${encodeURIComponent(name)}`), 5000, [ns, name]);
-  const p = pod.data;
+  const pod = useWatchOne(`/api/v1/namespaces/${ns}/pods`, name);
+  const events = useWatch(`/api/v1/namespaces/${ns}/events?fieldSelector=${encodeURIComponent(`involvedObject.name=${name}`)}`);
+  const p = pod.item;
   const containers: string[] = (p?.spec?.containers || []).map((c: any) => c.name);
   const [container, setContainer] = useState('');
   const c = container || containers[0] || '';
 
   return (
     <>
-      <h2>{ns}/{name}</h2>
+      <h2>{ns}/{name} <LiveBadge status={pod.status} /></h2>
+      {pod.item === null && <div className="error" role="alert">pod {name} is gone</div>}
       <ErrorBox error={pod.error} />
       {p && (
         <div className="row">
@@ -48,7 +50,7 @@ export function PodDetail() {
             <h3>{t('pod.events')}</h3>
             <ErrorBox error={events.error} />
             <table><tbody>
-              {(events.data?.items || []).map((e: any) => (
+              {(events.items || []).map((e: any) => (
                 <tr key={e.metadata.uid}><td>{age(e.lastTimestamp || e.eventTime || e.metadata.creationTimestamp)}</td><td>{e.type}</td><td>{e.reason}</td><td>{e.message}</td></tr>
               ))}
             </tbody></table>

@@ -1,14 +1,14 @@
 import { useState } from 'react';
-import { get, post } from '../api';
+import { post } from '../api';
 import { ErrorBox, useApp } from '../App';
-import { usePoll } from '../poll';
+import { useWatch } from '../live';
 import { age } from '../format';
 
 const path = '/apis/cci.io/v1alpha1/tenants';
 
 export function Tenants() {
   const { t } = useApp();
-  const list = usePoll(() => get(path), 5000, []);
+  const list = useWatch(path);
   const [name, setName] = useState('');
   const [cpu, setCpu] = useState('8');
   const [memory, setMemory] = useState('32Gi');
@@ -20,7 +20,6 @@ export function Tenants() {
     try {
       await post(path, { apiVersion: 'cci.io/v1alpha1', kind: 'Tenant', metadata: { name }, spec: { quota: { cpu, memory, pods } } });
       setName('');
-      list.reload();
     } catch (err) {
       setError(err);
     }
@@ -32,7 +31,7 @@ export function Tenants() {
         <ErrorBox error={list.error} />
         <table data-testid="tenants">
           <thead><tr><th>Name</th><th>Phase</th><th>Namespace</th><th>Quota</th><th>Pools</th><th>Age</th></tr></thead>
-          <tbody>{(list.data?.items || []).map((x: any) => (
+          <tbody>{(list.items || []).map((x: any) => (
             <tr key={x.metadata.name}><td>{x.metadata.name}</td><td>{x.status?.phase}</td><td>{x.status?.namespace}</td>
               <td>{Object.entries(x.spec?.quota || {}).map(([k, v]) => `${k}=${v}`).join(', ') || 'default'}</td>
               <td>{(x.spec?.pools || ['general']).join(', ')}</td><td>{age(x.metadata.creationTimestamp)}</td></tr>

@@ -1,8 +1,9 @@
 import { useState } from 'react';
 import { Link, useSearchParams } from 'react-router-dom';
-import { del, get, mergePatch } from '../api';
+import { del, mergePatch } from '../api';
 import { ErrorBox, useApp, useNs } from '../App';
-import { usePoll } from '../poll';
+import { useWatch } from '../live';
+import { LiveBadge } from '../LiveBadge';
 import { age } from '../format';
 import { CreateForm } from './CreateForm';
 
@@ -21,13 +22,12 @@ export function Workloads() {
   const tab = (params.get('tab') as Kind) in kinds ? (params.get('tab') as Kind) : 'deployments';
   const [creating, setCreating] = useState(params.get('create') === '1');
   const [actionError, setActionError] = useState<unknown>(null);
-  const list = usePoll(() => get(kinds[tab].path(ns)), 3000, [ns, tab]);
+  const list = useWatch(kinds[tab].path(ns));
 
   const act = async (f: () => Promise<unknown>) => {
     setActionError(null);
     try {
       await f();
-      list.reload();
     } catch (e) {
       setActionError(e);
     }
@@ -42,7 +42,7 @@ export function Workloads() {
     act(() => del(`${kinds[tab].path(ns)}/${name}`));
   };
 
-  const items: any[] = list.data?.items || [];
+  const items: any[] = list.items || [];
   return (
     <>
       <div className="card tabs">
@@ -50,12 +50,13 @@ export function Workloads() {
           <button key={k} className={k === tab ? 'on' : ''} onClick={() => setParams({ tab: k })}>{t(kinds[k].label)}</button>
         ))}
         <button onClick={() => setCreating(true)} data-testid="create">+ {t('workloads.create')}</button>
+        <LiveBadge status={list.status} />
       </div>
-      {creating && <CreateForm ns={ns} onDone={() => { setCreating(false); list.reload(); }} />}
+      {creating && <CreateForm ns={ns} onDone={() => setCreating(false)} />}
       <ErrorBox error={actionError} />
       <div className="card">
         <ErrorBox error={list.error} />
-        {!list.error && items.length === 0 && list.data && <p>{t('workloads.empty')}</p>}
+        {!list.error && items.length === 0 && list.items && <p>{t('workloads.empty')}</p>}
         {items.length > 0 && (
           <table data-testid={`list-${tab}`}>
             <thead><tr>{header(tab).map((h) => <th key={h}>{h}</th>)}<th /></tr></thead>
