@@ -6,6 +6,7 @@ import { Login } from './pages/Login';
 import { Overview } from './pages/Overview';
 import { Workloads } from './pages/Workloads';
 import { PodDetail } from './pages/PodDetail';
+import { DeploymentDetail } from './pages/DeploymentDetail';
 import { Usage } from './pages/Usage';
 import { Tenants } from './pages/Tenants';
 import { Hosts } from './pages/Hosts';
@@ -63,6 +64,7 @@ export function App() {
               <Route path="/ns/:ns/overview" element={<Overview />} />
               <Route path="/ns/:ns/workloads" element={<Workloads />} />
               <Route path="/ns/:ns/pods/:name" element={<PodDetail />} />
+              <Route path="/ns/:ns/deployments/:name" element={<DeploymentDetail />} />
               <Route path="/ns/:ns/usage" element={<Usage />} />
               <Route path="/operator/tenants" element={<Tenants />} />
               <Route path="/operator/hosts" element={<Hosts />} />
@@ -93,7 +95,7 @@ function Header({ me, onLogout, onLang }: { me: Me; onLogout: () => void; onLang
       {me.operator && <NavLink to="/operator/tenants">{t('nav.tenants')}</NavLink>}
       {me.operator && <NavLink to="/operator/hosts">{t('nav.hosts')}</NavLink>}
       <span className="spacer" />
-      <form onSubmit={(e) => { e.preventDefault(); navigate(`/ns/${encodeURIComponent(nsInput)}/${page === 'pods' ? 'workloads' : page}`); }}>
+      <form onSubmit={(e) => { e.preventDefault(); navigate(`/ns/${encodeURIComponent(nsInput)}/${page === 'pods' || page === 'deployments' ? 'workloads' : page}`); }}>
         <label style={{ display: 'inline', marginRight: '.3rem' }}>{t('nav.namespace')}</label>
         <input aria-label="namespace" value={nsInput} onChange={(e) => setNsInput(e.target.value)} />
       </form>

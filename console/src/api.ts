@@ -3,7 +3,8 @@
 // browser sends by itself; no script ever holds the token.
 
 export class ApiError extends Error {
-  constructor(public status: number, message: string) {
+  // body is the API's Status when it sent one: reason, details.causes.
+  constructor(public status: number, message: string, public body?: any) {
     super(message);
   }
 }
@@ -17,16 +18,18 @@ export function setUnauthorizedHandler(f: (msg: string) => void) {
 
 async function errorOf(resp: Response): Promise<ApiError> {
   let msg = `${resp.status} ${resp.statusText}`;
+  let body: any;
   try {
-    const body = await resp.json();
+    body = await resp.json();
     if (body && body.message) msg = `${resp.status}: ${body.message}`;
   } catch {
     /* not JSON */
   }
-  return new ApiError(resp.status, msg);
+  return new ApiError(resp.status, msg, body);
 }
 
 export async function request<T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  if (method !== 'GET' && !path.startsWith('/cci/')) path += (path.includes('?') ? '&' : '?') + 'fieldManager=cci-console';
   const resp = await fetch(path, {
     method,
     credentials: 'same-origin',
