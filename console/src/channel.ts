@@ -60,3 +60,13 @@ export function execPath(ns: string, pod: string, container: string, command: st
   q.set('tty', String(tty));
   return `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}/exec?${q}`;
 }
+
+// shellMissing says whether an exec's failure means the command is not in
+// the container (runc, gVisor and containerd word it differently), so the
+// terminal tries the next shell.
+export function shellMissing(message: string): boolean {
+  return /executable file not found|no such file or directory|not found in \$PATH|command not found|not found/i.test(message);
+}
+
+// shells are tried in order when the terminal connects.
+export const shells = ['bash', 'sh'];
