@@ -38,3 +38,15 @@ export function podUsage(m: any): { cpu: number; memory: number } {
   }
   return { cpu, memory };
 }
+
+// gpuQuota is the GPUs in use against the quota's hard limit
+// (nvidia.com/gpu or requests.nvidia.com/gpu), or null when no quota names GPUs.
+export function gpuQuota(quotas: any[]): { used: number; hard: number } | null {
+  for (const q of quotas) {
+    for (const k of ['requests.nvidia.com/gpu', 'nvidia.com/gpu', 'limits.nvidia.com/gpu']) {
+      const hard = q.status?.hard?.[k];
+      if (hard !== undefined) return { used: parseQuantity(q.status?.used?.[k] ?? '0') || 0, hard: parseQuantity(hard) };
+    }
+  }
+  return null;
+}

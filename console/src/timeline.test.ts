@@ -87,3 +87,12 @@ describe('shellMissing', () => {
     expect(shellMissing('command terminated with non-zero exit code: error executing command [sh], exit code 1')).toBe(false);
   });
 });
+
+import { gpuQuota } from './quantity';
+describe('gpuQuota', () => {
+  it('reads GPUs used and hard from the quota', () => {
+    expect(gpuQuota([{ status: { hard: { cpu: '8', 'requests.nvidia.com/gpu': '2' }, used: { 'requests.nvidia.com/gpu': '1' } } }])).toEqual({ used: 1, hard: 2 });
+    expect(gpuQuota([{ status: { hard: { 'nvidia.com/gpu': '0' } } }])).toEqual({ used: 0, hard: 0 });
+    expect(gpuQuota([{ status: { hard: { cpu: '8' } } }])).toBeNull();
+  });
+});
