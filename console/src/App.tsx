@@ -10,6 +10,8 @@ import { DeploymentDetail } from './pages/DeploymentDetail';
 import { Usage } from './pages/Usage';
 import { Tenants } from './pages/Tenants';
 import { Hosts } from './pages/Hosts';
+import { Pools } from './pages/Pools';
+import { Registry } from './pages/Registry';
 
 interface Ctx {
   me: Me | null;
@@ -68,6 +70,8 @@ export function App() {
               <Route path="/ns/:ns/usage" element={<Usage />} />
               <Route path="/operator/tenants" element={<Tenants />} />
               <Route path="/operator/hosts" element={<Hosts />} />
+              <Route path="/operator/pools" element={<Pools />} />
+              <Route path="/operator/registry" element={<Registry />} />
             </>
           )}
           <Route path="*" element={<Navigate to={me ? home : '/login'} state={{ from: location.pathname }} />} />
@@ -94,6 +98,8 @@ function Header({ me, onLogout, onLang }: { me: Me; onLogout: () => void; onLang
       <NavLink to={`/ns/${ns}/usage`}>{t('nav.usage')}</NavLink>
       {me.operator && <NavLink to="/operator/tenants">{t('nav.tenants')}</NavLink>}
       {me.operator && <NavLink to="/operator/hosts">{t('nav.hosts')}</NavLink>}
+      {me.operator && <NavLink to="/operator/pools">{t('nav.pools')}</NavLink>}
+      {me.operator && <NavLink to="/operator/registry">{t('nav.registry')}</NavLink>}
       <span className="spacer" />
       <form onSubmit={(e) => { e.preventDefault(); navigate(`/ns/${encodeURIComponent(nsInput)}/${page === 'pods' || page === 'deployments' ? 'workloads' : page}`); }}>
         <label style={{ display: 'inline', marginRight: '.3rem' }}>{t('nav.namespace')}</label>

@@ -38,3 +38,13 @@ describe('statusLines', () => {
     expect(statusLines(undefined, '502 Bad Gateway')).toEqual(['502 Bad Gateway']);
   });
 });
+
+import { tenantManifest } from './yamlapply';
+describe('tenantManifest', () => {
+  it('keeps the quota given and the pools chosen', () => {
+    expect(tenantManifest(' acme ', { cpu: '8', memory: ' ', 'nvidia.com/gpu': '1' }, ['general', 'gpu'])).toEqual({
+      apiVersion: 'cci.io/v1alpha1', kind: 'Tenant', metadata: { name: 'acme' }, spec: { quota: { cpu: '8', 'nvidia.com/gpu': '1' }, pools: ['general', 'gpu'] },
+    });
+    expect(tenantManifest('b', {}, []).spec).toEqual({ quota: {} });
+  });
+});

@@ -66,3 +66,12 @@ export function statusLines(status: any, fallback: string): string[] {
   }
   return lines;
 }
+
+// tenantManifest is a Tenant (internal/tenant's CRD) with the quota's
+// non-empty entries and the pools chosen (none: the default, general).
+export function tenantManifest(name: string, quota: Record<string, string>, pools: string[]): any {
+  const q = Object.fromEntries(Object.entries(quota).map(([k, v]) => [k, v.trim()]).filter(([, v]) => v !== ''));
+  const spec: any = { quota: q };
+  if (pools.length) spec.pools = pools;
+  return { apiVersion: 'cci.io/v1alpha1', kind: 'Tenant', metadata: { name: name.trim() }, spec };
+}
