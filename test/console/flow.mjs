@@ -62,6 +62,53 @@ try {
   await page.getByRole('button', { name: 'English' }).click();
   await page.getByRole('link', { name: 'Workloads' }).waitFor();
 
+  log('create from YAML: a syntax error shows its line and column, the API refusal its field');
+  const REGISTRY = env('IMAGE').split('/')[0];
+  const setYaml = async (text) => {
+    await page.locator('.cm-content').click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.press('Delete');
+    // insertText: no Enter key events, so the editor does not indent by itself.
+    await page.keyboard.insertText(text);
+  };
+  await page.goto(`${URL}/ns/${NS}/workloads?tab=secrets`);
+  await page.getByTestId('create-yaml-open').click();
+  await setYaml('apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: [s3cr3t\n  user: admin\n');
+  await page.getByTestId('yaml-submit').click();
+  const yerr = await page.getByTestId('yaml-error').innerText();
+  if (!/line \d+, column \d+/.test(yerr)) throw new Error(`YAML syntax error without line and column: ${yerr}`);
+  log('  ', yerr.split('\n')[0]);
+  await shot('yaml-error.png');
+  await setYaml('apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: bad\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n    spec:\n      containers: [{name: app, image: x}]\n');
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-error').filter({ hasText: 'spec.replicas' }).waitFor();
+  log('  ', (await page.getByTestId('yaml-error').innerText()).split('\n')[0]);
+
+  log('a Secret from YAML: its value hidden until asked');
+  await setYaml('apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: s3cr3t-value\n');
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-created').waitFor();
+  const secretRow = page.locator('tr[data-name="db"]');
+  await secretRow.getByRole('button', { name: /Data/ }).click();
+  const secretValue = page.getByTestId('secret-value').first();
+  if ((await secretValue.innerText()).includes('s3cr3t')) throw new Error('the secret value shows before it is asked for');
+  await page.getByTestId('secret-reveal').click();
+  await secretValue.filter({ hasText: 's3cr3t-value' }).waitFor();
+  await shot('secret.png');
+
+  log('a pod with a missing image: the timeline shows the pull error');
+  await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/does-not-exist:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-created').filter({ hasText: 'Pod noimage' }).waitFor();
+  await page.goto(`${URL}/ns/${NS}/pods/noimage`);
+  await page.getByTestId('verdict').filter({ hasText: 'cannot be pulled' }).waitFor({ timeout: slow });
+  await page.getByTestId('timeline').locator('tr.tl-error').first().waitFor();
+  log('  ', await page.getByTestId('verdict').innerText());
+  await shot('pod-timeline.png');
+  await page.goto(`${URL}/ns/${NS}/overview`);
+  await page.getByTestId('pending').locator('tr[data-name="noimage"]', { hasText: /ErrImagePull|ImagePullBackOff/ }).waitFor();
+  await page.request.delete(`${URL}/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`, { headers: { Origin: URL } });
+
   log('creates a Deployment from the form');
   await page.goto(`${URL}/ns/${NS}/workloads`);
   await page.getByTestId('create').click();
@@ -95,6 +142,7 @@ try {
   log('runs echo hi in the exec terminal');
   await page.getByTestId('exec-connect').click();
   await page.getByTestId('exec-connected').waitFor();
+  log('  ', await page.getByTestId('exec-connected').innerText());
   await page.locator('.xterm').click();
   await page.keyboard.type('echo hi\n');
   await page.waitForFunction(() => {
@@ -103,13 +151,17 @@ try {
   });
   await shot('pod-logs-exec.png');
 
-  log('scales it to 3');
+  log('scales it to 3: the list follows by its watch');
   await page.goto(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  await page.getByTestId('live').waitFor();
   const depRow = page.locator('tr[data-name="web"]');
   page.once('dialog', (d) => d.accept('3'));
   await depRow.getByRole('button', { name: 'Scale' }).click();
   await depRow.locator('td', { hasText: '3/3' }).waitFor({ timeout: slow });
   await shot('scaled.png');
+  await depRow.getByRole('link', { name: 'web' }).click();
+  await page.getByTestId('rollout-status').filter({ hasText: 'successfully rolled out' }).waitFor({ timeout: slow });
+  await page.getByTestId('history').locator('tr[data-revision="1"]').waitFor();
 
   log('sees its usage grow');
   await page.goto(`${URL}/ns/${NS}/usage`);
@@ -154,6 +206,11 @@ try {
   await page.goto(URL + '/operator/hosts');
   await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
   await shot('hosts.png');
+  await page.goto(URL + '/operator/pools');
+  await page.getByTestId('pools').locator('tr[data-name="general"]').waitFor();
+  await page.goto(URL + '/operator/registry');
+  await page.getByTestId('registry').locator('tr[data-name="cci-test/shell"]').waitFor();
+  await shot('pools-registry.png');
 
   log("a session whose token is revoked goes back to login with a message");
   const other = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
