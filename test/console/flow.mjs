@@ -107,7 +107,9 @@ try {
   await shot('pod-timeline.png');
   await page.goto(`${URL}/ns/${NS}/overview`);
   await page.getByTestId('pending').locator('tr[data-name="noimage"]', { hasText: /ErrImagePull|ImagePullBackOff/ }).waitFor();
-  await page.request.delete(`${URL}/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`, { headers: { Origin: URL } });
+  // From the page (its cookie, its Origin): a request from outside the
+  // page without the cookie would be answered 401 with the cookie cleared.
+  await page.evaluate((p) => fetch(p, { method: 'DELETE', credentials: 'same-origin' }).then((r) => r.status), `/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`);
 
   log('creates a Deployment from the form');
   await page.goto(`${URL}/ns/${NS}/workloads`);
