@@ -12,6 +12,7 @@ import { Tenants } from './pages/Tenants';
 import { Hosts } from './pages/Hosts';
 import { Pools } from './pages/Pools';
 import { Registry } from './pages/Registry';
+import { loadSession } from './session';
 
 interface Ctx {
   me: Me | null;
@@ -25,6 +26,7 @@ export function App() {
   const [me, setMe] = useState<Me | null | undefined>(undefined);
   const [lang, setLang] = useState<Lang>(defaultLang(navigator.language, localStorage.getItem('cci.lang')));
   const [loginMessage, setLoginMessage] = useState('');
+  const [sessionRetry, setSessionRetry] = useState('');
   const navigate = useNavigate();
   const location = useLocation();
   const t = useCallback((k: Key) => translate(lang, k), [lang]);
@@ -38,7 +40,11 @@ export function App() {
   }, [lang, navigate, location.pathname]);
 
   useEffect(() => {
-    get<Me>('/cci/session').then(setMe, () => setMe(null));
+    const ac = new AbortController();
+    loadSession(() => get<Me>('/cci/session'), (why, ms) => setSessionRetry(`${why} — ${translate(lang, 'session.retry')} ${Math.ceil(ms / 1000)} s`), ac.signal)
+      .then((m) => { if (m !== undefined) setMe(m); });
+    return () => ac.abort();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
 
   const switchLang = () => {
@@ -53,7 +59,14 @@ export function App() {
     navigate('/login');
   };
 
-  if (me === undefined) return <main>{t('common.loading')}</main>;
+  if (me === undefined) {
+    return (
+      <main>
+        {t('common.loading')}
+        {sessionRetry && <div className="error" role="status" data-testid="session-retry">{sessionRetry}</div>}
+      </main>
+    );
+  }
   const home = me ? `/ns/${me.namespace || 'default'}/overview` : '/login';
   return (
     <AppContext.Provider value={{ me, lang, t }}>

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from 'react';
 import { Terminal as XTerm } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
-import { CLOSE, ERROR, PROTOCOL, STDERR, STDIN, STDOUT, execPath, exitStatus, frame, parse, resize, shellMissing, shells } from './channel';
+import { CLOSE, ERROR, PROTOCOL, STDERR, STDIN, STDOUT, execPath, exitStatus, frame, isOutput, parse, resize, shellMissing, shells } from './channel';
 
 // ExecTerminal is a shell in a container: xterm.js over the API's exec
 // WebSocket. A failed or ended session shows its reason in the terminal
@@ -10,6 +10,10 @@ export function ExecTerminal({ ns, pod, container, labels }: { ns: string; pod: 
   const host = useRef<HTMLDivElement>(null);
   const term = useRef<XTerm | null>(null);
   const ws = useRef<WebSocket | null>(null);
+  // connecting: the socket is open but the command has not shown that it
+  // runs (the apiserver opens the socket before it knows); connected: it
+  // has written something (a shell, its prompt).
+  const [connecting, setConnecting] = useState('');
   const [connected, setConnected] = useState('');
   const [command, setCommand] = useState('');
   const [noShell, setNoShell] = useState('');
@@ -53,14 +57,18 @@ export function ExecTerminal({ ns, pod, container, labels }: { ns: string; pod: 
     let output = false;
     let missing = '';
     sock.onopen = () => {
-      setConnected(cmd.join(' '));
+      setConnecting(cmd.join(' '));
       sock.send(resize(x.cols, x.rows));
       x.focus();
     };
     sock.onmessage = (ev) => {
       const m = parse(ev.data as ArrayBuffer);
       if (m.channel === STDOUT || m.channel === STDERR) {
-        output = true;
+        if (isOutput(m) && !output) {
+          output = true;
+          setConnecting('');
+          setConnected(cmd.join(' '));
+        }
         x.write(m.data);
       } else if (m.channel === ERROR) {
         const why = exitStatus(m.data);
@@ -73,6 +81,7 @@ export function ExecTerminal({ ns, pod, container, labels }: { ns: string; pod: 
     };
     sock.onclose = () => {
       if (ws.current !== sock) return;
+      setConnecting('');
       setConnected('');
       if (missing && !output) {
         if (i + 1 < candidates.length) {
@@ -90,9 +99,10 @@ export function ExecTerminal({ ns, pod, container, labels }: { ns: string; pod: 
     <div>
       <div style={{ marginBottom: '.3rem' }}>
         <input aria-label="exec command" placeholder="bash, else sh" value={command} onChange={(e) => setCommand(e.target.value)} size={12} />
-        {connected
+        {connected || connecting
           ? <button onClick={() => ws.current?.close()}>{labels.disconnect}</button>
           : <button onClick={connect} data-testid="exec-connect">{labels.connect}</button>}
+        {connecting && <span data-testid="exec-connecting"> … {connecting}</span>}
         {connected && <span data-testid="exec-connected"> ● {connected}</span>}
       </div>
       {noShell && <div className="notice" role="status" data-testid="no-shell">{labels.noShell} ({noShell})</div>}

@@ -28,14 +28,36 @@ async function errorOf(resp: Response): Promise<ApiError> {
   return new ApiError(resp.status, msg, body);
 }
 
+const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+// getRetries are the waits before asking again when a GET got no answer.
+const getRetries = [250, 1000, 3000];
+
+// fetchAnswer makes a request (send) and, when it is a GET that got no
+// answer at all, asks again a few times: the browser aborts every request
+// in flight when the machine's network addresses change (Wi-Fi, a VPN, a
+// container started on the same machine), and a GET changes nothing, so
+// asking twice is safe. An answer, even 5xx, is the caller's; other
+// methods are not asked again: the user sees the error and decides.
+export async function fetchAnswer(send: () => Promise<Response>, method: string, sleep = pause): Promise<Response> {
+  for (let i = 0; ; i++) {
+    try {
+      return await send();
+    } catch (e) {
+      if (method !== 'GET' || i >= getRetries.length || (e instanceof Error && e.name === 'AbortError')) throw e;
+      await sleep(getRetries[i]);
+    }
+  }
+}
+
 export async function request<T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
   if (method !== 'GET' && !path.startsWith('/cci/')) path += (path.includes('?') ? '&' : '?') + 'fieldManager=cci-console';
-  const resp = await fetch(path, {
+  const resp = await fetchAnswer(() => fetch(path, {
     method,
     credentials: 'same-origin',
     headers: body === undefined ? {} : { 'Content-Type': contentType },
     body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  }), method);
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401 && !path.startsWith('/cci/login')) onUnauthorized(err.message);
@@ -62,7 +84,7 @@ export interface Me {
 // streamLogs reads a pod's log (server-side tail, then follow) and hands
 // each chunk of text to onText until the signal aborts.
 export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal): Promise<void> {
-  const resp = await fetch(path, { credentials: 'same-origin', signal });
+  const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal }), 'GET');
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401) onUnauthorized(err.message);

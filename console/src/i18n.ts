@@ -101,6 +101,7 @@ const table = {
   'live.on': { en: 'live', zh: '实时' },
   'live.connecting': { en: 'connecting', zh: '连接中' },
   'live.retry': { en: 'reconnecting in', zh: '重新连接于' },
+  'session.retry': { en: 'asking again in', zh: '重试于' },
   'common.loading': { en: 'Loading…', zh: '加载中…' },
   'common.error': { en: 'Error', zh: '错误' },
   'common.language': { en: '中文', zh: 'English' },

@@ -169,6 +169,9 @@ func distributionConfig(root string) *configuration.Configuration {
 		"redirect":   configuration.Parameters{"disable": true},
 		"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
 	}
+	// Parsing a YAML config would set this default; without it the
+	// catalog answers nothing.
+	cfg.Catalog.MaxEntries = 1000
 	// Upload state is HMAC-signed with this secret; without one distribution
 	// generates it anyway and logs a warning about load balancers.
 	cfg.HTTP.Secret = rand.Text()

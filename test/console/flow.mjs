@@ -26,16 +26,60 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
 });
 let page;
+// Every refused or broken request is logged with what the console said:
+// a step that fails then shows why the page did what it did.
+const follow = (pg) => {
+  pg.on('response', async (r) => {
+    if (r.status() < 400) return;
+    const u = r.url().replace(URL, '');
+    let body = '';
+    if (u.startsWith('/cci/') || r.status() === 401) body = (await r.text().catch(() => '')).slice(0, 300);
+    log('  http', r.status(), r.request().method(), u.slice(0, 160), body);
+  });
+  pg.on('requestfailed', (r) => {
+    const why = r.failure()?.errorText || '';
+    // A page leaving aborts its watches and streams: not a failure.
+    if (why !== 'net::ERR_ABORTED') log('  failed', r.method(), r.url().replace(URL, '').slice(0, 160), why);
+  });
+};
+// go opens url in the page. Chromium aborts requests in flight when this
+// machine's interfaces change (every pod start and stop here adds or
+// removes a veth: net::ERR_NETWORK_CHANGED); a user's browser runs
+// elsewhere. When that breaks the page itself or its script or style,
+// go opens it again; the app's own requests retry by themselves.
+const go = async (url) => {
+  const again = /ERR_NETWORK_CHANGED|interrupted by another navigation/;
+  for (let i = 0; ; i++) {
+    let broke = false;
+    const onFail = (r) => {
+      const mine = r.isNavigationRequest() || new globalThis.URL(r.url()).pathname.startsWith('/assets/');
+      if (mine && /ERR_NETWORK_CHANGED/.test(r.failure()?.errorText || '')) broke = true;
+    };
+    page.on('requestfailed', onFail);
+    try {
+      await page.goto(url);
+      if (!broke || i === 5) return;
+    } catch (e) {
+      if (i === 5 || !(again.test(e.message) || broke)) throw e;
+    } finally {
+      page.off('requestfailed', onFail);
+    }
+    // Pods start and stop in bursts: let one pass.
+    log('  the network changed under the page; opening it again');
+    await new Promise((r) => setTimeout(r, 500 * 2 ** i));
+  }
+};
 const shot = (name) => page.screenshot({ path: path.join(OUT, name), fullPage: true });
 try {
   // The console's certificate is issued by the cluster's own CA.
   const tenant = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
   page = await tenant.newPage();
+  follow(page);
   page.setDefaultTimeout(30000);
   page.on('pageerror', (e) => log('page error:', e.message));
 
   log('a bad token is refused with the reason');
-  await page.goto(URL + '/');
+  await go(URL + '/');
   await page.waitForURL(/\/login$/);
   await page.fill('#token', 'not-a-real-token');
   await page.click('button[type=submit]');
@@ -71,7 +115,7 @@ try {
     // insertText: no Enter key events, so the editor does not indent by itself.
     await page.keyboard.insertText(text);
   };
-  await page.goto(`${URL}/ns/${NS}/workloads?tab=secrets`);
+  await go(`${URL}/ns/${NS}/workloads?tab=secrets`);
   await page.getByTestId('create-yaml-open').click();
   await setYaml('apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: [s3cr3t\n  user: admin\n');
   await page.getByTestId('yaml-submit').click();
@@ -100,19 +144,32 @@ try {
   await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/does-not-exist:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
   await page.getByTestId('yaml-submit').click();
   await page.getByTestId('yaml-created').filter({ hasText: 'Pod noimage' }).waitFor();
-  await page.goto(`${URL}/ns/${NS}/pods/noimage`);
+  await go(`${URL}/ns/${NS}/pods/noimage`);
   await page.getByTestId('verdict').filter({ hasText: 'cannot be pulled' }).waitFor({ timeout: slow });
   await page.getByTestId('timeline').locator('tr.tl-error').first().waitFor();
   log('  ', await page.getByTestId('verdict').innerText());
   await shot('pod-timeline.png');
-  await page.goto(`${URL}/ns/${NS}/overview`);
+  await go(`${URL}/ns/${NS}/overview`);
   await page.getByTestId('pending').locator('tr[data-name="noimage"]', { hasText: /ErrImagePull|ImagePullBackOff/ }).waitFor();
   // From the page (its cookie, its Origin): a request from outside the
   // page without the cookie would be answered 401 with the cookie cleared.
-  await page.evaluate((p) => fetch(p, { method: 'DELETE', credentials: 'same-origin' }).then((r) => r.status), `/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`);
+  // Chromium aborts requests in flight when this machine's interfaces
+  // change (every pod start and stop here): ask again then; a DELETE
+  // asked twice is answered 404 the second time.
+  const status = await page.evaluate(async (p) => {
+    for (let i = 0; ; i++) {
+      try {
+        return (await fetch(p, { method: 'DELETE', credentials: 'same-origin' })).status;
+      } catch (e) {
+        if (i === 3) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }, `/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`);
+  if (status !== 200 && status !== 202 && status !== 404) throw new Error(`delete pod noimage: ${status}`);
 
   log('creates a Deployment from the form');
-  await page.goto(`${URL}/ns/${NS}/workloads`);
+  await go(`${URL}/ns/${NS}/workloads`);
   await page.getByTestId('create').click();
   await page.fill('#f-name', 'Bad_Name');
   await page.getByTestId('submit').click();
@@ -130,7 +187,7 @@ try {
   await page.getByTestId('create-form').waitFor({ state: 'detached' });
 
   log('sees its pod Running');
-  await page.goto(`${URL}/ns/${NS}/workloads?tab=pods`);
+  await go(`${URL}/ns/${NS}/workloads?tab=pods`);
   const podRow = page.locator('tr[data-name^="web-"]').first();
   await podRow.locator('[data-testid=phase]', { hasText: 'Running' }).waitFor({ timeout: slow });
   const pod = await podRow.getAttribute('data-name');
@@ -154,7 +211,7 @@ try {
   await shot('pod-logs-exec.png');
 
   log('scales it to 3: the list follows by its watch');
-  await page.goto(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  await go(`${URL}/ns/${NS}/workloads?tab=deployments`);
   await page.getByTestId('live').waitFor();
   const depRow = page.locator('tr[data-name="web"]');
   page.once('dialog', (d) => d.accept('3'));
@@ -166,7 +223,7 @@ try {
   await page.getByTestId('history').locator('tr[data-revision="1"]').waitFor();
 
   log('sees its usage grow');
-  await page.goto(`${URL}/ns/${NS}/usage`);
+  await go(`${URL}/ns/${NS}/usage`);
   const total = page.getByTestId('usage-total');
   await page.getByTestId('usage-table').locator('td', { hasText: pod }).waitFor({ timeout: 60000 });
   const first = parseFloat(await total.innerText());
@@ -179,13 +236,13 @@ try {
   await shot('usage.png');
 
   log('deletes it');
-  await page.goto(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  await go(`${URL}/ns/${NS}/workloads?tab=deployments`);
   page.once('dialog', (d) => d.accept());
   await page.locator('tr[data-name="web"]').getByRole('button', { name: 'Delete' }).click();
   await page.locator('tr[data-name="web"]').waitFor({ state: 'detached' });
 
   log("cannot see another tenant's pods: the API's 403 is shown");
-  await page.goto(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  await go(`${URL}/ns/${OTHER}/workloads?tab=pods`);
   const denied = page.getByRole('alert');
   await denied.waitFor();
   const text = await denied.innerText();
@@ -197,32 +254,34 @@ try {
   log('the operator logs in with the admin kubeconfig and sees tenants and hosts');
   const op = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
   page = await op.newPage();
+  follow(page);
   page.setDefaultTimeout(30000);
-  await page.goto(URL + '/login');
+  await go(URL + '/login');
   await page.setInputFiles('#kubeconfig', env('ADMIN_KUBECONFIG'));
   await page.click('button[type=submit]');
   await page.waitForURL(/\/overview$/);
-  await page.goto(URL + '/operator/tenants');
+  await go(URL + '/operator/tenants');
   for (const t of [NS, OTHER]) await page.getByTestId('tenants').locator('td', { hasText: t }).first().waitFor();
   await shot('tenants.png');
-  await page.goto(URL + '/operator/hosts');
+  await go(URL + '/operator/hosts');
   await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
   await shot('hosts.png');
-  await page.goto(URL + '/operator/pools');
+  await go(URL + '/operator/pools');
   await page.getByTestId('pools').locator('tr[data-name="general"]').waitFor();
-  await page.goto(URL + '/operator/registry');
+  await go(URL + '/operator/registry');
   await page.getByTestId('registry').locator('tr[data-name="cci-test/shell"]').waitFor();
   await shot('pools-registry.png');
 
   log("a session whose token is revoked goes back to login with a message");
   const other = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
   page = await other.newPage();
+  follow(page);
   page.setDefaultTimeout(30000);
-  await page.goto(URL + '/login');
+  await go(URL + '/login');
   await page.fill('#token', env('OTHER_TOKEN'));
   await page.click('button[type=submit]');
   await page.waitForURL(new RegExp(`/ns/${OTHER}/overview$`));
-  await page.goto(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  await go(`${URL}/ns/${OTHER}/workloads?tab=pods`);
   // Deleting the tenant deletes its service account and token.
   execFileSync(env('CCI_BIN'), ['tenant', 'delete', OTHER, '--wait=false', '--data-dir', env('CCI_DATA_DIR')], { stdio: 'inherit' });
   await page.waitForURL(/\/login$/, { timeout: 120000 });
