@@ -6,9 +6,13 @@ import { Login } from './pages/Login';
 import { Overview } from './pages/Overview';
 import { Workloads } from './pages/Workloads';
 import { PodDetail } from './pages/PodDetail';
+import { DeploymentDetail } from './pages/DeploymentDetail';
 import { Usage } from './pages/Usage';
 import { Tenants } from './pages/Tenants';
 import { Hosts } from './pages/Hosts';
+import { Pools } from './pages/Pools';
+import { Registry } from './pages/Registry';
+import { loadSession } from './session';
 
 interface Ctx {
   me: Me | null;
@@ -22,6 +26,7 @@ export function App() {
   const [me, setMe] = useState<Me | null | undefined>(undefined);
   const [lang, setLang] = useState<Lang>(defaultLang(navigator.language, localStorage.getItem('cci.lang')));
   const [loginMessage, setLoginMessage] = useState('');
+  const [sessionRetry, setSessionRetry] = useState('');
   const navigate = useNavigate();
   const location = useLocation();
   const t = useCallback((k: Key) => translate(lang, k), [lang]);
@@ -35,7 +40,11 @@ export function App() {
   }, [lang, navigate, location.pathname]);
 
   useEffect(() => {
-    get<Me>('/cci/session').then(setMe, () => setMe(null));
+    const ac = new AbortController();
+    loadSession(() => get<Me>('/cci/session'), (why, ms) => setSessionRetry(`${why} — ${translate(lang, 'session.retry')} ${Math.ceil(ms / 1000)} s`), ac.signal)
+      .then((m) => { if (m !== undefined) setMe(m); });
+    return () => ac.abort();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
 
   const switchLang = () => {
@@ -50,7 +59,14 @@ export function App() {
     navigate('/login');
   };
 
-  if (me === undefined) return <main>{t('common.loading')}</main>;
+  if (me === undefined) {
+    return (
+      <main>
+        {t('common.loading')}
+        {sessionRetry && <div className="error" role="status" data-testid="session-retry">{sessionRetry}</div>}
+      </main>
+    );
+  }
   const home = me ? `/ns/${me.namespace || 'default'}/overview` : '/login';
   return (
     <AppContext.Provider value={{ me, lang, t }}>
@@ -63,9 +79,12 @@ export function App() {
               <Route path="/ns/:ns/overview" element={<Overview />} />
               <Route path="/ns/:ns/workloads" element={<Workloads />} />
               <Route path="/ns/:ns/pods/:name" element={<PodDetail />} />
+              <Route path="/ns/:ns/deployments/:name" element={<DeploymentDetail />} />
               <Route path="/ns/:ns/usage" element={<Usage />} />
               <Route path="/operator/tenants" element={<Tenants />} />
               <Route path="/operator/hosts" element={<Hosts />} />
+              <Route path="/operator/pools" element={<Pools />} />
+              <Route path="/operator/registry" element={<Registry />} />
             </>
           )}
           <Route path="*" element={<Navigate to={me ? home : '/login'} state={{ from: location.pathname }} />} />
@@ -92,8 +111,10 @@ function Header({ me, onLogout, onLang }: { me: Me; onLogout: () => void; onLang
       <NavLink to={`/ns/${ns}/usage`}>{t('nav.usage')}</NavLink>
       {me.operator && <NavLink to="/operator/tenants">{t('nav.tenants')}</NavLink>}
       {me.operator && <NavLink to="/operator/hosts">{t('nav.hosts')}</NavLink>}
+      {me.operator && <NavLink to="/operator/pools">{t('nav.pools')}</NavLink>}
+      {me.operator && <NavLink to="/operator/registry">{t('nav.registry')}</NavLink>}
       <span className="spacer" />
-      <form onSubmit={(e) => { e.preventDefault(); navigate(`/ns/${encodeURIComponent(nsInput)}/${page === 'pods' ? 'workloads' : page}`); }}>
+      <form onSubmit={(e) => { e.preventDefault(); navigate(`/ns/${encodeURIComponent(nsInput)}/${page === 'pods' || page === 'deployments' ? 'workloads' : page}`); }}>
         <label style={{ display: 'inline', marginRight: '.3rem' }}>{t('nav.namespace')}</label>
         <input aria-label="namespace" value={nsInput} onChange={(e) => setNsInput(e.target.value)} />
       </form>

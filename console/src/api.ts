@@ -3,7 +3,8 @@
 // browser sends by itself; no script ever holds the token.
 
 export class ApiError extends Error {
-  constructor(public status: number, message: string) {
+  // body is the API's Status when it sent one: reason, details.causes.
+  constructor(public status: number, message: string, public body?: any) {
     super(message);
   }
 }
@@ -17,22 +18,46 @@ export function setUnauthorizedHandler(f: (msg: string) => void) {
 
 async function errorOf(resp: Response): Promise<ApiError> {
   let msg = `${resp.status} ${resp.statusText}`;
+  let body: any;
   try {
-    const body = await resp.json();
+    body = await resp.json();
     if (body && body.message) msg = `${resp.status}: ${body.message}`;
   } catch {
     /* not JSON */
   }
-  return new ApiError(resp.status, msg);
+  return new ApiError(resp.status, msg, body);
+}
+
+const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+// getRetries are the waits before asking again when a GET got no answer.
+const getRetries = [250, 1000, 3000];
+
+// fetchAnswer makes a request (send) and, when it is a GET that got no
+// answer at all, asks again a few times: the browser aborts every request
+// in flight when the machine's network addresses change (Wi-Fi, a VPN, a
+// container started on the same machine), and a GET changes nothing, so
+// asking twice is safe. An answer, even 5xx, is the caller's; other
+// methods are not asked again: the user sees the error and decides.
+export async function fetchAnswer(send: () => Promise<Response>, method: string, sleep = pause): Promise<Response> {
+  for (let i = 0; ; i++) {
+    try {
+      return await send();
+    } catch (e) {
+      if (method !== 'GET' || i >= getRetries.length || (e instanceof Error && e.name === 'AbortError')) throw e;
+      await sleep(getRetries[i]);
+    }
+  }
 }
 
 export async function request<T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
-  const resp = await fetch(path, {
+  if (method !== 'GET' && !path.startsWith('/cci/')) path += (path.includes('?') ? '&' : '?') + 'fieldManager=cci-console';
+  const resp = await fetchAnswer(() => fetch(path, {
     method,
     credentials: 'same-origin',
     headers: body === undefined ? {} : { 'Content-Type': contentType },
     body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  }), method);
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401 && !path.startsWith('/cci/login')) onUnauthorized(err.message);
@@ -59,7 +84,7 @@ export interface Me {
 // streamLogs reads a pod's log (server-side tail, then follow) and hands
 // each chunk of text to onText until the signal aborts.
 export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal): Promise<void> {
-  const resp = await fetch(path, { credentials: 'same-origin', signal });
+  const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal }), 'GET');
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401) onUnauthorized(err.message);

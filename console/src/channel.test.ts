@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ERROR, RESIZE, STDIN, STDOUT, execPath, exitStatus, frame, parse, resize } from './channel';
+import { ERROR, RESIZE, STDERR, STDIN, STDOUT, execPath, exitStatus, frame, isOutput, parse, resize } from './channel';
 
 describe('exec channel framing', () => {
   it('prefixes stdin with channel 0', () => {
@@ -15,6 +15,13 @@ describe('exec channel framing', () => {
     expect(m.channel).toBe(STDOUT);
     expect(new TextDecoder().decode(m.data)).toBe('hi');
     expect(() => parse(new Uint8Array([]))).toThrow(/no channel byte/);
+  });
+  it("does not take the apiserver's empty 'connected' frame for output", () => {
+    // Taken for output, it kept the terminal on bash in a container without it.
+    expect(isOutput(parse(frame(STDOUT, '')))).toBe(false);
+    expect(isOutput(parse(frame(STDOUT, 'x')))).toBe(true);
+    expect(isOutput(parse(frame(STDERR, 'err')))).toBe(true);
+    expect(isOutput(parse(frame(ERROR, '{"status":"Failure"}')))).toBe(false);
   });
   it('reads the exit status', () => {
     const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));

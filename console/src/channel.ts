@@ -36,6 +36,14 @@ export function parse(msg: ArrayBuffer | Uint8Array): Message {
   return { channel: b[0], data: b.subarray(1) };
 }
 
+// isOutput says whether a message is the command's output. The apiserver
+// sends an empty STDOUT frame as soon as the exec connects (to say it is
+// open); that is not output, and counting it would keep the terminal from
+// trying the next shell when the first is not in the container.
+export function isOutput(m: Message): boolean {
+  return (m.channel === STDOUT || m.channel === STDERR) && m.data.length > 0;
+}
+
 // exitStatus reads the ERROR channel's Status: the message to show, or
 // null when the command exited 0.
 export function exitStatus(data: Uint8Array): string | null {
@@ -60,3 +68,13 @@ export function execPath(ns: string, pod: string, container: string, command: st
   q.set('tty', String(tty));
   return `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}/exec?${q}`;
 }
+
+// shellMissing says whether an exec's failure means the command is not in
+// the container (runc, gVisor and containerd word it differently), so the
+// terminal tries the next shell.
+export function shellMissing(message: string): boolean {
+  return /executable file not found|no such file or directory|not found in \$PATH|command not found|not found/i.test(message);
+}
+
+// shells are tried in order when the terminal connects.
+export const shells = ['bash', 'sh'];

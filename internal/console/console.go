@@ -115,6 +115,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("POST /cci/logout", s.logout)
 	s.mux.HandleFunc("GET /cci/session", s.session)
 	s.mux.HandleFunc("GET /cci/usage", s.withSession(s.proxyUsage))
+	s.mux.HandleFunc("GET /cci/usage/daily", s.withSession(s.dailyUsage))
+	s.mux.HandleFunc("GET /cci/pools", s.withSession(s.pools))
 	s.mux.HandleFunc("GET /cci/flavors", s.flavors)
 	s.mux.HandleFunc("GET /cci/registry", s.withSession(s.registry))
 	s.mux.HandleFunc("/cci/", func(w http.ResponseWriter, r *http.Request) {

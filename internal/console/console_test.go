@@ -58,6 +58,16 @@ func newUpstream(t *testing.T) *upstream {
 		case r.URL.Path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
 			w.WriteHeader(http.StatusCreated)
 			fmt.Fprint(w, `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","status":{"allowed":false}}`)
+		case r.URL.Path == metering.UsagePath && r.URL.Query().Get("until") != "":
+			// A day's report: namespace acme costs the day of the month.
+			since, _ := time.Parse(time.RFC3339, r.URL.Query().Get("since"))
+			fmt.Fprintf(w, `{"currency":"CNY","tenants":[{"tenant":"acme","namespaces":[{"namespace":"acme","cost":%d,"coreSeconds":10},{"namespace":"other","cost":100}]}],"total":{"cost":%d}}`, since.Day(), since.Day()+100)
+		case r.URL.Query().Get("watch") == "1":
+			// A watch: one event now, the next only when the client is gone
+			// (it never is before the test reads the first).
+			fmt.Fprintf(w, `{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"p","resourceVersion":%q}}}`+"\n", r.URL.Query().Get("resourceVersion"))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		case r.Header.Get("Upgrade") == "websocket":
 			// Enough of an upgrade to see bytes pass both ways.
 			conn, buf, err := w.(http.Hijacker).Hijack()
@@ -416,5 +426,59 @@ func TestPlaceholderWithoutBuild(t *testing.T) {
 	// Either the built app or the placeholder: a page, never nothing.
 	if !strings.Contains(string(b), "<html") {
 		t.Errorf("index.html: %.80q", b)
+	}
+}
+
+// TestWatchStreamsThroughProxy: a watch's events reach the browser as the
+// API sends them, not when the stream ends (which a watch never does).
+func TestWatchStreamsThroughProxy(t *testing.T) {
+	up := newUpstream(t)
+	s := newTestServer(t, up)
+	c := sessionCookieOf(t, do(t, s.Handler(), "POST", "/cci/login", `{"token":"`+goodToken+`"}`, nil))
+	srv := httptest.NewTLSServer(s.Handler())
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/v1/namespaces/acme/pods?watch=1&resourceVersion=42", nil)
+	req.AddCookie(c)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"type":"ADDED"`) || !strings.Contains(line, `"resourceVersion":"42"`) {
+		t.Fatalf("first watch event %q, %v", line, err)
+	}
+	if got := up.last().Header.Get("Authorization"); got != "Bearer "+goodToken {
+		t.Errorf("the watch reached the API with Authorization %q", got)
+	}
+}
+
+// TestDailyUsage: the month so far, one usage report per UTC day, summed
+// for the namespace asked.
+func TestDailyUsage(t *testing.T) {
+	up := newUpstream(t)
+	s := newTestServer(t, up)
+	s.cfg.Now = func() time.Time { return time.Date(2026, 3, 3, 12, 0, 0, 0, time.UTC) }
+	c := sessionCookieOf(t, do(t, s.Handler(), "POST", "/cci/login", `{"token":"`+goodToken+`"}`, nil))
+	w := do(t, s.Handler(), "GET", "/cci/usage/daily?namespace=acme", "", nil, c)
+	if w.Code != 200 {
+		t.Fatalf("daily usage: %d %s", w.Code, w.Body)
+	}
+	var d Daily
+	if err := json.Unmarshal(w.Body.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, day := range d.Days {
+		got = append(got, fmt.Sprintf("%s=%g", day.Date, day.Cost))
+	}
+	if want := "2026-03-01=1 2026-03-02=2 2026-03-03=3"; strings.Join(got, " ") != want {
+		t.Errorf("days %v, want %s", got, want)
+	}
+	if d.Total.Cost != 6 || d.Total.CoreSeconds != 30 || d.Currency != "CNY" {
+		t.Errorf("total %+v currency %q", d.Total, d.Currency)
+	}
+	if r := up.last(); r.Header.Get("Authorization") != "Bearer "+goodToken {
+		t.Errorf("usage asked with Authorization %q, want the user's", r.Header.Get("Authorization"))
 	}
 }

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -87,6 +88,20 @@ func TestPushPullSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertDigest(t, ref2, want.String())
+
+	// The catalog lists it (the console's image picker reads it with n=1000).
+	resp, err = http.Get("http://" + addr2 + "/v2/_catalog?n=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cat struct {
+		Repositories []string `json:"repositories"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&cat)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil || len(cat.Repositories) != 1 || cat.Repositories[0] != "test/random" {
+		t.Fatalf("GET /v2/_catalog?n=1000 = %d %v (decode: %v), want 200 [test/random]", resp.StatusCode, cat.Repositories, err)
+	}
 
 	// Deletes are enabled.
 	if err := remote.Delete(ref2.Context().Digest(want.String())); err != nil {

@@ -44,6 +44,8 @@ var Rules = []rbacv1.PolicyRule{
 	// Read only: a tenant sees its quota and defaults (the console's
 	// overview, kubectl describe quota) but cannot change them.
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas", "limitranges"}, Verbs: []string{"get", "list", "watch"}},
+	// Its pods' CPU and memory (kubectl top pod, the console's charts).
+	{APIGroups: []string{"metrics.k8s.io"}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 }
 
 var allVerbs = []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
