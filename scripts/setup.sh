@@ -69,17 +69,18 @@ go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERS
 
 # A current gVisor. Debian's runsc is from 2022 (ptrace platform only, with
 # vulnerabilities fixed since); this one comes from the Go module proxy
-# (gvisor.dev/gvisor, gVisor's Go-buildable tree) and goes to /usr/local/bin,
-# ahead of /usr/bin/runsc in PATH, so that the agent's default "runsc" is it
-# and runs with its default platform, systrap. Debian's stays as the
-# fallback: cci agent --runsc-path /usr/bin/runsc.
+# (gvisor.dev/gvisor, gVisor's Go-buildable tree) and goes to
+# /usr/local/lib/cci/runsc, for `cci agent --runsc-path` (it runs with its
+# default platform, systrap). Debian's stays the default for now: with the
+# current runsc a container restarted inside a pod's sandbox fails to start
+# ("cannot start container … in state stopped"); see docs/gvisor.md.
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
-RUNSC=/usr/local/bin/runsc
+RUNSC=/usr/local/lib/cci/runsc
 if [ "$(go version -m "$RUNSC" 2>/dev/null | awk '$1 == "mod" { print $3 }')" != "$RUNSC_VERSION" ]; then
   echo "setup: building runsc $RUNSC_VERSION (gvisor.dev/gvisor) into $RUNSC"
   tmp=$(mktemp -d)
   GOBIN=$tmp CGO_ENABLED=0 go install -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION" "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
-  $SUDO install -m 0755 "$tmp/runsc" "$RUNSC"
+  $SUDO install -D -m 0755 "$tmp/runsc" "$RUNSC"
   rm -rf "$tmp"
 fi
 

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	registryauth "github.com/cci-project/cci/internal/registry"
+
 	"github.com/cci-project/cci/internal/metering"
 	"github.com/cci-project/cci/internal/policy"
 )
@@ -81,29 +83,45 @@ type Repository struct {
 }
 
 // registry lists the built-in registry's repositories and tags (the
-// distribution API's catalog), for the image picker. Any logged-in user
-// may read it: every tenant pulls from it.
-func (s *Server) registry(w http.ResponseWriter, r *http.Request, _ session) {
+// distribution API's catalog), for the image picker. The console reads
+// the catalog as the operator and shows each user what it may pull: the
+// operator everything, a tenant its own repositories and the public ones,
+// anyone else the public ones.
+func (s *Server) registry(w http.ResponseWriter, r *http.Request, sess session) {
 	if s.cfg.RegistryAddr == "" {
 		writeError(w, http.StatusServiceUnavailable, "this control plane runs no registry")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
+	mayPull := func(string) bool { return true }
+	if me, err := s.whoAmI(ctx, sess.Cred); err != nil || !me.Operator {
+		id := registryIdentity(sess, me)
+		public := s.cfg.RegistryPublic
+		if public == nil {
+			public = func(string) bool { return false }
+		}
+		mayPull = func(repo string) bool {
+			return registryauth.Authorize(id, repo, registryauth.ActionPull, public) == nil
+		}
+	}
 	base := "http://" + s.cfg.RegistryAddr
 	var cat struct {
 		Repositories []string `json:"repositories"`
 	}
-	if err := getJSON(ctx, base+"/v2/_catalog?n=1000", &cat); err != nil {
+	if err := s.getJSON(ctx, base+"/v2/_catalog?n=1000", &cat); err != nil {
 		writeError(w, http.StatusBadGateway, "registry catalog: "+err.Error())
 		return
 	}
 	repos := []Repository{}
 	for _, name := range cat.Repositories {
+		if !mayPull(name) {
+			continue
+		}
 		var tl struct {
 			Tags []string `json:"tags"`
 		}
-		if err := getJSON(ctx, base+"/v2/"+name+"/tags/list", &tl); err != nil {
+		if err := s.getJSON(ctx, base+"/v2/"+name+"/tags/list", &tl); err != nil {
 			writeError(w, http.StatusBadGateway, fmt.Sprintf("registry tags of %q: %s", name, err))
 			return
 		}
@@ -117,13 +135,28 @@ func (s *Server) registry(w http.ResponseWriter, r *http.Request, _ session) {
 	writeJSON(w, map[string]any{"registry": s.cfg.RegistryAddr, "repositories": repos})
 }
 
-func getJSON(ctx context.Context, u string, v any) error {
+// registryIdentity is who a session's user is to the registry: a tenant
+// (the namespace of its service account) or nobody in particular.
+func registryIdentity(sess session, me *Me) registryauth.Identity {
+	ns := sess.Namespace
+	if me != nil && me.Namespace != "" {
+		ns = me.Namespace
+	}
+	return registryauth.Identity{Tenant: ns}
+}
+
+// getJSON reads a registry URL as the operator (when the console has its
+// credentials).
+func (s *Server) getJSON(ctx context.Context, u string, v any) error {
 	if _, err := url.Parse(u); err != nil {
 		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
+	}
+	if s.cfg.RegistryPassword != "" {
+		req.SetBasicAuth(registryauth.OperatorUser, s.cfg.RegistryPassword)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

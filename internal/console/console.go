@@ -47,6 +47,12 @@ type Config struct {
 	// RegistryAddr is host:port of the built-in registry (plain HTTP); pods
 	// name images there as RegistryAddr/REPOSITORY:TAG.
 	RegistryAddr string
+	// RegistryPassword is the operator's registry password: the console
+	// reads the catalog with it. Empty: anonymously.
+	RegistryPassword string
+	// RegistryPublic says whether a repository is public (pulled by
+	// everyone); nil: none is.
+	RegistryPublic func(repo string) bool
 	// Prices price the flavor table.
 	Prices metering.Prices
 	// Cert is the console's serving certificate.

@@ -87,9 +87,9 @@ const podSandboxName = "POD"
 
 // RunscConfig says how pods of the gvisor handler run.
 type RunscConfig struct {
-	// Path is the runsc binary. Default "runsc", looked up in PATH (make
-	// setup installs a current one in /usr/local/bin, ahead of Debian's
-	// /usr/bin/runsc of 2022).
+	// Path is the runsc binary. Default "runsc", looked up in PATH
+	// (Debian's of 2022; make setup builds a current one at
+	// /usr/local/lib/cci/runsc).
 	Path string
 	// Platform is runsc's --platform. Default: the runsc's own default
 	// (systrap for a current runsc, ptrace for Debian's), but never kvm,

@@ -51,17 +51,24 @@ func (cp *controlPlane) runConsole(ctx context.Context, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("read the cluster CA: %w", err)
 	}
+	var regPassword string
+	var regPublic func(string) bool
+	if cp.registryAuth != nil {
+		regPassword, regPublic = cp.registryAuth.Keys.Operator(), cp.registryAuth.Public.Match
+	}
 	srv, err := console.New(console.Config{
-		Addr:         net.JoinHostPort(cp.cfg.BindAddress, strconv.Itoa(cp.cfg.ConsolePort)),
-		APIServer:    cp.info.APIServerURL,
-		CAPEM:        clusterCA,
-		UsageURL:     cp.info.UsageURL,
-		RegistryAddr: cp.info.RegistryAddr,
-		Prices:       prices,
-		Cert:         cert,
-		SessionKey:   key,
-		Admin:        cp.admin,
-		Log:          cp.log.With("component", "console"),
+		Addr:             net.JoinHostPort(cp.cfg.BindAddress, strconv.Itoa(cp.cfg.ConsolePort)),
+		APIServer:        cp.info.APIServerURL,
+		CAPEM:            clusterCA,
+		UsageURL:         cp.info.UsageURL,
+		RegistryAddr:     cp.info.RegistryAddr,
+		RegistryPassword: regPassword,
+		RegistryPublic:   regPublic,
+		Prices:           prices,
+		Cert:             cert,
+		SessionKey:       key,
+		Admin:            cp.admin,
+		Log:              cp.log.With("component", "console"),
 	})
 	if err != nil {
 		return err
