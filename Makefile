@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH):/usr/local/go/bin
 DATA_DIR ?= .cci
 
-.PHONY: help setup build console console-test up test test-unit test-e2e conformance fmt vet clean
+.PHONY: help setup build console console-assets console-test up test test-unit test-e2e conformance fmt vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -12,7 +12,7 @@ setup: ## install missing Debian packages and Go modules, build bin/cci
 	@scripts/setup.sh
 
 build: ## build bin/cci (what scripts/setup.sh builds, without the set-up); builds the console first when npm is there and it is not built
-	@if [ ! -f internal/console/dist/index.html ] && command -v npm >/dev/null; then $(MAKE) --no-print-directory console; fi
+	@$(MAKE) --no-print-directory console-assets
 	@KUBE_VERSION=$$(go list -m -f '{{.Version}}' k8s.io/kubernetes); \
 	go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=$$(git describe --always --dirty 2>/dev/null || echo dev) -X k8s.io/component-base/version.gitVersion=$$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$(echo $$KUBE_VERSION | cut -d. -f2)" -o bin/cci ./cmd/cci
 
@@ -20,6 +20,13 @@ console: ## build the web console (console/, npm) into internal/console/dist, wh
 	cd console && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; }
 	find internal/console/dist -mindepth 1 ! -name .gitkeep -delete
 	cd console && npm run build
+
+# The console's assets are built again when missing or older than a source
+# of theirs (a stale build would embed an older app), and only where npm is.
+CONSOLE_SOURCES = console/src console/index.html console/package.json console/package-lock.json $(wildcard console/vite.config.*) $(wildcard console/tsconfig*.json)
+console-assets:
+	@if command -v npm >/dev/null && { [ ! -f internal/console/dist/index.html ] || [ -n "$$(find $(CONSOLE_SOURCES) -newer internal/console/dist/index.html 2>/dev/null | head -1)" ]; }; then \
+		$(MAKE) --no-print-directory console; fi
 
 console-test: ## unit tests of the console's front-end logic (vitest)
 	cd console && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npx vitest run

@@ -57,9 +57,7 @@ go mod download
 mkdir -p bin
 # The web console's assets, embedded by the Go build (internal/console);
 # without them the binary serves a placeholder page.
-if [ ! -f internal/console/dist/index.html ] && command -v npm >/dev/null 2>&1; then
-  make --no-print-directory console
-fi
+make --no-print-directory console-assets
 VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
 # The embedded Kubernetes components report the version they are built
 # from (kubectl version, /version), as in a release build of Kubernetes.

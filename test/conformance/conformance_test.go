@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/test/cluster"
 )
 
@@ -91,7 +92,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := 1
-	if err := script("images.sh", "REG="+cci.Registry); err != nil {
+	// images.sh pushes with crane as the operator.
+	if err := script("images.sh", "REG="+cci.Registry, "DOCKER_CONFIG="+registry.AuthDir(cci.DataDir)); err != nil {
 		fmt.Fprintln(os.Stderr, "conformance images:", err)
 	} else {
 		code = m.Run()

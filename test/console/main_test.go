@@ -33,13 +33,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	root := cluster.RepoRoot()
-	// The binary embeds the console's assets: build them first when missing,
-	// and the Node packages the browser script needs.
-	if _, err := os.Stat(filepath.Join(root, "internal/console/dist/index.html")); err != nil {
-		if err := runIn(root, "make", "--no-print-directory", "console"); err != nil {
-			fmt.Fprintln(os.Stderr, "build the console's assets (needs npm; make setup installs it):", err)
-			return 1
-		}
+	// The binary embeds the console's assets: build them first when missing
+	// or older than their sources, and the Node packages the browser script
+	// needs.
+	if err := runIn(root, "make", "--no-print-directory", "console-assets"); err != nil {
+		fmt.Fprintln(os.Stderr, "build the console's assets (needs npm; make setup installs it):", err)
+		return 1
 	}
 	if _, err := os.Stat(filepath.Join(root, "console/node_modules/playwright-core")); err != nil {
 		if err := runIn(filepath.Join(root, "console"), "npm", "ci", "--no-audit", "--no-fund"); err != nil {
