@@ -96,7 +96,7 @@ func TestTenantAndOperatorInBrowser(t *testing.T) {
 		pods, _ := kube.CoreV1().Pods("console-a").List(context.Background(), metav1.ListOptions{LabelSelector: "app=web"})
 		return err != nil && pods != nil && len(pods.Items) == 0, "deployment err " + errString(err)
 	})
-	for _, shot := range []string{"login-refused.png", "overview.png", "create-form.png", "pod-logs-exec.png", "scaled.png", "usage.png", "forbidden.png", "tenants.png", "hosts.png", "session-ended.png", "yaml-error.png", "secret.png", "pod-timeline.png", "pools-registry.png"} {
+	for _, shot := range []string{"login-refused.png", "overview.png", "create-form.png", "pod-logs-exec.png", "scaled.png", "usage.png", "forbidden.png", "tenants.png", "hosts.png", "yaml-error.png", "secret.png", "pod-timeline.png", "pools-registry.png"} {
 		if st, err := os.Stat(filepath.Join(out, shot)); err != nil || st.Size() == 0 {
 			t.Errorf("screenshot %s missing: %v", shot, err)
 		}
