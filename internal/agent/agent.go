@@ -363,6 +363,26 @@ type hostAgent struct {
 	// rt is set by "node controller"; the pod certificate informers,
 	// started before it, read it from their own goroutines.
 	rt atomic.Pointer[runtime.Runtime]
+	// contain is set by "tenant containment"; the runtime tells it of
+	// its pods' IPs through podAddresses.
+	contain atomic.Pointer[containment.Table]
+}
+
+// podAddresses passes the runtime's word of its pods' IPs to the tenant
+// containment that runs now, if any.
+type podAddresses struct{ a *hostAgent }
+
+func (p podAddresses) PodAddressed(ctx context.Context, pod *v1.Pod, ips []netip.Addr) error {
+	if t := p.a.contain.Load(); t != nil {
+		return t.PodAddressed(ctx, pod, ips)
+	}
+	return nil
+}
+
+func (p podAddresses) PodReleased(ctx context.Context, uid types.UID) {
+	if t := p.a.contain.Load(); t != nil {
+		t.PodReleased(ctx, uid)
+	}
 }
 
 // newHostAgent joins the control plane: it learns the cluster CA from the
@@ -536,7 +556,12 @@ func (a *hostAgent) runContainment(ctx context.Context, ready func()) error {
 	if a.clusterNet.podRange.IsValid() {
 		cfg.PodRanges = append(cfg.PodRanges, a.clusterNet.podRange)
 	}
-	return containment.Run(ctx, cfg, ready)
+	t, err := containment.New(cfg)
+	if err != nil {
+		return err
+	}
+	a.contain.Store(t)
+	return t.Run(ctx, ready)
 }
 
 // runEvents records events as a kubelet reports them.
@@ -623,6 +648,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
 			Containerd:           a.ctrd,
 			Network:              a.netMgr,
+			Addresses:            podAddresses{a},
 			Kube:                 a.kube,
 			ConfigMaps:           pc.ConfigMaps,
 			Secrets:              pc.Secrets,

@@ -19,11 +19,12 @@
 //     by IP and through Services.
 //
 // It fails closed: a pod that arrives on this host's bridge is held to these
-// rules unless it is known (from the API) to be a live pod of a namespace
-// that is neither a tenant's nor isolated, and a destination in the pod
-// ranges is refused unless it is known to be a live pod of a tenant
-// namespace. A pod that just started is thus treated as a tenant's until
-// the agent sees it, as a NetworkPolicy engine treats an unknown peer.
+// rules unless it is known (from the API, or from this host's runtime the
+// moment the pod got its IP) to be a live pod of a namespace that is
+// neither a tenant's nor isolated, and a destination in the pod ranges is
+// refused unless it is known to be a live pod of a tenant namespace. A
+// pod whose namespace is not known yet is thus treated as a tenant's, as
+// a NetworkPolicy engine treats an unknown peer.
 //
 // The dataplane is one nftables table per agent (named after its bridge:
 // agents of several clusters may share a host):
@@ -52,10 +53,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -112,10 +115,43 @@ func (s state) equal(o state) bool {
 		slices.Equal(s.hosts, o.hosts) && slices.Equal(s.ranges, o.ranges)
 }
 
-// Run keeps the table in step with the cluster until ctx ends; ready is
-// called once the table is written for the first time. It returns an
-// error when it cannot start (no nftables).
-func Run(ctx context.Context, cfg Config, ready func()) error {
+// Table is one agent's containment: Run keeps the nftables table in step
+// with the cluster, and the runtime tells it of each pod of this host the
+// moment the pod has its IPs (PodAddressed), before any of its containers
+// starts, so that an operator's pod is trusted from its first packet
+// rather than from when the API, and then this agent's informers, learn
+// its IP; a tenant's pod gains nothing from it (still fail closed).
+type Table struct {
+	cfg Config
+	log *slog.Logger
+	nft knftables.Interface
+
+	// mu serialises the writes of the table, so that an element that
+	// PodAddressed adds is not lost to a rewrite computed before it.
+	mu         sync.Mutex
+	local      map[types.UID]localPod
+	namespaces corelisters.NamespaceLister
+	synced     bool
+	kick       chan struct{}
+}
+
+// poke asks Run for a rewrite.
+func (t *Table) poke() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// localPod is a pod of this host as the runtime reported it.
+type localPod struct {
+	namespace string
+	ips       []netip.Addr
+}
+
+// New makes the containment of cfg; it fails when nftables cannot be used
+// (no nft command).
+func New(cfg Config) (*Table, error) {
 	if cfg.Bridge == "" {
 		cfg.Bridge = "cci0"
 	}
@@ -126,22 +162,23 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Kube == nil || cfg.NodeName == "" {
-		return errors.New("containment: Kube and NodeName are required")
+		return nil, errors.New("containment: Kube and NodeName are required")
 	}
-	log := cfg.Log.With("component", "containment", "table", TableName(cfg.Bridge))
 	nft, err := knftables.New(knftables.InetFamily, TableName(cfg.Bridge))
 	if err != nil {
-		return fmt.Errorf("containment of tenant pods needs nftables (the nft command, 1.0.1 or later): %w", err)
+		return nil, fmt.Errorf("containment of tenant pods needs nftables (the nft command, 1.0.1 or later): %w", err)
 	}
+	return &Table{cfg: cfg, log: cfg.Log.With("component", "containment", "table", TableName(cfg.Bridge)), nft: nft, local: map[types.UID]localPod{}, kick: make(chan struct{}, 1)}, nil
+}
+
+// Run keeps the table in step with the cluster until ctx ends; ready is
+// called once the table is written for the first time.
+func (t *Table) Run(ctx context.Context, ready func()) error {
+	cfg, log, nft := t.cfg, t.log, t.nft
 	f := informers.NewSharedInformerFactory(cfg.Kube, 0)
 	pods, namespaces, nodes := f.Core().V1().Pods(), f.Core().V1().Namespaces(), f.Core().V1().Nodes()
-	kick := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
+	kick := t.kick
+	poke := func(any) { t.poke() }
 	handler := cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), namespaces.Informer(), nodes.Informer()} {
 		if _, err := inf.AddEventHandler(handler); err != nil {
@@ -161,7 +198,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	var last state
 	written := false
 	write := func(force bool) error {
-		s, err := collect(cfg, pods.Lister(), namespaces.Lister(), nodes.Lister())
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		s, err := collect(cfg, pods.Lister(), namespaces.Lister(), nodes.Lister(), t.local)
 		if err != nil {
 			return err
 		}
@@ -177,6 +216,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			log.Info("tenant pods contained", "trustedPods", len(s.trusted), "tenantPods", len(s.tenants), "hosts", len(s.hosts), "podRanges", len(s.ranges))
 		}
 		last, written = s, true
+		t.namespaces, t.synced = namespaces.Lister(), true
 		return nil
 	}
 	if err := write(true); err != nil {
@@ -185,6 +225,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	ready()
 	resync := time.NewTicker(cfg.Resync)
 	defer resync.Stop()
+	defer func() {
+		t.mu.Lock()
+		t.synced = false
+		t.mu.Unlock()
+	}()
 	for {
 		force := false
 		select {
@@ -207,8 +252,68 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 }
 
+// PodAddressed is told by the runtime that a pod of this host got ips,
+// before its containers start. A pod of an operator's namespace is added
+// to the trusted sets at once; a tenant's, or one of a namespace not known
+// yet, is left to the rules (fail closed). The table keeps the pod until
+// PodReleased, whether or not the API shows it yet.
+func (t *Table) PodAddressed(ctx context.Context, pod *corev1.Pod, ips []netip.Addr) error {
+	if pod.Spec.HostNetwork || len(ips) == 0 {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.local[pod.UID] = localPod{namespace: pod.Namespace, ips: ips}
+	if !t.synced {
+		return nil // the first write, still to come, reads t.local
+	}
+	ns, err := t.namespaces.Get(pod.Namespace)
+	if err != nil || Tenant(ns) {
+		return nil
+	}
+	tx := t.nft.NewTransaction()
+	for _, ip := range ips {
+		set := "trusted4"
+		if !ip.Is4() {
+			set = "trusted6"
+		}
+		tx.Add(&knftables.Element{Set: set, Key: []string{ip.Unmap().String()}})
+	}
+	if err := t.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("trust the pod's addresses in nftables table %q: %w", TableName(t.cfg.Bridge), err)
+	}
+	return nil
+}
+
+// PodReleased is told by the runtime that the pod's network is about to
+// go: its addresses may then go to another pod, so they leave the trusted
+// sets now; the next write puts back those the API still shows live.
+func (t *Table) PodReleased(ctx context.Context, uid types.UID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.local[uid]
+	delete(t.local, uid)
+	if !ok || !t.synced {
+		return
+	}
+	for _, ip := range p.ips {
+		set := "trusted4"
+		if !ip.Is4() {
+			set = "trusted6"
+		}
+		// One transaction per element: deleting one the set lacks (a
+		// tenant's pod) fails its transaction only.
+		tx := t.nft.NewTransaction()
+		tx.Delete(&knftables.Element{Set: set, Key: []string{ip.Unmap().String()}})
+		if err := t.nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+			t.log.Warn("untrust a released pod's address", "ip", ip, "err", err)
+		}
+	}
+	t.poke()
+}
+
 // collect reads the sets from the informers' caches.
-func collect(cfg Config, pods corelisters.PodLister, namespaces corelisters.NamespaceLister, nodes corelisters.NodeLister) (state, error) {
+func collect(cfg Config, pods corelisters.PodLister, namespaces corelisters.NamespaceLister, nodes corelisters.NodeLister, local map[types.UID]localPod) (state, error) {
 	nsList, err := namespaces.List(labels.Everything())
 	if err != nil {
 		return state{}, err
@@ -225,7 +330,9 @@ func collect(cfg Config, pods corelisters.PodLister, namespaces corelisters.Name
 	if err != nil {
 		return state{}, err
 	}
-	return build(cfg, podList, tenantNS, nodeList), nil
+	s := build(cfg, podList, tenantNS, nodeList)
+	s.trusted = trustLocal(s.trusted, local, tenantNS)
+	return s, nil
 }
 
 // build computes the sets: tenantNS says which namespaces are contained (a
@@ -276,6 +383,19 @@ func build(cfg Config, pods []*corev1.Pod, tenantNS map[string]bool, nodes []*co
 		*l = slices.Compact(*l)
 	}
 	return s
+}
+
+// trustLocal adds to trusted the addresses of this host's pods that the
+// runtime reported and the API may not show yet, those of operator's
+// namespaces only.
+func trustLocal(trusted []netip.Addr, local map[types.UID]localPod, tenantNS map[string]bool) []netip.Addr {
+	for _, p := range local {
+		if tenant, known := tenantNS[p.namespace]; known && !tenant {
+			trusted = append(trusted, p.ips...)
+		}
+	}
+	slices.SortFunc(trusted, netip.Addr.Compare)
+	return slices.Compact(trusted)
 }
 
 // podIPs are the pod's IPs from its status.

@@ -2,12 +2,16 @@ package containment
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
 	"github.com/cci-project/cci/internal/isolation"
@@ -124,5 +128,59 @@ func TestRules(t *testing.T) {
 	}
 	if strings.Contains(dump, "10.42.0.99") {
 		t.Errorf("an element of the first write is left:\n%s", dump)
+	}
+}
+
+// The runtime's word of a new pod's IPs trusts an operator's pod at once,
+// leaves a tenant's or an unknown namespace's to the rules, and is taken
+// back when the pod's network goes; a rewrite keeps what the API lacks.
+func TestPodAddressed(t *testing.T) {
+	nft := knftables.NewFake(knftables.InetFamily, TableName("cci0"))
+	tx := nft.NewTransaction()
+	rules(tx, "cci0", state{})
+	if err := nft.Run(t.Context(), tx); err != nil {
+		t.Fatal(err)
+	}
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "acme", Labels: map[string]string{TenantLabel: "acme"}}},
+	} {
+		if err := idx.Add(ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tbl := &Table{cfg: Config{Bridge: "cci0"}, log: slog.Default(), nft: nft, local: map[types.UID]localPod{},
+		namespaces: corelisters.NewNamespaceLister(idx), synced: true, kick: make(chan struct{}, 1)}
+	op := pod("default", "web", "h1", "")
+	op.UID = "u-op"
+	ten := pod("acme", "job", "h1", "")
+	ten.UID = "u-ten"
+	unknown := pod("new-ns", "x", "h1", "")
+	unknown.UID = "u-new"
+	for p, ip := range map[*corev1.Pod]string{op: "10.42.0.7", ten: "10.42.0.8", unknown: "10.42.0.9"} {
+		if err := tbl.PodAddressed(t.Context(), p, []netip.Addr{netip.MustParseAddr(ip)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elems, err := nft.ListElements(t.Context(), "set", "trusted4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(elems) != 1 || elems[0].Key[0] != "10.42.0.7" {
+		t.Fatalf("trusted4 holds %v: want only the operator's pod 10.42.0.7", elems)
+	}
+	// A rewrite from an API that does not show the pod yet keeps it.
+	got := trustLocal(nil, tbl.local, map[string]bool{"default": false, "acme": true})
+	if len(got) != 1 || got[0] != netip.MustParseAddr("10.42.0.7") {
+		t.Fatalf("a rewrite trusts %v: want [10.42.0.7]", got)
+	}
+	tbl.PodReleased(t.Context(), op.UID)
+	tbl.PodReleased(t.Context(), ten.UID)
+	if elems, _ := nft.ListElements(t.Context(), "set", "trusted4"); len(elems) != 0 {
+		t.Fatalf("trusted4 holds %v after the pod's network went", elems)
+	}
+	if got := trustLocal(nil, tbl.local, map[string]bool{"default": false}); len(got) != 0 {
+		t.Fatalf("a rewrite after the release trusts %v", got)
 	}
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,10 +75,21 @@ func (w *podWorker) prepareSandbox() error {
 		return fmt.Errorf("set up network: %w", err)
 	}
 	ips := make([]string, 0, len(sb.IPs))
+	addrs := make([]netip.Addr, 0, len(sb.IPs))
 	for _, ip := range sb.IPs {
 		ips = append(ips, ip.String())
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			addrs = append(addrs, a.Unmap())
+		}
 	}
 	w.update(func(rec *podRecord) { rec.IPs = ips })
+	if w.r.cfg.Addresses != nil {
+		if err := w.r.cfg.Addresses.PodAddressed(ctx, pod, addrs); err != nil {
+			// The pod still runs; until the API shows its IP it is held to
+			// the rules of a tenant's pod.
+			w.log.Warn("tell the pod's addresses", "err", err)
+		}
+	}
 	if err := w.r.prepareVolumes(ctx, pod); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -31,6 +32,15 @@ import (
 type Network interface {
 	Setup(ctx context.Context, id string, ports []network.PortMapping) (*network.Sandbox, error)
 	Teardown(ctx context.Context, id string) error
+}
+
+// PodAddresses is told of each pod's IPs as soon as its network is set up,
+// before any of its containers starts, and when its network is about to be
+// torn down. The tenant containment fits: it trusts an operator's pod from
+// its first packet. Safe for concurrent use.
+type PodAddresses interface {
+	PodAddressed(ctx context.Context, pod *v1.Pod, ips []netip.Addr) error
+	PodReleased(ctx context.Context, uid types.UID)
 }
 
 // TrustBundles gives the trust anchors of ClusterTrustBundles. It is
@@ -102,6 +112,8 @@ type Config struct {
 
 	Containerd *containerd.Client
 	Network    Network
+	// Addresses is told of the pods' IPs; nil: nobody is.
+	Addresses  PodAddresses
 	Kube       kubernetes.Interface
 	ConfigMaps corev1listers.ConfigMapLister
 	Secrets    corev1listers.SecretLister

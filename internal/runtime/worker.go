@@ -1269,6 +1269,9 @@ func (w *podWorker) release() {
 	w.removePodSandbox()
 	pod := w.pod()
 	if !pod.Spec.HostNetwork {
+		if w.r.cfg.Addresses != nil {
+			w.r.cfg.Addresses.PodReleased(ctx, pod.UID)
+		}
 		if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
 			w.log.Warn("network teardown", "err", err)
 		}

@@ -99,6 +99,52 @@ func TestPodToPodAcrossHosts(t *testing.T) {
 	}
 }
 
+// A pod of an operator's namespace reaches the pods of other hosts with
+// its very first packet: the tenant containment trusts it from the moment
+// it has its IP, not from when the API shows it (which used to refuse
+// such a pod's first connections).
+func TestFirstPacketAcrossHosts(t *testing.T) {
+	ns := namespace(t, "first-packet")
+	apply(t, webDeployment(ns, "web", 3, ""))
+	pods := waitRunning(t, ns, "app=web", 3, 3*time.Minute)
+	var targets []v1.Pod
+	for _, p := range pods {
+		if p.Spec.NodeName != "host-1" {
+			targets = append(targets, p)
+		}
+	}
+	if len(targets) == 0 {
+		t.Fatalf("no web pod off host-1: %v", byHost(pods))
+	}
+	for i, p := range targets {
+		apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: first-%d, namespace: %s}
+spec:
+  nodeName: host-1
+  restartPolicy: Never
+  containers:
+  - name: sh
+    image: %s
+    command: [sh, -c, 'printf "GET /name HTTP/1.0\r\n\r\n" | nc -w 5 %s 8080']
+`, i, ns, image(testimage.Shell), p.Status.PodIP))
+	}
+	for i, p := range targets {
+		name := fmt.Sprintf("first-%d", i)
+		waitFor(t, 2*time.Minute, name+" done", func() (bool, string) {
+			got, err := client(t).CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return got.Status.Phase == v1.PodSucceeded || got.Status.Phase == v1.PodFailed, string(got.Status.Phase)
+		})
+		out, _ := kubectl(t, "logs", "-n", ns, name)
+		if !strings.Contains(out, p.Name) {
+			t.Errorf("%s (host-1), first connection to %s (%s, %s): %q; want its name", name, p.Name, p.Spec.NodeName, p.Status.PodIP, out)
+		}
+	}
+}
+
 // A pod on host-1 reaches a Service whose endpoints are all on host-2
 // and host-3, by ClusterIP and by DNS name.
 func TestServiceAcrossHosts(t *testing.T) {
