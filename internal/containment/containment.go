@@ -130,6 +130,7 @@ type Table struct {
 	// PodAddressed adds is not lost to a rewrite computed before it.
 	mu         sync.Mutex
 	local      map[types.UID]localPod
+	released   map[types.UID]bool // pods whose network the runtime released
 	namespaces corelisters.NamespaceLister
 	synced     bool
 	kick       chan struct{}
@@ -168,7 +169,7 @@ func New(cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("containment of tenant pods needs nftables (the nft command, 1.0.1 or later): %w", err)
 	}
-	return &Table{cfg: cfg, log: cfg.Log.With("component", "containment", "table", TableName(cfg.Bridge)), nft: nft, local: map[types.UID]localPod{}, kick: make(chan struct{}, 1)}, nil
+	return &Table{cfg: cfg, log: cfg.Log.With("component", "containment", "table", TableName(cfg.Bridge)), nft: nft, local: map[types.UID]localPod{}, released: map[types.UID]bool{}, kick: make(chan struct{}, 1)}, nil
 }
 
 // Run keeps the table in step with the cluster until ctx ends; ready is
@@ -200,7 +201,7 @@ func (t *Table) Run(ctx context.Context, ready func()) error {
 	write := func(force bool) error {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		s, err := collect(cfg, pods.Lister(), namespaces.Lister(), nodes.Lister(), t.local)
+		s, err := collect(cfg, pods.Lister(), namespaces.Lister(), nodes.Lister(), t.local, t.released)
 		if err != nil {
 			return err
 		}
@@ -293,6 +294,7 @@ func (t *Table) PodReleased(ctx context.Context, uid types.UID) {
 	defer t.mu.Unlock()
 	p, ok := t.local[uid]
 	delete(t.local, uid)
+	t.released[uid] = true
 	if !ok || !t.synced {
 		return
 	}
@@ -313,7 +315,7 @@ func (t *Table) PodReleased(ctx context.Context, uid types.UID) {
 }
 
 // collect reads the sets from the informers' caches.
-func collect(cfg Config, pods corelisters.PodLister, namespaces corelisters.NamespaceLister, nodes corelisters.NodeLister, local map[types.UID]localPod) (state, error) {
+func collect(cfg Config, pods corelisters.PodLister, namespaces corelisters.NamespaceLister, nodes corelisters.NodeLister, local map[types.UID]localPod, released map[types.UID]bool) (state, error) {
 	nsList, err := namespaces.List(labels.Everything())
 	if err != nil {
 		return state{}, err
@@ -330,28 +332,48 @@ func collect(cfg Config, pods corelisters.PodLister, namespaces corelisters.Name
 	if err != nil {
 		return state{}, err
 	}
-	s := build(cfg, podList, tenantNS, nodeList)
+	// A released pod is forgotten once the API no longer has it.
+	live := make(map[types.UID]bool, len(podList))
+	for _, p := range podList {
+		live[p.UID] = true
+	}
+	for uid := range released {
+		if !live[uid] {
+			delete(released, uid)
+		}
+	}
+	s := build(cfg, podList, tenantNS, nodeList, released)
 	s.trusted = trustLocal(s.trusted, local, tenantNS)
 	return s, nil
 }
 
 // build computes the sets: tenantNS says which namespaces are contained (a
 // namespace not in it, not yet seen, counts as a tenant's: fail closed).
-func build(cfg Config, pods []*corev1.Pod, tenantNS map[string]bool, nodes []*corev1.Node) state {
+//
+// A pod of this host that is being deleted stays trusted through its grace
+// period (its preStop hook and last connections reach other pods) until
+// the runtime releases its network (released); a tenant's pod being
+// deleted is no longer a destination, as it may lose its IP to another pod
+// any moment.
+func build(cfg Config, pods []*corev1.Pod, tenantNS map[string]bool, nodes []*corev1.Node, released map[types.UID]bool) state {
 	var s state
 	for _, p := range pods {
-		if p.Spec.HostNetwork || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			// A pod being deleted may lose its IP to a new pod any moment.
+		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
+		deleting := p.DeletionTimestamp != nil
 		tenant, known := tenantNS[p.Namespace]
 		tenant = tenant || !known
 		for _, ip := range podIPs(p) {
 			switch {
 			case tenant:
-				s.tenants = append(s.tenants, ip)
+				if !deleting {
+					s.tenants = append(s.tenants, ip)
+				}
 			case p.Spec.NodeName == cfg.NodeName:
-				s.trusted = append(s.trusted, ip)
+				if !deleting || !released[p.UID] {
+					s.trusted = append(s.trusted, ip)
+				}
 			}
 		}
 	}

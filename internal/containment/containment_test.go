@@ -45,10 +45,11 @@ func TestTenant(t *testing.T) {
 	}
 }
 
-// Operator pods of this host are trusted sources; tenant pods anywhere are
-// allowed destinations; a pod of a namespace not yet seen counts as a
-// tenant's; pods being deleted, finished or on the host network are in no
-// set.
+// Operator pods of this host are trusted sources, through their grace
+// period until the runtime releases their network; tenant pods anywhere
+// are allowed destinations until they are being deleted; a pod of a
+// namespace not yet seen counts as a tenant's; finished pods and those on
+// the host network are in no set.
 func TestBuild(t *testing.T) {
 	now := metav1.Now()
 	pods := []*corev1.Pod{
@@ -58,6 +59,8 @@ func TestBuild(t *testing.T) {
 		pod("acme", "app-elsewhere", "n2", "10.42.1.6"),
 		pod("new", "unknown-ns", "n1", "10.42.0.7"),
 		pod("default", "going", "n1", "10.42.0.8", func(p *corev1.Pod) { p.DeletionTimestamp = &now }),
+		pod("default", "gone", "n1", "10.42.0.11", func(p *corev1.Pod) { p.DeletionTimestamp = &now; p.UID = "u-gone" }),
+		pod("acme", "leaving", "n1", "10.42.0.12", func(p *corev1.Pod) { p.DeletionTimestamp = &now }),
 		pod("acme", "done", "n1", "10.42.0.9", func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }),
 		pod("default", "hostnet", "n1", "192.0.2.1", func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
 		pod("default", "dual", "n1", "10.42.0.10", func(p *corev1.Pod) {
@@ -72,12 +75,12 @@ func TestBuild(t *testing.T) {
 	}
 	cfg := Config{NodeName: "n1", ControlPlane: []netip.Addr{netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("127.0.0.1")},
 		PodRanges: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}}
-	s := build(cfg, pods, map[string]bool{"default": false, "acme": true}, nodes)
+	s := build(cfg, pods, map[string]bool{"default": false, "acme": true}, nodes, map[types.UID]bool{"u-gone": true})
 	for _, tc := range []struct {
 		name      string
 		got, want string
 	}{
-		{"trusted", fmt.Sprint(s.trusted), "[10.42.0.5 10.42.0.10 fd00:42::a]"},
+		{"trusted", fmt.Sprint(s.trusted), "[10.42.0.5 10.42.0.8 10.42.0.10 fd00:42::a]"},
 		{"tenants", fmt.Sprint(s.tenants), "[10.42.0.6 10.42.0.7 10.42.1.6]"},
 		{"hosts", fmt.Sprint(s.hosts), "[10.42.0.1 10.42.1.1 192.0.2.1 192.0.2.2 192.0.2.9]"},
 		{"ranges", fmt.Sprint(s.ranges), "[10.42.0.0/16]"},
@@ -150,7 +153,7 @@ func TestPodAddressed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tbl := &Table{cfg: Config{Bridge: "cci0"}, log: slog.Default(), nft: nft, local: map[types.UID]localPod{},
+	tbl := &Table{cfg: Config{Bridge: "cci0"}, log: slog.Default(), nft: nft, local: map[types.UID]localPod{}, released: map[types.UID]bool{},
 		namespaces: corelisters.NewNamespaceLister(idx), synced: true, kick: make(chan struct{}, 1)}
 	op := pod("default", "web", "h1", "")
 	op.UID = "u-op"

@@ -3,6 +3,7 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	remote "k8s.io/cri-client/pkg"
 	kubecontainer "k8s.io/kubernetes/pkg/kubelet/container"
 	"k8s.io/kubernetes/pkg/kubelet/lifecycle"
+	httpprobe "k8s.io/kubernetes/pkg/probe/http"
 	utilexec "k8s.io/utils/exec"
 )
 
@@ -198,8 +200,17 @@ func (d ctxDoer) Do(req *http.Request) (*http.Response, error) {
 	return d.client.Do(req.WithContext(d.ctx))
 }
 
-// hookHTTPClient sends httpGet hooks, as the kubelet's: no proxy, no keep-alive.
-var hookHTTPClient = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+// hookHTTPClient sends httpGet hooks, as the kubelet's: no proxy, no
+// keep-alive, an https hook's certificate not verified (the pod's server
+// has none the host could check), redirects followed to the same host only.
+var hookHTTPClient = &http.Client{
+	Transport: &http.Transport{
+		Proxy:             nil,
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's hooks
+	},
+	CheckRedirect: httpprobe.RedirectChecker(false),
+}
 
 // runHook runs a lifecycle handler with the kubelet's hook runner; msg is
 // the kubelet's event message when it failed.
@@ -262,17 +273,43 @@ func (w *podWorker) killContainer(c *v1.Container, cr *ctrRecord, message string
 	w.killing[cr.Name] = &killing{task: lt, restart: restart}
 	w.stopProbes(cr.Name)
 	w.ctrEvent(c.Name, v1.EventTypeNormal, "Killing", "%s", message)
-	go w.stopTask(w.pod(), c.DeepCopy(), cr.ID, lt, grace, true)
+	go w.stopTask(w.pod(), c.DeepCopy(), cr.ID, lt, grace, true, nil)
 }
 
 // stopTask stops a running container as the kubelet's killContainer does:
 // the preStop hook first (when asked), within the grace period, then the
 // image's stop signal, then SIGKILL when the rest of the grace period is
-// over. It returns once the task exited (or SIGKILL went unanswered).
-func (w *podWorker) stopTask(pod *v1.Pod, c *v1.Container, id string, lt *liveTask, grace time.Duration, preStop bool) {
+// over. Between the hook and the signal it waits, within the grace period,
+// for the containers that must stop before it (after: a sidecar waits for
+// the app containers and for the sidecars declared after it). It returns
+// once the task exited (or SIGKILL went unanswered).
+func (w *podWorker) stopTask(pod *v1.Pod, c *v1.Container, id string, lt *liveTask, grace time.Duration, preStop bool, after []<-chan struct{}) {
 	ctx := w.ctx()
+	waited := false
 	if preStop && c != nil && c.Lifecycle != nil && c.Lifecycle.PreStop != nil && grace > 0 {
 		grace -= w.runPreStop(pod, c, id, lt, grace)
+		waited = true
+	}
+	if len(after) > 0 && grace > 0 {
+		waited = true
+		start := time.Now()
+		timeout := time.NewTimer(grace)
+	wait:
+		for _, ch := range after {
+			select {
+			case <-ch:
+			case <-lt.done:
+				break wait
+			case <-timeout.C:
+				break wait
+			}
+		}
+		timeout.Stop()
+		grace -= time.Since(start)
+	}
+	if waited {
+		// The kubelet's minimum shutdown window, even when the hook or
+		// the wait took the whole grace period.
 		grace = max(grace, minGraceAfterPreStop)
 	}
 	select {

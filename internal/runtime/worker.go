@@ -1147,10 +1147,17 @@ func (w *podWorker) gracePeriod(deleting *v1.Pod) time.Duration {
 // killAll stops every live task: SIGTERM (or the image's stop signal), then
 // SIGKILL after grace. It returns when all exited and records their exits.
 // Each container's preStop hook runs first, within grace (not again for one
-// already being killed after a failed probe).
+// already being killed after a failed probe). As on the kubelet, sidecars
+// (restartable init containers) get their stop signal only once the app
+// containers have stopped, in the reverse of their order: a sidecar that
+// proxies the app's traffic serves it to its end.
 func (w *podWorker) killAll(grace time.Duration) {
 	w.stopAllProbes()
 	pod := w.pod()
+	stopped := make(map[string]chan struct{}, len(w.tasks))
+	for name := range w.tasks {
+		stopped[name] = make(chan struct{})
+	}
 	var wg sync.WaitGroup
 	for name, lt := range w.tasks {
 		wg.Add(1)
@@ -1163,10 +1170,17 @@ func (w *podWorker) killAll(grace time.Duration) {
 			id = cr.ID
 		}
 		preStop := w.killing[name] == nil
+		var after []<-chan struct{}
+		for _, other := range stopsBefore(pod, name) {
+			if ch, ok := stopped[other]; ok {
+				after = append(after, ch)
+			}
+		}
 		w.ctrEvent(name, v1.EventTypeNormal, "Killing", "Stopping container %s", name)
 		go func() {
 			defer wg.Done()
-			w.stopTask(pod, c, id, lt, grace, preStop)
+			defer close(stopped[name])
+			w.stopTask(pod, c, id, lt, grace, preStop, after)
 		}()
 	}
 	wg.Wait()
@@ -1182,6 +1196,34 @@ func (w *podWorker) killAll(grace time.Duration) {
 		w.dropTask(name, lt)
 		delete(w.tasks, name)
 	}
+}
+
+// stopsBefore names the containers of pod that must stop before the
+// container name gets its stop signal: for a sidecar, every app and
+// ephemeral container and the sidecars declared after it; for the others,
+// none (the kubelet's termination ordering).
+func stopsBefore(pod *v1.Pod, name string) []string {
+	idx := -1
+	var sidecars []string
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
+			if c.Name == name {
+				idx = len(sidecars)
+			}
+			sidecars = append(sidecars, c.Name)
+		}
+	}
+	if idx < 0 {
+		return nil
+	}
+	var out []string
+	for _, c := range pod.Spec.Containers {
+		out = append(out, c.Name)
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		out = append(out, c.Name)
+	}
+	return append(out, sidecars[idx+1:]...)
 }
 
 // terminate stops the pod for deletion and removes everything it holds.
