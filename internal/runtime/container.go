@@ -188,31 +188,36 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, time.Time{}, fmt.Errorf("create log folder: %w", err)
 	}
+	// What a failed start made is removed even when the failure is the
+	// agent stopping (ctx cancelled): a task created and never deleted
+	// would leave its shim, cgroup and rootfs mount behind for good.
+	cleanup, cancelCleanup := w.cleanupCtx()
+	defer cancelCleanup()
 	logs, err := openContainerLog(logPath)
 	if err != nil {
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, err
 	}
 	task, err := ctr.NewTask(ctx, logs.creator(c.Stdin, c.TTY))
 	if err != nil {
 		logs.Close()
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	exitCh, err := task.Wait(wctx)
 	if err != nil {
 		cancel()
-		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_, _ = task.Delete(cleanup, containerd.WithProcessKill)
 		logs.Close()
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, fmt.Errorf("wait on container %q: %w", c.Name, err)
 	}
 	if err := task.Start(ctx); err != nil {
 		cancel()
-		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_, _ = task.Delete(cleanup, containerd.WithProcessKill)
 		logs.Close()
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
 	lt := w.watch(c.Name, task, exitCh, cancel)
@@ -281,7 +286,8 @@ func (e *startError) Unwrap() error { return e.err }
 
 // removeContainer deletes a container's task, the container and its snapshot.
 func (w *podWorker) removeContainer(id string, task containerd.Task) {
-	ctx := w.ctx()
+	ctx, cancel := w.cleanupCtx()
+	defer cancel()
 	client := w.r.cfg.Containerd
 	c, err := client.LoadContainer(ctx, id)
 	if err != nil {
