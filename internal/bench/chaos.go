@@ -566,7 +566,8 @@ func podLosses(round int, fault string, before, after map[types.UID]podState, af
 	}
 	for uid, q := range after {
 		if q.Job && q.Phase == v1.PodFailed && !affected[uid] {
-			if p, ok := before[uid]; !ok || p.Phase != v1.PodFailed {
+			// Failed before, or Running before (reported above): not again.
+			if p, ok := before[uid]; !ok || (p.Phase != v1.PodFailed && p.Phase != v1.PodRunning) {
 				lose("Job pod %s failed (%s)", q.Name, ctrExits(q))
 			}
 		}
@@ -850,4 +851,8 @@ func (b *bench) checkRuntimeClassNamed(ctx context.Context, name string) error {
 		return fmt.Errorf("RuntimeClass %q: %w", name, err)
 	}
 	return nil
+}
+
+func schemaGR(group, resource string) schema.GroupResource {
+	return schema.GroupResource{Group: group, Resource: resource}
 }

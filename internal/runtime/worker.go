@@ -742,6 +742,17 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 		w.log.Info("container start interrupted by the agent stopping", "container", cr.Name, "err", err)
 		return 0
 	}
+	if err != nil && containerdLost(err) {
+		// containerd died under the call (the agent starts it again): the
+		// runtime failed, not the container, so it is tried again rather
+		// than counted as a run (a Job's pod under restartPolicy Never would
+		// fail for it). The next try removes what this one left.
+		w.log.Warn("container start interrupted: containerd is not answering; trying again", "container", cr.Name, "err", err)
+		w.update(func(*podRecord) {
+			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ContainerCreating", Message: "containerd restarting: " + err.Error()}}
+		})
+		return reattachRetry
+	}
 	if se := (*startError)(nil); errors.As(err, &se) {
 		return w.onStartError(cr, image, se)
 	}
@@ -900,6 +911,21 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		}
 		cr.scheduleRestart(startedAt.Time, lt.exitedAt)
 	})
+}
+
+// containerdLost tells whether err says containerd itself went away during
+// a call (its connection closed or refused), rather than refusing the call.
+func containerdLost(err error) bool {
+	if errdefs.IsUnavailable(err) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"error reading from server: EOF", "transport is closing", "connection refused", "ttrpc: closed", "code = Unavailable"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // startExitCode is the exit code of a container that failed to start, as
