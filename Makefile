@@ -22,10 +22,13 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	go test -count=1 -timeout 60m ./...
 
 test-unit: ## unit and component tests only
-	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance)
+	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance -e /test/chaos)
 
 test-e2e: ## end-to-end tests against a real `cci up`
 	go test -count=1 -v -timeout 30m ./test/e2e/
+
+test-chaos: ## short chaos (5 faults) and churn (200 pods) against a bench-owned `cci up`; nothing lost, nothing leaked
+	go test -count=1 -v -timeout 20m ./test/chaos/
 
 FOCUS ?= \[Conformance\]
 SKIP ?= \[Serial\]|\[Disruptive\]
