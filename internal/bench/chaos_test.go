@@ -64,7 +64,7 @@ func TestPodLosses(t *testing.T) {
 	}
 	after := map[types.UID]podState{
 		"same": run("same", 0, t0), "restarted": run("restarted", 1, t0.Add(time.Minute)), "killed": run("killed", 1, t0.Add(time.Minute)),
-		"again": run("again", 0, t0.Add(time.Second)),
+		"again":  run("again", 0, t0.Add(time.Second)),
 		"job-ok": job("job-ok", v1.PodSucceeded, 0), "job-failed": job("job-failed", v1.PodFailed, 128),
 		"job-new-failed": job("job-new-failed", v1.PodFailed, 128),
 	}
