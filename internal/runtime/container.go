@@ -14,6 +14,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/signal"
@@ -198,7 +199,7 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, err
 	}
-	task, err := ctr.NewTask(ctx, logs.creator(c.Stdin, c.TTY))
+	task, err := newTask(ctx, cleanup, ctr, func() cio.Creator { return logs.creator(c.Stdin, c.TTY) })
 	if err != nil {
 		logs.Close()
 		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
@@ -223,6 +224,30 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	lt := w.watch(c.Name, task, exitCh, cancel)
 	w.setLogs(c.Name, lt, logs)
 	return lt, time.Now(), nil
+}
+
+// newTask creates the task of ctr. A task of the same id that containerd
+// already holds is the remains of a start cut short by containerd dying:
+// the restarted containerd re-adopts the shim of the half-made task even
+// though the cut attempt's undo removed its container record, so the new
+// container of the same id meets it ("task …: already exists"). That task
+// was never started by anyone, so it is killed and deleted (through the
+// container just made, which the task service needs to find it) and the
+// creation tried once more. newIO gives each try IO of its own: a creator's
+// IO is closed when its try fails.
+func newTask(ctx, cleanup context.Context, ctr containerd.Container, newIO func() cio.Creator) (containerd.Task, error) {
+	task, err := ctr.NewTask(ctx, newIO())
+	if err == nil || !errdefs.IsAlreadyExists(err) {
+		return task, err
+	}
+	stale, lerr := ctr.Task(cleanup, nil)
+	if lerr != nil {
+		return nil, fmt.Errorf("%w (and loading the stale task to delete it: %v)", err, lerr)
+	}
+	if _, derr := stale.Delete(cleanup, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+		return nil, fmt.Errorf("%w (and deleting the stale task: %v)", err, derr)
+	}
+	return ctr.NewTask(ctx, newIO())
 }
 
 // setLogs records the log a task writes to, for attached clients; the
