@@ -200,7 +200,7 @@ func TestNewTaskReplacesStaleTask(t *testing.T) {
 	}
 
 	creators := 0
-	task, err := newTask(ctx, ctx, ctr, func() cio.Creator { creators++; return cio.NullIO })
+	task, err := newTask(ctx, ctx, cl, ctr, func() cio.Creator { creators++; return cio.NullIO })
 	if err != nil {
 		t.Fatalf("newTask over a stale task: %v", err)
 	}
@@ -223,7 +223,7 @@ func TestNewTaskReplacesStaleTask(t *testing.T) {
 
 	// Any other failure is returned as it is, with no second try.
 	creators = 0
-	if _, err := newTask(ctx, ctx, ctr, func() cio.Creator {
+	if _, err := newTask(ctx, ctx, cl, ctr, func() cio.Creator {
 		creators++
 		return func(string) (cio.IO, error) { return nil, io.ErrClosedPipe }
 	}); !errors.Is(err, io.ErrClosedPipe) || creators != 1 {

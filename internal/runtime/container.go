@@ -11,12 +11,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/moby/sys/signal"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	v1 "k8s.io/api/core/v1"
@@ -199,7 +201,7 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, err
 	}
-	task, err := newTask(ctx, cleanup, ctr, func() cio.Creator { return logs.creator(c.Stdin, c.TTY) })
+	task, err := newTask(ctx, cleanup, client, ctr, func() cio.Creator { return logs.creator(c.Stdin, c.TTY) })
 	if err != nil {
 		logs.Close()
 		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
@@ -227,27 +229,43 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 }
 
 // newTask creates the task of ctr. A task of the same id that containerd
-// already holds is the remains of a start cut short by containerd dying:
-// the restarted containerd re-adopts the shim of the half-made task even
-// though the cut attempt's undo removed its container record, so the new
-// container of the same id meets it ("task …: already exists"). That task
-// was never started by anyone, so it is killed and deleted (through the
-// container just made, which the task service needs to find it) and the
-// creation tried once more. newIO gives each try IO of its own: a creator's
-// IO is closed when its try fails.
-func newTask(ctx, cleanup context.Context, ctr containerd.Container, newIO func() cio.Creator) (containerd.Task, error) {
+// already holds is the remains of a start cut short (the agent stopping or
+// containerd dying under the create): the shim containerd started for it
+// stays in containerd's task list though the cut attempt's undo removed the
+// container record, so the new container of the same id meets it ("task …:
+// already exists"). No one ever started that task, so it is deleted
+// (through the container just made, which the task service needs to find
+// it) and the creation tried once more. newIO gives each try IO of its
+// own: a creator's IO is closed when its try fails.
+func newTask(ctx, cleanup context.Context, client *containerd.Client, ctr containerd.Container, newIO func() cio.Creator) (containerd.Task, error) {
 	task, err := ctr.NewTask(ctx, newIO())
 	if err == nil || !errdefs.IsAlreadyExists(err) {
 		return task, err
 	}
-	stale, lerr := ctr.Task(cleanup, nil)
-	if lerr != nil {
-		return nil, fmt.Errorf("%w (and loading the stale task to delete it: %v)", err, lerr)
-	}
-	if _, derr := stale.Delete(cleanup, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+	if derr := removeStaleTask(cleanup, client, ctr); derr != nil {
 		return nil, fmt.Errorf("%w (and deleting the stale task: %v)", err, derr)
 	}
 	return ctr.NewTask(ctx, newIO())
+}
+
+// removeStaleTask deletes the task containerd holds for ctr, killing its
+// process first if it has one. A shim whose create was cut before runc
+// made the container answers no state ("container not created"), so the
+// client cannot load it as a task: it is deleted through the task service
+// directly, which removes it from containerd's list and stops the shim.
+func removeStaleTask(ctx context.Context, client *containerd.Client, ctr containerd.Container) error {
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		_, err := task.Delete(ctx, containerd.WithProcessKill)
+		if err == nil || errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	_, err := client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: ctr.ID()})
+	if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 // setLogs records the log a task writes to, for attached clients; the

@@ -1060,9 +1060,6 @@ func (w *podWorker) watch(name string, task containerd.Task, exitCh <-chan conta
 	return lt
 }
 
-// reattachAll looks up, in containerd, every container the record says is
-// live and not yet watched: still running ones are watched again, ones that
-// exited meanwhile are reported as exited.
 // deleteStaleTask deletes the task of a container the record says is not
 // running: the agent that saw it exit was stopped or killed before it
 // deleted the task, whose shim (and, for a task never started, its cgroup
@@ -1085,6 +1082,9 @@ func (w *podWorker) deleteStaleTask(cr *ctrRecord) {
 	}
 }
 
+// reattachAll looks up, in containerd, every container the record says is
+// live and not yet watched: still running ones are watched again, ones that
+// exited meanwhile are reported as exited.
 func (w *podWorker) reattachAll() {
 	ctx := w.ctx()
 	// A gvisor pod's sandbox first: its containers live in it.
