@@ -328,25 +328,52 @@ func (e *startError) Error() string {
 func (e *startError) Unwrap() error { return e.err }
 
 // removeContainer deletes a container's task, the container and its snapshot.
+// containerd dying under the removal (the agent restarts it) is waited out
+// until the clean-up's bound: given up at once, the task's shim and cgroups
+// and the container would stay, with nothing left to remove them.
 func (w *podWorker) removeContainer(id string, task containerd.Task) {
 	ctx, cancel := w.cleanupCtx()
 	defer cancel()
-	client := w.r.cfg.Containerd
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		return
+	for {
+		err := w.tryRemoveContainer(ctx, id, task)
+		if err == nil {
+			return
+		}
+		if !containerdLost(err) || ctx.Err() != nil {
+			w.log.Warn("remove container", "id", id, "err", err)
+			return
+		}
+		task = nil // it held the connection that went with containerd
+		select {
+		case <-ctx.Done():
+			w.log.Warn("remove container: containerd did not come back", "id", id, "err", err)
+			return
+		case <-time.After(time.Second):
+		}
 	}
-	if task == nil {
-		task, _ = c.Task(ctx, nil)
+}
+
+func (w *podWorker) tryRemoveContainer(ctx context.Context, id string, task containerd.Task) error {
+	c, err := w.r.cfg.Containerd.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	if task != nil {
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			w.log.Warn("delete task", "id", id, "err", err)
+			return fmt.Errorf("delete task: %w", err)
 		}
+	} else if err := removeStaleTask(ctx, w.r.cfg.Containerd, c); err != nil {
+		// Also a shim that never got its container, which the client
+		// cannot load as a task and would leave running.
+		return fmt.Errorf("delete task: %w", err)
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		w.log.Warn("delete container", "id", id, "err", err)
+		return fmt.Errorf("delete container: %w", err)
 	}
+	return nil
 }
 
 // oomKilled tells whether the container's memory cgroup, or for a gvisor
