@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH):/usr/local/go/bin
 DATA_DIR ?= .cci
 
-.PHONY: help setup build up test test-unit test-e2e conformance fmt vet clean
+.PHONY: help setup build console console-test up test test-unit test-e2e conformance fmt vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -11,21 +11,35 @@ help: ## list the targets
 setup: ## install missing Debian packages and Go modules, build bin/cci
 	@scripts/setup.sh
 
-build: ## build bin/cci (what scripts/setup.sh builds, without the set-up)
+build: ## build bin/cci (what scripts/setup.sh builds, without the set-up); builds the console first when npm is there and it is not built
+	@if [ ! -f internal/console/dist/index.html ] && command -v npm >/dev/null; then $(MAKE) --no-print-directory console; fi
 	@KUBE_VERSION=$$(go list -m -f '{{.Version}}' k8s.io/kubernetes); \
 	go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=$$(git describe --always --dirty 2>/dev/null || echo dev) -X k8s.io/component-base/version.gitVersion=$$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$(echo $$KUBE_VERSION | cut -d. -f2)" -o bin/cci ./cmd/cci
+
+console: ## build the web console (console/, npm) into internal/console/dist, which the cci binary embeds
+	cd console && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; }
+	find internal/console/dist -mindepth 1 ! -name .gitkeep -delete
+	cd console && npm run build
+
+console-test: ## unit tests of the console's front-end logic (vitest)
+	cd console && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npx vitest run
 
 up: setup ## set up, then run the control plane and a host agent (data in $(DATA_DIR))
 	bin/cci up --data-dir $(DATA_DIR)
 
+# The packages under test/ each run a cluster of their own: one at a time,
+# so that a slow machine does not run three clusters on two cores at once.
 test: setup ## set up, then run every test (unit and end-to-end; needs root)
-	go test -count=1 -timeout 60m ./...
+	@rc=0; \
+	go test -count=1 -timeout 30m $$(go list ./... | grep -v '/test/') || rc=1; \
+	go test -count=1 -p 1 -timeout 60m ./test/... || rc=1; \
+	exit $$rc
 
 test-unit: ## unit and component tests only
-	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance -e /test/chaos)
+	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance -e /test/console -e /test/chaos)
 
-test-e2e: ## end-to-end tests against a real `cci up`
-	go test -count=1 -v -timeout 30m ./test/e2e/
+test-e2e: ## end-to-end tests against a real `cci up` (and the console in Chromium)
+	go test -count=1 -v -timeout 30m ./test/e2e/ ./test/console/
 
 test-chaos: ## short chaos (3 faults) and churn (100 pods) against a bench-owned `cci up`; nothing lost, nothing leaked
 	go test -count=1 -v -timeout 20m ./test/chaos/

@@ -26,6 +26,9 @@ declare -A PKGS=(
   [openssl]=openssl
   [gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
+  # the web console's build (console/) and its browser test (test/console)
+  [npm]=npm
+  [chromium]=chromium
 )
 missing=()
 for bin in "${!PKGS[@]}"; do
@@ -52,12 +55,34 @@ fi
 
 go mod download
 mkdir -p bin
+# The web console's assets, embedded by the Go build (internal/console);
+# without them the binary serves a placeholder page.
+if [ ! -f internal/console/dist/index.html ] && command -v npm >/dev/null 2>&1; then
+  make --no-print-directory console
+fi
 VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
 # The embedded Kubernetes components report the version they are built
 # from (kubectl version, /version), as in a release build of Kubernetes.
 KUBE_VERSION=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 KUBE_MINOR=$(echo "$KUBE_VERSION" | cut -d. -f2)
 go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION} -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_MINOR}" -o bin/cci ./cmd/cci
+
+# A current gVisor. Debian's runsc is from 2022 (ptrace platform only, with
+# vulnerabilities fixed since); this one comes from the Go module proxy
+# (gvisor.dev/gvisor, gVisor's Go-buildable tree) and goes to
+# /usr/local/lib/cci/runsc, for `cci agent --runsc-path` (it runs with its
+# default platform, systrap). Debian's stays the default for now: with the
+# current runsc a container restarted inside a pod's sandbox fails to start
+# ("cannot start container … in state stopped"); see docs/gvisor.md.
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
+RUNSC=/usr/local/lib/cci/runsc
+if [ "$(go version -m "$RUNSC" 2>/dev/null | awk '$1 == "mod" { print $3 }')" != "$RUNSC_VERSION" ]; then
+  echo "setup: building runsc $RUNSC_VERSION (gvisor.dev/gvisor) into $RUNSC"
+  tmp=$(mktemp -d)
+  GOBIN=$tmp CGO_ENABLED=0 go install -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION" "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
+  $SUDO install -D -m 0755 "$tmp/runsc" "$RUNSC"
+  rm -rf "$tmp"
+fi
 
 # kubectl: the tests and the quick start use the real binary; when the host
 # has none, build the one of the Kubernetes release CCI embeds.

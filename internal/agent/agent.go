@@ -10,7 +10,7 @@
 //	    ─► containerd (answers; unless --containerd-socket) ─► containerd client
 //	    ─► node registration (pod CIDR assigned) ─► network settings
 //	    ─► overlay (this host registered with it) ─► pod network
-//	    ─► NetworkPolicy enforcer ─► events ─► pod certificates
+//	    ─► NetworkPolicy enforcer ─► tenant containment ─► events ─► pod certificates
 //	    ─► node controller (virtual-kubelet ready) ─► republish pod statuses
 //	    ─► pod status watch ─► node deletion watch (bg)
 //	    ─► service proxy (running; unless "off") ─► ready
@@ -71,11 +71,13 @@ import (
 	"k8s.io/utils/clock"
 
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
+	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/overlay"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/supervisor"
@@ -109,8 +111,9 @@ type Config struct {
 	// RunscPath is gVisor's runsc, which runs the pods of the gvisor
 	// RuntimeClass. Default "runsc", looked up in PATH.
 	RunscPath string `json:"runscPath"`
-	// RunscPlatform is runsc's --platform. Default "ptrace" (KVM may be
-	// missing, and hangs on some hosts).
+	// RunscPlatform is runsc's --platform. Default: the runsc's own
+	// (systrap for a current runsc, ptrace for Debian's 2022 one), but
+	// ptrace where that is kvm (KVM may be missing, and hangs on some hosts).
 	RunscPlatform string `json:"runscPlatform"`
 	// ClusterDNS is the DNS server of pods with dnsPolicy ClusterFirst.
 	// Default: the ClusterIP of the Service kube-system/kube-dns.
@@ -121,6 +124,12 @@ type Config struct {
 	// host in its own network namespace reaches it). A mirror of a plain
 	// HTTP registry is reached over plain HTTP too.
 	RegistryMirrors []string `json:"registryMirrors"`
+	// BuiltinRegistry is the control plane's registry (host:port, as
+	// images name it). The agent pulls from it with its join token, which
+	// the registry accepts as the host's credential (user node@cci), for
+	// pods of namespaces that are not a tenant's; a tenant's pods pull
+	// with the tenant's own credentials. Empty: no host credential.
+	BuiltinRegistry string `json:"builtinRegistry"`
 	// Pool is the host pool this host joins: its node gets the label
 	// cci.io/pool=<Pool> and, for every pool but "general", the taint
 	// cci.io/pool=<Pool>:NoSchedule, so that only pods admitted to the pool
@@ -130,8 +139,29 @@ type Config struct {
 	// kube-proxy, in-process): "iptables" (default), "nftables", or "off"
 	// where the host runs a service proxy of its own.
 	ServiceProxy string `json:"serviceProxy"`
+	// PodMaxPids is the most processes a pod may have, as the kubelet's
+	// --pod-max-pids: a fork bomb stays in its pod. Default 4096; -1: no limit.
+	PodMaxPids int64 `json:"podMaxPids"`
+	// ContainerLogMaxSize is the size at which a container's log file is
+	// rotated (a quantity such as 10Mi), and ContainerLogMaxFiles how many
+	// files of a container's run are kept, as the kubelet's settings of
+	// these names. Defaults "10Mi" and 5.
+	ContainerLogMaxSize  string `json:"containerLogMaxSize"`
+	ContainerLogMaxFiles int    `json:"containerLogMaxFiles"`
 	// Log receives the agent's messages. Default slog's default logger.
 	Log *slog.Logger `json:"-"`
+}
+
+// logMaxSize is ContainerLogMaxSize in bytes (0: the runtime's default).
+func (c *Config) logMaxSize() (int64, error) {
+	if c.ContainerLogMaxSize == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(c.ContainerLogMaxSize)
+	if err != nil || q.Value() < 1024 {
+		return 0, fmt.Errorf("container log max size %q: want a size of 1Ki or more, such as 10Mi", c.ContainerLogMaxSize)
+	}
+	return q.Value(), nil
 }
 
 func (c *Config) defaults() error {
@@ -180,10 +210,27 @@ func (c *Config) defaults() error {
 	if _, err := c.mirrors(); err != nil {
 		return err
 	}
+	if _, err := c.logMaxSize(); err != nil {
+		return err
+	}
+	if c.ContainerLogMaxFiles == 1 || c.ContainerLogMaxFiles < 0 {
+		return fmt.Errorf("container log max files %d: want 2 or more (the current file and a rotated one)", c.ContainerLogMaxFiles)
+	}
+	if c.PodMaxPids < -1 {
+		return fmt.Errorf("pod max pids %d: want a positive number, or -1 for no limit", c.PodMaxPids)
+	}
 	if c.Server == "" || c.Token == "" {
 		return errors.New("the agent needs --server and --token (the token is in the server's <data>/pki/token)")
 	}
 	return nil
+}
+
+// registryCredentials are the host's credentials for the built-in registry.
+func (a *hostAgent) registryCredentials() *runtime.RegistryCredentials {
+	if a.cfg.BuiltinRegistry == "" || a.cfg.Token == "" {
+		return nil
+	}
+	return &runtime.RegistryCredentials{Hosts: []string{a.cfg.BuiltinRegistry}, Username: registry.NodeUser, Password: a.cfg.Token}
 }
 
 // mirrors parses RegistryMirrors.
@@ -251,6 +298,10 @@ func (a *hostAgent) components() []supervisor.Component {
 		// Its rules survive the agent (they fail open while it is down)
 		// and are rewritten when it starts.
 		supervisor.Service("network policy enforcer", a.runNetworkPolicy),
+		// Before any pod starts: tenant pods are held away from the host
+		// and the operator's pods from their first packet. Its table
+		// survives the agent, as the pods do.
+		supervisor.Service("tenant containment", a.runContainment),
 		supervisor.Service("events", a.runEvents),
 		supervisor.Service("pod certificates", a.runPodCertificates),
 		supervisor.Service("node controller", a.runNode),
@@ -472,6 +523,22 @@ func (a *hostAgent) runNetworkPolicy(ctx context.Context, ready func()) error {
 	return enforcer.Run(ctx)
 }
 
+// runContainment keeps the pods of tenant namespaces away from the hosts,
+// link-local addresses and the operator's pods; ready once its rules are
+// written.
+func (a *hostAgent) runContainment(ctx context.Context, ready func()) error {
+	cfg := containment.Config{NodeName: a.cfg.NodeName, Bridge: a.cfg.Bridge, Kube: a.kube, Log: a.log}
+	if u, err := url.Parse(a.restCfg.Host); err == nil {
+		if ip, err := netip.ParseAddr(u.Hostname()); err == nil {
+			cfg.ControlPlane = append(cfg.ControlPlane, ip)
+		}
+	}
+	if a.clusterNet.podRange.IsValid() {
+		cfg.PodRanges = append(cfg.PodRanges, a.clusterNet.podRange)
+	}
+	return containment.Run(ctx, cfg, ready)
+}
+
 // runEvents records events as a kubelet reports them.
 func (a *hostAgent) runEvents(ctx context.Context, ready func()) error {
 	broadcaster := record.NewBroadcaster()
@@ -538,27 +605,35 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 	if err != nil {
 		return err
 	}
+	logMax, err := a.cfg.logMaxSize()
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	vk, err := nodeutil.NewNode(a.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		rt, err := runtime.New(ctx, runtime.Config{
-			NodeName:           a.cfg.NodeName,
-			HostIP:             a.cfg.NodeIP,
-			StateDir:           filepath.Join(a.cfg.DataDir, "agent"),
-			InsecureRegistries: a.insecure,
-			RegistryMirrors:    a.mirrors,
-			ClusterDNS:         a.cfg.ClusterDNS,
-			Allocatable:        a.nodeSpec.Status.Allocatable.DeepCopy(),
-			Runsc:              runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
-			Containerd:         a.ctrd,
-			Network:            a.netMgr,
-			Kube:               a.kube,
-			ConfigMaps:         pc.ConfigMaps,
-			Secrets:            pc.Secrets,
-			Services:           pc.Services,
-			Recorder:           a.recorder,
-			Log:                a.log,
-			TrustBundles:       a.trustBundles,
-			PodCertificates:    a.podCerts,
+			NodeName:             a.cfg.NodeName,
+			HostIP:               a.cfg.NodeIP,
+			StateDir:             filepath.Join(a.cfg.DataDir, "agent"),
+			InsecureRegistries:   a.insecure,
+			RegistryMirrors:      a.mirrors,
+			RegistryCredentials:  a.registryCredentials(),
+			ClusterDNS:           a.cfg.ClusterDNS,
+			Allocatable:          a.nodeSpec.Status.Allocatable.DeepCopy(),
+			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
+			Containerd:           a.ctrd,
+			Network:              a.netMgr,
+			Kube:                 a.kube,
+			ConfigMaps:           pc.ConfigMaps,
+			Secrets:              pc.Secrets,
+			Services:             pc.Services,
+			Recorder:             a.recorder,
+			Log:                  a.log,
+			TrustBundles:         a.trustBundles,
+			PodCertificates:      a.podCerts,
+			PodPidsLimit:         a.cfg.PodMaxPids,
+			ContainerLogMaxSize:  logMax,
+			ContainerLogMaxFiles: a.cfg.ContainerLogMaxFiles,
 		})
 		if err != nil {
 			return nil, nil, err
@@ -658,27 +733,25 @@ func (a *hostAgent) watchNodeDeleted(ctx context.Context) error {
 	return fmt.Errorf("node %q was deleted from the cluster; its pods were stopped; restart the agent to register it again: %w", a.cfg.NodeName, ErrNodeDeleted)
 }
 
-// runServiceProxy runs the upstream kube-proxy in-process; ready once it runs.
+// runServiceProxy runs the upstream kube-proxy beside the agent (a child
+// process it restarts); ready once it runs.
 func (a *hostAgent) runServiceProxy(ctx context.Context, ready func()) error {
-	errs := make(chan error, 1)
-	if err := serviceproxy.Run(ctx, serviceproxy.Config{
+	stopped, err := serviceproxy.Run(ctx, serviceproxy.Config{
 		NodeName: a.cfg.NodeName,
 		Dir:      filepath.Join(a.cfg.DataDir, "agent", "proxy"),
 		REST:     a.restCfg,
 		Mode:     a.cfg.ServiceProxy,
 		Name:     a.cfg.Bridge,
 		Log:      a.log,
-	}, errs); err != nil {
+		LogFile:  filepath.Join(a.cfg.DataDir, "logs", "kube-proxy.log"),
+	})
+	if err != nil {
 		return err
 	}
 	a.log.Info("service proxy running", "mode", a.cfg.ServiceProxy)
 	ready()
-	select {
-	case err := <-errs:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
+	<-stopped
+	return nil
 }
 
 // waitNodeDeleted closes the returned channel once the node the agent
@@ -979,6 +1052,9 @@ type clusterNet struct {
 	// internal are the pod and Service ranges: traffic to them keeps its
 	// pod source address.
 	internal []netip.Prefix
+	// podRange is the cluster's pod range (clusterCIDR); invalid when the
+	// control plane publishes none.
+	podRange netip.Prefix
 	// netConf is the overlay's net-conf.json; nil when the control plane
 	// publishes none (an older one).
 	netConf []byte
@@ -1002,6 +1078,9 @@ func clusterNetwork(ctx context.Context, kube kubernetes.Interface) (clusterNet,
 				return out, fmt.Errorf("ConfigMap kube-system/cci-network: %s %q: %w", key, v, err)
 			}
 			out.internal = append(out.internal, p.Masked())
+			if key == "clusterCIDR" {
+				out.podRange = p.Masked()
+			}
 		}
 	}
 	if v := cm.Data["net-conf.json"]; v != "" {

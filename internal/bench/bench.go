@@ -74,6 +74,10 @@ type Config struct {
 	// RuntimeClass is the pods' RuntimeClass ("" or "runc": the node's
 	// default runtime, runc; "gvisor": runsc).
 	RuntimeClass string
+	// Runsc is the runsc of gvisor pods, in the bench's own cluster and in
+	// the floor. Default "runsc" in PATH (a current runsc from make setup,
+	// else Debian's).
+	Runsc string
 	// PodTimeout is how long one pod may take to run. Default 2m.
 	PodTimeout time.Duration
 
@@ -365,6 +369,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			Hosts:        hostsFor(cfg),
 			// chaos and churn read the processes' goroutines from pprof.
 			Pprof: *cfg.Profile || cfg.Scenario == "chaos" || cfg.Scenario == "churn",
+			Runsc: cfg.Runsc,
 			Log:   cfg.Log,
 		})
 		if serr != nil {

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cci-project/cci/internal/hostns"
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/simulate"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/internal/vknode"
@@ -69,6 +70,8 @@ type ClusterOptions struct {
 	HostsCIDR string
 	// HostsVNI is the overlay's VXLAN identifier. Default 250.
 	HostsVNI int
+	// Runsc is the agent's --runsc-path; "" leaves the agent's default.
+	Runsc string
 	// Log receives progress lines. Default os.Stderr.
 	Log io.Writer
 }
@@ -195,6 +198,9 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		if has("cni-bridge") {
 			args = append(args, "--cni-bridge", o.Bridge)
 			c.bridge = o.Bridge
+		}
+		if o.Runsc != "" {
+			args = append(args, "--runsc-path", o.Runsc)
 		}
 		if o.Hosts > 0 {
 			if !has("hosts") {
@@ -420,6 +426,13 @@ func (c *Cluster) waitReady(ctx context.Context, nodes int) error {
 func (c *Cluster) PushImages(ctx context.Context) error {
 	if c.Registry == "" {
 		return errors.New("no registry address: pass --registry")
+	}
+	// Pushes authenticate as the operator of the cluster (the Docker
+	// config in its data folder), unless $DOCKER_CONFIG says otherwise.
+	if os.Getenv("DOCKER_CONFIG") == "" && c.DataDir != "" {
+		if err := os.Setenv("DOCKER_CONFIG", registry.AuthDir(c.DataDir)); err != nil {
+			return err
+		}
 	}
 	if _, err := testimage.Build(ctx, c.Registry, ""); err != nil {
 		return fmt.Errorf("push test images to %s: %w", c.Registry, err)

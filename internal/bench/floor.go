@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -175,7 +176,7 @@ func (b *bench) floorSetup(ctx context.Context) (*floorEnv, error) {
 	case "gvisor", "runsc":
 		// The runc shim driving runsc, as the gVisor notes describe;
 		// --network=none: the floor has no pod network.
-		runsc, err := exec.LookPath("runsc")
+		runsc, err := exec.LookPath(cmp.Or(b.cfg.Runsc, "runsc"))
 		if err != nil {
 			return nil, fmt.Errorf("%w: runsc is not installed", ErrRuntimeClassUnavailable)
 		}

@@ -21,8 +21,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cci-project/cci/internal/agent"
+	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/image"
+	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/server"
+	"github.com/cci-project/cci/internal/serviceproxy"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/internal/version"
 )
@@ -35,9 +38,13 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
+		if errors.Is(err, agent.ErrNodeDeleted) {
+			// The hosts of `cci up --hosts` stay down on it.
+			return hostns.ExitNodeDeleted
+		}
 		return 1
 	}
 	return 0
@@ -76,12 +83,14 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.IntVar(&c.EtcdClientPort, "etcd-client-port", 2379, "embedded etcd client port (loopback)")
 	f.IntVar(&c.EtcdPeerPort, "etcd-peer-port", 2380, "embedded etcd peer port (loopback)")
 	f.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:5000", "address of the built-in OCI registry")
+	f.StringSliceVar(&c.RegistryPublic, "registry-public", []string{"cci-test/*"}, "repositories of the built-in registry anyone may pull (names, or prefixes ending in /*); `cci image public` adds more")
 	f.StringVar(&c.ServiceCIDR, "service-cidr", "10.43.0.0/16", "Service IP range")
 	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod IP range, split into one subnet per host")
 	f.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of each host's pod subnet (24: 253 pods; a host with --max-pods over 253 needs a shorter one)")
 	f.StringSliceVar(&c.LBPool, "lb-pool", nil, "addresses (IPs or prefixes) for Services of type LoadBalancer (default: the advertise address)")
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
+	f.IntVar(&c.ConsolePort, "console-port", 0, "HTTPS port of the web console (default: api-port + 2; -1: no console)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
 	f.IntVar(&c.MetricsPort, "metrics-port", 0, "HTTPS port of the metrics API (metrics-server) on the advertise address (default: a free port)")
 	f.StringVar(&c.FlannelBackend, "flannel-backend", "vxlan", "pod network between hosts: vxlan, host-gw (hosts on one L2 segment), wireguard-native (encrypted) or none")
@@ -98,6 +107,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 		f.StringVar(&c.Server, "server", "", "apiserver URL, e.g. https://10.0.0.1:6443")
 		f.StringVar(&c.Token, "token", "", "join token (the server's <data>/pki/token)")
 		f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
+		f.StringVar(&c.BuiltinRegistry, "builtin-registry", "", "the server's built-in registry (host:port as images name it): pods outside tenant namespaces pull from it with the join token")
 		f.StringSliceVar(&c.RegistryMirrors, "registry-mirror", nil, "REGISTRY=MIRROR (both host:port): pull images named after REGISTRY from MIRROR, e.g. 127.0.0.1:5000=10.0.0.1:5000")
 	}
 	f.StringVar(&c.NodeName, "node-name", "", "node name (default: the host name)")
@@ -107,10 +117,13 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
 	f.StringVar(&c.Pool, "pool", "general", "host pool this host joins (label and, except for general, taint cci.io/pool=NAME); tenants choose pools")
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
-	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass")
-	f.StringVar(&c.RunscPlatform, "runsc-platform", "ptrace", "runsc --platform for gvisor pods (ptrace, kvm, systrap where the runsc has it)")
+	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass (default: runsc in PATH, Debian's of 2022; make setup builds a current one at /usr/local/lib/cci/runsc)")
+	f.StringVar(&c.RunscPlatform, "runsc-platform", "", "runsc --platform for gvisor pods (systrap, ptrace, kvm; default: the runsc's own default, but ptrace instead of kvm)")
+	f.Int64Var(&c.PodMaxPids, "pod-max-pids", 4096, "most processes a pod may have, as the kubelet's flag of this name (-1: no limit)")
+	f.StringVar(&c.ContainerLogMaxSize, "container-log-max-size", "10Mi", "size at which a container's log file is rotated, as the kubelet's containerLogMaxSize")
+	f.IntVar(&c.ContainerLogMaxFiles, "container-log-max-files", 5, "log files kept per container run, the current one included, as the kubelet's containerLogMaxFiles")
 	f.StringSliceVar(&c.ClusterDNS, "cluster-dns", nil, "DNS server of ClusterFirst pods (default: the kube-dns Service's ClusterIP)")
-	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, in-process): iptables, nftables, or off where the host runs its own")
+	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, a child process of the agent): iptables, nftables, or off where the host runs its own")
 }
 
 // controlPlaneGC lets the heap of a process that runs the control plane
@@ -188,6 +201,9 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 		fmt.Fprintf(stderr, "  apiserver:  %s\n", info.APIServerURL)
 		fmt.Fprintf(stderr, "  registry:   %s\n", info.RegistryAddr)
 		fmt.Fprintf(stderr, "  usage:      %s\n", info.UsageURL)
+		if info.ConsoleURL != "" {
+			fmt.Fprintf(stderr, "  console:    %s\n", info.ConsoleURL)
+		}
 		fmt.Fprintf(stderr, "  dns:        %s\n", info.DNSAddress)
 		fmt.Fprintf(stderr, "  join token: %s\n", filepath.Join(info.PKI.Dir, "token"))
 		if fleet != nil {
@@ -209,6 +225,7 @@ func runUp(ctx context.Context, stderr io.Writer, fl *upFlags) error {
 		fl.agent.Server = info.APIServerURL
 		fl.agent.Token = info.Token
 		fl.agent.InsecureRegistries = append(fl.agent.InsecureRegistries, info.RegistryAddr)
+		fl.agent.BuiltinRegistry = info.RegistryAddr
 		go func() { agentDone <- agent.Run(ctx, fl.agent, banner) }()
 	}
 	var runErr error
@@ -264,8 +281,8 @@ func serverCmd() *cobra.Command {
 			defer unlock()
 			c.DataDir, c.Log = dataDir, logger
 			return server.Run(ctx, c, func(i *server.Info) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "\nCCI control plane is ready\n  kubeconfig: %s\n  apiserver:  %s\n  registry:   %s\n  join token: %s\n\n",
-					i.AdminKubeconfig, i.APIServerURL, i.RegistryAddr, filepath.Join(i.PKI.Dir, "token"))
+				fmt.Fprintf(cmd.ErrOrStderr(), "\nCCI control plane is ready\n  kubeconfig: %s\n  apiserver:  %s\n  registry:   %s\n  console:    %s\n  join token: %s\n\n",
+					i.AdminKubeconfig, i.APIServerURL, i.RegistryAddr, i.ConsoleURL, filepath.Join(i.PKI.Dir, "token"))
 			})
 		},
 	}
@@ -307,6 +324,25 @@ scale does this).`,
 	return cmd
 }
 
+// kubeProxyCmd is the service proxy process a host agent starts and keeps
+// running (internal/serviceproxy); not meant to be run by hand.
+func kubeProxyCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:    "kube-proxy --config FILE",
+		Short:  "Run the upstream service proxy with a configuration a host agent wrote",
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return serviceproxy.RunProcess(ctx, config)
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "the KubeProxyConfiguration file")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
 func agentCmd() *cobra.Command {
 	var c agent.Config
 	cmd := &cobra.Command{
@@ -339,14 +375,28 @@ func agentCmd() *cobra.Command {
 }
 
 func imageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "image", Short: "Work with images in the built-in registry"}
-	var registry, name string
+	var registryAddr, name, dataDir string
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Work with images in the built-in registry",
+		Long: `Work with images in the built-in registry.
+
+Pushes authenticate as the operator with the credentials the control plane
+writes to <data-dir>/registry-auth/config.json (unless $DOCKER_CONFIG names
+other ones). Standard clients use the same file:
+  DOCKER_CONFIG=<data-dir>/registry-auth crane push …
+  skopeo copy --dest-authfile <data-dir>/registry-auth/config.json …`,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return useOperatorCredentials(dataDir)
+		},
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "CCI data folder, where the operator's registry credentials are; $CCI_DATA_DIR")
 	imp := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Push the images of a docker-archive or OCI-layout tar into the registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			refs, err := image.Import(cmd.Context(), args[0], registry, name)
+			refs, err := image.Import(cmd.Context(), args[0], registryAddr, name)
 			if err != nil {
 				return err
 			}
@@ -356,7 +406,7 @@ func imageCmd() *cobra.Command {
 			return nil
 		},
 	}
-	imp.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	imp.Flags().StringVar(&registryAddr, "registry", "127.0.0.1:5000", "registry host:port to push to")
 	imp.Flags().StringVar(&name, "name", "", "repository:tag for images the archive does not name")
 	var busybox string
 	test := &cobra.Command{
@@ -364,7 +414,7 @@ func imageCmd() *cobra.Command {
 		Short: "Build the project's test images from Debian's busybox-static and push them to the registry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			refs, err := testimage.Build(cmd.Context(), registry, busybox)
+			refs, err := testimage.Build(cmd.Context(), registryAddr, busybox)
 			if err != nil {
 				return err
 			}
@@ -374,10 +424,49 @@ func imageCmd() *cobra.Command {
 			return nil
 		},
 	}
-	test.Flags().StringVar(&registry, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	test.Flags().StringVar(&registryAddr, "registry", "127.0.0.1:5000", "registry host:port to push to")
 	test.Flags().StringVar(&busybox, "busybox", testimage.DefaultBusybox, "static busybox binary to build from")
-	cmd.AddCommand(imp, test)
+	public := func(make bool) *cobra.Command {
+		use, short := "public REPOSITORY…", "Let everyone pull these repositories (names, or prefixes such as team/*), anonymous clients and every tenant included"
+		if !make {
+			use, short = "private REPOSITORY…", "Take repositories off the public list: only the operator and the owning tenant pull them"
+		}
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				for _, repo := range args {
+					if err := registry.SetPublic(registry.AuthDir(dataDir), repo, make); err != nil {
+						return err
+					}
+				}
+				list, err := registry.ReadPublicFile(registry.AuthDir(dataDir))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "public repositories (besides --registry-public of the server): %s\n", strings.Join(list, ", "))
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(imp, test, public(true), public(false))
 	return cmd
+}
+
+// useOperatorCredentials points Docker-config clients (go-containerregistry's
+// default keychain, which `cci image` pushes with) at the operator's
+// credentials in dataDir, unless $DOCKER_CONFIG already names a folder.
+func useOperatorCredentials(dataDir string) error {
+	if os.Getenv("DOCKER_CONFIG") != "" {
+		return nil
+	}
+	dir := registry.AuthDir(dataDir)
+	if _, err := os.Stat(filepath.Join(dir, registry.DockerConfigFile)); err != nil {
+		// Pushes go anonymous and the registry says what is missing.
+		return nil
+	}
+	return os.Setenv("DOCKER_CONFIG", dir)
 }
 
 // signalContext ends on the first SIGINT or SIGTERM.

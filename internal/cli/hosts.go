@@ -89,12 +89,16 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--token", info.Token,
 		"--insecure-registry", info.RegistryAddr,
 		"--registry-mirror", info.RegistryAddr + "=" + h.registry,
+		"--builtin-registry", info.RegistryAddr,
 		"--kubelet-port", strconv.Itoa(a.KubeletPort),
 		"--max-pods", strconv.Itoa(a.MaxPods),
 		"--runsc-path", a.RunscPath,
 		"--runsc-platform", a.RunscPlatform,
 		"--service-proxy", a.ServiceProxy,
 		"--pool", a.Pool,
+		"--pod-max-pids", strconv.FormatInt(a.PodMaxPids, 10),
+		"--container-log-max-size", a.ContainerLogMaxSize,
+		"--container-log-max-files", strconv.Itoa(a.ContainerLogMaxFiles),
 	}
 	for _, d := range a.ClusterDNS {
 		args = append(args, "--cluster-dns", d)

@@ -22,6 +22,7 @@
 //	  │          ▼
 //	  └── after a back-off, unless the host is down ("cci host stop")
 //	down ─► every process of the host killed, left down until "cci host start"
+//	node deleted (agent exits with ExitNodeDeleted) ─► down, pods stopped
 //
 // Namespaces, addresses and data survive `cci up`'s stop, so the next start
 // re-adopts the hosts' pods as a restarted agent does.
@@ -56,6 +57,11 @@ import (
 
 	"github.com/cci-project/cci/internal/network"
 )
+
+// ExitNodeDeleted is the exit code of a `cci agent` whose node was deleted
+// from the cluster: its host is then held down, as an operator who deletes
+// a node means it to leave, until `cci host start` registers it again.
+const ExitNodeDeleted = 3
 
 // NetnsDir is where the hosts' namespaces are bind-mounted (`ip netns`
 // lists them).
@@ -409,6 +415,11 @@ func (f *Fleet) supervise(ctx context.Context, h Host, readyCh chan<- string) {
 		err := f.runAgent(ctx, h, readyCh)
 		if ctx.Err() != nil {
 			return
+		}
+		if exit := (*exec.ExitError)(nil); errors.As(err, &exit) && exit.ExitCode() == ExitNodeDeleted {
+			log.Warn("the host's node was deleted; it stays down until `cci host start` registers it again")
+			_ = os.WriteFile(h.downFile(), []byte("node deleted "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+			continue
 		}
 		if time.Since(began) > time.Minute {
 			backoff = time.Second

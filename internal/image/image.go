@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -62,7 +63,9 @@ const expectedFormats = "expected a docker-archive tar (`docker save`, `podman s
 // index.json, a full reference or just a tag) and pushes every image in it to
 // the registry at host:port `registry` (plain HTTP). Images without a usable
 // name get the name given by `defaultName` (error if empty). It returns the
-// references pushed, e.g. "127.0.0.1:5000/library/web:1".
+// references pushed, e.g. "127.0.0.1:5000/library/web:1". It authenticates
+// with the credentials of the Docker config ($DOCKER_CONFIG), as `cci
+// image` sets it to the operator's.
 func Import(ctx context.Context, path, registry, defaultName string) ([]string, error) {
 	if _, err := name.NewRegistry(registry, name.Insecure, name.StrictValidation); err != nil {
 		return nil, fmt.Errorf("import %q: registry address %q: %w", path, registry, err)
@@ -79,7 +82,7 @@ func Import(ctx context.Context, path, registry, defaultName string) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("import %q: %w", path, err)
 	}
-	if err := remote.MultiWrite(todo, remote.WithContext(ctx)); err != nil {
+	if err := remote.MultiWrite(todo, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
 		return nil, fmt.Errorf("import %q: push to %s: %w", path, registry, err)
 	}
 	refs := make([]string, 0, len(todo))
@@ -160,12 +163,32 @@ func openArchive(ctx context.Context, file, tmp string) (*archive, error) {
 			}
 			return nil, fmt.Errorf("read tar archive: %w", err)
 		}
+		if isSparse(hdr) {
+			// A sparse entry's holes read back as zeros: a few KiB can
+			// declare terabytes, which extracting (or hashing, for a
+			// layer) would write or read to the end. Image tools never
+			// write sparse entries.
+			return nil, fmt.Errorf("tar entry %q is a sparse file (%d bytes, mostly holes); image archives hold no sparse files: re-create the archive with `docker save` or `skopeo copy`", hdr.Name, hdr.Size)
+		}
 		a.entries[cleanEntry(hdr.Name)] = true
 	}
 	if len(a.entries) == 0 {
 		return nil, fmt.Errorf("empty or not a tar archive; %s", expectedFormats)
 	}
 	return a, nil
+}
+
+// isSparse reports whether hdr is a GNU sparse file, old GNU format or PAX.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 func cleanEntry(n string) string {
@@ -389,13 +412,20 @@ func targetRef(registry, orig string) (name.Reference, error) {
 
 // extractLayout extracts the parts of an OCI image layout (oci-layout,
 // index.json, blobs/) from the tar at tarPath into dir. Only regular files
-// and directories are written, and only inside dir.
+// and directories are written, and only inside dir. What it writes is
+// bounded by the tar's own size, which a tar without sparse entries cannot
+// exceed, so that no archive can make it fill the disk.
 func extractLayout(ctx context.Context, tarPath, dir string) error {
 	f, err := os.Open(tarPath)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	budget := fi.Size()
 	tr := tar.NewReader(f)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -422,21 +452,25 @@ func extractLayout(ctx context.Context, tarPath, dir string) error {
 			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 				return err
 			}
-			if err := writeFile(dst, tr); err != nil {
+			written, err := writeFile(dst, io.LimitReader(ctxReader{ctx, tr}, budget+1))
+			if err != nil {
 				return fmt.Errorf("extract %q: %w", n, err)
+			}
+			if budget -= written; budget < 0 {
+				return fmt.Errorf("extract %q: the archive's entries hold more data than its %d bytes; the archive is corrupt, re-create it", n, fi.Size())
 			}
 		}
 	}
 }
 
-func writeFile(dst string, r io.Reader) error {
+func writeFile(dst string, r io.Reader) (int64, error) {
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = io.Copy(out, r)
+	n, err := io.Copy(out, r)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return n, err
 }

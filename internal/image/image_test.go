@@ -253,6 +253,12 @@ func TestImportRejectsNonArchives(t *testing.T) {
 		{"docker-archive missing its config", noConfig, "docker-archive: read image"},
 		{"docker-archive with broken manifest.json", badManifest, "docker-archive: read manifest.json"},
 		{"OCI layout without images", emptyIndex, "index.json lists no images"},
+		// Hand-made (archive/tar cannot write sparse entries): one data
+		// byte and 100 TB of holes, as index.json (PAX sparse 1.0) and as
+		// a layer (old GNU sparse). Before the check, extracting the
+		// first filled the disk and hashing the second never ended.
+		{"OCI layout with a sparse index.json", filepath.Join("testdata", "import", "sparse-index-oci-layout.tar"), `tar entry "index.json" is a sparse file`},
+		{"docker-archive with a sparse layer", filepath.Join("testdata", "import", "sparse-layer-docker-archive.tar"), `tar entry "layer.tar" is a sparse file`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -458,4 +464,27 @@ func tarFiles(t *testing.T, dst string, files map[string]string) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// TestExtractLayoutBoundedByArchiveSize bypasses openArchive's refusal of
+// sparse entries: extraction itself must stop once it has written as much
+// as the archive holds, whatever an entry claims.
+func TestExtractLayoutBoundedByArchiveSize(t *testing.T) {
+	src := filepath.Join("testdata", "import", "sparse-index-oci-layout.tar")
+	fi, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	err = extractLayout(context.Background(), src, dir)
+	if err == nil || !strings.Contains(err.Error(), "entries hold more data than its") {
+		t.Fatalf("extractLayout() error = %v, want the archive-size bound", err)
+	}
+	written, err := os.Stat(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written.Size() > fi.Size()+1 {
+		t.Errorf("extracted index.json has %d bytes, more than the %d-byte archive", written.Size(), fi.Size())
+	}
 }

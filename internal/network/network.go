@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vishvananda/netlink"
+
 	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/cni/libcni"
 )
@@ -155,6 +157,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := ensureMasquerade(cfg.Bridge, prefix, cfg.NoMasq); err != nil {
 		return nil, err
 	}
+	if err := dropStaleGateway(cfg.Bridge, prefix); err != nil {
+		return nil, err
+	}
 	m := &Manager{cfg: cfg, prefix: prefix, cache: libcni.NewCNIConfig(cfg.PluginDirs, nil)}
 	for _, c := range []struct {
 		name     string
@@ -179,6 +184,37 @@ func New(cfg Config) (*Manager, error) {
 		*c.instance = cni
 	}
 	return m, nil
+}
+
+// dropStaleGateway removes from an existing bridge the gateway addresses of
+// another pod range: a node deleted and registered again gets a new range,
+// and the bridge plugin refuses to add its gateway to a bridge that holds
+// another ("already has an IP address different from …"), so no pod of the
+// new range could start. Pods of the old range were stopped with their node.
+func dropStaleGateway(bridge string, prefix netip.Prefix) error {
+	link, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil // not made yet: the bridge plugin makes it
+	}
+	family := netlink.FAMILY_V4
+	if prefix.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(link, family)
+	if err != nil {
+		return fmt.Errorf("addresses of bridge %s: %w", bridge, err)
+	}
+	gateway := prefix.Addr().Next()
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap() == gateway || ip.IsLinkLocalUnicast() {
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove address %s of another pod range from bridge %s: %w", a.IPNet, bridge, err)
+		}
+	}
+	return nil
 }
 
 // forPorts picks the network that runs portmap only when there are host

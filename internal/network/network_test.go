@@ -531,3 +531,37 @@ func TestTeardownWithoutCache(t *testing.T) {
 		t.Errorf("leases left: %v", l)
 	}
 }
+
+// A node registered again gets another pod range: the manager made for it
+// takes the old gateway off the bridge, and pods of the new range start
+// (the bridge plugin refuses a bridge with another gateway on it).
+func TestNewPodRangeOnOldBridge(t *testing.T) {
+	old, cfg := newTestManager(t)
+	ctx := context.Background()
+	first := "pod-old-" + randHex(4)
+	if _, err := old.Setup(ctx, first, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Teardown(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	cfg.PodCIDR = freeSubnet(t)
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "pod-new-" + randHex(4)
+	t.Cleanup(func() { _ = m.Teardown(ctx, id) })
+	s, err := m.Setup(ctx, id, nil)
+	if err != nil {
+		t.Fatalf("pod of the new range %s on the bridge of %s: %v", cfg.PodCIDR, old.prefix, err)
+	}
+	ip, _ := netip.AddrFromSlice(s.IPs[0].To4())
+	if !m.prefix.Contains(ip) {
+		t.Fatalf("pod address %s outside the new range %s", ip, cfg.PodCIDR)
+	}
+	out, _ := exec.Command("ip", "-4", "-o", "addr", "show", "dev", cfg.Bridge).Output()
+	if strings.Contains(string(out), old.prefix.Addr().Next().String()+"/") {
+		t.Errorf("bridge %s still holds the old gateway %s:\n%s", cfg.Bridge, old.prefix.Addr().Next(), out)
+	}
+}

@@ -48,6 +48,10 @@ type Rules struct {
 	// is refused. The default pool always exists (its pods wait for a
 	// host). Nil: not checked.
 	ExistingPools []string
+	// PullSecret is a Secret of the namespace every pod gets as an
+	// imagePullSecret: the tenant's credentials for the built-in
+	// registry. Empty: none added.
+	PullSecret string
 }
 
 func (r Rules) pools() []string {
@@ -110,7 +114,9 @@ func refuse(why []string) error {
 //   - host access is refused (see CheckPodSpec);
 //   - the pod runs in one host pool (see ChoosePool), which the tenant must
 //     be allowed and which must have hosts: it gets the pool's nodeSelector
-//     and toleration, and the pool's name in the annotation cci.io/pool.
+//     and toleration, and the pool's name in the annotation cci.io/pool;
+//   - the pod gets the tenant's registry credentials (Rules.PullSecret) as
+//     an imagePullSecret.
 func AdmitPod(pod *corev1.Pod, r Rules) error {
 	why := CheckPodSpec(&pod.Spec, r)
 	poolName := ChoosePool(pod.Annotations, &pod.Spec)
@@ -132,7 +138,22 @@ func AdmitPod(pod *corev1.Pod, r Rules) error {
 	}
 	pod.Annotations[FlavorAnnotation] = f.Annotation()
 	setPool(pod, poolName)
+	addPullSecret(&pod.Spec, r.PullSecret)
 	return nil
+}
+
+// addPullSecret gives the pod the tenant's registry credentials, after any
+// the pod names itself.
+func addPullSecret(spec *corev1.PodSpec, name string) {
+	if name == "" {
+		return
+	}
+	for _, s := range spec.ImagePullSecrets {
+		if s.Name == name {
+			return
+		}
+	}
+	spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 }
 
 // setPool binds an admitted pod to its pool: annotation, nodeSelector and
@@ -553,7 +574,8 @@ func AdmitService(svc, old *corev1.Service) {
 
 // CheckService refuses what lets a tenant Service reach past its tenant:
 // NodePort services and node ports (a port on every host's own address),
-// a LoadBalancer that would get node ports, and external IPs
+// a LoadBalancer that would get node ports or a health-check node port
+// (externalTrafficPolicy Local), and external IPs
 // (CVE-2020-8554: the service proxy captures traffic to any IP:port named
 // there, from every pod and host).
 func CheckService(svc *corev1.Service) error {
@@ -568,6 +590,12 @@ func CheckService(svc *corev1.Service) error {
 	}
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && (svc.Spec.AllocateLoadBalancerNodePorts == nil || *svc.Spec.AllocateLoadBalancerNodePorts) {
 		why = append(why, "allocateLoadBalancerNodePorts must be false: node ports open a port on every host")
+	}
+	if svc.Spec.HealthCheckNodePort != 0 {
+		why = append(why, fmt.Sprintf("healthCheckNodePort %d is not allowed: it opens a port on every host", svc.Spec.HealthCheckNodePort))
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		why = append(why, "externalTrafficPolicy Local is not allowed: it gives the Service a health-check node port (healthCheckNodePort), a port on every host; leave it Cluster")
 	}
 	if len(svc.Spec.ExternalIPs) > 0 {
 		why = append(why, fmt.Sprintf("spec.externalIPs %v is not allowed: external IPs capture the traffic of every pod and host to those addresses (CVE-2020-8554); use type LoadBalancer for an address outside the cluster", svc.Spec.ExternalIPs))

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -250,6 +251,11 @@ func TestCheckService(t *testing.T) {
 			refused: []string{`port "http": nodePort 30080 is not allowed`}},
 		{name: "LoadBalancer allocating node ports", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.AllocateLoadBalancerNodePorts = yes }),
 			refused: []string{"allocateLoadBalancerNodePorts must be false"}},
+		{name: "LoadBalancer with externalTrafficPolicy Local", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }),
+			refused: []string{"externalTrafficPolicy Local is not allowed", "healthCheckNodePort"}},
+		{name: "LoadBalancer with externalTrafficPolicy Cluster", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster })},
+		{name: "healthCheckNodePort", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.HealthCheckNodePort = 32000 }),
+			refused: []string{"healthCheckNodePort 32000 is not allowed"}},
 		{name: "LoadBalancer, allocateLoadBalancerNodePorts unset", svc: svc(corev1.ServiceTypeLoadBalancer, func(s *corev1.ServiceSpec) { s.AllocateLoadBalancerNodePorts = nil }),
 			refused: []string{"allocateLoadBalancerNodePorts must be false"}},
 	} {
@@ -372,5 +378,21 @@ func TestCheckEndpoints(t *testing.T) {
 	// No pods of its own: the whole pod range is refused.
 	if err := CheckEndpoints(&corev1.Endpoints{Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "10.42.0.7"}}}}}, Network{PodCIDRs: n.PodCIDRs}); err == nil {
 		t.Error("pod IP of no pod in the namespace allowed")
+	}
+}
+
+func TestAdmitPodAddsPullSecret(t *testing.T) {
+	p := pod(func(p *corev1.Pod) { p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "mine"}} })
+	r := Rules{Tenant: "a", PullSecret: "cci-registry"}
+	if err := AdmitPod(p, r); err != nil {
+		t.Fatal(err)
+	}
+	want := []corev1.LocalObjectReference{{Name: "mine"}, {Name: "cci-registry"}}
+	if !slices.Equal(p.Spec.ImagePullSecrets, want) {
+		t.Fatalf("imagePullSecrets = %v, want %v", p.Spec.ImagePullSecrets, want)
+	}
+	// Admitting again (the validating webhook does) adds nothing.
+	if err := CheckAdmitted(p, r); err != nil || len(p.Spec.ImagePullSecrets) != 2 {
+		t.Fatalf("second admission: %v, %v", err, p.Spec.ImagePullSecrets)
 	}
 }

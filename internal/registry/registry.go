@@ -49,6 +49,9 @@ type Config struct {
 	RootDir string
 	// Log receives the registry's own log lines; nil discards them.
 	Log io.Writer
+	// Auth checks every request (see auth.go). Nil: every client may do
+	// everything, which only tests of the registry itself want.
+	Auth *Auth
 }
 
 // Registry is a running registry bound to its listener. Create it with New,
@@ -103,8 +106,12 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		}
 		r.extra = append(r.extra, l)
 	}
+	var handler http.Handler = app
+	if cfg.Auth != nil {
+		handler = cfg.Auth.Handler(app)
+	}
 	r.server = &http.Server{
-		Handler:           app,
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		// Requests get the configured logger too; distribution derives its
 		// per-request loggers from the request context, not the app's.
@@ -169,6 +176,9 @@ func distributionConfig(root string) *configuration.Configuration {
 		"redirect":   configuration.Parameters{"disable": true},
 		"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
 	}
+	// Parsing a YAML config would set this default; without it the
+	// catalog answers nothing.
+	cfg.Catalog.MaxEntries = 1000
 	// Upload state is HMAC-signed with this secret; without one distribution
 	// generates it anyway and logs a warning about load balancers.
 	cfg.HTTP.Secret = rand.Text()

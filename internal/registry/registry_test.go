@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -88,6 +89,20 @@ func TestPushPullSurvivesRestart(t *testing.T) {
 	}
 	assertDigest(t, ref2, want.String())
 
+	// The catalog lists it (the console's image picker reads it with n=1000).
+	resp, err = http.Get("http://" + addr2 + "/v2/_catalog?n=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cat struct {
+		Repositories []string `json:"repositories"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&cat)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil || len(cat.Repositories) != 1 || cat.Repositories[0] != "test/random" {
+		t.Fatalf("GET /v2/_catalog?n=1000 = %d %v (decode: %v), want 200 [test/random]", resp.StatusCode, cat.Repositories, err)
+	}
+
 	// Deletes are enabled.
 	if err := remote.Delete(ref2.Context().Digest(want.String())); err != nil {
 		t.Fatalf("delete %s: %v", want, err)
@@ -118,7 +133,13 @@ func TestLogGoesToConfiguredWriter(t *testing.T) {
 // start runs a registry on root with a free port until the test ends.
 func start(t *testing.T, root string, log io.Writer) string {
 	t.Helper()
-	r, err := New(context.Background(), Config{Addr: "127.0.0.1:0", RootDir: root, Log: log})
+	return startWith(t, Config{Addr: "127.0.0.1:0", RootDir: root, Log: log})
+}
+
+// startWith runs a registry of cfg until the test ends and returns its address.
+func startWith(t *testing.T, cfg Config) string {
+	t.Helper()
+	r, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,7 +196,11 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	// would leave its shim, cgroup and rootfs mount behind for good.
 	cleanup, cancelCleanup := w.cleanupCtx()
 	defer cancelCleanup()
-	logs, err := openContainerLog(logPath)
+	// The runs before the previous one lose their logs, as their
+	// containers would on a kubelet (its container GC keeps one dead
+	// container per container): a crash loop does not pile up files.
+	pruneLogs(filepath.Dir(logPath), int(restarts)-1)
+	logs, err := openContainerLog(logPath, w.r.cfg.ContainerLogMaxSize, w.r.cfg.ContainerLogMaxFiles)
 	if err != nil {
 		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, err
@@ -453,6 +457,14 @@ func (r *Runtime) logPath(pod *v1.Pod, container string, restart int32) string {
 	return filepath.Join(r.podDir(pod.UID), "logs", container, strconv.Itoa(int(restart))+".log")
 }
 
+// pidsOpts puts the pod pids limit on a container or sandbox.
+func (r *Runtime) pidsOpts() []oci.SpecOpts {
+	if r.cfg.PodPidsLimit <= 0 {
+		return nil
+	}
+	return []oci.SpecOpts{oci.WithPidsLimit(r.cfg.PodPidsLimit)}
+}
+
 // specOpts turns a Kubernetes container into OCI spec options.
 func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, img *pulledImage, podIPs []string) ([]oci.SpecOpts, error) {
 	imgSpec, err := img.image.Spec(ctx)
@@ -526,6 +538,7 @@ func (r *Runtime) specOpts(ctx context.Context, pod *v1.Pod, c *v1.Container, im
 	}
 	// The same settings an in-place resize applies (resize.go).
 	opts = append(opts, oci.WithCPUShares(cpuShares(c.Resources)))
+	opts = append(opts, r.pidsOpts()...)
 
 	// Security context (container over pod).
 	sc := c.SecurityContext

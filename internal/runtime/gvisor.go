@@ -87,15 +87,22 @@ const podSandboxName = "POD"
 
 // RunscConfig says how pods of the gvisor handler run.
 type RunscConfig struct {
-	// Path is the runsc binary. Default "runsc", looked up in PATH.
+	// Path is the runsc binary. Default "runsc", looked up in PATH
+	// (Debian's of 2022; make setup builds a current one at
+	// /usr/local/lib/cci/runsc).
 	Path string
-	// Platform is runsc's --platform. Default "ptrace": it works everywhere,
-	// where KVM may be missing or, on some hosts, hang.
+	// Platform is runsc's --platform. Default: the runsc's own default
+	// (systrap for a current runsc, ptrace for Debian's), but never kvm,
+	// which needs hardware virtualisation the host may lack and hangs on
+	// some.
 	Platform string
 }
 
 // gvisor is what the agent prepared for gvisor pods at start.
 type gvisor struct {
+	// path and platform are the runsc that runs the pods and its
+	// --platform.
+	path, platform string
 	// sandboxRuntime and containerRuntime are the wrappers the runc shim
 	// runs as its OCI runtime: for the pause container, and for the
 	// containers that join its sandbox.
@@ -130,9 +137,6 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	if cfg.Path == "" {
 		cfg.Path = "runsc"
 	}
-	if cfg.Platform == "" {
-		cfg.Platform = "ptrace"
-	}
 	g := &gvisor{
 		sandboxRuntime:   filepath.Join(dir, "runsc-sandbox"),
 		containerRuntime: filepath.Join(dir, "runsc-container"),
@@ -148,6 +152,11 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 		g.err = err
 		return g
 	}
+	g.path = path
+	if cfg.Platform == "" {
+		cfg.Platform = defaultPlatform(path)
+	}
+	g.platform = cfg.Platform
 	for _, s := range []string{path, cfg.Platform, dir} {
 		if strings.ContainsAny(s, "'\n") {
 			g.err = fmt.Errorf("gVisor setup: %q may not contain quotes or newlines", s)
@@ -173,6 +182,37 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 		}
 	}
 	return g
+}
+
+// defaultPlatform is the platform a runsc uses by default, as its flag
+// list says (`-platform … (default "systrap")`), or ptrace where that is
+// kvm or cannot be read: ptrace works on every host.
+func defaultPlatform(runsc string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, runsc, "flags").CombinedOutput()
+	if p := parseDefaultPlatform(string(out)); p != "" && p != "kvm" {
+		return p
+	}
+	return "ptrace"
+}
+
+// parseDefaultPlatform reads the default of -platform from `runsc flags`.
+func parseDefaultPlatform(flags string) string {
+	_, rest, ok := strings.Cut(flags, "-platform string")
+	if !ok {
+		return ""
+	}
+	// The flag's usage line follows; the next flag starts with "  -".
+	if i := strings.Index(rest, "\n  -"); i >= 0 {
+		rest = rest[:i]
+	}
+	_, def, ok := strings.Cut(rest, `(default "`)
+	if !ok {
+		return ""
+	}
+	def, _, _ = strings.Cut(def, `"`)
+	return def
 }
 
 // wrapper is the OCI runtime the runc shim runs for gvisor pods: runsc with
@@ -405,7 +445,7 @@ func (w *podWorker) runtimeOpts(pod *v1.Pod, id string) (containerd.NewContainer
 	}
 	binary, kind, opts := w.r.gvisor.containerRuntime, containerTypeContainer, []oci.SpecOpts(nil)
 	if root == id {
-		binary, kind, opts = w.r.gvisor.sandboxRuntime, containerTypeSandbox, podResourceOpts(pod)
+		binary, kind, opts = w.r.gvisor.sandboxRuntime, containerTypeSandbox, append(podResourceOpts(pod), w.r.pidsOpts()...)
 	}
 	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: binary, Root: w.r.gvisor.root}),
 		append(opts, oci.WithAnnotations(map[string]string{
@@ -439,6 +479,7 @@ func (w *podWorker) startPodSandbox() error {
 		oci.WithAnnotations(map[string]string{annotationContainerType: containerTypeSandbox, annotationSandboxID: id}),
 	}
 	opts = append(opts, podResourceOpts(pod)...)
+	opts = append(opts, w.r.pidsOpts()...)
 	if psc := pod.Spec.SecurityContext; psc != nil && len(psc.Sysctls) > 0 {
 		opts = append(opts, withSysctls(psc.Sysctls))
 	}

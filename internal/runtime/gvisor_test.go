@@ -350,3 +350,18 @@ func TestPodResourceOpts(t *testing.T) {
 		})
 	}
 }
+
+// The default platform is read from `runsc flags`: Debian's 2022 runsc
+// says ptrace, a current one systrap; a list without the flag gives "".
+func TestParseDefaultPlatform(t *testing.T) {
+	for _, tc := range []struct{ flags, want string }{
+		{"  -pidfile string\n    \tfile\n  -platform string\n    \tspecifies which platform to use: ptrace (default), kvm. (default \"ptrace\")\n  -platform_device_path string\n    \tpath (default \"/dev/kvm\")\n", "ptrace"},
+		{"  -platform string\n    \tspecifies which platform to use: systrap (default), ptrace, kvm. (default \"systrap\")\n  -pod-init-config string\n", "systrap"},
+		{"  -platform string\n    \tno default here\n  -platform_device_path string\n    \t(default \"/dev/kvm\")\n", ""},
+		{"runsc: unknown subcommand", ""},
+	} {
+		if got := parseDefaultPlatform(tc.flags); got != tc.want {
+			t.Errorf("parseDefaultPlatform(%q) = %q, want %q", tc.flags, got, tc.want)
+		}
+	}
+}

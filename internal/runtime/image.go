@@ -34,7 +34,16 @@ type puller struct {
 
 	mu       sync.Mutex
 	inflight map[string]*pullCall
+	// verified holds who|ref|digest of images here that the registry let
+	// that identity pull (see pullAuth.verify).
+	verified map[string]bool
 }
+
+// pulledLabel marks images this agent pulled from a registry; only those
+// are checked against the registry again for another tenant (an image put
+// here some other way has no registry to ask, as the kubelet's
+// NeverVerifyPreloadedImages).
+const pulledLabel = "cci.io/pulled"
 
 type pullCall struct {
 	done chan struct{}
@@ -43,12 +52,12 @@ type pullCall struct {
 }
 
 func newPuller(c *containerd.Client, snapshotter string, insecure []string, mirrors map[string]string) *puller {
-	return &puller{client: c, snapshotter: snapshotter, insecure: insecure, mirrors: mirrors, inflight: map[string]*pullCall{}}
+	return &puller{client: c, snapshotter: snapshotter, insecure: insecure, mirrors: mirrors, inflight: map[string]*pullCall{}, verified: map[string]bool{}}
 }
 
-// ensure returns the image, pulling it when the policy asks for it or it is
-// not here. pulling is called when a pull starts.
-func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy, pulling func(string)) (*pulledImage, error) {
+// ensure returns the image, pulling it as auth when the policy asks for it
+// or it is not here. pulling is called when a pull starts.
+func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy, auth *pullAuth, pulling func(string)) (*pulledImage, error) {
 	named, err := reference.ParseDockerRef(image)
 	if err != nil {
 		return nil, fmt.Errorf("invalid image reference %q: %w", image, err)
@@ -63,6 +72,9 @@ func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy,
 	if policy != v1.PullAlways {
 		img, err := p.client.GetImage(ctx, ref)
 		if err == nil {
+			if err := p.verify(ctx, ref, img, auth); err != nil {
+				return nil, err
+			}
 			if err := p.unpack(ctx, img); err != nil {
 				return nil, err
 			}
@@ -76,8 +88,14 @@ func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy,
 		}
 	}
 
+	// Pulls are shared only between pods of one identity: another's may
+	// not be allowed the image.
+	key := ref
+	if auth != nil {
+		key = auth.who + "|" + ref
+	}
 	p.mu.Lock()
-	if call, ok := p.inflight[ref]; ok {
+	if call, ok := p.inflight[key]; ok {
 		p.mu.Unlock()
 		select {
 		case <-call.done:
@@ -87,7 +105,7 @@ func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy,
 		}
 	}
 	call := &pullCall{done: make(chan struct{})}
-	p.inflight[ref] = call
+	p.inflight[key] = call
 	p.mu.Unlock()
 
 	pulling(ref)
@@ -95,14 +113,22 @@ func (p *puller) ensure(ctx context.Context, image string, policy v1.PullPolicy,
 	img, err := p.client.Pull(ctx, ref,
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(p.snapshotter),
-		containerd.WithResolver(p.resolver()),
+		containerd.WithResolver(p.resolver(auth)),
+		containerd.WithPullLabel(pulledLabel, "true"),
 	)
 	if err == nil {
 		call.img = &pulledImage{image: img, ref: ref, id: imageID(named, img), pulled: true, took: time.Since(start)}
+		if auth != nil {
+			p.mu.Lock()
+			p.verified[auth.who+"|"+ref+"|"+img.Target().Digest.String()] = true
+			p.mu.Unlock()
+		}
+	} else {
+		err = auth.refusal(err)
 	}
 	call.err = err
 	p.mu.Lock()
-	delete(p.inflight, ref)
+	delete(p.inflight, key)
 	p.mu.Unlock()
 	close(call.done)
 	return call.img, call.err
@@ -121,14 +147,39 @@ func (p *puller) unpack(ctx context.Context, img containerd.Image) error {
 	return nil
 }
 
-func (p *puller) resolver() remotes.Resolver {
+// verify checks that auth may pull img, already here, from its registry:
+// the image may have come for another tenant's pod.
+func (p *puller) verify(ctx context.Context, ref string, img containerd.Image, auth *pullAuth) error {
+	if auth == nil || !auth.verify || img.Labels()[pulledLabel] == "" {
+		return nil
+	}
+	key := auth.who + "|" + ref + "|" + img.Target().Digest.String()
+	p.mu.Lock()
+	ok := p.verified[key]
+	p.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if _, _, err := p.resolver(auth).Resolve(ctx, ref); err != nil {
+		return auth.refusal(fmt.Errorf("check access to image %q, which is on this host: %w", ref, err))
+	}
+	p.mu.Lock()
+	p.verified[key] = true
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *puller) resolver(auth *pullAuth) remotes.Resolver {
 	plain := func(host string) (bool, error) {
 		if slices.Contains(p.insecure, host) {
 			return true, nil
 		}
 		return docker.MatchLocalhost(host)
 	}
-	hosts := docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain))
+	authorizer := docker.NewDockerAuthorizer(docker.WithAuthCreds(func(host string) (string, string, error) {
+		return auth.lookup(host, p.mirrors)
+	}))
+	hosts := docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain), docker.WithAuthorizer(authorizer))
 	return docker.NewResolver(docker.ResolverOptions{
 		Hosts: func(host string) ([]docker.RegistryHost, error) {
 			// A mirror serves the same repositories under another address

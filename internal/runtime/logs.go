@@ -27,6 +27,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,11 +52,18 @@ const maxLogLineSize = 16 * 1024
 // containerLog is the log file of one run of a container: its two streams
 // write CRI log entries to it. Writes are safe for concurrent use.
 type containerLog struct {
-	mu     sync.Mutex
-	f      *os.File
-	now    func() time.Time
-	stdout *logStream
-	stderr *logStream
+	mu  sync.Mutex
+	f   *os.File
+	now func() time.Time
+	// path is the file's name; at maxSize bytes it is renamed
+	// path.<time> and a new one started, and of the renamed ones the
+	// newest maxFiles-1 are kept (0: never rotated).
+	path     string
+	size     int64
+	maxSize  int64
+	maxFiles int
+	stdout   *logStream
+	stderr   *logStream
 	// attached are the clients of `kubectl attach`: they get the output
 	// as the container writes it, from the time they attached.
 	attached map[*attachment]struct{}
@@ -88,13 +98,61 @@ func (l *containerLog) attachClient(a *attachment) func() {
 	}
 }
 
-// openContainerLog opens (appends to) the log file at path.
-func openContainerLog(path string) (*containerLog, error) {
+// openContainerLog opens (appends to) the log file at path, rotated at
+// maxSize bytes with maxFiles files kept (see containerLog).
+func openContainerLog(path string, maxSize int64, maxFiles int) (*containerLog, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open container log: %w", err)
 	}
-	return newContainerLog(f, time.Now), nil
+	l := newContainerLog(f, time.Now)
+	l.path, l.maxSize, l.maxFiles = path, maxSize, maxFiles
+	if st, err := f.Stat(); err == nil {
+		l.size = st.Size()
+	}
+	return l, nil
+}
+
+// rotatedSuffix stamps a rotated log file, as the kubelet's log manager
+// names them (path.20060102-150405); nanoseconds keep two rotations in one
+// second apart, and the names sort by age.
+const rotatedSuffix = "20060102-150405.000000000"
+
+// rotate renames the current file aside, opens a new one at path and
+// removes the oldest rotated files beyond maxFiles-1. The caller holds mu.
+// A reader that follows the log (kubectl logs -f, the kubelet's reader)
+// sees the rename and reopens path.
+func (l *containerLog) rotate() error {
+	aside := l.path + "." + l.now().UTC().Format(rotatedSuffix)
+	if err := os.Rename(l.path, aside); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	_ = l.f.Close()
+	l.f, l.size = f, 0
+	old, _ := filepath.Glob(l.path + ".*")
+	sort.Strings(old)
+	for len(old) > l.maxFiles-1 {
+		_ = os.Remove(old[0])
+		old = old[1:]
+	}
+	return nil
+}
+
+// pruneLogs removes the log files, rotated ones included, of the runs of
+// a container before keep (a run's file is <restart>.log): as on a
+// kubelet, only the current and the previous run's logs are kept.
+func pruneLogs(dir string, keep int) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		n, _, _ := strings.Cut(e.Name(), ".")
+		if restart, err := strconv.Atoi(n); err == nil && restart < keep {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func newContainerLog(f *os.File, now func() time.Time) *containerLog {
@@ -176,7 +234,12 @@ func (l *containerLog) entry(stream runtimeapi.LogStreamType, tag runtimeapi.Log
 	b.WriteByte(' ')
 	b.Write(content)
 	b.WriteByte('\n')
-	_, _ = l.f.Write(b.Bytes())
+	if l.maxSize > 0 && l.maxFiles > 0 && l.size > 0 && l.size+int64(b.Len()) > l.maxSize {
+		// A log that cannot rotate (its folder gone) keeps its file.
+		_ = l.rotate()
+	}
+	n, _ := l.f.Write(b.Bytes())
+	l.size += int64(n)
 }
 
 // logStream turns one of a container's streams into log entries: a line is

@@ -131,3 +131,64 @@ func TestIsCRILog(t *testing.T) {
 		}
 	}
 }
+
+// A log over its size is rotated: at most maxFiles files, each at most
+// maxSize (an entry is never split across files), the newest entries in
+// the current file; older runs' logs are pruned.
+func TestContainerLogRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "3.log")
+	l, err := openContainerLog(path, 1000, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { tick = tick.Add(time.Millisecond); return tick }
+	line := strings.Repeat("y", 90) + "\n"
+	for i := 0; i < 200; i++ {
+		if _, err := l.stdout.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(path + "*")
+	if len(files) != 3 {
+		t.Fatalf("%d files %v, want 3 (the current one and 2 rotated)", len(files), files)
+	}
+	var total int64
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > 1000 {
+			t.Errorf("%s holds %d bytes, over the 1000 of maxSize", f, st.Size())
+		}
+		total += st.Size()
+	}
+	if total < 2000 {
+		t.Errorf("%d bytes kept in all, want the last 2000 or more", total)
+	}
+	cur, _ := os.ReadFile(path)
+	if !strings.HasSuffix(string(cur), " stdout F "+line) {
+		t.Errorf("current file does not end with the last line: %q", cur)
+	}
+
+	for _, n := range []string{"0.log", "1.log", "1.log.20261205-100000.000000000", "2.log", "10.log"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneLogs(dir, 2)
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range left {
+		if b := filepath.Base(f); strings.HasPrefix(b, "0.") || strings.HasPrefix(b, "1.") {
+			t.Errorf("%s of a run before 2 was kept", b)
+		}
+	}
+	if len(left) != 5 { // 2.log, 10.log, 3.log and its two rotated files
+		t.Errorf("after pruning: %v", left)
+	}
+}

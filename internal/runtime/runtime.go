@@ -71,6 +71,10 @@ type Config struct {
 	// to the host:port that serves it from this host; mirrors are reached
 	// over plain HTTP when the registry they stand for is.
 	RegistryMirrors map[string]string
+	// RegistryCredentials are the host's credentials for the built-in
+	// registry, used for the pods of namespaces that are not a tenant's.
+	// Nil: those pods pull with their own pull secrets or anonymously.
+	RegistryCredentials *RegistryCredentials
 	// ClusterDomain is the DNS suffix of Services. Default "cluster.local".
 	ClusterDomain string
 	// ClusterDNS is the cluster DNS server pods of dnsPolicy ClusterFirst
@@ -113,10 +117,29 @@ type Config struct {
 	// Prober runs liveness, readiness and startup probes. Default: the
 	// kubelet's probers, exec probes through containerd.
 	Prober Prober
+	// PodPidsLimit is the most processes (threads included) a pod may
+	// have, as the kubelet's --pod-max-pids: a fork bomb fails inside its
+	// pod. A gVisor pod's sandbox (whose own threads count too) gets it as
+	// a whole; a runc pod, which has no pod cgroup here, gets it on each
+	// container. Default DefaultPodPidsLimit; negative: no limit.
+	PodPidsLimit int64
+	// ContainerLogMaxSize is the size at which a container's log file is
+	// rotated, and ContainerLogMaxFiles how many files of one container
+	// run are kept, the current one included, as the kubelet's
+	// containerLogMaxSize and containerLogMaxFiles. Defaults 10 MiB and 5.
+	ContainerLogMaxSize  int64
+	ContainerLogMaxFiles int
 	// ParallelStarts is how many pod sandboxes and containers are set up
 	// at the same time; the others wait their turn. Default four per CPU.
 	ParallelStarts int
 }
+
+// Defaults of Config.
+const (
+	DefaultPodPidsLimit         = 4096
+	DefaultContainerLogMaxSize  = 10 << 20
+	DefaultContainerLogMaxFiles = 5
+)
 
 // startSlotHold is how long one set-up keeps its start slot at most: one
 // that hangs (a runtime that does not answer) must not hold up the node.
@@ -185,6 +208,16 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.PodPidsLimit == 0 {
+		cfg.PodPidsLimit = DefaultPodPidsLimit
+	}
+	if cfg.ContainerLogMaxSize <= 0 {
+		cfg.ContainerLogMaxSize = DefaultContainerLogMaxSize
+	}
+	if cfg.ContainerLogMaxFiles < 2 {
+		// The kubelet refuses fewer than 2: the current file and one rotated.
+		cfg.ContainerLogMaxFiles = DefaultContainerLogMaxFiles
+	}
 	if cfg.Cgroups == nil {
 		cfg.Cgroups = CgroupFS{}
 	}
@@ -213,6 +246,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r.gvisor = setupGVisor(filepath.Join(cfg.StateDir, "runsc"), cfg.Runsc)
 	if r.gvisor.err != nil {
 		cfg.Log.Warn("gVisor pods cannot run on this node", "err", r.gvisor.err)
+	} else {
+		cfg.Log.Info("gVisor pods run with runsc", "runsc", r.gvisor.path, "platform", r.gvisor.platform)
 	}
 	if cfg.Kube != nil {
 		a, err := newAdmitter(ctx, r.kubeNode)

@@ -241,7 +241,10 @@ type podWorker struct {
 	sandboxOOMAt time.Time
 	deleting     *v1.Pod
 	lastPub      *v1.Pod
-	lastRecord   []byte // the record as last written to disk
+	// storageCheckedAt is when the pod's local storage use was last
+	// measured against its limits (storage.go).
+	storageCheckedAt time.Time
+	lastRecord       []byte // the record as last written to disk
 }
 
 func newWorker(r *Runtime, rec *podRecord, recovered bool) *podWorker {
@@ -488,6 +491,18 @@ func (w *podWorker) sync() (time.Duration, bool) {
 	soonest(left)
 
 	soonest(resizeNext)
+
+	if limitsStorage(pod) {
+		if wait := storageCheckInterval - timeNow().Sub(w.storageCheckedAt); wait > 0 {
+			soonest(wait)
+		} else {
+			w.storageCheckedAt = timeNow()
+			if w.checkStorage(pod) {
+				return 0, false
+			}
+			soonest(storageCheckInterval)
+		}
+	}
 
 	// Once an app container has started the pod is initialized for good,
 	// as on a kubelet: a sidecar that restarts later holds nothing up.
@@ -799,9 +814,13 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 // container waiting in ErrImagePull, then ImagePullBackOff, and returns a
 // nil image and the wait before the next try.
 func (w *podWorker) pull(cr *ctrRecord, now time.Time, ref string, policy v1.PullPolicy) (*pulledImage, time.Duration) {
-	image, err := w.r.pulls.ensure(w.ctx(), ref, policy, func(string) {
-		w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", ref)
-	})
+	auth, err := w.r.podPullAuth(w.ctx(), w.pod())
+	var image *pulledImage
+	if err == nil {
+		image, err = w.r.pulls.ensure(w.ctx(), ref, policy, auth, func(string) {
+			w.event(v1.EventTypeNormal, "Pulling", "Pulling image %q", ref)
+		})
+	}
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", ref, err)
 		w.event(v1.EventTypeWarning, "Failed", "%s", msg)
@@ -1122,7 +1141,7 @@ func (w *podWorker) reattachAll() {
 		logs := w.attachedLog(cr.Name)
 		var attach cio.Attach
 		if logs == nil {
-			if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount)); err == nil {
+			if lf, err := openContainerLog(w.r.logPath(w.pod(), cr.Name, cr.RestartCount), w.r.cfg.ContainerLogMaxSize, w.r.cfg.ContainerLogMaxFiles); err == nil {
 				logs = lf
 				attach = logs.attach()
 			} else {

@@ -11,9 +11,10 @@
 //	    ─► kube-apiserver (/readyz) ─► RBAC for agents ─► RuntimeClasses
 //	    ─► load-balancer controller (bg), service check (bg)
 //	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
-//	    ─► Tenant CRD ─► isolation controller (bg) ─► tenant controller (synced)
+//	    ─► Tenant CRD ─► isolation controller (bg) ─► endpoint guard (bg)
+//	    ─► tenant controller (synced)
 //	    ─► admission webhook (registered; tenancy.go)
-//	    ─► usage CRD ─► meter (bg), usage endpoint (bg)
+//	    ─► usage CRD ─► meter (bg), usage endpoint (bg) ─► console (listening)
 //	    ─► kube-controller-manager (bg), kube-scheduler (bg)
 //	    ─► metrics API (Service, EndpointSlice, APIService, RBAC) ─► metrics-server (bg)
 //	    ─► DNS answers for kubernetes.default ─► ready
@@ -60,6 +61,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/cci-project/cci/internal/dns"
+	"github.com/cci-project/cci/internal/endpointguard"
 	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
@@ -91,6 +93,11 @@ type Config struct {
 	RegistryAddr string `json:"registryAddr"`
 	// RegistryExtraAddrs are further addresses the registry serves on.
 	RegistryExtraAddrs []string `json:"registryExtraAddrs"`
+	// RegistryPublic are repositories of the registry everyone may pull,
+	// anonymous clients included: names ("library/web") or prefixes
+	// ("cci-test/*"). More are added at run time with `cci image public`.
+	// Default ["cci-test/*"]: the project's test images.
+	RegistryPublic []string `json:"registryPublic"`
 	// ServiceCIDR is the Service IP range. Default "10.43.0.0/16".
 	ServiceCIDR string `json:"serviceCIDR"`
 	// ClusterCIDR is the pod IP range; each node gets a /NodeCIDRMaskSize of it. Default "10.42.0.0/16", 24.
@@ -102,6 +109,9 @@ type Config struct {
 	WebhookAddr string `json:"webhookAddr"`
 	// UsagePort is the HTTPS port of the usage endpoint (metering). Default APIPort+1.
 	UsagePort int `json:"usagePort"`
+	// ConsolePort is the HTTPS port of the web console (internal/console)
+	// on BindAddress. Default APIPort+2; negative: no console.
+	ConsolePort int `json:"consolePort"`
 	// PriceTable is a YAML or JSON file of prices (see metering.Prices). Default: built-in prices.
 	PriceTable string `json:"priceTable"`
 	// MetricsPort is the metrics API's (the embedded metrics-server's) HTTPS
@@ -178,6 +188,9 @@ func (c *Config) Default() {
 	if c.UsagePort == 0 {
 		c.UsagePort = c.APIPort + 1
 	}
+	if c.ConsolePort == 0 {
+		c.ConsolePort = c.APIPort + 2
+	}
 	if len(c.LBPool) == 0 {
 		c.LBPool = []string{c.AdvertiseAddress}
 	}
@@ -186,6 +199,9 @@ func (c *Config) Default() {
 	}
 	if c.FlannelBackend == "" {
 		c.FlannelBackend = "vxlan"
+	}
+	if c.RegistryPublic == nil {
+		c.RegistryPublic = []string{"cci-test/*"}
 	}
 	if c.UnreachableTolerationSeconds == 0 {
 		c.UnreachableTolerationSeconds = 30
@@ -205,6 +221,8 @@ type Info struct {
 	RegistryAddr string
 	// UsageURL is the HTTPS address of the usage endpoint.
 	UsageURL string
+	// ConsoleURL is the web console's address; empty when it is off.
+	ConsoleURL string
 	// DNSAddress is IP:port of the cluster DNS server.
 	DNSAddress string
 	// Token is the join token for agents.
@@ -269,6 +287,9 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Background("isolation controller", func(ctx context.Context) error {
 			return isolation.NewController(cp.admin, cp.log).Run(ctx, 2)
 		}),
+		supervisor.Background("endpoint guard", func(ctx context.Context) error {
+			return endpointguard.NewController(cp.admin, cp.log).Run(ctx, 1)
+		}),
 		supervisor.Service("tenant controller", cp.runTenantController),
 		supervisor.Service("admission webhook", cp.runWebhook),
 		supervisor.Step("usage API", cp.setupMetering),
@@ -276,6 +297,7 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Background("usage endpoint", func(ctx context.Context) error {
 			return cp.metering.meter.Serve(ctx, cp.metering.endpoint)
 		}),
+		supervisor.Service("console", cp.runConsole),
 		supervisor.Background("kube-controller-manager", cp.runControllerManager),
 		supervisor.Background("kube-scheduler", cp.runScheduler),
 	)
@@ -311,11 +333,14 @@ type controlPlane struct {
 	rest  *rest.Config
 	admin kubernetes.Interface
 
-	dns         *dns.Server        // by "dns"
-	tenants     *tenant.Controller // by "tenant controller"
-	metering    *meteringParts     // by "usage API"
-	pools       *pool.Controller
-	metricsPort int // by "metrics API"
+	// registryAuth is the registry's access check; it learns the tenants
+	// once the tenant controller runs.
+	registryAuth *registry.Auth
+	dns          *dns.Server        // by "dns"
+	tenants      *tenant.Controller // by "tenant controller"
+	metering     *meteringParts     // by "usage API"
+	pools        *pool.Controller
+	metricsPort  int // by "metrics API"
 }
 
 // newControlPlane checks the configuration, makes or loads the PKI and
@@ -377,6 +402,15 @@ func newControlPlane(cfg Config) (*controlPlane, error) {
 		return nil, err
 	}
 	cp.pools = pool.NewController(cp.admin, cp.log.With("component", "pools"))
+	keys, err := registry.LoadKeys(registry.AuthDir(dataDir))
+	if err != nil {
+		return nil, err
+	}
+	public, err := registry.NewPublic(registry.AuthDir(dataDir), cfg.RegistryPublic)
+	if err != nil {
+		return nil, fmt.Errorf("--registry-public: %w", err)
+	}
+	cp.registryAuth = &registry.Auth{Keys: keys, Public: public, NodeToken: p.Token}
 	cp.etcdServers = cfg.EtcdServers
 	if len(cp.etcdServers) == 0 {
 		cp.etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}
@@ -401,6 +435,17 @@ func (cp *controlPlane) runEtcd(ctx context.Context, ready func()) error {
 	}
 }
 
+// registryHosts are the host:port names images of the built-in registry
+// are spelled with: its addresses, as pull secrets and Docker configs key
+// credentials by them.
+func (cp *controlPlane) registryHosts() []string {
+	hosts := []string{cp.cfg.RegistryAddr}
+	if cp.info.RegistryAddr != "" && cp.info.RegistryAddr != cp.cfg.RegistryAddr {
+		hosts = append(hosts, cp.info.RegistryAddr)
+	}
+	return append(hosts, cp.cfg.RegistryExtraAddrs...)
+}
+
 // runRegistry runs the built-in registry; it is ready once it listens.
 func (cp *controlPlane) runRegistry(ctx context.Context, ready func()) error {
 	regLog, err := os.OpenFile(filepath.Join(cp.logDir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -408,11 +453,15 @@ func (cp *controlPlane) runRegistry(ctx context.Context, ready func()) error {
 		return err
 	}
 	defer regLog.Close()
-	reg, err := registry.New(ctx, registry.Config{Addr: cp.cfg.RegistryAddr, ExtraAddrs: cp.cfg.RegistryExtraAddrs, RootDir: filepath.Join(cp.dataDir, "registry"), Log: regLog})
+	reg, err := registry.New(ctx, registry.Config{Addr: cp.cfg.RegistryAddr, ExtraAddrs: cp.cfg.RegistryExtraAddrs, RootDir: filepath.Join(cp.dataDir, "registry"), Log: regLog, Auth: cp.registryAuth})
 	if err != nil {
 		return err
 	}
 	cp.info.RegistryAddr = reg.Addr()
+	// The operator's credentials, for `cci image`, crane, skopeo and podman.
+	if err := cp.registryAuth.Keys.WriteOperatorConfig(registry.AuthDir(cp.dataDir), cp.registryHosts()); err != nil {
+		return err
+	}
 	ready()
 	return reg.Run(ctx)
 }

@@ -28,8 +28,12 @@ func (cp *controlPlane) runTenantController(ctx context.Context, ready func()) e
 	if err != nil {
 		return err
 	}
-	ctrl := tenant.NewController(cp.admin, dyn, cp.log)
+	ctrl := tenant.NewController(cp.admin, dyn, cp.log).WithRegistry(tenant.RegistryAccess{
+		Hosts:    cp.registryHosts(),
+		Password: cp.registryAuth.Keys.Tenant,
+	})
 	cp.tenants = ctrl
+	cp.registryAuth.SetTenants(ctrl.UID)
 	synced := func(ctx context.Context) error {
 		select {
 		case <-ctrl.Synced():

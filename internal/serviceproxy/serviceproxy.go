@@ -1,6 +1,6 @@
 // Package serviceproxy runs the upstream Kubernetes service proxy
-// (kube-proxy from k8s.io/kubernetes, iptables mode) in the host agent's
-// process, so that Service ClusterIPs, NodePorts and load-balancer addresses
+// (kube-proxy from k8s.io/kubernetes, iptables or nftables mode) beside the
+// host agent, as a child process the agent keeps running, so that Service ClusterIPs, NodePorts and load-balancer addresses
 // reach their Ready endpoints from every pod and from the host.
 //
 // Nothing is re-implemented: the proxy is configured by the same versioned
@@ -14,9 +14,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -52,53 +54,59 @@ type Config struct {
 	Name string
 	// Log receives the messages of what the agent adds to the proxy.
 	Log *slog.Logger
+	// Binary is the cci binary that runs the proxy (`cci kube-proxy`);
+	// empty: this process's own.
+	Binary string
+	// LogFile receives the proxy process's output; empty: kube-proxy.log
+	// in Dir.
+	LogFile string
 }
 
-// Run starts the proxy and returns once it runs; errors it meets later go
-// to errs. It must be called after the node is registered with a pod CIDR.
-func Run(ctx context.Context, cfg Config, errs chan<- error) error {
+// Run starts the proxy and returns once it runs. The proxy is a process of
+// its own (`cci kube-proxy`, the upstream command's code): the upstream
+// proxy ends its process on purpose when the node is deleted or its pod
+// CIDR or addresses change, expecting to be started again, and would take
+// the agent (and with `cci up` the control plane) down with it. Run starts
+// it again after each exit, with back-off, until ctx ends; the proxy dies
+// with the agent's process. Its output goes to cfg.LogFile. It must be
+// called after the node is registered with a pod CIDR. The returned channel
+// closes once the proxy stopped after ctx ended.
+func Run(ctx context.Context, cfg Config) (<-chan struct{}, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = "iptables"
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("service proxy: find the cci binary: %w", err)
+		}
+		cfg.Binary = exe
+	}
+	if cfg.LogFile == "" {
+		cfg.LogFile = filepath.Join(cfg.Dir, "kube-proxy.log")
+	}
 	kube, err := kubernetes.NewForConfig(cfg.REST)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	kubeconfig := filepath.Join(cfg.Dir, "kube-proxy.kubeconfig")
 	if err = writeKubeconfig(kubeconfig, cfg.REST); err != nil {
-		return fmt.Errorf("service proxy kubeconfig: %w", err)
-	}
-	var local [2]string
-	for i := range local {
-		if local[i], err = freeLoopbackAddr(); err != nil {
-			return fmt.Errorf("service proxy health and metrics ports: %w", err)
-		}
-	}
-	raw, err := configFile(cfg, kubeconfig, currentOOMScoreAdj(), local[0], local[1])
-	if err != nil {
-		return err
+		return nil, fmt.Errorf("service proxy kubeconfig: %w", err)
 	}
 	path := filepath.Join(cfg.Dir, "kube-proxy.yaml")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		return err
+	if err := writeConfig(cfg, kubeconfig, path); err != nil {
+		return nil, err
 	}
-	opts := proxyapp.NewOptions()
-	fs := pflag.NewFlagSet("kube-proxy", pflag.ContinueOnError)
-	opts.AddFlags(fs)
-	if err := fs.Parse([]string{"--config=" + path}); err != nil {
-		return fmt.Errorf("service proxy flags: %w", err)
-	}
-	if err := opts.Complete(fs); err != nil {
-		return fmt.Errorf("service proxy configuration: %w", err)
-	}
-	if err := opts.Validate(); err != nil {
-		return fmt.Errorf("service proxy configuration: %w", err)
+	// Checked here, so that a bad configuration is the agent's error and
+	// not a restart loop.
+	if _, err := proxyOptions(path); err != nil {
+		return nil, err
 	}
 	sweepDeletedServices(ctx, kube, cfg.Log)
 	// nftables mode refuses them itself.
@@ -116,21 +124,177 @@ func Run(ctx context.Context, cfg Config, errs chan<- error) error {
 			cfg.Log.Warn("remove the refusal of unserved Service addresses", "err", err)
 		}
 	}
+	pidFile := filepath.Join(cfg.Dir, "kube-proxy.pid")
+	stopLeftover(pidFile, cfg.Binary, cfg.Log)
+	p, err := startProcess(cfg, path, pidFile)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
 	go func() {
-		// The upstream proxy runs until the process ends; it returns only
-		// on a failure.
-		err := opts.Run(ctx)
-		if err == nil && ctx.Err() == nil {
-			err = errors.New("stopped")
-		}
-		if err != nil && ctx.Err() == nil {
-			select {
-			case errs <- fmt.Errorf("service proxy: %w", err):
-			default:
-			}
-		}
+		defer close(done)
+		supervise(ctx, cfg, path, pidFile, p)
 	}()
-	return nil
+	return done, nil
+}
+
+// supervise waits for the proxy process and starts it again until ctx
+// ends, then stops it.
+func supervise(ctx context.Context, cfg Config, path, pidFile string, p *process) {
+	backoff := time.Second
+	for {
+		began := time.Now()
+		select {
+		case <-ctx.Done():
+			p.stop(10 * time.Second)
+			_ = os.Remove(pidFile)
+			return
+		case err := <-p.done:
+			if ctx.Err() != nil {
+				_ = os.Remove(pidFile)
+				return
+			}
+			if time.Since(began) > time.Minute {
+				backoff = time.Second
+			}
+			cfg.Log.Warn("service proxy exited; starting it again", "err", err, "in", backoff, "log", cfg.LogFile)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			// Fresh loopback ports at each start: the last ones may be
+			// taken meanwhile.
+			err := writeConfig(cfg, filepath.Join(cfg.Dir, "kube-proxy.kubeconfig"), path)
+			if err == nil {
+				var next *process
+				if next, err = startProcess(cfg, path, pidFile); err == nil {
+					p = next
+					break
+				}
+			}
+			cfg.Log.Warn("start the service proxy", "err", err, "retry in", backoff)
+		}
+	}
+}
+
+// process is one run of `cci kube-proxy`.
+type process struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startProcess(cfg Config, path, pidFile string) (*process, error) {
+	logFile, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("service proxy log: %w", err)
+	}
+	cmd := exec.Command(cfg.Binary, "kube-proxy", "--config", path)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// It dies with the agent, even one killed with SIGKILL: a proxy left
+	// behind would rewrite the host's rules from a stale view.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start the service proxy (%s kube-proxy): %w", cfg.Binary, err)
+	}
+	logFile.Close()
+	_ = os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	return p, nil
+}
+
+// stop asks the proxy to end (its rules stay, as a stopped kube-proxy
+// leaves them) and kills it after grace.
+func (p *process) stop(grace time.Duration) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// stopLeftover kills a proxy an earlier agent of this data folder left
+// running (the parent-death signal covers all but a few corner cases, such
+// as a binary replaced under a running agent).
+func stopLeftover(pidFile, binary string, log *slog.Logger) {
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "kube-proxy\x00--config\x00") {
+		return
+	}
+	log.Warn("stopping a service proxy left over from an earlier agent", "pid", pid)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 50; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// writeConfig writes the proxy's configuration file, with free loopback
+// ports for its health and metrics servers.
+func writeConfig(cfg Config, kubeconfig, path string) error {
+	var local [2]string
+	var err error
+	for i := range local {
+		if local[i], err = freeLoopbackAddr(); err != nil {
+			return fmt.Errorf("service proxy health and metrics ports: %w", err)
+		}
+	}
+	raw, err := configFile(cfg, kubeconfig, currentOOMScoreAdj(), local[0], local[1])
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o600)
+}
+
+// proxyOptions reads and checks the proxy's configuration file.
+func proxyOptions(path string) (*proxyapp.Options, error) {
+	opts := proxyapp.NewOptions()
+	fs := pflag.NewFlagSet("kube-proxy", pflag.ContinueOnError)
+	opts.AddFlags(fs)
+	if err := fs.Parse([]string{"--config=" + path}); err != nil {
+		return nil, fmt.Errorf("service proxy flags: %w", err)
+	}
+	if err := opts.Complete(fs); err != nil {
+		return nil, fmt.Errorf("service proxy configuration: %w", err)
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("service proxy configuration: %w", err)
+	}
+	return opts, nil
+}
+
+// RunProcess is `cci kube-proxy --config PATH`: the upstream proxy with the
+// configuration Run wrote, until ctx ends or the proxy ends its process.
+func RunProcess(ctx context.Context, path string) error {
+	opts, err := proxyOptions(path)
+	if err != nil {
+		return err
+	}
+	err = opts.Run(ctx)
+	if err == nil && ctx.Err() == nil {
+		err = errors.New("service proxy stopped")
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // configFile is the proxy's versioned configuration. Local traffic is told

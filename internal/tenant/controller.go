@@ -26,6 +26,7 @@ import (
 
 	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/policy"
+	"github.com/cci-project/cci/internal/registry"
 )
 
 // Rules is the workload API a tenant may use in its own namespace.
@@ -40,6 +41,11 @@ var Rules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: allVerbs},
 	{APIGroups: []string{"autoscaling"}, Resources: []string{"horizontalpodautoscalers"}, Verbs: allVerbs},
 	{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: allVerbs},
+	// Read only: a tenant sees its quota and defaults (the console's
+	// overview, kubectl describe quota) but cannot change them.
+	{APIGroups: []string{""}, Resources: []string{"resourcequotas", "limitranges"}, Verbs: []string{"get", "list", "watch"}},
+	// Its pods' CPU and memory (kubectl top pod, the console's charts).
+	{APIGroups: []string{"metrics.k8s.io"}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 }
 
 var allVerbs = []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
@@ -53,6 +59,34 @@ type Controller struct {
 	queue  workqueue.TypedRateLimitingInterface[string]
 	tenant cache.SharedIndexInformer
 	synced chan struct{}
+	// registry issues the tenants' registry credentials; nil: none.
+	registry *RegistryAccess
+}
+
+// RegistryAccess is how tenants get credentials for the built-in registry.
+type RegistryAccess struct {
+	// Hosts are the registry's host:port names, as images spell them.
+	Hosts []string
+	// Password returns the password of the tenant of that name and UID;
+	// the user name is the tenant's name.
+	Password func(name, uid string) string
+}
+
+// WithRegistry makes the controller write each tenant's registry
+// credentials into the Secret PullSecret of its namespace. Call before Run.
+func (c *Controller) WithRegistry(r RegistryAccess) *Controller {
+	c.registry = &r
+	return c
+}
+
+// UID returns the UID of the Tenant named name; ok is false when there is
+// none or it is being deleted (its credentials stop working then).
+func (c *Controller) UID(name string) (uid string, ok bool) {
+	t, ok := c.Lookup(name)
+	if !ok || t.DeletionTimestamp != nil || t.UID == "" {
+		return "", false
+	}
+	return string(t.UID), true
 }
 
 // NewController makes a controller that talks to the apiserver with kube and
@@ -96,7 +130,11 @@ func (c *Controller) PolicyRules(ns string) policy.Rules {
 	if !ok {
 		return policy.Rules{}
 	}
-	return policy.Rules{DefaultRuntimeClass: t.Spec.RuntimeClassName, AllowRunc: t.Spec.AllowRunc, Tenant: t.Name, Pools: t.Spec.Pools}
+	r := policy.Rules{DefaultRuntimeClass: t.Spec.RuntimeClassName, AllowRunc: t.Spec.AllowRunc, Tenant: t.Name, Pools: t.Spec.Pools}
+	if c.registry != nil {
+		r.PullSecret = PullSecret
+	}
+	return r
 }
 
 // Run watches Tenants and their namespaces and reconciles until ctx ends.
@@ -327,6 +365,24 @@ func (c *Controller) ensure(ctx context.Context, t *Tenant) (ready bool, why str
 		Type:       corev1.SecretTypeServiceAccountToken,
 	}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return false, "", fmt.Errorf("create token secret: %w", err)
+	}
+
+	if c.registry != nil {
+		pass := c.registry.Password(t.Name, string(t.UID))
+		want := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: PullSecret, Namespace: name},
+			Type:       corev1.SecretTypeDockerConfigJson,
+			Data:       map[string][]byte{corev1.DockerConfigJsonKey: registry.DockerConfig(c.registry.Hosts, t.Name, pass)},
+		}
+		// The tenant may edit Secrets of its namespace: a changed or
+		// deleted one is put back at the next reconcile.
+		if err := upsert(ctx, core.Secrets(name).Get, core.Secrets(name).Create, core.Secrets(name).Update, want,
+			func(cur, want *corev1.Secret) bool {
+				return cur.Type == want.Type && apiequality.Semantic.DeepEqual(cur.Data, want.Data)
+			},
+			func(cur, want *corev1.Secret) { cur.Data = want.Data }); err != nil {
+			return false, "", err
+		}
 	}
 
 	rbac := c.kube.RbacV1()

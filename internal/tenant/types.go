@@ -52,6 +52,10 @@ const (
 	TokenSecret = "tenant-token"
 	// RoleName names the Role, RoleBinding, ResourceQuota and LimitRange.
 	RoleName = "cci-tenant"
+	// PullSecret holds the tenant's credentials for the built-in registry
+	// (type kubernetes.io/dockerconfigjson); admission adds it to every
+	// pod of the tenant as an imagePullSecret.
+	PullSecret = "cci-registry"
 )
 
 // Phases of a Tenant.

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -250,7 +251,9 @@ func BuildGRPCHealth(ctx context.Context, registry, busyboxPath, server string) 
 	})
 }
 
-// push builds the test image short from s and pushes it to registry.
+// push builds the test image short from s and pushes it to registry, with
+// the credentials of the Docker config ($DOCKER_CONFIG; the operator's
+// when run by `cci image` or test/cluster).
 func (bb *busybox) push(ctx context.Context, registry, short string, s spec) (string, error) {
 	img, err := bb.image(s)
 	if err != nil {
@@ -260,7 +263,7 @@ func (bb *busybox) push(ctx context.Context, registry, short string, s spec) (st
 	if err != nil {
 		return "", fmt.Errorf("build test image %q: %w", short, err)
 	}
-	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+	if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
 		return "", fmt.Errorf("push test image %q to %s: %w", short, registry, err)
 	}
 	return ref.String(), nil

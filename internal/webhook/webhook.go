@@ -45,6 +45,9 @@ import (
 	"github.com/cci-project/cci/internal/policy"
 )
 
+// maxReviewBytes bounds an AdmissionReview's size.
+const maxReviewBytes = 8 << 20
+
 // ConfigurationName names the webhook configurations CCI registers.
 const ConfigurationName = "cci-tenant-policy"
 
@@ -195,9 +198,17 @@ func (s *Server) Run(ctx context.Context) error {
 // review back.
 func (s *Server) serve(decide func(context.Context, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+		// The apiserver's requests are far smaller (it caps objects at
+		// about 3 MiB); a larger body is refused, not truncated and
+		// misread.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReviewBytes))
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				http.Error(w, fmt.Sprintf("AdmissionReview larger than %d bytes", maxReviewBytes), http.StatusRequestEntityTooLarge)
+				return
+			}
+			http.Error(w, "read AdmissionReview: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		var review admissionv1.AdmissionReview
@@ -290,6 +301,9 @@ func (s *Server) mutate(_ context.Context, req *admissionv1.AdmissionRequest) *a
 	}
 	if len(pod.Spec.Tolerations) > 0 {
 		ops = append(ops, patchOp{"add", "/spec/tolerations", pod.Spec.Tolerations})
+	}
+	if len(pod.Spec.ImagePullSecrets) > 0 {
+		ops = append(ops, patchOp{"add", "/spec/imagePullSecrets", pod.Spec.ImagePullSecrets})
 	}
 	for i, c := range pod.Spec.InitContainers {
 		ops = append(ops, patchOp{"add", fmt.Sprintf("/spec/initContainers/%d/resources", i), c.Resources})

@@ -21,10 +21,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/serviceproxy"
 )
+
+// PodMaxPids is the pods limit of every instance's hosts.
+const PodMaxPids = 512
 
 // Instance is one `cci up`. Start and Stop may be called again (restart
 // tests); they are safe for concurrent use.
@@ -38,6 +42,8 @@ type Instance struct {
 	// DNSAddr is where the cluster DNS listens: the host's IP (pods reach
 	// it through the kube-dns Service) and a port free for UDP and TCP.
 	DNSAddr string
+	// ConsoleURL is the web console's address (its port a free one).
+	ConsoleURL string
 	// Hosts is the number of hosts of `cci up --hosts` (WithHosts); 0 for
 	// one host in the `cci up` process.
 	Hosts int
@@ -52,7 +58,7 @@ type Instance struct {
 // starts nothing. slot picks its pod range and bridge name (two instances
 // on one host need different slots, 0-99).
 func New(bin, work string, slot int) *Instance {
-	ports := FreePorts(5)
+	ports := FreePorts(6)
 	// The usage endpoint listens on the apiserver's port + 1 (where
 	// `cci usage` looks for it): the apiserver port must have a free successor.
 	ports[0] = freePortWithFreeNext()
@@ -64,6 +70,7 @@ func New(bin, work string, slot int) *Instance {
 		ClusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
 		Bridge:      fmt.Sprintf("cci-e2e%d", n),
 		DNSAddr:     FreeDNSAddr(),
+		ConsoleURL:  fmt.Sprintf("https://127.0.0.1:%d/", ports[5]),
 	}
 	c.Args = []string{"up",
 		"--data-dir", c.DataDir,
@@ -72,6 +79,7 @@ func New(bin, work string, slot int) *Instance {
 		"--etcd-peer-port", strconv.Itoa(ports[2]),
 		"--registry-addr", c.Registry,
 		"--kubelet-port", strconv.Itoa(ports[4]),
+		"--console-port", strconv.Itoa(ports[5]),
 		"--cluster-cidr", c.ClusterCIDR,
 		"--cni-bridge", c.Bridge,
 		"--dns-address", c.DNSAddr,
@@ -81,6 +89,9 @@ func New(bin, work string, slot int) *Instance {
 		// range to the others' tunnel, over their own bridges (WithHosts
 		// turns VXLAN on, each host in a namespace of its own).
 		"--flannel-backend", "none",
+		// A pods limit a fork bomb reaches in a moment (TestForkBombContained);
+		// the default, 4096, would take a while on a small test machine.
+		"--pod-max-pids", strconv.Itoa(PodMaxPids),
 	}
 	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
 	return c
@@ -136,6 +147,11 @@ func (c *Instance) Prepare() {
 	RemoveNetpolRules(c.Bridge)
 	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
 		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
+	for _, b := range []string{c.Bridge, c.Bridge + "b"} {
+		if err := containment.Remove(context.Background(), b); err != nil {
+			fmt.Fprintln(os.Stderr, "remove tenant containment rules:", err)
+		}
 	}
 }
 
@@ -254,6 +270,11 @@ func (c *Instance) Cleanup() {
 	RemoveNetpolRules(c.Bridge)
 	if err := serviceproxy.RemoveRejectRules(context.Background(), c.Bridge); err != nil {
 		fmt.Fprintln(os.Stderr, "remove Service refusal rules:", err)
+	}
+	for _, b := range []string{c.Bridge, c.Bridge + "b"} {
+		if err := containment.Remove(context.Background(), b); err != nil {
+			fmt.Fprintln(os.Stderr, "remove tenant containment rules:", err)
+		}
 	}
 }
 

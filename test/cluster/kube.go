@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cci-project/cci/internal/registry"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -79,6 +80,12 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 func (c *Instance) RunSuite(m *testing.M, bin string) int {
 	if _, err := c.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "start cci up:", err)
+		return 1
+	}
+	// Test images are pushed as the operator, by `cci image` and by tests
+	// that build more images in this process (DOCKER_CONFIG reaches both).
+	if err := os.Setenv("DOCKER_CONFIG", registry.AuthDir(c.DataDir)); err != nil {
+		fmt.Fprintln(os.Stderr, "point DOCKER_CONFIG at the operator's credentials:", err)
 		return 1
 	}
 	if out, err := exec.Command(bin, "image", "build-test-images", "--registry", c.Registry).CombinedOutput(); err != nil {

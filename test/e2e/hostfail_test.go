@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/test/cluster"
 )
@@ -83,6 +84,9 @@ func newHostAgent(t *testing.T, node, bridgeSuffix string) *hostAgent {
 		// Its bridge holds its pod range's route: left behind, it would
 		// hide the pods of the next node given that range.
 		cluster.RemoveBridges(cci.Bridge + bridgeSuffix)
+		if err := containment.Remove(context.Background(), cci.Bridge+bridgeSuffix); err != nil {
+			t.Logf("remove the tenant containment rules of %s: %v", node, err)
+		}
 		if t.Failed() {
 			t.Logf("agent %s output:\n%s", node, a.output())
 		}

@@ -23,6 +23,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/creack/pty"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -127,15 +128,21 @@ func TestUpReportsReady(t *testing.T) {
 	if capacity.Pods().Value() <= 0 {
 		t.Errorf("node pod capacity %v", capacity.Pods())
 	}
-	body, err := httpGet("http://" + cci.Registry + "/v2/")
+	// The registry answers, and asks anonymous clients to log in.
+	resp, err := http.Get("http://" + cci.Registry + "/v2/")
 	if err != nil {
-		t.Errorf("registry /v2/: %v (%s)", err, body)
+		t.Fatalf("registry /v2/: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("anonymous registry /v2/: %s %q, want 401 with a Basic challenge", resp.Status, resp.Header.Get("WWW-Authenticate"))
 	}
 }
 
 // Step 2: images pushed with a standard client and with `cci image import` run.
 func TestImagePushAndImport(t *testing.T) {
-	// go-containerregistry is the library behind crane.
+	// go-containerregistry is the library behind crane; it logs in with
+	// the operator's Docker config (DOCKER_CONFIG, set by test/cluster).
 	pushed := cci.Registry + "/e2e/random:1"
 	img, err := random.Image(512, 1)
 	if err != nil {
@@ -145,10 +152,10 @@ func TestImagePushAndImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img); err != nil {
+	if err := remote.Write(ref, img, remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
 		t.Fatalf("push %s: %v", pushed, err)
 	}
-	got, err := remote.Image(ref)
+	got, err := remote.Image(ref, remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
 		t.Fatalf("pull back %s: %v", pushed, err)
 	}

@@ -110,7 +110,7 @@ spec:
 	t.Logf("host-3 Ready %.1fs after power came back", time.Since(back).Seconds())
 
 	hostDir := filepath.Join(cci.DataDir, "hosts", "host-3")
-	waitFor(t, time.Minute, "host-3 holding nothing of the replaced pods", func() (bool, string) {
+	waitFor(t, 2*time.Minute, "host-3 holding nothing of the replaced pods", func() (bool, string) {
 		for _, p := range victims {
 			if _, err := os.Stat(filepath.Join(hostDir, "agent", "pods", string(p.UID))); err == nil {
 				return false, "pod folder of " + p.Name

@@ -1,0 +1,100 @@
+// Calls to the console: the Kubernetes API (proxied as the user) and the
+// console's own /cci endpoints. The session is an HttpOnly cookie the
+// browser sends by itself; no script ever holds the token.
+
+export class ApiError extends Error {
+  // body is the API's Status when it sent one: reason, details.causes.
+  constructor(public status: number, message: string, public body?: any) {
+    super(message);
+  }
+}
+
+// onUnauthorized is set by the app: an expired or revoked credential sends
+// the user to the login page with a message, never to a blank page.
+let onUnauthorized: (msg: string) => void = () => {};
+export function setUnauthorizedHandler(f: (msg: string) => void) {
+  onUnauthorized = f;
+}
+
+async function errorOf(resp: Response): Promise<ApiError> {
+  let msg = `${resp.status} ${resp.statusText}`;
+  let body: any;
+  try {
+    body = await resp.json();
+    if (body && body.message) msg = `${resp.status}: ${body.message}`;
+  } catch {
+    /* not JSON */
+  }
+  return new ApiError(resp.status, msg, body);
+}
+
+const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+// getRetries are the waits before asking again when a GET got no answer.
+const getRetries = [250, 1000, 3000];
+
+// fetchAnswer makes a request (send) and, when it is a GET that got no
+// answer at all, asks again a few times: the browser aborts every request
+// in flight when the machine's network addresses change (Wi-Fi, a VPN, a
+// container started on the same machine), and a GET changes nothing, so
+// asking twice is safe. An answer, even 5xx, is the caller's; other
+// methods are not asked again: the user sees the error and decides.
+export async function fetchAnswer(send: () => Promise<Response>, method: string, sleep = pause): Promise<Response> {
+  for (let i = 0; ; i++) {
+    try {
+      return await send();
+    } catch (e) {
+      if (method !== 'GET' || i >= getRetries.length || (e instanceof Error && e.name === 'AbortError')) throw e;
+      await sleep(getRetries[i]);
+    }
+  }
+}
+
+export async function request<T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  if (method !== 'GET' && !path.startsWith('/cci/')) path += (path.includes('?') ? '&' : '?') + 'fieldManager=cci-console';
+  const resp = await fetchAnswer(() => fetch(path, {
+    method,
+    credentials: 'same-origin',
+    headers: body === undefined ? {} : { 'Content-Type': contentType },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }), method);
+  if (!resp.ok) {
+    const err = await errorOf(resp);
+    if (resp.status === 401 && !path.startsWith('/cci/login')) onUnauthorized(err.message);
+    throw err;
+  }
+  const text = await resp.text();
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+export const get = <T = any>(path: string) => request<T>('GET', path);
+export const post = <T = any>(path: string, body: unknown) => request<T>('POST', path, body);
+export const del = <T = any>(path: string) => request<T>('DELETE', path);
+export const mergePatch = <T = any>(path: string, body: unknown) =>
+  request<T>('PATCH', path, body, 'application/merge-patch+json');
+
+export interface Me {
+  user: string;
+  groups: string[];
+  namespace?: string;
+  operator: boolean;
+  registry: string;
+}
+
+// streamLogs reads a pod's log (server-side tail, then follow) and hands
+// each chunk of text to onText until the signal aborts.
+export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal): Promise<void> {
+  const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal }), 'GET');
+  if (!resp.ok) {
+    const err = await errorOf(resp);
+    if (resp.status === 401) onUnauthorized(err.message);
+    throw err;
+  }
+  const reader = resp.body!.getReader();
+  const dec = new TextDecoder();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    onText(dec.decode(value, { stream: true }));
+  }
+}

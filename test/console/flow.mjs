@@ -1,0 +1,299 @@
+// The console's browser flow, run by console_test.go: Chromium driven by
+// playwright-core. Every step waits for what the page shows; a step that
+// never sees it fails the run with a screenshot of the page.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`flow.mjs needs $${k}`);
+  return v;
+};
+const URL = env('CONSOLE_URL').replace(/\/$/, '');
+const OUT = env('OUT');
+const NS = env('TENANT_NS');
+const OTHER = env('OTHER_NS');
+const require = createRequire(path.join(env('CONSOLE_DIR'), 'package.json'));
+const { chromium } = require('playwright-core');
+
+const slow = 4 * 60 * 1000; // image pull and sandbox start of a first pod
+const log = (...a) => console.log(new Date().toISOString().slice(11, 19), ...a);
+
+const browser = await chromium.launch({
+  executablePath: env('CHROMIUM'),
+  // Root in a container: Chromium's sandbox needs user namespaces it may not have.
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+});
+let page;
+// Every refused or broken request is logged with what the console said:
+// a step that fails then shows why the page did what it did.
+const follow = (pg) => {
+  pg.on('response', async (r) => {
+    if (r.status() < 400) return;
+    const u = r.url().replace(URL, '');
+    let body = '';
+    if (u.startsWith('/cci/') || r.status() === 401) body = (await r.text().catch(() => '')).slice(0, 300);
+    log('  http', r.status(), r.request().method(), u.slice(0, 160), body);
+  });
+  pg.on('requestfailed', (r) => {
+    const why = r.failure()?.errorText || '';
+    // A page leaving aborts its watches and streams: not a failure.
+    if (why !== 'net::ERR_ABORTED') log('  failed', r.method(), r.url().replace(URL, '').slice(0, 160), why);
+  });
+};
+// go opens url in the page. Chromium aborts requests in flight when this
+// machine's interfaces change (every pod start and stop here adds or
+// removes a veth: net::ERR_NETWORK_CHANGED); a user's browser runs
+// elsewhere. When that breaks the page itself or its script or style,
+// go opens it again; the app's own requests retry by themselves.
+const go = async (url) => {
+  const again = /ERR_NETWORK_CHANGED|interrupted by another navigation/;
+  for (let i = 0; ; i++) {
+    let broke = false;
+    const onFail = (r) => {
+      const mine = r.isNavigationRequest() || new globalThis.URL(r.url()).pathname.startsWith('/assets/');
+      if (mine && /ERR_NETWORK_CHANGED/.test(r.failure()?.errorText || '')) broke = true;
+    };
+    page.on('requestfailed', onFail);
+    try {
+      await page.goto(url);
+      if (!broke || i === 5) return;
+    } catch (e) {
+      if (i === 5 || !(again.test(e.message) || broke)) throw e;
+    } finally {
+      page.off('requestfailed', onFail);
+    }
+    // Pods start and stop in bursts: let one pass.
+    log('  the network changed under the page; opening it again');
+    await new Promise((r) => setTimeout(r, 500 * 2 ** i));
+  }
+};
+const shot = (name) => page.screenshot({ path: path.join(OUT, name), fullPage: true });
+try {
+  // The console's certificate is issued by the cluster's own CA.
+  const tenant = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await tenant.newPage();
+  follow(page);
+  page.setDefaultTimeout(30000);
+  page.on('pageerror', (e) => log('page error:', e.message));
+
+  log('a bad token is refused with the reason');
+  await go(URL + '/');
+  await page.waitForURL(/\/login$/);
+  await page.fill('#token', 'not-a-real-token');
+  await page.click('button[type=submit]');
+  const refused = page.getByTestId('login-error');
+  await refused.waitFor();
+  const why = await refused.innerText();
+  if (!/login refused/.test(why) || !/401|not valid/.test(why)) throw new Error(`bad token answer: ${why}`);
+  log('  ', why);
+  await shot('login-refused.png');
+
+  log('the tenant logs in with its token');
+  await page.fill('#token', env('TENANT_TOKEN'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(new RegExp(`/ns/${NS}/overview$`));
+  await page.getByTestId('running').waitFor();
+  // The tenant reads its own quota (default pods=50); nothing is refused.
+  await page.locator('td', { hasText: '/ 50' }).first().waitFor();
+  if (await page.getByRole('alert').count() !== 0) throw new Error(`overview shows an error: ${await page.getByRole('alert').first().innerText()}`);
+  await shot('overview.png');
+
+  log('switches to Chinese and back');
+  await page.getByRole('button', { name: '中文' }).click();
+  await page.getByRole('link', { name: '工作负载' }).waitFor();
+  await page.getByRole('button', { name: 'English' }).click();
+  await page.getByRole('link', { name: 'Workloads' }).waitFor();
+
+  log('create from YAML: a syntax error shows its line and column, the API refusal its field');
+  const REGISTRY = env('IMAGE').split('/')[0];
+  const setYaml = async (text) => {
+    await page.locator('.cm-content').click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.press('Delete');
+    // insertText: no Enter key events, so the editor does not indent by itself.
+    await page.keyboard.insertText(text);
+  };
+  await go(`${URL}/ns/${NS}/workloads?tab=secrets`);
+  await page.getByTestId('create-yaml-open').click();
+  await setYaml('apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: [s3cr3t\n  user: admin\n');
+  await page.getByTestId('yaml-submit').click();
+  const yerr = await page.getByTestId('yaml-error').innerText();
+  if (!/line \d+, column \d+/.test(yerr)) throw new Error(`YAML syntax error without line and column: ${yerr}`);
+  log('  ', yerr.split('\n')[0]);
+  await shot('yaml-error.png');
+  await setYaml('apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: bad\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n    spec:\n      containers: [{name: app, image: x}]\n');
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-error').filter({ hasText: 'spec.replicas' }).waitFor();
+  log('  ', (await page.getByTestId('yaml-error').innerText()).split('\n')[0]);
+
+  log('a Secret from YAML: its value hidden until asked');
+  await setYaml('apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: s3cr3t-value\n');
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-created').waitFor();
+  const secretRow = page.locator('tr[data-name="db"]');
+  await secretRow.getByRole('button', { name: /Data/ }).click();
+  const secretValue = page.getByTestId('secret-value').first();
+  if ((await secretValue.innerText()).includes('s3cr3t')) throw new Error('the secret value shows before it is asked for');
+  await page.getByTestId('secret-reveal').click();
+  await secretValue.filter({ hasText: 's3cr3t-value' }).waitFor();
+  await shot('secret.png');
+
+  log('a pod with a missing image: the timeline shows the pull error');
+  await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/does-not-exist:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-created').filter({ hasText: 'Pod noimage' }).waitFor();
+  await go(`${URL}/ns/${NS}/pods/noimage`);
+  await page.getByTestId('verdict').filter({ hasText: 'cannot be pulled' }).waitFor({ timeout: slow });
+  await page.getByTestId('timeline').locator('tr.tl-error').first().waitFor();
+  log('  ', await page.getByTestId('verdict').innerText());
+  await shot('pod-timeline.png');
+  await go(`${URL}/ns/${NS}/overview`);
+  await page.getByTestId('pending').locator('tr[data-name="noimage"]', { hasText: /ErrImagePull|ImagePullBackOff/ }).waitFor();
+  // From the page (its cookie, its Origin): a request from outside the
+  // page without the cookie would be answered 401 with the cookie cleared.
+  // Chromium aborts requests in flight when this machine's interfaces
+  // change (every pod start and stop here): ask again then; a DELETE
+  // asked twice is answered 404 the second time.
+  const status = await page.evaluate(async (p) => {
+    for (let i = 0; ; i++) {
+      try {
+        return (await fetch(p, { method: 'DELETE', credentials: 'same-origin' })).status;
+      } catch (e) {
+        if (i === 3) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }, `/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`);
+  if (status !== 200 && status !== 202 && status !== 404) throw new Error(`delete pod noimage: ${status}`);
+
+  log('creates a Deployment from the form');
+  await go(`${URL}/ns/${NS}/workloads`);
+  await page.getByTestId('create').click();
+  await page.fill('#f-name', 'Bad_Name');
+  await page.getByTestId('submit').click();
+  await page.locator('.field-error').first().waitFor();
+  await page.fill('#f-name', 'web');
+  await page.fill('#f-image', env('IMAGE'));
+  await page.fill('#f-command', 'echo hello-from-console; exec sleep 3600');
+  await page.selectOption('#f-flavor', { index: 0 });
+  const yaml = await page.getByTestId('yaml').innerText();
+  for (const want of ['kind: Deployment', 'name: web', 'cpu: "0.25"', 'memory: 512Mi']) {
+    if (!yaml.includes(want)) throw new Error(`the YAML lacks ${want}:\n${yaml}`);
+  }
+  await shot('create-form.png');
+  await page.getByTestId('submit').click();
+  await page.getByTestId('create-form').waitFor({ state: 'detached' });
+
+  log('sees its pod Running');
+  await go(`${URL}/ns/${NS}/workloads?tab=pods`);
+  const podRow = page.locator('tr[data-name^="web-"]').first();
+  await podRow.locator('[data-testid=phase]', { hasText: 'Running' }).waitFor({ timeout: slow });
+  const pod = await podRow.getAttribute('data-name');
+  log('  pod', pod);
+
+  log('reads its log');
+  await podRow.locator('a').click();
+  await page.waitForURL(new RegExp(`/ns/${NS}/pods/${pod}$`));
+  await page.getByTestId('logs').filter({ hasText: 'hello-from-console' }).waitFor();
+
+  log('runs echo hi in the exec terminal');
+  await page.getByTestId('exec-connect').click();
+  await page.getByTestId('exec-connected').waitFor();
+  log('  ', await page.getByTestId('exec-connected').innerText());
+  await page.locator('.xterm').click();
+  await page.keyboard.type('echo hi\n');
+  await page.waitForFunction(() => {
+    const rows = document.querySelector('.xterm-rows');
+    return rows && rows.innerText.split('\n').some((l) => l.trim() === 'hi');
+  });
+  await shot('pod-logs-exec.png');
+
+  log('scales it to 3: the list follows by its watch');
+  await go(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  await page.getByTestId('live').waitFor();
+  const depRow = page.locator('tr[data-name="web"]');
+  page.once('dialog', (d) => d.accept('3'));
+  await depRow.getByRole('button', { name: 'Scale' }).click();
+  await depRow.locator('td', { hasText: '3/3' }).waitFor({ timeout: slow });
+  await shot('scaled.png');
+  await depRow.getByRole('link', { name: 'web' }).click();
+  await page.getByTestId('rollout-status').filter({ hasText: 'successfully rolled out' }).waitFor({ timeout: slow });
+  await page.getByTestId('history').locator('tr[data-revision="1"]').waitFor();
+
+  log('sees its usage grow');
+  await go(`${URL}/ns/${NS}/usage`);
+  const total = page.getByTestId('usage-total');
+  await page.getByTestId('usage-table').locator('td', { hasText: pod }).waitFor({ timeout: 60000 });
+  const first = parseFloat(await total.innerText());
+  log('  cost', first);
+  // The page polls; running pods add cost every second.
+  await page.waitForFunction((before) => {
+    const v = parseFloat(document.querySelector('[data-testid=usage-total]')?.textContent || '0');
+    return v > before;
+  }, first, { timeout: 120000 });
+  await shot('usage.png');
+
+  log('deletes it');
+  await go(`${URL}/ns/${NS}/workloads?tab=deployments`);
+  page.once('dialog', (d) => d.accept());
+  await page.locator('tr[data-name="web"]').getByRole('button', { name: 'Delete' }).click();
+  await page.locator('tr[data-name="web"]').waitFor({ state: 'detached' });
+
+  log("cannot see another tenant's pods: the API's 403 is shown");
+  await go(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  const denied = page.getByRole('alert');
+  await denied.waitFor();
+  const text = await denied.innerText();
+  if (!/403/.test(text) || !/forbidden/i.test(text) || !text.includes(OTHER)) throw new Error(`other namespace answer: ${text}`);
+  if (await page.locator('tr[data-name]').count() !== 0) throw new Error('rows of another namespace are shown');
+  log('  ', text);
+  await shot('forbidden.png');
+
+  log('the operator logs in with the admin kubeconfig and sees tenants and hosts');
+  const op = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await op.newPage();
+  follow(page);
+  page.setDefaultTimeout(30000);
+  await go(URL + '/login');
+  await page.setInputFiles('#kubeconfig', env('ADMIN_KUBECONFIG'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(/\/overview$/);
+  await go(URL + '/operator/tenants');
+  for (const t of [NS, OTHER]) await page.getByTestId('tenants').locator('td', { hasText: t }).first().waitFor();
+  await shot('tenants.png');
+  await go(URL + '/operator/hosts');
+  await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
+  await shot('hosts.png');
+  await go(URL + '/operator/pools');
+  await page.getByTestId('pools').locator('tr[data-name="general"]').waitFor();
+  await go(URL + '/operator/registry');
+  await page.getByTestId('registry').locator('tr[data-name="cci-test/shell"]').waitFor();
+  await shot('pools-registry.png');
+
+  log("a session whose token is revoked goes back to login with a message");
+  const other = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await other.newPage();
+  follow(page);
+  page.setDefaultTimeout(30000);
+  await go(URL + '/login');
+  await page.fill('#token', env('OTHER_TOKEN'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(new RegExp(`/ns/${OTHER}/overview$`));
+  await go(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  // Deleting the tenant deletes its service account and token.
+  execFileSync(env('CCI_BIN'), ['tenant', 'delete', OTHER, '--wait=false', '--data-dir', env('CCI_DATA_DIR')], { stdio: 'inherit' });
+  await page.waitForURL(/\/login$/, { timeout: 120000 });
+  const ended = await page.getByRole('status').innerText();
+  if (!/session ended/i.test(ended)) throw new Error(`login page after revocation says: ${ended}`);
+  log('  ', ended);
+  await shot('session-ended.png');
+  log('done');
+} catch (e) {
+  if (page) await shot('failure.png').catch(() => {});
+  console.error('FAILED:', e.message);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
