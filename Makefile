@@ -43,10 +43,13 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	exit $$rc
 
 test-unit: ## unit and component tests only
-	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance -e /test/console)
+	go test -count=1 $$(go list ./... | grep -v -e /test/e2e -e /test/fleet -e /test/conformance -e /test/console -e /test/chaos)
 
 test-e2e: ## end-to-end tests against a real `cci up` (and the console in Chromium)
 	go test -count=1 -v -timeout 30m ./test/e2e/ ./test/console/
+
+test-chaos: ## short chaos (3 faults) and churn (100 pods) against a bench-owned `cci up`; nothing lost, nothing leaked
+	go test -count=1 -v -timeout 20m ./test/chaos/
 
 FOCUS ?= \[Conformance\]
 SKIP ?= \[Serial\]|\[Disruptive\]

@@ -27,7 +27,7 @@ import (
 )
 
 // Scenarios, in the order the README lists them.
-var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network"}
+var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network", "chaos"}
 
 // Config is one bench run. Zero fields take the scenario's defaults.
 type Config struct {
@@ -130,9 +130,40 @@ type Config struct {
 	// from. Default: found from the working folder or the executable.
 	Source string
 
+	// Rounds is how many faults chaos injects. Default 100.
+	Rounds int
+	// Completions is the completions of chaos's Job. Default 200.
+	Completions int
+	// Faults are the faults chaos picks from at random (AllFaults; "host"
+	// only with Hosts). Default all.
+	Faults []string
+	// Seed seeds chaos's choices; the report gives it, so that a run can be
+	// repeated. Default: from the clock.
+	Seed uint64
+	// RecoveryTimeout is how long chaos waits for the cluster to recover
+	// from one fault before it gives up. Default 5m.
+	RecoveryTimeout time.Duration
+
+	// Wave is how many pods churn's waves create at once (with Pods and
+	// no ChurnRates). Default 100.
+	Wave int
+	// Settle is how long churn waits after its last wave before it reads
+	// the processes' goroutines, files and memory again. Default 30s.
+	Settle time.Duration
+
+	// Bridge and ClusterCIDR override the bench's own cluster's CNI bridge
+	// and pod range (defaults "cci-bench0" and "10.79.0.0/16"), so that
+	// two benches may run on one machine.
+	Bridge      string
+	ClusterCIDR string
+
 	// Log receives progress lines. Default os.Stderr.
 	Log io.Writer
 }
+
+// churnWaves tells whether churn runs waves of pods (the default) rather
+// than the rate ladder (ChurnRates given).
+func (c *Config) churnWaves() bool { return c.Scenario == "churn" && len(c.ChurnRates) == 0 }
 
 func (c *Config) defaults() error {
 	if !slices.Contains(Scenarios, c.Scenario) {
@@ -146,6 +177,10 @@ func (c *Config) defaults() error {
 			c.Pods = 100
 		case "scale":
 			c.Pods = 10000
+		case "churn":
+			if c.churnWaves() {
+				c.Pods = 10000
+			}
 		}
 	}
 	if c.Pods < 0 {
@@ -181,8 +216,40 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("burst mode %q: choose deployment or job", m)
 		}
 	}
-	if len(c.ChurnRates) == 0 {
-		c.ChurnRates = []float64{2, 4, 8, 16}
+	if c.Wave == 0 {
+		c.Wave = 100
+	}
+	if c.Settle == 0 {
+		c.Settle = 30 * time.Second
+	}
+	if c.Wave < 0 || c.Settle < 0 {
+		return fmt.Errorf("--wave %d, --settle %s: give positive values", c.Wave, c.Settle)
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 100
+	}
+	if c.Completions == 0 {
+		c.Completions = 200
+	}
+	if c.Rounds < 0 || c.Completions < 0 {
+		return fmt.Errorf("--rounds %d, --completions %d: give positive values", c.Rounds, c.Completions)
+	}
+	if len(c.Faults) == 0 {
+		c.Faults = AllFaults
+	}
+	for _, f := range c.Faults {
+		if !slices.Contains(AllFaults, f) {
+			return fmt.Errorf("fault %q: choose from %s", f, strings.Join(AllFaults, ", "))
+		}
+	}
+	if c.Scenario == "chaos" && c.Hosts == 0 && len(c.Faults) == 1 && c.Faults[0] == FaultHost {
+		return errors.New("--faults host needs --hosts N (hosts of the bench's own `cci up --hosts`)")
+	}
+	if c.Seed == 0 {
+		c.Seed = uint64(time.Now().UnixNano())
+	}
+	if c.RecoveryTimeout == 0 {
+		c.RecoveryTimeout = 5 * time.Minute
 	}
 	if c.ChurnStep == 0 {
 		c.ChurnStep = 20 * time.Second
@@ -285,7 +352,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			}
 		}
 	default:
+		cidr := clusterCIDR(cfg.Scenario)
+		if cfg.ClusterCIDR != "" {
+			cidr = cfg.ClusterCIDR
+		}
 		c, serr := StartCluster(ctx, ClusterOptions{
+			Bridge:           cfg.Bridge,
 			Binary:           cfg.Binary,
 			DataDir:          cfg.DataDir,
 			ControlPlaneOnly: cfg.Scenario == "scale",
@@ -293,11 +365,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			// etcd apart.
 			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd,
 			MaxPods:      cfg.MaxPods,
-			ClusterCIDR:  clusterCIDR(cfg.Scenario),
+			ClusterCIDR:  cidr,
 			Hosts:        hostsFor(cfg),
-			Pprof:        *cfg.Profile,
-			Runsc:        cfg.Runsc,
-			Log:          cfg.Log,
+			// chaos and churn read the processes' goroutines from pprof.
+			Pprof: *cfg.Profile || cfg.Scenario == "chaos" || cfg.Scenario == "churn",
+			Runsc: cfg.Runsc,
+			Log:   cfg.Log,
 		})
 		if serr != nil {
 			return nil, serr
@@ -330,13 +403,19 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	case "burst":
 		err = b.withNamespace(ctx, b.burst)
 	case "churn":
-		err = b.withNamespace(ctx, b.churn)
+		if cfg.churnWaves() {
+			err = b.withNamespace(ctx, b.churnWaves)
+		} else {
+			err = b.withNamespace(ctx, b.churn)
+		}
 	case "density":
 		err = b.withNamespace(ctx, b.density)
 	case "scale":
 		err = b.withNamespace(ctx, b.scale)
 	case "network":
 		err = b.withNamespace(ctx, b.network)
+	case "chaos":
+		err = b.withNamespace(ctx, b.chaos)
 	}
 	b.rep.Took = time.Since(b.rep.Started).Round(time.Millisecond).String()
 	if cfg.Out != "" && (err == nil || len(b.rep.Results) > 0 || b.rep.Floor != nil) {
@@ -351,7 +430,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 // hostsFor is the number of hosts of the bench's own cluster: network
 // runs `cci up --hosts`, the others one host in the `cci up` process.
 func hostsFor(c Config) int {
-	if c.Scenario == "network" {
+	if c.Scenario == "network" || c.Scenario == "chaos" || c.Scenario == "churn" {
 		return c.Hosts
 	}
 	return 0
@@ -549,7 +628,18 @@ func params(c Config) map[string]any {
 	switch c.Scenario {
 	case "burst":
 		p["modes"] = c.BurstModes
+	case "chaos":
+		p["rounds"] = c.Rounds
+		p["completions"] = c.Completions
+		p["faults"] = c.Faults
+		p["seed"] = c.Seed
+		p["hosts"] = c.Hosts
 	case "churn":
+		if c.churnWaves() {
+			p["wave"] = c.Wave
+			p["hosts"] = c.Hosts
+			break
+		}
 		p["rates"] = c.ChurnRates
 		p["step"] = c.ChurnStep.String()
 		p["target"] = c.Target.String()

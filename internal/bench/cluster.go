@@ -100,6 +100,9 @@ type Cluster struct {
 	EtcdDir string
 
 	cmd     *exec.Cmd
+	binary  string   // the cci executable of cmd
+	args    []string // cmd's arguments, for Restart
+	nodes   int      // host nodes waitReady waits for
 	etcd    *exec.Cmd
 	etcdEnd chan struct{} // closed when the etcd child has exited
 	bridge  string        // the CNI bridge the child was told to use, removed by Close
@@ -240,29 +243,18 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		}
 		args = append(args, "--etcd-servers", url)
 	}
-	cmd := exec.Command(o.Binary, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group: a Ctrl-C on the bench must not stop the
-	// cluster before the bench removed its pods.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	logFile.Close()
+	c.binary, c.args, c.nodes = o.Binary, args, 0
+	if !o.ControlPlaneOnly {
+		c.nodes = max(1, o.Hosts)
+	}
 	fmt.Fprintf(o.Log, "bench: starting %s %s (data %s, log %s)\n", filepath.Base(o.Binary), strings.Join(args, " "), dataDir, c.logPath)
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", o.Binary, err)
+	if err := c.spawn(); err != nil {
+		return nil, err
 	}
-	c.cmd, c.PID = cmd, cmd.Process.Pid
-	go func() {
-		c.exitErr = cmd.Wait()
-		logFile.Close()
-		close(c.exited)
-	}()
 
-	nodes := 0
-	if !o.ControlPlaneOnly {
-		nodes = max(1, o.Hosts)
-	}
-	if err := c.waitReady(ctx, nodes); err != nil {
+	if err := c.waitReady(ctx, c.nodes); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
@@ -276,6 +268,65 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// spawn starts the cluster child with the arguments StartCluster chose,
+// its output appended to the cluster log.
+func (c *Cluster) spawn() error {
+	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.binary, c.args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: a Ctrl-C on the bench must not stop the
+	// cluster before the bench removed its pods.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", c.binary, err)
+	}
+	exited := make(chan struct{})
+	c.cmd, c.PID, c.exited = cmd, cmd.Process.Pid, exited
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		c.exitErr = err
+		close(exited)
+	}()
+	return nil
+}
+
+// Restart stops the cluster child with sig (SIGKILL: a crash; SIGTERM: a
+// clean stop, which waits for the child to exit) and starts it again on
+// the same data folder and ports, as an operator restarting `cci up`. It
+// returns when the new process was started, and how long the old one
+// took to exit; WaitAPI then measures how soon the API answers.
+func (c *Cluster) Restart(sig syscall.Signal) (stopped time.Duration, err error) {
+	if c.cmd == nil {
+		return 0, errors.New("restart: the cluster is not the bench's own child")
+	}
+	t0 := time.Now()
+	select {
+	case <-c.exited:
+	default:
+		if err := c.cmd.Process.Signal(sig); err != nil {
+			return 0, fmt.Errorf("signal the cluster process %d: %w", c.PID, err)
+		}
+		select {
+		case <-c.exited:
+		case <-time.After(2 * time.Minute):
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+			return 0, fmt.Errorf("the cluster process %d did not exit within 2 minutes of %v; killed it", c.PID, sig)
+		}
+	}
+	stopped = time.Since(t0)
+	return stopped, c.spawn()
+}
+
+// WaitAPI waits until the restarted cluster's apiserver answers /readyz
+// and nodes host nodes are Ready again.
+func (c *Cluster) WaitAPI(ctx context.Context) error { return c.waitReady(ctx, c.nodes) }
 
 // Attach measures a cluster that runs already. dataDir (optional) is its
 // data folder on this host, for the floor and node-side checks.

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/simulate"
 )
 
@@ -261,23 +262,69 @@ type Leftovers struct {
 	Mounts     int `json:"mounts"`     // mounts naming a pod (rootfs, netns, volumes)
 	Iptables   int `json:"iptables"`   // NAT rules naming a pod (CNI bridge / portmap)
 	PodDirs    int `json:"podDirs"`    // the agent's per-pod state folders
+	Cgroups    int `json:"cgroups"`    // cgroups of the pods' containers, in any hierarchy
+	// IPRules are iptables/nftables rules naming an address that a gone
+	// pod had and no live pod has (service endpoints, policy sets).
+	IPRules int `json:"ipRules"`
 }
 
 // Total is the sum of every count.
 func (l Leftovers) Total() int {
-	return l.Containers + l.Shims + l.Netns + l.IPs + l.Mounts + l.Iptables + l.PodDirs
+	return l.Containers + l.Shims + l.Netns + l.IPs + l.Mounts + l.Iptables + l.PodDirs + l.Cgroups + l.IPRules
+}
+
+func (l Leftovers) add(o Leftovers) Leftovers {
+	return Leftovers{
+		Containers: l.Containers + o.Containers, Shims: l.Shims + o.Shims, Netns: l.Netns + o.Netns,
+		IPs: l.IPs + o.IPs, Mounts: l.Mounts + o.Mounts, Iptables: l.Iptables + o.Iptables,
+		PodDirs: l.PodDirs + o.PodDirs, Cgroups: l.Cgroups + o.Cgroups, IPRules: l.IPRules + o.IPRules,
+	}
 }
 
 func (l Leftovers) String() string {
-	return fmt.Sprintf("containers %d, shims %d, netns %d, IP leases %d, mounts %d, iptables rules %d, pod folders %d",
-		l.Containers, l.Shims, l.Netns, l.IPs, l.Mounts, l.Iptables, l.PodDirs)
+	return fmt.Sprintf("containers %d, shims %d, netns %d, IP leases %d, mounts %d, iptables rules %d, pod folders %d, cgroups %d, rules naming their IPs %d",
+		l.Containers, l.Shims, l.Netns, l.IPs, l.Mounts, l.Iptables, l.PodDirs, l.Cgroups, l.IPRules)
+}
+
+// site is one host agent of the cluster as the bench sees it from the
+// machine: its data folder, containerd socket and network namespace.
+type site struct {
+	Name    string
+	DataDir string
+	Socket  string
+	// Netns is the host's network namespace ("" for the machine's own),
+	// where its iptables rules live.
+	Netns string
+}
+
+// sites lists the cluster's host agents: the hosts of `cci up --hosts`,
+// or the one agent of `cci up`.
+func (b *bench) sites() []site {
+	if b.c.DataDir == "" {
+		return nil
+	}
+	if hosts, err := hostns.LoadHosts(b.c.DataDir); err == nil && len(hosts) > 0 && b.cfg.Hosts > 0 {
+		var out []site
+		for _, h := range hosts {
+			out = append(out, site{Name: h.Name, DataDir: h.DataDir, Socket: filepath.Join(h.DataDir, "containerd", "state", "containerd.sock"), Netns: h.Netns})
+		}
+		return out
+	}
+	return []site{{Name: "host", DataDir: b.c.DataDir, Socket: b.c.ContainerdSocket}}
 }
 
 // leftovers looks on this host for anything still held for the pods uids.
 func (b *bench) leftovers(ctx context.Context, uids []types.UID) (Leftovers, error) {
-	var l Leftovers
+	return b.leftoversOf(ctx, uids, nil)
+}
+
+// leftoversOf looks on every host agent for anything still held for the
+// pods uids, and for rules naming the addresses ips (those gone pods had
+// and no live pod has).
+func (b *bench) leftoversOf(ctx context.Context, uids []types.UID, ips []string) (Leftovers, error) {
+	var total Leftovers
 	if b.c.DataDir == "" {
-		return l, errors.New("the cluster's data folder is unknown (pass --data-dir)")
+		return total, errors.New("the cluster's data folder is unknown (pass --data-dir)")
 	}
 	set := map[string]bool{}
 	for _, u := range uids {
@@ -291,59 +338,162 @@ func (b *bench) leftovers(ctx context.Context, uids []types.UID) (Leftovers, err
 		}
 		return false
 	}
-	if b.c.ContainerdSocket != "" {
-		client, err := containerd.New(b.c.ContainerdSocket, containerd.WithDefaultNamespace(agentNamespace), containerd.WithTimeout(10*time.Second))
-		if err == nil {
-			ctrs, err := client.Containers(ctx)
-			if err == nil {
-				for _, c := range ctrs {
-					if names(c.ID()) {
-						l.Containers++
-					}
+	if len(set) > 0 {
+		if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+			sc := bufio.NewScanner(f)
+			sc.Buffer(make([]byte, 64*1024), 1024*1024)
+			for sc.Scan() {
+				if names(sc.Text()) {
+					total.Mounts++
 				}
 			}
-			client.Close()
+			f.Close()
 		}
-		for _, pid := range shimPids(b.c.ContainerdSocket) {
-			if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && names(string(raw)) {
-				l.Shims++
+		for u := range set {
+			if _, err := os.Lstat(filepath.Join("/var/run/netns", "cci-"+u)); err == nil {
+				total.Netns++
 			}
 		}
+		total.Cgroups = countCgroups(names)
 	}
-	for u := range set {
-		if _, err := os.Lstat(filepath.Join("/var/run/netns", "cci-"+u)); err == nil {
-			l.Netns++
-		}
-		if _, err := os.Stat(filepath.Join(b.c.DataDir, "agent", "pods", u)); err == nil {
-			l.PodDirs++
-		}
-	}
-	_ = filepath.WalkDir(filepath.Join(b.c.DataDir, "cni", "ipam"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		if raw, err := os.ReadFile(path); err == nil && names(string(raw)) {
-			l.IPs++
-		}
-		return nil
-	})
-	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if names(sc.Text()) {
-				l.Mounts++
+	for _, st := range b.sites() {
+		var l Leftovers
+		if st.Socket != "" && len(set) > 0 {
+			client, err := containerd.New(st.Socket, containerd.WithDefaultNamespace(agentNamespace), containerd.WithTimeout(10*time.Second))
+			if err == nil {
+				ctrs, err := client.Containers(ctx)
+				if err == nil {
+					for _, c := range ctrs {
+						if names(c.ID()) {
+							l.Containers++
+						}
+					}
+				}
+				client.Close()
+			}
+			for _, pid := range shimPids(st.Socket) {
+				if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && names(string(raw)) {
+					l.Shims++
+				}
 			}
 		}
-		f.Close()
-	}
-	if out, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if names(line) {
+		for u := range set {
+			if _, err := os.Stat(filepath.Join(st.DataDir, "agent", "pods", u)); err == nil {
+				l.PodDirs++
+			}
+		}
+		if len(set) > 0 {
+			_ = filepath.WalkDir(filepath.Join(st.DataDir, "cni", "ipam"), func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return nil
+				}
+				if raw, err := os.ReadFile(path); err == nil && names(string(raw)) {
+					l.IPs++
+				}
+				return nil
+			})
+		}
+		nat, all := rulesIn(ctx, st.Netns)
+		for _, line := range strings.Split(nat, "\n") {
+			if len(set) > 0 && names(line) {
 				l.Iptables++
 			}
 		}
+		l.IPRules = countIPRules(all, ips)
+		total = total.add(l)
 	}
-	return l, nil
+	return total, nil
+}
+
+// rulesIn returns the NAT table (iptables-save) and every rule of every
+// table, iptables and nftables alike (nft list ruleset, else iptables-save),
+// of the network namespace netns ("" for the machine's own).
+func rulesIn(ctx context.Context, netns string) (nat, all string) {
+	run := func(args ...string) string {
+		if netns != "" {
+			args = append([]string{"nsenter", "--net=" + netns, "--"}, args...)
+		}
+		out, err := exec.CommandContext(ctx, args[0], args[1:]...).Output()
+		if err != nil {
+			return ""
+		}
+		return string(out)
+	}
+	nat = run("iptables-save", "-t", "nat")
+	all = run("nft", "list", "ruleset")
+	if all == "" {
+		all = run("iptables-save")
+	}
+	return nat, all
+}
+
+// countIPRules counts the rule lines that name one of ips as a whole
+// address (10.79.0.5 and not 10.79.0.50).
+func countIPRules(rules string, ips []string) int {
+	if len(ips) == 0 || rules == "" {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(rules, "\n") {
+		for _, ip := range ips {
+			if containsAddr(line, ip) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// containsAddr tells whether line holds ip not followed by another digit
+// or preceded by one, so that one address does not match a longer one.
+func containsAddr(line, ip string) bool {
+	for i := 0; ; {
+		j := strings.Index(line[i:], ip)
+		if j < 0 {
+			return false
+		}
+		at := i + j
+		end := at + len(ip)
+		before := at == 0 || !isAddrChar(line[at-1])
+		after := end == len(line) || !isAddrChar(line[end])
+		if before && after {
+			return true
+		}
+		i = at + 1
+	}
+}
+
+func isAddrChar(c byte) bool { return c >= '0' && c <= '9' || c == '.' }
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+var cgroupRoot = "/sys/fs/cgroup"
+
+// countCgroups counts the cgroups below <hierarchy>/<agentNamespace>/ (the
+// agent's containers' cgroups, "/cci/<container id>") whose name matches,
+// in every hierarchy: a cgroup left in one controller is a leak too.
+func countCgroups(match func(string) bool) int {
+	n := 0
+	dirs := []string{filepath.Join(cgroupRoot, agentNamespace)}
+	if hs, err := os.ReadDir(cgroupRoot); err == nil {
+		for _, h := range hs {
+			if h.IsDir() {
+				dirs = append(dirs, filepath.Join(cgroupRoot, h.Name(), agentNamespace))
+			}
+		}
+	}
+	for _, d := range dirs {
+		es, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range es {
+			if e.IsDir() && match(e.Name()) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // waitNoLeftovers polls until the host holds nothing for uids or timeout

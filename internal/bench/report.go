@@ -31,6 +31,9 @@ type Report struct {
 	Results []*Result `json:"results"`
 	// Notes say what was not measured and why, and what looked wrong.
 	Notes []string `json:"notes,omitempty"`
+	// Chaos is chaos's outcome; Churn that of churn's waves.
+	Chaos *ChaosReport `json:"chaos,omitempty"`
+	Churn *WavesReport `json:"churnWaves,omitempty"`
 	// Files are what was written next to the report (profiles, charts).
 	Files []string `json:"files,omitempty"`
 }

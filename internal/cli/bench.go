@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,8 +37,11 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 		benchScenarioCmd("burst", "N pods at once from a Deployment scaled from 0 and a Job: all Running, pods/s/core, API p99, profiles", func(cmd *cobra.Command, c *bench.Config) {
 			cmd.Flags().StringSliceVar(&c.BurstModes, "modes", []string{"deployment", "job"}, "deployment and/or job")
 		}),
-		benchScenarioCmd("churn", "create → Running → delete at rising rates: the highest rate with p99 start under the target", func(cmd *cobra.Command, c *bench.Config) {
-			cmd.Flags().Float64SliceVar(&c.ChurnRates, "rates", []float64{2, 4, 8, 16}, "pods per second to try, in order")
+		benchScenarioCmd("churn", "N pods (default 10000) created and deleted in waves, runc and gVisor mixed, with volumes, probes and a Service: nothing may leak (with --rates: the highest steady rate instead)", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().IntVar(&c.Wave, "wave", 100, "pods created at once in each wave")
+			cmd.Flags().DurationVar(&c.Settle, "settle", 30*time.Second, "pause before the goroutines, open files and memory of the engine are read, before the first wave and after the last")
+			cmd.Flags().IntVar(&c.Hosts, "hosts", 0, "hosts of the bench's own `cci up --hosts` (0: one host in the `cci up` process)")
+			cmd.Flags().Float64SliceVar(&c.ChurnRates, "rates", nil, "instead of waves: create → Running → delete at these pods per second in turn (e.g. 2,4,8,16) and report the highest rate whose p99 start stays under --target")
 			cmd.Flags().DurationVar(&c.ChurnStep, "step", 20*time.Second, "how long each rate runs")
 			cmd.Flags().DurationVar(&c.Target, "target", time.Second, "p99 create→Running limit")
 		}),
@@ -57,6 +62,15 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 			cmd.Flags().IntVar(&c.NetPings, "pings", 2000, "round trips timed per message size (1 B and 1400 B) per path")
 			cmd.Flags().StringVar(&c.Source, "source", "", "the CCI source tree, where the measuring program is built from (default: found from the working folder)")
 		}),
+		benchScenarioCmd("chaos", "A steady workload while agents, containerd, shims, the control plane and hosts are killed at random: nothing may be lost", func(cmd *cobra.Command, c *bench.Config) {
+			f := cmd.Flags()
+			f.IntVar(&c.Rounds, "rounds", 100, "faults to inject, one per round")
+			f.IntVar(&c.Completions, "completions", 200, "completions of the workload's Job")
+			f.StringSliceVar(&c.Faults, "faults", bench.AllFaults, "faults to pick from at random: "+strings.Join(bench.AllFaults, ", ")+" (host only with --hosts)")
+			f.Uint64Var(&c.Seed, "seed", 0, "seed of the random choices, to repeat a run (default: from the clock; the report gives it)")
+			f.IntVar(&c.Hosts, "hosts", 0, "hosts of the bench's own `cci up --hosts` (0: one host in the `cci up` process)")
+			f.DurationVar(&c.RecoveryTimeout, "recovery-timeout", 5*time.Minute, "how long one round may take to recover before the run fails")
+		}),
 	)
 	return cmd
 }
@@ -66,6 +80,7 @@ func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Conf
 	var (
 		profile bool
 		out     string
+		asJSON  bool
 	)
 	cmd := &cobra.Command{
 		Use:   name,
@@ -84,7 +99,15 @@ func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Conf
 			c.Log = cmd.ErrOrStderr()
 			rep, err := bench.Run(ctx, c)
 			if rep != nil {
-				rep.WriteTable(cmd.OutOrStdout())
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					if jerr := enc.Encode(rep); jerr != nil && err == nil {
+						err = jerr
+					}
+				} else {
+					rep.WriteTable(cmd.OutOrStdout())
+				}
 			}
 			return err
 		},
@@ -106,6 +129,9 @@ func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Conf
 	f.DurationVar(&c.PodTimeout, "pod-timeout", 2*time.Minute, "how long one pod may take to run")
 	f.BoolVar(&profile, "profile", false, "CPU and heap profiles of the cluster process (default on for burst with the bench's own cluster)")
 	f.IntVar(&c.ProfileSeconds, "profile-seconds", 20, "length of the CPU profile")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON instead of a table")
+	f.StringVar(&c.Bridge, "bridge", "", "CNI bridge of the bench's own cluster (default cci-bench0), so that two benches may run at once")
+	f.StringVar(&c.ClusterCIDR, "cluster-cidr", "", "pod range of the bench's own cluster (default 10.79.0.0/16)")
 	f.StringVar(&c.Binary, "binary", "", "cci executable for the bench's cluster and simulated nodes (default: this one)")
 	_ = f.MarkHidden("binary")
 	if extra != nil {

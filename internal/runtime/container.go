@@ -12,11 +12,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/moby/sys/signal"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	v1 "k8s.io/api/core/v1"
@@ -200,40 +203,85 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, time.Time{}, fmt.Errorf("create log folder: %w", err)
 	}
+	// What a failed start made is removed even when the failure is the
+	// agent stopping (ctx cancelled): a task created and never deleted
+	// would leave its shim, cgroup and rootfs mount behind for good.
+	cleanup, cancelCleanup := w.cleanupCtx()
+	defer cancelCleanup()
 	// The runs before the previous one lose their logs, as their
 	// containers would on a kubelet (its container GC keeps one dead
 	// container per container): a crash loop does not pile up files.
 	pruneLogs(filepath.Dir(logPath), int(restarts)-1)
 	logs, err := openContainerLog(logPath, w.r.cfg.ContainerLogMaxSize, w.r.cfg.ContainerLogMaxFiles)
 	if err != nil {
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, err
 	}
-	task, err := ctr.NewTask(ctx, logs.creator(c.Stdin, c.TTY))
+	task, err := newTask(ctx, cleanup, client, ctr, func() cio.Creator { return logs.creator(c.Stdin, c.TTY) })
 	if err != nil {
 		logs.Close()
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	exitCh, err := task.Wait(wctx)
 	if err != nil {
 		cancel()
-		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_, _ = task.Delete(cleanup, containerd.WithProcessKill)
 		logs.Close()
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, fmt.Errorf("wait on container %q: %w", c.Name, err)
 	}
 	if err := task.Start(ctx); err != nil {
 		cancel()
-		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		_, _ = task.Delete(cleanup, containerd.WithProcessKill)
 		logs.Close()
-		_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+		_ = ctr.Delete(cleanup, containerd.WithSnapshotCleanup)
 		return nil, time.Time{}, &startError{container: c.Name, err: err}
 	}
 	lt := w.watch(c.Name, task, exitCh, cancel)
 	w.setLogs(c.Name, lt, logs)
 	return lt, time.Now(), nil
+}
+
+// newTask creates the task of ctr. A task of the same id that containerd
+// already holds is the remains of a start cut short (the agent stopping or
+// containerd dying under the create): the shim containerd started for it
+// stays in containerd's task list though the cut attempt's undo removed the
+// container record, so the new container of the same id meets it ("task …:
+// already exists"). No one ever started that task, so it is deleted
+// (through the container just made, which the task service needs to find
+// it) and the creation tried once more. newIO gives each try IO of its
+// own: a creator's IO is closed when its try fails.
+func newTask(ctx, cleanup context.Context, client *containerd.Client, ctr containerd.Container, newIO func() cio.Creator) (containerd.Task, error) {
+	task, err := ctr.NewTask(ctx, newIO())
+	if err == nil || !errdefs.IsAlreadyExists(err) {
+		return task, err
+	}
+	if derr := removeStaleTask(cleanup, client, ctr); derr != nil {
+		return nil, fmt.Errorf("%w (and deleting the stale task: %v)", err, derr)
+	}
+	return ctr.NewTask(ctx, newIO())
+}
+
+// removeStaleTask deletes the task containerd holds for ctr, killing its
+// process first if it has one. A shim whose create was cut before runc
+// made the container answers no state ("container not created"), so the
+// client cannot load it as a task: it is deleted through the task service
+// directly, which removes it from containerd's list and stops the shim.
+func removeStaleTask(ctx context.Context, client *containerd.Client, ctr containerd.Container) error {
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		_, err := task.Delete(ctx, containerd.WithProcessKill)
+		if err == nil || errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	_, err := client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: ctr.ID()})
+	if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 // setLogs records the log a task writes to, for attached clients; the
@@ -296,24 +344,52 @@ func (e *startError) Error() string {
 func (e *startError) Unwrap() error { return e.err }
 
 // removeContainer deletes a container's task, the container and its snapshot.
+// containerd dying under the removal (the agent restarts it) is waited out
+// until the clean-up's bound: given up at once, the task's shim and cgroups
+// and the container would stay, with nothing left to remove them.
 func (w *podWorker) removeContainer(id string, task containerd.Task) {
-	ctx := w.ctx()
-	client := w.r.cfg.Containerd
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		return
+	ctx, cancel := w.cleanupCtx()
+	defer cancel()
+	for {
+		err := w.tryRemoveContainer(ctx, id, task)
+		if err == nil {
+			return
+		}
+		if !containerdLost(err) || ctx.Err() != nil {
+			w.log.Warn("remove container", "id", id, "err", err)
+			return
+		}
+		task = nil // it held the connection that went with containerd
+		select {
+		case <-ctx.Done():
+			w.log.Warn("remove container: containerd did not come back", "id", id, "err", err)
+			return
+		case <-time.After(time.Second):
+		}
 	}
-	if task == nil {
-		task, _ = c.Task(ctx, nil)
+}
+
+func (w *podWorker) tryRemoveContainer(ctx context.Context, id string, task containerd.Task) error {
+	c, err := w.r.cfg.Containerd.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	if task != nil {
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			w.log.Warn("delete task", "id", id, "err", err)
+			return fmt.Errorf("delete task: %w", err)
 		}
+	} else if err := removeStaleTask(ctx, w.r.cfg.Containerd, c); err != nil {
+		// Also a shim that never got its container, which the client
+		// cannot load as a task and would leave running.
+		return fmt.Errorf("delete task: %w", err)
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		w.log.Warn("delete container", "id", id, "err", err)
+		return fmt.Errorf("delete container: %w", err)
 	}
+	return nil
 }
 
 // oomKilled tells whether the container's memory cgroup, or for a gvisor

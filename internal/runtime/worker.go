@@ -297,6 +297,17 @@ func (w *podWorker) update(f func(rec *podRecord)) {
 
 func (w *podWorker) ctx() context.Context { return w.r.ctx }
 
+// cleanupTimeout bounds a clean-up that runs on while the agent stops.
+const cleanupTimeout = 30 * time.Second
+
+// cleanupCtx is the context of work that removes what a pod holds on the
+// host (tasks, containers, netns, IP, mounts): bounded, but not cancelled
+// when the agent stops, since a removal cut in half leaves its shim,
+// cgroup, mounts or lease behind with no record that anything is left.
+func (w *podWorker) cleanupCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(w.ctx()), cleanupTimeout)
+}
+
 func (w *podWorker) run() {
 	defer close(w.done)
 	if w.recovered {
@@ -738,6 +749,25 @@ func (w *podWorker) ensureStarted(c *v1.Container, cr *ctrRecord, sidecar bool) 
 	done := w.r.turn()
 	lt, startedAt, err := w.startContainer(c, cr, image)
 	done()
+	if err != nil && w.ctx().Err() != nil {
+		// The agent is stopping, not the container failing: nothing is
+		// recorded, so that the next agent re-adopts the pod with this
+		// container still to start (a Job's pod under restartPolicy
+		// Never would otherwise fail for the engine's own restart).
+		w.log.Info("container start interrupted by the agent stopping", "container", cr.Name, "err", err)
+		return 0
+	}
+	if err != nil && containerdLost(err) {
+		// containerd died under the call (the agent starts it again): the
+		// runtime failed, not the container, so it is tried again rather
+		// than counted as a run (a Job's pod under restartPolicy Never would
+		// fail for it). The next try removes what this one left.
+		w.log.Warn("container start interrupted: containerd is not answering; trying again", "container", cr.Name, "err", err)
+		w.update(func(*podRecord) {
+			cr.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ContainerCreating", Message: "containerd restarting: " + err.Error()}}
+		})
+		return reattachRetry
+	}
 	if se := (*startError)(nil); errors.As(err, &se) {
 		return w.onStartError(cr, image, se)
 	}
@@ -902,6 +932,21 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	})
 }
 
+// containerdLost tells whether err says containerd itself went away during
+// a call (its connection closed or refused), rather than refusing the call.
+func containerdLost(err error) bool {
+	if errdefs.IsUnavailable(err) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"error reading from server: EOF", "transport is closing", "connection refused", "ttrpc: closed", "code = Unavailable"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // startExitCode is the exit code of a container that failed to start, as
 // containerd's CRI reports it.
 const startExitCode = 128
@@ -1034,6 +1079,28 @@ func (w *podWorker) watch(name string, task containerd.Task, exitCh <-chan conta
 	return lt
 }
 
+// deleteStaleTask deletes the task of a container the record says is not
+// running: the agent that saw it exit was stopped or killed before it
+// deleted the task, whose shim (and, for a task never started, its cgroup
+// and rootfs mount) would otherwise stay for good. The container itself
+// stays, for its logs and exit status.
+func (w *podWorker) deleteStaleTask(cr *ctrRecord) {
+	ctx, cancel := w.cleanupCtx()
+	defer cancel()
+	c, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID)
+	if err != nil {
+		return
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return
+	}
+	w.log.Info("deleting the task of a container that no longer runs, left by an interrupted clean-up", "container", cr.Name)
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		w.log.Warn("delete stale task", "container", cr.Name, "err", err)
+	}
+}
+
 // reattachAll looks up, in containerd, every container the record says is
 // live and not yet watched: still running ones are watched again, ones that
 // exited meanwhile are reported as exited.
@@ -1045,7 +1112,11 @@ func (w *podWorker) reattachAll() {
 		return
 	}
 	for _, cr := range w.rec.Containers {
-		if !cr.Live || w.tasks[cr.Name] != nil {
+		if !cr.Live && w.tasks[cr.Name] == nil {
+			w.deleteStaleTask(cr)
+			continue
+		}
+		if w.tasks[cr.Name] != nil {
 			continue
 		}
 		c, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID)
@@ -1300,7 +1371,8 @@ func (w *podWorker) terminate() {
 // network namespace, IP, volume mounts. The record and logs stay until the
 // pod is deleted.
 func (w *podWorker) release() {
-	ctx := w.ctx()
+	ctx, cancel := w.cleanupCtx()
+	defer cancel()
 	w.stopAllProbes()
 	for name, lt := range w.tasks {
 		_, _ = lt.task.Delete(ctx, containerd.WithProcessKill)
@@ -1310,18 +1382,22 @@ func (w *podWorker) release() {
 	}
 	w.removePodSandbox()
 	pod := w.pod()
+	released := true
 	if !pod.Spec.HostNetwork {
 		if w.r.cfg.Addresses != nil {
 			w.r.cfg.Addresses.PodReleased(ctx, pod.UID)
 		}
 		if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
+			// Not marked released: the next agent to adopt the pod tries again.
 			w.log.Warn("network teardown", "err", err)
+			released = false
 		}
 	}
 	if err := w.r.unmountVolumes(pod); err != nil {
 		w.log.Warn("unmount volumes", "err", err)
+		released = false
 	}
-	w.update(func(rec *podRecord) { rec.Released = true })
+	w.update(func(rec *podRecord) { rec.Released = released })
 }
 
 func (w *podWorker) persistAndPublish() {

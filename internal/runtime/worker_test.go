@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,24 @@ func TestContainerID(t *testing.T) {
 	a, b := containerID(pod, long63), containerID(pod, long63[:62]+"c")
 	if a == b {
 		t.Errorf("names differing at the end share id %q", a)
+	}
+}
+
+// A start cut short by containerd dying is retried, not counted as the
+// container's failure; a start containerd or runc refused is a failure.
+func TestContainerdLost(t *testing.T) {
+	for _, tc := range []struct {
+		err  string
+		lost bool
+	}{
+		{`start container "c": error reading from server: EOF`, true},
+		{`rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: dial unix /x/containerd.sock: connect: connection refused"`, true},
+		{`failed to create shim task: ttrpc: closed`, true},
+		{`failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: "nope": executable file not found in $PATH`, false},
+		{`failed to create shim task: OCI runtime create failed: permission denied`, false},
+	} {
+		if got := containerdLost(errors.New(tc.err)); got != tc.lost {
+			t.Errorf("containerdLost(%q) = %v, want %v", tc.err, got, tc.lost)
+		}
 	}
 }

@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func TestContainsAddr(t *testing.T) {
+	for _, tc := range []struct {
+		line, ip string
+		want     bool
+	}{
+		{"-A KUBE-SEP-X -s 10.79.0.5/32 -j KUBE-MARK-MASQ", "10.79.0.5", true},
+		{"-A KUBE-SEP-X -s 10.79.0.50/32 -j KUBE-MARK-MASQ", "10.79.0.5", false},
+		{"-A KUBE-SEP-X -s 110.79.0.5/32", "10.79.0.5", false},
+		{"ip daddr 10.79.0.5 tcp dport 8080 dnat to 10.79.0.5:8080", "10.79.0.5", true},
+		{"-m tcp -j DNAT --to-destination 10.79.0.5:8080", "10.79.0.5", true},
+		{"elements = { 10.79.0.51, 10.79.0.5 }", "10.79.0.5", true},
+		{"", "10.79.0.5", false},
+	} {
+		if got := containsAddr(tc.line, tc.ip); got != tc.want {
+			t.Errorf("containsAddr(%q, %q) = %v, want %v", tc.line, tc.ip, got, tc.want)
+		}
+	}
+	if n := countIPRules("a 10.0.0.1\nb 10.0.0.10\nc 10.0.0.2 10.0.0.1\n", []string{"10.0.0.1", "10.0.0.2"}); n != 2 {
+		t.Errorf("countIPRules = %d, want 2 (a line naming two addresses counts once)", n)
+	}
+}
+
+func TestGoroutineTotal(t *testing.T) {
+	if n := goroutineTotal("goroutine profile: total 1234\n5 @ 0x1 0x2\n"); n != 1234 {
+		t.Errorf("goroutineTotal = %d, want 1234", n)
+	}
+	if n := goroutineTotal("404 page not found\n"); n != -1 {
+		t.Errorf("goroutineTotal of no profile = %d, want -1", n)
+	}
+}
+
+// podLosses finds the pods a fault should not have touched and did.
+func TestPodLosses(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	run := func(name string, restarts int32, started time.Time) podState {
+		return podState{Name: name, Phase: v1.PodRunning, Restart: v1.RestartPolicyAlways, Ready: true,
+			Ctrs: []ctrState{{Name: "c", ID: "containerd://" + name + "-c", Restarts: restarts, StartedAt: started, Running: true}}}
+	}
+	job := func(name string, phase v1.PodPhase, code int32) podState {
+		p := podState{Name: name, Phase: phase, Restart: v1.RestartPolicyNever, Job: true,
+			Ctrs: []ctrState{{Name: "c", ID: "containerd://" + name + "-c", StartedAt: t0}}}
+		if phase == v1.PodRunning {
+			p.Ctrs[0].Running = true
+		} else {
+			p.Ctrs[0].Exited, p.Ctrs[0].ExitCode = true, code
+		}
+		return p
+	}
+	before := map[types.UID]podState{
+		"same": run("same", 0, t0), "restarted": run("restarted", 0, t0), "killed": run("killed", 0, t0),
+		"gone": run("gone", 0, t0), "again": run("again", 0, t0),
+		"job-ok": job("job-ok", v1.PodRunning, 0), "job-failed": job("job-failed", v1.PodRunning, 0),
+	}
+	after := map[types.UID]podState{
+		"same": run("same", 0, t0), "restarted": run("restarted", 1, t0.Add(time.Minute)), "killed": run("killed", 1, t0.Add(time.Minute)),
+		"again":  run("again", 0, t0.Add(time.Second)),
+		"job-ok": job("job-ok", v1.PodSucceeded, 0), "job-failed": job("job-failed", v1.PodFailed, 128),
+		"job-new-failed": job("job-new-failed", v1.PodFailed, 128),
+	}
+	got := podLosses(1, "agent", before, after, map[types.UID]bool{"killed": true})
+	want := []string{"restarted restarted", "gone is gone", "again started again", "job-failed went from Running to Failed", "job-new-failed failed"}
+	if len(got) != len(want) {
+		t.Fatalf("losses %q, want %d of them", got, len(want))
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			words := strings.SplitN(w, " ", 2)
+			found = found || (strings.Contains(g, "pod "+words[0]) && strings.Contains(g, words[1]))
+		}
+		if !found {
+			t.Errorf("no loss like %q in %q", w, got)
+		}
+	}
+}
+
+func TestSkipObject(t *testing.T) {
+	for _, tc := range []struct {
+		group, resource, ns, name string
+		skip                      bool
+	}{
+		{"", "events", "default", "x", true},
+		{"events.k8s.io", "events", "default", "x", true},
+		{"metrics.k8s.io", "pods", "default", "x", true},
+		{"coordination.k8s.io", "leases", "kube-system", "apiserver-abc", true},
+		{"coordination.k8s.io", "leases", "kube-node-lease", "vm", false},
+		{"", "pods", "default", "x", false},
+		{"apps", "deployments", "default", "x", false},
+	} {
+		gr := schemaGR(tc.group, tc.resource)
+		if got := skipObject(gr, tc.ns, tc.name); got != tc.skip {
+			t.Errorf("skipObject(%s %s/%s) = %v, want %v", gr, tc.ns, tc.name, got, tc.skip)
+		}
+	}
+}

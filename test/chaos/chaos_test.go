@@ -1,0 +1,131 @@
+// Package chaos is the short CI version of `cci bench chaos` and
+// `cci bench churn`: a real `cci up` (its own child of the bench, real
+// etcd, containerd, runc and runsc) whose agent, containerd, shims and
+// control plane are killed at random while a workload runs, then pods
+// churned in waves; nothing may be lost and nothing may leak.
+//
+// The numbers are small so that the package stays within about six minutes
+// on a two-core machine; BENCHMARKS.md has the full-size runs.
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cci-project/cci/internal/bench"
+	"github.com/cci-project/cci/test/cluster"
+)
+
+var bin string
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "chaos tests need root (containerd, network namespaces, mounts)")
+		return 1
+	}
+	for _, b := range []string{"containerd", "runc"} {
+		if _, err := exec.LookPath(b); err != nil {
+			fmt.Fprintf(os.Stderr, "chaos tests need %s\n", b)
+			return 1
+		}
+	}
+	work, remove, err := cluster.WorkDir("cci-chaos-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer remove()
+	if bin = os.Getenv("CCI_E2E_BIN"); bin == "" {
+		if bin, err = cluster.Build(cluster.RepoRoot(), work); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// config is a bench run on a cluster of its own, on a bridge and pod range
+// apart from the other suites' and from a `cci bench` run by hand.
+func config(t *testing.T, scenario string) bench.Config {
+	return bench.Config{
+		Scenario:    scenario,
+		Binary:      bin,
+		Bridge:      "cci-chaost0",
+		ClusterCIDR: "10.76.0.0/16",
+		Log:         testLog{t},
+	}
+}
+
+// TestChaos kills the agent (with the control plane: they share the `cci
+// up` process), containerd, a shim and the control plane at random for 3
+// rounds while Deployments (runc and gVisor) and a Job run: every object
+// stays, no pod that was not killed restarts, the Job completes exactly,
+// finished and deleted pods leave nothing on the host.
+func TestChaos(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cfg := config(t, "chaos")
+	cfg.Rounds, cfg.Completions, cfg.Seed = 3, 16, uint64(time.Now().UnixNano())
+	rep, err := bench.Run(ctx, cfg)
+	if rep == nil || rep.Chaos == nil {
+		t.Fatalf("no chaos report: %v", err)
+	}
+	c := rep.Chaos
+	t.Logf("seed %d: %d rounds %v, recovery p50 %.0f ms p99 %.0f ms, API after restart max %.0f ms, %d losses",
+		c.Seed, c.Rounds, c.Faults, c.Recovery.P50, c.Recovery.P99, c.APIReady.Max, len(c.Losses))
+	for _, l := range c.Losses {
+		t.Errorf("loss: %s", l)
+	}
+	if err != nil {
+		t.Fatalf("chaos (seed %d): %v", c.Seed, err)
+	}
+	if c.Rounds != cfg.Rounds {
+		t.Fatalf("%d of %d rounds ran", c.Rounds, cfg.Rounds)
+	}
+}
+
+// TestChurn creates and deletes pods in waves, half of them under gVisor,
+// each with a configMap volume and a readiness probe behind a Service:
+// every pod becomes Ready and nothing is left on the host afterwards.
+func TestChurn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cfg := config(t, "churn")
+	cfg.Pods, cfg.Wave, cfg.Settle = churnPods, 50, 5*time.Second
+	rep, err := bench.Run(ctx, cfg)
+	if rep == nil || rep.Churn == nil {
+		t.Fatalf("no churn report: %v", err)
+	}
+	w := rep.Churn
+	t.Logf("%d pods (%d gVisor) in %d waves: %.2f pods/s, leftovers: %s", w.Pods, w.GVisor, w.Waves, w.PodsPerSec, w.Leftovers)
+	for _, p := range w.Processes {
+		t.Logf("%s: goroutines %d → %d, fds %d → %d, RSS %d → %d MiB", p.Name, p.Before.Goroutines, p.After.Goroutines,
+			p.Before.FDs, p.After.FDs, p.Before.RSS>>20, p.After.RSS>>20)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Failed > 0 || w.Leftovers.Total() > 0 {
+		t.Fatalf("%d pods failed; leftovers: %s", w.Failed, w.Leftovers)
+	}
+}
+
+// churnPods is the CI churn's size: 500 pods, as issue 18 asks, take
+// longer than this package's six-minute budget on a two-core machine
+// shared with other work (a wave of 50 took about 80 s there; see
+// BENCHMARKS.md, "Chaos and churn"), so the CI churns fewer.
+const churnPods = 100
