@@ -59,7 +59,11 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	cci = cluster.New(bin, work, os.Getpid()+7)
+	// One host in its own network namespace: pod veths then come and go
+	// there, not in the namespace Chromium runs in, which aborts requests
+	// in flight (net::ERR_NETWORK_CHANGED) whenever its interfaces change.
+	slot := os.Getpid() + 7
+	cci = cluster.New(bin, work, slot).WithHosts(1, slot)
 	cci.Prepare()
 	defer cci.Cleanup()
 	return cci.RunSuite(m, bin)
