@@ -29,6 +29,13 @@ func TestContainsAddr(t *testing.T) {
 	if n := countIPRules("a 10.0.0.1\nb 10.0.0.10\nc 10.0.0.2 10.0.0.1\n", []string{"10.0.0.1", "10.0.0.2"}); n != 2 {
 		t.Errorf("countIPRules = %d, want 2 (a line naming two addresses counts once)", n)
 	}
+	table := `ipv4     2 tcp      6 431990 ESTABLISHED src=10.79.0.5 dst=10.79.1.7 sport=4100 dport=8080 src=10.79.1.7 dst=10.79.0.5 sport=8080 dport=4100 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 110 SYN_SENT src=10.79.0.9 dst=10.79.0.6 sport=4200 dport=8080 [UNREPLIED] src=10.79.0.6 dst=10.79.0.9 sport=8080 dport=4200 mark=0 zone=0 use=2
+ipv4     2 udp      17 20 src=10.79.0.9 dst=10.43.0.10 sport=5353 dport=53 src=10.79.0.8 dst=10.79.0.9 sport=53 dport=5353 mark=0 zone=0 use=2
+`
+	if n := countConntrack(table, []string{"10.79.0.5", "10.79.0.6", "10.79.0.8"}); n != 2 {
+		t.Errorf("countConntrack = %d, want 2 (an answered flow of each of two gone pods; the unanswered knock at the third does not count)", n)
+	}
 }
 
 func TestGoroutineTotal(t *testing.T) {

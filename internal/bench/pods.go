@@ -266,11 +266,15 @@ type Leftovers struct {
 	// IPRules are iptables/nftables rules naming an address that a gone
 	// pod had and no live pod has (service endpoints, policy sets).
 	IPRules int `json:"ipRules"`
+	// Conntrack are connection-tracking entries that a gone pod's address
+	// answered in (not UNREPLIED ones: a client may still knock at it):
+	// left, they would hand its NAT mappings to the next pod given it.
+	Conntrack int `json:"conntrack"`
 }
 
 // Total is the sum of every count.
 func (l Leftovers) Total() int {
-	return l.Containers + l.Shims + l.Netns + l.IPs + l.Mounts + l.Iptables + l.PodDirs + l.Cgroups + l.IPRules
+	return l.Containers + l.Shims + l.Netns + l.IPs + l.Mounts + l.Iptables + l.PodDirs + l.Cgroups + l.IPRules + l.Conntrack
 }
 
 func (l Leftovers) add(o Leftovers) Leftovers {
@@ -278,12 +282,13 @@ func (l Leftovers) add(o Leftovers) Leftovers {
 		Containers: l.Containers + o.Containers, Shims: l.Shims + o.Shims, Netns: l.Netns + o.Netns,
 		IPs: l.IPs + o.IPs, Mounts: l.Mounts + o.Mounts, Iptables: l.Iptables + o.Iptables,
 		PodDirs: l.PodDirs + o.PodDirs, Cgroups: l.Cgroups + o.Cgroups, IPRules: l.IPRules + o.IPRules,
+		Conntrack: l.Conntrack + o.Conntrack,
 	}
 }
 
 func (l Leftovers) String() string {
-	return fmt.Sprintf("containers %d, shims %d, netns %d, IP leases %d, mounts %d, iptables rules %d, pod folders %d, cgroups %d, rules naming their IPs %d",
-		l.Containers, l.Shims, l.Netns, l.IPs, l.Mounts, l.Iptables, l.PodDirs, l.Cgroups, l.IPRules)
+	return fmt.Sprintf("containers %d, shims %d, netns %d, IP leases %d, mounts %d, iptables rules %d, pod folders %d, cgroups %d, rules naming their IPs %d, conntrack entries %d",
+		l.Containers, l.Shims, l.Netns, l.IPs, l.Mounts, l.Iptables, l.PodDirs, l.Cgroups, l.IPRules, l.Conntrack)
 }
 
 // site is one host agent of the cluster as the bench sees it from the
@@ -400,25 +405,42 @@ func (b *bench) leftoversOf(ctx context.Context, uids []types.UID, ips []string)
 			}
 		}
 		l.IPRules = countIPRules(all, ips)
+		l.Conntrack = countConntrack(readIn(ctx, st.Netns, "cat", "/proc/net/nf_conntrack"), ips)
 		total = total.add(l)
 	}
 	return total, nil
+}
+
+// readIn runs a command in the network namespace netns ("" for the
+// machine's own) and returns its output, "" when it failed.
+func readIn(ctx context.Context, netns string, args ...string) string {
+	if netns != "" {
+		args = append([]string{"nsenter", "--net=" + netns, "--"}, args...)
+	}
+	out, err := exec.CommandContext(ctx, args[0], args[1:]...).Output()
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
+// countConntrack counts the entries of /proc/net/nf_conntrack that name
+// one of ips and were answered (not [UNREPLIED]).
+func countConntrack(table string, ips []string) int {
+	var answered []string
+	for _, line := range strings.Split(table, "\n") {
+		if line != "" && !strings.Contains(line, "[UNREPLIED]") {
+			answered = append(answered, line)
+		}
+	}
+	return countIPRules(strings.Join(answered, "\n"), ips)
 }
 
 // rulesIn returns the NAT table (iptables-save) and every rule of every
 // table, iptables and nftables alike (nft list ruleset, else iptables-save),
 // of the network namespace netns ("" for the machine's own).
 func rulesIn(ctx context.Context, netns string) (nat, all string) {
-	run := func(args ...string) string {
-		if netns != "" {
-			args = append([]string{"nsenter", "--net=" + netns, "--"}, args...)
-		}
-		out, err := exec.CommandContext(ctx, args[0], args[1:]...).Output()
-		if err != nil {
-			return ""
-		}
-		return string(out)
-	}
+	run := func(args ...string) string { return readIn(ctx, netns, args...) }
 	nat = run("iptables-save", "-t", "nat")
 	all = run("nft", "list", "ruleset")
 	if all == "" {
