@@ -18,11 +18,13 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/cci-project/cci/internal/network"
 )
@@ -583,10 +585,17 @@ func (r *Runtime) StopAll(ctx context.Context) error {
 		ws = append(ws, w)
 	}
 	r.mu.Unlock()
+	now := metav1.Now()
 	for _, w := range ws {
 		p := w.pod().DeepCopy()
 		p.DeletionTimestamp = nil // the API object is not this runtime's to delete
-		w.post(event{kind: evDelete, pod: p})
+		// As the kubelet's graceful node shutdown ends a pod: Failed, with
+		// a DisruptionTarget that a Job's pod failure policy can match.
+		p.Status.Conditions = []v1.PodCondition{{
+			Type: v1.DisruptionTarget, Status: v1.ConditionTrue, LastTransitionTime: now,
+			Reason: "TerminationByKubelet", Message: nodeGoneMessage,
+		}}
+		w.post(event{kind: evDelete, pod: p, message: nodeGoneMessage})
 	}
 	for _, w := range ws {
 		select {
@@ -595,8 +604,33 @@ func (r *Runtime) StopAll(ctx context.Context) error {
 			return fmt.Errorf("stop the pods of node %q: %w", r.cfg.NodeName, ctx.Err())
 		}
 	}
-	return nil
+	// The node's pod controller sends statuses in the background and the
+	// agent is about to exit: each pod's final status goes to the API now,
+	// so that a pod stopped here never looks Running to the next agent.
+	var errs []error
+	for _, w := range ws {
+		final := w.final
+		if final == nil || w.orphan {
+			continue
+		}
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := r.cfg.Kube.CoreV1().Pods(final.Namespace).Get(ctx, final.Name, metav1.GetOptions{})
+			if err != nil || cur.UID != final.UID {
+				return err
+			}
+			cur.Status = final.Status
+			_, err = r.cfg.Kube.CoreV1().Pods(final.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("final status of pod %s/%s: %w", final.Namespace, final.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
+
+// nodeGoneMessage ends the pods of an agent whose node was deleted.
+const nodeGoneMessage = "Pod was terminated because its node was deleted from the cluster."
 
 // Shutdown stops every worker without touching containers: they keep
 // running and are re-adopted by the next agent.

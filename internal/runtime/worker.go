@@ -199,7 +199,7 @@ type event struct {
 	task      *liveTask
 	probe     probeKind // evProbe
 	outcome   outcome   // evProbe
-	message   string    // evPostStart: the kubelet's message for a failed hook
+	message   string    // evPostStart: the kubelet's message for a failed hook; evDelete: why the agent ends the pod
 	err       error     // evPostStart
 }
 
@@ -240,7 +240,12 @@ type podWorker struct {
 	// sandboxOOMAt is when a gvisor pod's sandbox last died of an OOM kill.
 	sandboxOOMAt time.Time
 	deleting     *v1.Pod
-	lastPub      *v1.Pod
+	// stopReason is why the agent itself ends the pod (its node was
+	// deleted): the pod ends Failed with it, whatever its exit codes.
+	stopReason string
+	// final is the pod's last status, set when terminate ends.
+	final   *v1.Pod
+	lastPub *v1.Pod
 	// storageCheckedAt is when the pod's local storage use was last
 	// measured against its limits (storage.go).
 	storageCheckedAt time.Time
@@ -372,6 +377,9 @@ func (w *podWorker) handle(e event) {
 	case evDelete:
 		if w.deleting == nil {
 			w.deleting = w.pod()
+		}
+		if e.message != "" {
+			w.stopReason = e.message
 		}
 		if e.pod != nil {
 			w.deleting = e.pod
@@ -1328,6 +1336,9 @@ func (w *podWorker) terminate() {
 				}}
 			}
 		}
+		if rec.Phase != v1.PodSucceeded && rec.Phase != v1.PodFailed && w.stopReason != "" {
+			rec.Phase, rec.Reason, rec.Message = v1.PodFailed, "Terminated", w.stopReason
+		}
 		if rec.Phase != v1.PodSucceeded && rec.Phase != v1.PodFailed {
 			rec.Phase = v1.PodFailed
 			for _, cr := range rec.Containers {
@@ -1340,6 +1351,7 @@ func (w *podWorker) terminate() {
 		}
 	})
 	final := w.snapshot()
+	w.final = final
 	// A subPath bind still mounted would show a hostPath's files to RemoveAll.
 	if err := w.r.unmountSubPaths(final); err != nil {
 		w.log.Warn("keeping pod folder: subPath binds still mounted", "err", err)

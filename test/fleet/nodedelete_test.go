@@ -8,15 +8,18 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cci-project/cci/internal/testimage"
 )
 
-// `kubectl delete node` takes a host out: its agent stops its pods and
-// exits, `cci up` keeps the host down (no re-registration behind the
-// operator's back), and `cci host start` brings it back.
+// `kubectl delete node` takes a host out: its agent stops its pods (they
+// end Failed with a DisruptionTarget, as under the kubelet's graceful node
+// shutdown) and exits, `cci up` keeps the host down (no re-registration
+// behind the operator's back), and `cci host start` brings it back without
+// running the stopped pods again.
 func TestDeleteNodeTakesHostOut(t *testing.T) {
 	ns := namespace(t, "delnode")
 	apply(t, fmt.Sprintf(`apiVersion: v1
@@ -44,6 +47,14 @@ spec:
 		out, _ := exec.Command("pgrep", "-f", string(pod.UID)).Output()
 		return len(out) == 0, string(out)
 	})
+	ended, err := client(t).CoreV1().Pods(ns).Get(context.Background(), "lone", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ended.Status.Phase != v1.PodFailed || ended.Status.Reason != "Terminated" || !hasCondition(ended, v1.DisruptionTarget) {
+		t.Errorf("pod stopped with its node: phase %s reason %q conditions %+v; want Failed, Terminated and a DisruptionTarget",
+			ended.Status.Phase, ended.Status.Reason, ended.Status.Conditions)
+	}
 	// Not registered again behind the operator's back.
 	time.Sleep(5 * time.Second)
 	if _, err := client(t).CoreV1().Nodes().Get(context.Background(), "host-4", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -56,4 +67,23 @@ spec:
 	if err != nil || n.Labels["cci.io/pool"] != "gpu" {
 		t.Fatalf("host-4 back: %v, pool label %q", err, n.Labels["cci.io/pool"])
 	}
+	// The pod bound to host-4 stays ended: the new agent does not run it
+	// again (with another IP, under the same name).
+	time.Sleep(10 * time.Second)
+	after, err := client(t).CoreV1().Pods(ns).Get(context.Background(), "lone", metav1.GetOptions{})
+	if err == nil && after.Status.Phase != v1.PodFailed {
+		t.Errorf("pod after host-4 came back: phase %s, IP %s; want it still Failed", after.Status.Phase, after.Status.PodIP)
+	}
+	if out, _ := exec.Command("pgrep", "-f", string(pod.UID)).Output(); len(out) != 0 {
+		t.Errorf("processes of the stopped pod run again: %s", out)
+	}
+}
+
+func hasCondition(p *v1.Pod, typ v1.PodConditionType) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == typ && c.Status == v1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
