@@ -422,14 +422,20 @@ func (c *Cluster) waitReady(ctx context.Context, nodes int) error {
 	return nil
 }
 
+// userDockerConfig says whether $DOCKER_CONFIG was set when the process
+// started (then pushes use it).
+var _, userDockerConfig = os.LookupEnv("DOCKER_CONFIG")
+
 // PushImages builds the test images and pushes them to the cluster's registry.
 func (c *Cluster) PushImages(ctx context.Context) error {
 	if c.Registry == "" {
 		return errors.New("no registry address: pass --registry")
 	}
 	// Pushes authenticate as the operator of the cluster (the Docker
-	// config in its data folder), unless $DOCKER_CONFIG says otherwise.
-	if os.Getenv("DOCKER_CONFIG") == "" && c.DataDir != "" {
+	// config in its data folder), unless the user's $DOCKER_CONFIG says
+	// otherwise. An earlier cluster of this process (a test's) set it to
+	// its own folder: that one's credentials are refused here.
+	if !userDockerConfig && c.DataDir != "" {
 		if err := os.Setenv("DOCKER_CONFIG", registry.AuthDir(c.DataDir)); err != nil {
 			return err
 		}
