@@ -426,6 +426,11 @@ func sandboxRoot(rec *podRecord) string {
 	case rec.Handler != handlerGVisor:
 		return ""
 	case rec.Solo:
+		// The current run's: each run of a solo pod's container boots a
+		// sandbox of its id.
+		if cr := rec.ctr(rec.Pod.Spec.Containers[0].Name); cr != nil {
+			return cr.ID
+		}
 		return containerID(rec.Pod, rec.Pod.Spec.Containers[0].Name)
 	default:
 		return podSandboxID(rec.Pod)
