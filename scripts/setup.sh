@@ -68,10 +68,9 @@ go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERS
 # A current gVisor. Debian's runsc is from 2022 (ptrace platform only, with
 # vulnerabilities fixed since); this one comes from the Go module proxy
 # (gvisor.dev/gvisor, gVisor's Go-buildable tree) and goes to
-# /usr/local/lib/cci/runsc, for `cci agent --runsc-path` (it runs with its
-# default platform, systrap). Debian's stays the default for now: with the
-# current runsc a container restarted inside a pod's sandbox fails to start
-# ("cannot start container … in state stopped"); see docs/gvisor.md.
+# /usr/local/lib/cci/runsc, which the agent runs gVisor pods with by default
+# (with its default platform, systrap); `--runsc-path /usr/bin/runsc` picks
+# Debian's. See docs/gvisor.md.
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 RUNSC=/usr/local/lib/cci/runsc
 if [ "$(go version -m "$RUNSC" 2>/dev/null | awk '$1 == "mod" { print $3 }')" != "$RUNSC_VERSION" ]; then

@@ -109,7 +109,8 @@ type Config struct {
 	// MaxPods is the node's pod capacity. Default 110.
 	MaxPods int `json:"maxPods"`
 	// RunscPath is gVisor's runsc, which runs the pods of the gvisor
-	// RuntimeClass. Default "runsc", looked up in PATH.
+	// RuntimeClass. Default: the current runsc make setup builds at
+	// /usr/local/lib/cci/runsc, else "runsc" looked up in PATH.
 	RunscPath string `json:"runscPath"`
 	// RunscPlatform is runsc's --platform. Default: the runsc's own
 	// (systrap for a current runsc, ptrace for Debian's 2022 one), but

@@ -75,8 +75,8 @@ type Config struct {
 	// default runtime, runc; "gvisor": runsc).
 	RuntimeClass string
 	// Runsc is the runsc of gvisor pods, in the bench's own cluster and in
-	// the floor. Default "runsc" in PATH (a current runsc from make setup,
-	// else Debian's).
+	// the floor. Default: the agent's (the current runsc of make setup,
+	// else "runsc" in PATH).
 	Runsc string
 	// PodTimeout is how long one pod may take to run. Default 2m.
 	PodTimeout time.Duration

@@ -19,6 +19,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+
+	"github.com/cci-project/cci/internal/runtime"
 )
 
 // floorNamespace is the containerd namespace of the floor's containers,
@@ -176,7 +178,8 @@ func (b *bench) floorSetup(ctx context.Context) (*floorEnv, error) {
 	case "gvisor", "runsc":
 		// The runc shim driving runsc, as the gVisor notes describe;
 		// --network=none: the floor has no pod network.
-		runsc, err := exec.LookPath(cmp.Or(b.cfg.Runsc, "runsc"))
+		def, _ := runtime.DefaultRunscPath()
+		runsc, err := exec.LookPath(cmp.Or(b.cfg.Runsc, def))
 		if err != nil {
 			return nil, fmt.Errorf("%w: runsc is not installed", ErrRuntimeClassUnavailable)
 		}

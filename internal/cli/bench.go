@@ -125,7 +125,7 @@ func benchScenarioCmd(name, short string, extra func(*cobra.Command, *bench.Conf
 	f.IntVar(&c.MaxPods, "max-pods", 0, "pod capacity of the bench's own host, which gets a pod subnet to match (default 250; a burst of N over 240: N+10)")
 	f.IntVar(&c.FloorPods, "floor-pods", 50, "containers the floor starts for the ratios")
 	f.StringVar(&c.RuntimeClass, "runtime-class", "", "RuntimeClass of the pods (runc by default; gvisor where the cluster offers it)")
-	f.StringVar(&c.Runsc, "runsc", "", "runsc of gvisor pods in the bench's own cluster and in the floor, e.g. /usr/bin/runsc for Debian's (default: runsc in PATH)")
+	f.StringVar(&c.Runsc, "runsc", "", "runsc of gvisor pods in the bench's own cluster and in the floor, e.g. /usr/bin/runsc for Debian's (default: the agent's, the current one at /usr/local/lib/cci/runsc, else runsc in PATH)")
 	f.DurationVar(&c.PodTimeout, "pod-timeout", 2*time.Minute, "how long one pod may take to run")
 	f.BoolVar(&profile, "profile", false, "CPU and heap profiles of the cluster process (default on for burst with the bench's own cluster)")
 	f.IntVar(&c.ProfileSeconds, "profile-seconds", 20, "length of the CPU profile")

@@ -117,7 +117,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
 	f.StringVar(&c.Pool, "pool", "general", "host pool this host joins (label and, except for general, taint cci.io/pool=NAME); tenants choose pools")
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
-	f.StringVar(&c.RunscPath, "runsc-path", "runsc", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass (default: runsc in PATH, Debian's of 2022; make setup builds a current one at /usr/local/lib/cci/runsc)")
+	f.StringVar(&c.RunscPath, "runsc-path", "", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass, e.g. /usr/bin/runsc for Debian's of 2022 (default: the current one make setup builds at /usr/local/lib/cci/runsc, else runsc in PATH)")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "", "runsc --platform for gvisor pods (systrap, ptrace, kvm; default: the runsc's own default, but ptrace instead of kvm)")
 	f.Int64Var(&c.PodMaxPids, "pod-max-pids", 4096, "most processes a pod may have, as the kubelet's flag of this name (-1: no limit)")
 	f.StringVar(&c.ContainerLogMaxSize, "container-log-max-size", "10Mi", "size at which a container's log file is rotated, as the kubelet's containerLogMaxSize")

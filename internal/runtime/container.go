@@ -156,10 +156,22 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	pod := w.pod()
 	client := w.r.cfg.Containerd
 
-	// A container of the same id left from an earlier run goes first.
-	if old, err := client.LoadContainer(ctx, cr.ID); err == nil {
-		w.removeContainer(cr.ID, nil)
-		_ = old
+	// This run gets an id of its own (see runContainerID). It is written
+	// down before the container exists: an agent killed from here on finds
+	// the container by the record, to re-adopt or remove it.
+	w.mu.Lock()
+	prev := cr.ID
+	cr.ID = runContainerID(pod, c.Name, cr.Runs)
+	cr.Runs++
+	w.mu.Unlock()
+	w.persist()
+	// The earlier run's container, if its removal did not happen, and one
+	// of this id left by a start cut short before the record was written,
+	// go first.
+	for _, id := range []string{prev, cr.ID} {
+		if _, err := client.LoadContainer(ctx, id); err == nil {
+			w.removeContainer(id, nil)
+		}
 	}
 
 	w.mu.Lock()

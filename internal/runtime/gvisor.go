@@ -85,11 +85,29 @@ const (
 // cannot clash with one.
 const podSandboxName = "POD"
 
+// CurrentRunsc is where make setup builds a current runsc, from the Go
+// module proxy (gvisor.dev/gvisor at the version the Makefile pins).
+const CurrentRunsc = "/usr/local/lib/cci/runsc"
+
+// DefaultRunscPath is the runsc gvisor pods run with when none is given:
+// the current one make setup builds, or, on a host without it, "runsc" in
+// PATH (Debian's of 2022 where its package is installed). It says which
+// with fallback.
+func DefaultRunscPath() (path string, fallback bool) { return defaultRunscPath(CurrentRunsc) }
+
+// defaultRunscPath is DefaultRunscPath with the current runsc at current.
+func defaultRunscPath(current string) (string, bool) {
+	if fi, err := os.Stat(current); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		return current, false
+	}
+	return "runsc", true
+}
+
 // RunscConfig says how pods of the gvisor handler run.
 type RunscConfig struct {
-	// Path is the runsc binary. Default "runsc", looked up in PATH
-	// (Debian's of 2022; make setup builds a current one at
-	// /usr/local/lib/cci/runsc).
+	// Path is the runsc binary. Default DefaultRunscPath(): the current
+	// runsc of make setup at /usr/local/lib/cci/runsc, else "runsc" in
+	// PATH (Debian's of 2022).
 	Path string
 	// Platform is runsc's --platform. Default: the runsc's own default
 	// (systrap for a current runsc, ptrace for Debian's), but never kvm,
@@ -116,6 +134,9 @@ type gvisor struct {
 	pauseRootfs string
 	// err says why gvisor pods cannot run on this node (runsc missing …).
 	err error
+	// fellBack says no runsc was given and the current one was missing:
+	// path is runsc in PATH.
+	fellBack bool
 }
 
 // sandboxRecord is the pod sandbox of a gvisor pod.
@@ -134,18 +155,18 @@ type sandboxRecord struct {
 // setupGVisor writes the runsc wrappers and the pause rootfs under dir. A
 // node without runsc still runs runc pods; its gvisor pods fail with err.
 func setupGVisor(dir string, cfg RunscConfig) *gvisor {
-	if cfg.Path == "" {
-		cfg.Path = "runsc"
-	}
 	g := &gvisor{
 		sandboxRuntime:   filepath.Join(dir, "runsc-sandbox"),
 		containerRuntime: filepath.Join(dir, "runsc-container"),
 		root:             filepath.Join(dir, "root"),
 		pauseRootfs:      filepath.Join(dir, "pause"),
 	}
+	if cfg.Path == "" {
+		cfg.Path, g.fellBack = DefaultRunscPath()
+	}
 	path, err := exec.LookPath(cfg.Path)
 	if err != nil {
-		g.err = fmt.Errorf("gVisor pods need runsc, which is not at %q (install the runsc package or set the agent's --runsc-path): %w", cfg.Path, err)
+		g.err = fmt.Errorf("gVisor pods need runsc, which is not at %q (make setup builds the current one at %s; or install Debian's runsc package, or set the agent's --runsc-path): %w", cfg.Path, CurrentRunsc, err)
 		return g
 	}
 	if path, err = filepath.Abs(path); err != nil {
@@ -426,6 +447,11 @@ func sandboxRoot(rec *podRecord) string {
 	case rec.Handler != handlerGVisor:
 		return ""
 	case rec.Solo:
+		// The current run's: each run of a solo pod's container boots a
+		// sandbox of its id.
+		if cr := rec.ctr(rec.Pod.Spec.Containers[0].Name); cr != nil {
+			return cr.ID
+		}
 		return containerID(rec.Pod, rec.Pod.Spec.Containers[0].Name)
 	default:
 		return podSandboxID(rec.Pod)

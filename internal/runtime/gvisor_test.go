@@ -365,3 +365,33 @@ func TestParseDefaultPlatform(t *testing.T) {
 		}
 	}
 }
+
+// The current runsc is the default where it is an executable file;
+// anything else falls back to runsc in PATH, and says so.
+func TestDefaultRunscPath(t *testing.T) {
+	dir := t.TempDir()
+	exe, plain, folder := filepath.Join(dir, "runsc"), filepath.Join(dir, "plain"), filepath.Join(dir, "folder")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(plain, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		current, want string
+		fallback      bool
+	}{
+		{exe, exe, false},
+		{filepath.Join(dir, "missing"), "runsc", true},
+		{plain, "runsc", true},
+		{folder, "runsc", true},
+	} {
+		got, fallback := defaultRunscPath(tc.current)
+		if got != tc.want || fallback != tc.fallback {
+			t.Errorf("current %s: %q fallback %v, want %q fallback %v", tc.current, got, fallback, tc.want, tc.fallback)
+		}
+	}
+}

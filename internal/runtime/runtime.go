@@ -258,6 +258,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		r.cfg.Prober = newKubeProber(r.execer)
 	}
 	r.gvisor = setupGVisor(filepath.Join(cfg.StateDir, "runsc"), cfg.Runsc)
+	if r.gvisor.fellBack {
+		cfg.Log.Info("the current runsc is not installed (make setup builds it): gVisor pods run with runsc in PATH", "missing", CurrentRunsc)
+	}
 	if r.gvisor.err != nil {
 		cfg.Log.Warn("gVisor pods cannot run on this node", "err", r.gvisor.err)
 	} else {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -100,6 +101,10 @@ type ctrRecord struct {
 	Backoff      time.Duration `json:"backoff,omitempty"`
 	BackoffUntil time.Time     `json:"backoffUntil,omitempty"`
 	Live         bool          `json:"live,omitempty"` // a task exists in containerd
+	// Runs counts the containerd containers made for it so far: the next
+	// one's id is runContainerID(pod, name, Runs). Records of agents
+	// before it have none, and go on from their ID.
+	Runs int32 `json:"runs,omitempty"`
 	// Resources are what the running container's cgroup is set to.
 	Resources *v1.ResourceRequirements `json:"resources,omitempty"`
 
@@ -133,14 +138,29 @@ func newRecord(pod *v1.Pod) *podRecord {
 // the plain form is refused. The short form keeps the name's first
 // characters for people reading `ctr c ls` and a hash of the whole name,
 // so that two names with the same beginning never share an id.
-func containerID(pod *v1.Pod, name string) string {
-	id := string(pod.UID) + "-" + name
+func containerID(pod *v1.Pod, name string) string { return runContainerID(pod, name, 0) }
+
+// runContainerID is the containerd id of the run-th run of a pod's
+// container (0 the first): containerID's, followed by "." and the run after
+// the first. Every run is a containerd container of its own, as every run
+// of a kubelet's container is a CRI container of its own: runsc keeps what
+// it knew of a container in the pod's sandbox after the container is
+// deleted (its cgroup folder in gVisor's kernel, the mark of a start that
+// failed), so that a second container of the same id in the same sandbox
+// does not start. Container names have no '.', so a later run's id never
+// is a first run's.
+func runContainerID(pod *v1.Pod, name string, run int32) string {
+	suffix := ""
+	if run > 0 {
+		suffix = "." + strconv.Itoa(int(run))
+	}
+	id := string(pod.UID) + "-" + name + suffix
 	if identifiers.Validate(id) == nil {
 		return id
 	}
 	sum := sha256.Sum256([]byte(name))
-	hash := hex.EncodeToString(sum[:])[:12]
-	// What is left of 76 once "<uid>-" and "-<hash>" are in.
+	hash := hex.EncodeToString(sum[:])[:12] + suffix
+	// What is left of 76 once "<uid>-" and "-<hash>[.run]" are in.
 	room := maxIDLength - len(pod.UID) - 2 - len(hash)
 	var b strings.Builder
 	for _, r := range name {
@@ -1413,6 +1433,22 @@ func (w *podWorker) release() {
 }
 
 func (w *podWorker) persistAndPublish() {
+	w.persist()
+	if w.orphan {
+		return
+	}
+	snap := w.snapshot()
+	if w.lastPub != nil && statusEqual(&w.lastPub.Status, &snap.Status) {
+		return
+	}
+	if w.r.publish(snap) {
+		w.lastPub = snap
+	}
+}
+
+// persist writes the record to the pod's folder when it changed. Only the
+// run goroutine calls it.
+func (w *podWorker) persist() {
 	w.mu.Lock()
 	raw, err := json.Marshal(w.rec)
 	uid := w.rec.Pod.UID
@@ -1433,16 +1469,6 @@ func (w *podWorker) persistAndPublish() {
 				}
 			}
 		}
-	}
-	if w.orphan {
-		return
-	}
-	snap := w.snapshot()
-	if w.lastPub != nil && statusEqual(&w.lastPub.Status, &snap.Status) {
-		return
-	}
-	if w.r.publish(snap) {
-		w.lastPub = snap
 	}
 }
 

@@ -119,6 +119,26 @@ func TestContainerID(t *testing.T) {
 		if again := containerID(pod, tc.name); again != id {
 			t.Errorf("%q: id not stable: %q then %q", tc.name, id, again)
 		}
+		// Later runs: ids containerd takes, each its own, the first run's
+		// unchanged.
+		seen := map[string]int32{id: 0}
+		for _, run := range []int32{1, 2, 10, 12345} {
+			rid := runContainerID(pod, tc.name, run)
+			if err := identifiers.Validate(rid); err != nil {
+				t.Errorf("%q run %d: id %q: %v", tc.name, run, rid, err)
+			}
+			if other, ok := seen[rid]; ok {
+				t.Errorf("%q: runs %d and %d share id %q", tc.name, other, run, rid)
+			}
+			seen[rid] = run
+		}
+		if first := runContainerID(pod, tc.name, 0); first != id {
+			t.Errorf("%q: first run's id %q, want containerID's %q", tc.name, first, id)
+		}
+	}
+	// A later run's id is never the first run's id of another name.
+	if a, b := runContainerID(pod, "app", 1), containerID(pod, "app-1"); a == b {
+		t.Errorf("run 1 of app and container app-1 share id %q", a)
 	}
 	// Two long names with the same beginning get different ids.
 	a, b := containerID(pod, long63), containerID(pod, long63[:62]+"c")

@@ -93,6 +93,12 @@ func New(bin, work string, slot int) *Instance {
 		// the default, 4096, would take a while on a small test machine.
 		"--pod-max-pids", strconv.Itoa(PodMaxPids),
 	}
+	// CCI_E2E_RUNSC picks the runsc of gvisor pods, so that the suites run
+	// against either build (Debian's /usr/bin/runsc, or the current one of
+	// make setup) whichever the agent's default is.
+	if runsc := os.Getenv("CCI_E2E_RUNSC"); runsc != "" {
+		c.Args = append(c.Args, "--runsc-path", runsc)
+	}
 	c.Kubeconfig = filepath.Join(c.DataDir, "admin.kubeconfig")
 	return c
 }
