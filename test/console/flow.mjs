@@ -197,6 +197,16 @@ try {
   await page.getByTestId('submit').click();
   await page.getByTestId('create-form').waitFor({ state: 'detached' });
 
+  log("the API's refusal shows next to its field: the name is taken");
+  await page.getByTestId('create').click();
+  await page.fill('#f-name', 'web');
+  await page.fill('#f-image', env('IMAGE'));
+  await page.getByTestId('submit').click();
+  const taken = await page.getByTestId('server-error-name').innerText();
+  if (!/already exists/.test(taken)) throw new Error(`name taken: ${taken}`);
+  log('  ', taken);
+  await page.getByRole('button', { name: 'Cancel' }).click();
+
   log('sees its pod Running');
   await go(`${URL}/ns/${NS}/workloads?tab=pods`);
   const podRow = page.locator('tr[data-name^="web-"]').first();
@@ -254,6 +264,7 @@ try {
   await go(`${URL}/ns/${NS}/usage`);
   const total = page.getByTestId('usage-total');
   await page.getByTestId('usage-table').locator('td', { hasText: pod }).waitFor({ timeout: 60000 });
+  await page.getByTestId('usage-namespaces').locator(`tr[data-name="${NS}"]`).waitFor();
   const first = parseFloat(await total.innerText());
   log('  cost', first);
   // The page polls; running pods add cost every second.
@@ -308,6 +319,8 @@ try {
   await page.waitForURL(/\/overview$/);
   await go(URL + '/operator/tenants');
   for (const t of [NS, OTHER]) await page.getByTestId('tenants').locator('td', { hasText: t }).first().waitFor();
+  // With its cost this month: the tenant's pods ran.
+  await page.getByTestId('tenants').locator(`tr[data-name="${NS}"] [data-testid=tenant-cost]`).filter({ hasText: /[1-9]/ }).waitFor({ timeout: 60000 });
   await shot('tenants.png');
   await go(URL + '/operator/hosts');
   await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
