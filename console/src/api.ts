@@ -109,9 +109,10 @@ export interface Me {
   registry: string;
 }
 
-// streamLogs reads a pod's log (server-side tail, then follow) and hands
-// each chunk of text to onText until the signal aborts.
-export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal): Promise<void> {
+// streamLogs reads a pod's log (server-side tail, then follow) or a watch
+// and hands each chunk of text to onText until the signal aborts; onOpen
+// is called once the API answered.
+export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal, onOpen?: () => void): Promise<void> {
   const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal }), 'GET');
   if (!resp.ok) {
     const err = await errorOf(resp);
@@ -119,6 +120,7 @@ export async function streamLogs(path: string, onText: (t: string) => void, sign
     if (resp.status === 403) checkSession();
     throw err;
   }
+  onOpen?.();
   const reader = resp.body!.getReader();
   const dec = new TextDecoder();
   for (;;) {

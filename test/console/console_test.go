@@ -98,9 +98,9 @@ func TestTenantAndOperatorInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "flow.mjs")
 	cmd.Env = append(os.Environ(),
-		"CONSOLE_URL="+cci.ConsoleURL,
+		"CONSOLE_URL="+consoleURL,
 		"CONSOLE_DIR="+filepath.Join(cluster.RepoRoot(), "console"),
-		"CHROMIUM="+chromium,
+		"CHROMIUM="+browser,
 		"TENANT_TOKEN="+token,
 		"TENANT_NS=console-a",
 		"OTHER_TOKEN="+otherToken,
