@@ -42,11 +42,11 @@ const follow = (pg) => {
     if (why !== 'net::ERR_ABORTED') log('  failed', r.method(), r.url().replace(URL, '').slice(0, 160), why);
   });
 };
-// go opens url in the page. Chromium aborts requests in flight when this
-// machine's interfaces change (every pod start and stop here adds or
-// removes a veth: net::ERR_NETWORK_CHANGED); a user's browser runs
-// elsewhere. When that breaks the page itself or its script or style,
-// go opens it again; the app's own requests retry by themselves.
+// go opens url in the page. Chromium aborts requests in flight when its
+// machine's interfaces change (net::ERR_NETWORK_CHANGED); console_test.go
+// runs it in a network namespace of its own, where nothing changes, but
+// should that ever break the page itself or its script or style, go
+// opens it again; the app's own requests retry by themselves.
 const go = async (url) => {
   const again = /ERR_NETWORK_CHANGED|interrupted by another navigation/;
   for (let i = 0; ; i++) {
