@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState, createContext, useContext } from 'react';
 import { NavLink, Navigate, Route, Routes, useLocation, useNavigate, useParams } from 'react-router-dom';
-import { get, post, setUnauthorizedHandler, Me } from './api';
+import { checkSession, get, post, setUnauthorizedHandler, Me } from './api';
 import { Key, Lang, defaultLang, translate } from './i18n';
 import { Login } from './pages/Login';
 import { Overview } from './pages/Overview';
@@ -46,6 +46,20 @@ export function App() {
     return () => ac.abort();
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
+
+  // While someone is logged in, ask every 30 s (and when the tab is shown
+  // again) whether the credential still works: an open watch does not
+  // notice a revoked token (see checkSession).
+  useEffect(() => {
+    if (!me) return;
+    const id = setInterval(checkSession, 30000);
+    const onShow = () => document.visibilityState === 'visible' && checkSession();
+    document.addEventListener('visibilitychange', onShow);
+    return () => {
+      clearInterval(id);
+      document.removeEventListener('visibilitychange', onShow);
+    };
+  }, [me]);
 
   const switchLang = () => {
     const next = lang === 'en' ? 'zh' : 'en';

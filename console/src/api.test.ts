@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { fetchAnswer } from './api';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { fetchAnswer, get, sessionChecker, setUnauthorizedHandler, streamLogs } from './api';
 
 // sends plays fetch: each entry a Response or an error to reject with.
 function sends(...list: (Response | Error)[]) {
@@ -41,5 +41,78 @@ describe('fetchAnswer', () => {
     const s = sends(new DOMException('aborted', 'AbortError'), new Response('{}'));
     await expect(fetchAnswer(s.send, 'GET', noSleep)).rejects.toThrow('aborted');
     expect(s.calls()).toBe(1);
+  });
+});
+
+describe('sessionChecker', () => {
+  it('asks once at a time and at most once per gap', async () => {
+    let now = 0;
+    let asked = 0;
+    let answer: () => void = () => {};
+    const check = sessionChecker(() => { asked++; return new Promise<void>((r) => { answer = r; }); }, 5000, () => now);
+    expect(check()).toBe(true);
+    now = 6000;
+    expect(check()).toBe(false); // the first is still asking
+    answer();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(check()).toBe(true);
+    answer();
+    await new Promise((r) => setTimeout(r, 0));
+    now = 9000;
+    expect(check()).toBe(false); // 3 s after the last
+    expect(asked).toBe(2);
+  });
+  it('does not let a failed check escape', async () => {
+    const check = sessionChecker(async () => { throw new TypeError('network error'); }, 0);
+    expect(check()).toBe(true);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(check()).toBe(true);
+  });
+});
+
+// A revoked token: the API answers 403 (the tenant's RoleBinding is gone,
+// the token still authenticates for a while), then /cci/session says 401.
+describe('a 403 of the API', () => {
+  // checkSession asks at most every 5 s: each test is a minute later.
+  let clock = Date.now();
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime((clock += 60000));
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+    vi.unstubAllGlobals();
+    setUnauthorizedHandler(() => {});
+  });
+  const revoked = (sessionStatus: number) => {
+    const asked: string[] = [];
+    vi.stubGlobal('fetch', async (path: string) => {
+      asked.push(path);
+      if (path === '/cci/session') {
+        return sessionStatus === 401
+          ? new Response(JSON.stringify({ kind: 'Status', code: 401, message: 'the API no longer accepts this session\'s credential (expired or revoked); log in again' }), { status: 401 })
+          : new Response(JSON.stringify({ user: 'u', groups: [], operator: false, registry: '' }), { status: 200 });
+      }
+      return new Response(JSON.stringify({ kind: 'Status', code: 403, message: 'pods is forbidden' }), { status: 403 });
+    });
+    return asked;
+  };
+  it('asks /cci/session, whose 401 goes to login with the reason', async () => {
+    const asked = revoked(401);
+    const sent: string[] = [];
+    setUnauthorizedHandler((m) => sent.push(m));
+    await expect(get('/api/v1/namespaces/a/pods')).rejects.toMatchObject({ status: 403 });
+    await vi.waitFor(() => expect(sent).toHaveLength(1));
+    expect(sent[0]).toMatch(/^401: .*expired or revoked/);
+    expect(asked).toEqual(['/api/v1/namespaces/a/pods', '/cci/session']);
+  });
+  it('stays on the page while the session is still good (a 403 of another namespace)', async () => {
+    const asked = revoked(200);
+    const sent: string[] = [];
+    setUnauthorizedHandler((m) => sent.push(m));
+    await expect(streamLogs('/api/v1/namespaces/b/pods?watch=1', () => {}, new AbortController().signal)).rejects.toMatchObject({ status: 403 });
+    await vi.waitFor(() => expect(asked).toContain('/cci/session'));
+    await new Promise((r) => setTimeout(r, 0));
+    expect(sent).toEqual([]);
   });
 });

@@ -16,6 +16,33 @@ export function setUnauthorizedHandler(f: (msg: string) => void) {
   onUnauthorized = f;
 }
 
+// sessionChecker returns check: ask (the console's /cci/session, whose
+// 401 sends the user to login through request()) unless a check is in
+// flight or one started less than minGapMs ago. It says whether it asked.
+export function sessionChecker(ask: () => Promise<unknown>, minGapMs: number, now: () => number = () => Date.now()) {
+  let last = -Infinity;
+  let inFlight = false;
+  return (): boolean => {
+    const t = now();
+    if (inFlight || t - last < minGapMs) return false;
+    inFlight = true;
+    last = t;
+    ask().catch(() => {}).finally(() => { inFlight = false; });
+    return true;
+  };
+}
+
+// checkSession asks whether the session's credential still works. A
+// revoked credential does not always show as a 401 on the page's own
+// requests: when a tenant is deleted, its namespace's RoleBinding goes
+// before its service account and token, and the apiserver keeps a
+// token's authentication for 10 s, so the page first gets 403s; a watch
+// opened before keeps streaming (authentication is checked only when a
+// request starts) and shows no error at all. So the page asks on every
+// 403 of the API (at most every 5 s) and every 30 s while it is open
+// (App), and /cci/session answers 401 once the API refuses the token.
+export const checkSession = sessionChecker(() => request('GET', '/cci/session'), 5000);
+
 async function errorOf(resp: Response): Promise<ApiError> {
   let msg = `${resp.status} ${resp.statusText}`;
   let body: any;
@@ -61,6 +88,7 @@ export async function request<T = any>(method: string, path: string, body?: unkn
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401 && !path.startsWith('/cci/login')) onUnauthorized(err.message);
+    if (resp.status === 403 && !path.startsWith('/cci/')) checkSession();
     throw err;
   }
   const text = await resp.text();
@@ -81,15 +109,18 @@ export interface Me {
   registry: string;
 }
 
-// streamLogs reads a pod's log (server-side tail, then follow) and hands
-// each chunk of text to onText until the signal aborts.
-export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal): Promise<void> {
+// streamLogs reads a pod's log (server-side tail, then follow) or a watch
+// and hands each chunk of text to onText until the signal aborts; onOpen
+// is called once the API answered.
+export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal, onOpen?: () => void): Promise<void> {
   const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal }), 'GET');
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401) onUnauthorized(err.message);
+    if (resp.status === 403) checkSession();
     throw err;
   }
+  onOpen?.();
   const reader = resp.body!.getReader();
   const dec = new TextDecoder();
   for (;;) {

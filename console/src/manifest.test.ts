@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { Form, deployment, memoryQuantity, parseEnv, service, toYAML, validate } from './manifest';
+import { Form, deployment, memoryQuantity, parseEnv, service, toYAML, validate, serverErrors } from './manifest';
 
 const base: Form = {
   name: 'web', image: '127.0.0.1:5000/cci-test/httpd:1',
@@ -53,5 +53,35 @@ describe('form validation', () => {
   });
   it('names the bad env lines', () => {
     expect(parseEnv('OK=1\n=x\n1bad=2').bad).toEqual(['=x', '1bad=2']);
+  });
+});
+
+describe('serverErrors', () => {
+  it('puts each cause of the API validation on its field', () => {
+    const st = {
+      kind: 'Status', code: 422, reason: 'Invalid', message: 'Deployment.apps "Web" is invalid: ...',
+      details: { causes: [
+        { field: 'metadata.name', message: 'Invalid value: "Web": a lowercase RFC 1123 subdomain' },
+        { field: 'spec.template.spec.containers[0].image', message: 'Required value' },
+        { field: 'spec.template.spec.containers[0].resources.limits', message: 'Invalid value: "-1"' },
+      ] },
+    };
+    const got = serverErrors(st, '422: ' + st.message);
+    expect(got.fields.name).toMatch(/^metadata\.name: Invalid value/);
+    expect(got.fields.image).toBe('spec.template.spec.containers[0].image: Required value');
+    expect(got.fields.flavor).toMatch(/resources\.limits/);
+    expect(got.rest).toBe('');
+  });
+  it('places a message without causes by its words: a flavor refused by admission', () => {
+    const msg = '403: admission webhook "policy.cci.io" denied the request: pod flavor 3 CPU / 1 GiB is not offered (cpu; memory); nearest flavor: 4 CPU / 8 GiB';
+    expect(serverErrors({ code: 403, message: msg }, msg)).toEqual({ fields: { flavor: msg }, rest: '' });
+    const taken = '409: deployments.apps "web" already exists';
+    expect(serverErrors({ code: 409, reason: 'AlreadyExists' }, taken).fields.name).toBe(taken);
+  });
+  it('keeps what fits no field under the form', () => {
+    const msg = '403: exceeded quota: compute-resources, requested: pods=1';
+    expect(serverErrors({ code: 403 }, msg)).toEqual({ fields: {}, rest: msg });
+    const st = { details: { causes: [{ field: 'spec.template.metadata.labels', message: 'Invalid value' }] } };
+    expect(serverErrors(st, '422: invalid').rest).toBe('422: invalid\nspec.template.metadata.labels: Invalid value');
   });
 });

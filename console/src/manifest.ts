@@ -104,3 +104,48 @@ export function toYAML(f: Form): string {
 export function kubectlCommand(ns: string): string {
   return `kubectl apply -n ${ns} -f app.yaml`;
 }
+
+// formField says which field of the form an API refusal is about, from a
+// cause's field path (the API's validation) or, when there is none, from
+// its words (admission's refusals carry only a message): null when it is
+// about none of them.
+export function formField(field: string | undefined, message: string): keyof Form | null {
+  const f = field || '';
+  if (f === 'metadata.name') return 'name';
+  if (/\.image$/.test(f)) return 'image';
+  if (f === 'spec.replicas') return 'replicas';
+  if (/\.ports\b|containerPort|spec\.ports/.test(f)) return 'port';
+  if (/\.env\b/.test(f)) return 'env';
+  if (/\.(command|args)\b/.test(f)) return 'command';
+  if (/\.resources\b|runtimeClassName|nodeSelector/.test(f)) return 'flavor';
+  if (f) return null;
+  // Quota is the tenant's, not a field's: it goes under the form.
+  if (/exceeded quota|forbidden: .*quota/i.test(message)) return null;
+  if (/\bflavor\b|\bresources?\b|\bcpu\b|\bmemory\b/i.test(message)) return 'flavor';
+  if (/\bimage\b/i.test(message)) return 'image';
+  if (/already exists|metadata\.name|\bname\b/i.test(message)) return 'name';
+  return null;
+}
+
+// serverErrors places an API refusal (a Kubernetes Status) next to the
+// form's fields: each cause on its field, the message itself when no
+// cause names a field; what fits no field is in rest.
+export function serverErrors(status: any, message: string): { fields: FieldErrors; rest: string } {
+  const fields: FieldErrors = {};
+  const rest: string[] = [];
+  const causes: any[] = status?.details?.causes || [];
+  for (const c of causes) {
+    const text = c.field ? `${c.field}: ${c.message}` : c.message || '';
+    const k = formField(c.field, c.message || '');
+    if (k) fields[k] = fields[k] ? `${fields[k]}; ${text}` : text;
+    else rest.push(text);
+  }
+  if (causes.length === 0) {
+    const k = formField(undefined, message);
+    if (k) fields[k] = message;
+    else rest.push(message);
+  } else if (rest.length || Object.keys(fields).length === 0) {
+    rest.unshift(message);
+  }
+  return { fields, rest: rest.join('\n') };
+}

@@ -78,6 +78,26 @@ describe('runWatcher', () => {
     expect(waits.length).toBe(1);
   });
 
+  it('clears the error of a broken stream and says live once the API answers again', async () => {
+    const ac = new AbortController();
+    const log: string[] = [];
+    let n = 0;
+    await runWatcher('/api/v1/namespaces/n/pods', {
+      list: async () => ({ metadata: { resourceVersion: '1' }, items: [] }),
+      stream: async (_p, _on, _signal, onOpen) => {
+        if (++n === 1) throw new TypeError('network error'); // the control plane is away
+        onOpen();
+        ac.abort();
+      },
+      onState: () => {},
+      onError: (e) => log.push(`error ${e ? (e as Error).message : 'cleared'}`),
+      onStatus: (s) => log.push(s.state),
+      sleep: async () => {},
+    }, ac.signal);
+    // Not live before the API answered the watch.
+    expect(log).toEqual(['connecting', 'error cleared', 'error network error', 'retrying', 'live', 'error cleared']);
+  });
+
   it('reports a refused list and tries again', async () => {
     const ac = new AbortController();
     const errors: unknown[] = [];

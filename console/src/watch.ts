@@ -83,9 +83,10 @@ export type Status = { state: 'live' } | { state: 'connecting' } | { state: 'ret
 export interface WatcherHooks {
   // list GETs the list path (throws ApiError on a refusal).
   list: (path: string) => Promise<any>;
-  // stream opens the watch and hands each text chunk to onText; it ends
-  // when the server ends the stream and throws when it breaks.
-  stream: (path: string, onText: (t: string) => void, signal: AbortSignal) => Promise<void>;
+  // stream opens the watch, calls onOpen once the API answered it, and
+  // hands each text chunk to onText; it ends when the server ends the
+  // stream and throws when it breaks.
+  stream: (path: string, onText: (t: string) => void, signal: AbortSignal, onOpen: () => void) => Promise<void>;
   onState: (s: ListState) => void;
   onError: (e: unknown) => void;
   onStatus: (s: Status) => void;
@@ -115,11 +116,21 @@ export async function runWatcher(listPath: string, h: WatcherHooks, signal: Abor
         h.onState(state);
         h.onError(null);
       }
-      h.onStatus({ state: 'live' });
       const lines = new LineSplitter();
       let gone = false;
       let got = 0;
+      // Live only once the API answered the watch: an error of a broken
+      // stream (kept with the last version, not listed again) is cleared
+      // then, not left on the page beside a live badge.
+      let opened = false;
+      const open = () => {
+        if (opened) return;
+        opened = true;
+        h.onStatus({ state: 'live' });
+        h.onError(null);
+      };
       await h.stream(watchURL(listPath, state.resourceVersion), (text) => {
+        open();
         for (const line of lines.push(text)) {
           const ev = JSON.parse(line) as WatchEvent;
           if (isGone(ev)) { gone = true; continue; }
@@ -129,7 +140,7 @@ export async function runWatcher(listPath: string, h: WatcherHooks, signal: Abor
           attempt = 0;
           if (ev.type !== 'BOOKMARK') h.onState(state);
         }
-      }, signal);
+      }, signal, open);
       if (gone) {
         state = null;
         continue;

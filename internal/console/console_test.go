@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -36,6 +37,9 @@ type upstream struct {
 	*httptest.Server
 	mu   sync.Mutex
 	seen []*http.Request
+	// revoked makes goodToken refused too, as the API does once a
+	// tenant's service account and token are deleted.
+	revoked atomic.Bool
 }
 
 func newUpstream(t *testing.T) *upstream {
@@ -44,7 +48,7 @@ func newUpstream(t *testing.T) *upstream {
 		u.mu.Lock()
 		u.seen = append(u.seen, r.Clone(r.Context()))
 		u.mu.Unlock()
-		if r.Header.Get("Authorization") != "Bearer "+goodToken {
+		if r.Header.Get("Authorization") != "Bearer "+goodToken || u.revoked.Load() {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`)
@@ -252,6 +256,32 @@ func TestExpiredSession(t *testing.T) {
 	}
 	if up.count() != n {
 		t.Error("an expired session's request reached the API")
+	}
+}
+
+// TestRevokedCredential: once the API refuses a session's token, the
+// proxied request and the session check answer 401 saying so, and the
+// cookie is cleared.
+func TestRevokedCredential(t *testing.T) {
+	up := newUpstream(t)
+	s := newTestServer(t, up)
+	c := sessionCookieOf(t, do(t, s.Handler(), "POST", "/cci/login", `{"token":"`+goodToken+`"}`, nil))
+	up.revoked.Store(true)
+	for _, path := range []string{"/api/v1/namespaces/acme/pods", "/cci/usage", "/cci/session"} {
+		w := do(t, s.Handler(), "GET", path, "", nil, c)
+		if w.Code != 401 || !strings.Contains(message(t, w), "no longer accepts this session's credential (expired or revoked); log in again") {
+			t.Errorf("GET %s with a revoked token: %d %s", path, w.Code, w.Body)
+		}
+		cleared := false
+		for _, k := range w.Result().Cookies() {
+			cleared = cleared || (k.Name == CookieName && k.MaxAge < 0)
+		}
+		if !cleared {
+			t.Errorf("GET %s with a revoked token left the cookie: %q", path, w.Result().Header.Values("Set-Cookie"))
+		}
+	}
+	if w := do(t, s.Handler(), "GET", "/api/v1/namespaces/acme/pods", "", nil, c); !strings.Contains(message(t, w), "the API said: Unauthorized") {
+		t.Errorf("the API's own word is lost: %s", w.Body)
 	}
 }
 

@@ -180,7 +180,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	me, err := s.whoAmI(r.Context(), sess.Cred)
 	if apierrors.IsUnauthorized(err) {
 		http.SetCookie(w, clearCookie())
-		writeError(w, http.StatusUnauthorized, "the API no longer accepts this session's credential (expired or revoked); log in again")
+		writeError(w, http.StatusUnauthorized, credentialGone)
 		return
 	}
 	if err != nil {

@@ -59,6 +59,10 @@ const (
 	// `netperf run` measures a path to one (internal/netperf). Built by
 	// BuildNetperfProgram and PushNetperf.
 	Netperf = "cci-test/netperf:1"
+	// NoShell runs `sleep 3600` and has no shell: its /bin holds busybox
+	// and the sleep applet only, so an exec of sh or bash fails with the
+	// executable not found (the console's terminal shows that, test/console).
+	NoShell = "cci-test/noshell:1"
 )
 
 // The exit codes of StopSignalCmd: on SIGUSR1 and on SIGTERM.
@@ -100,6 +104,9 @@ type spec struct {
 	ports []string
 	// stopSignal is the config's StopSignal; empty: none (SIGTERM).
 	stopSignal string
+	// applets, when set, are the only busybox applets linked in /bin;
+	// nil: all of them.
+	applets []string
 }
 
 var httpdCmd = []string{"sh", "-c", fmt.Sprintf("trap 'exit 0' TERM; httpd -f -vv -p %d -h /www & wait", HTTPDPort)}
@@ -124,6 +131,10 @@ var specs = map[string]spec{
 		// child to end.
 		cmd:        StopSignalCmd,
 		stopSignal: "SIGUSR1",
+	},
+	NoShell: {
+		cmd:     []string{"sleep", "3600"},
+		applets: []string{"sleep"},
 	},
 }
 
@@ -353,7 +364,7 @@ func staticArch(binary []byte) (string, error) {
 // image builds one test image: a single layer holding the common root plus
 // s.extra, and a config running s.cmd.
 func (bb *busybox) image(s spec) (v1.Image, error) {
-	layerTar, err := tarEntries(append(bb.root(), s.extra...))
+	layerTar, err := tarEntries(append(bb.root(s.applets), s.extra...))
 	if err != nil {
 		return nil, err
 	}
@@ -403,9 +414,9 @@ func (bb *busybox) image(s spec) (v1.Image, error) {
 }
 
 // root is the file tree every test image shares. /bin holds busybox and its
-// applets; /sbin, /usr/bin and /usr/sbin point to it, so /bin/sh and
-// /usr/bin/env both exist.
-func (bb *busybox) root() []entry {
+// applets (only those named, when applets is not nil); /sbin, /usr/bin and
+// /usr/sbin point to it, so /bin/sh and /usr/bin/env both exist.
+func (bb *busybox) root(applets []string) []entry {
 	es := []entry{
 		dir("bin", 0o755),
 		file("bin/busybox", 0o755, bb.binary),
@@ -422,7 +433,10 @@ func (bb *busybox) root() []entry {
 		symlink("usr/bin", "../bin"),
 		symlink("usr/sbin", "../bin"),
 	}
-	for _, a := range bb.applets {
+	if applets == nil {
+		applets = bb.applets
+	}
+	for _, a := range applets {
 		es = append(es, symlink("bin/"+a, "busybox"))
 	}
 	return es

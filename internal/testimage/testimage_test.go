@@ -26,7 +26,7 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{HTTPD: addr + "/" + HTTPD, Shell: addr + "/" + Shell, StopSignal: addr + "/" + StopSignal}
+	want := map[string]string{HTTPD: addr + "/" + HTTPD, Shell: addr + "/" + Shell, StopSignal: addr + "/" + StopSignal, NoShell: addr + "/" + NoShell}
 	if !maps.Equal(refs, want) {
 		t.Fatalf("Build() = %v, want %v", refs, want)
 	}
@@ -106,6 +106,21 @@ func TestBuild(t *testing.T) {
 	}
 	if cfg.Config.StopSignal != "SIGUSR1" || !slices.Equal(cfg.Config.Cmd, StopSignalCmd) {
 		t.Errorf("stopsignal StopSignal %q Cmd %q, want SIGUSR1 and %q", cfg.Config.StopSignal, cfg.Config.Cmd, StopSignalCmd)
+	}
+
+	// No shell in NoShell: only busybox and sleep.
+	noShell := pull(t, refs[NoShell])
+	files = layerFiles(t, noShell)
+	if _, ok := files["bin/sleep"]; !ok {
+		t.Errorf("noshell image lacks bin/sleep")
+	}
+	for _, sh := range []string{"bin/sh", "bin/ash", "bin/bash"} {
+		if _, ok := files[sh]; ok {
+			t.Errorf("noshell image has %s, want no shell", sh)
+		}
+	}
+	if cfg, err = noShell.ConfigFile(); err != nil || !slices.Equal(cfg.Config.Cmd, []string{"sleep", "3600"}) {
+		t.Errorf("noshell Cmd: %v %v, want [sleep 3600]", cfg, err)
 	}
 
 	// Building again gives the same digests.

@@ -2,10 +2,13 @@ package console
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,23 +59,48 @@ func outDir(t *testing.T) string {
 // refused with the reason; a tenant logs in with its token, creates a
 // Deployment from the form, sees its pod Running, reads its log, runs
 // `echo hi` in the exec terminal, scales to 3, sees its usage grow,
-// deletes it, and gets the API's 403 for another tenant's namespace; the
-// operator logs in with the admin kubeconfig and sees tenants and hosts;
-// a page whose token is revoked (its tenant deleted) goes back to login
-// with a message.
+// deletes it, and gets the API's 403 for another tenant's namespace; an
+// exec into a container without a shell gets a message and the page goes
+// on; a list open while the control plane restarts reconnects by itself;
+// the operator logs in with the admin kubeconfig and sees tenants and
+// hosts; a page whose token is revoked (its tenant deleted) goes back to
+// login with a message.
 // What the browser did is then checked through the API.
 func TestTenantAndOperatorInBrowser(t *testing.T) {
 	token := createTenant(t, "console-a")
 	otherToken := createTenant(t, "console-b")
 	out := outDir(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	// The flow stops and starts the control plane through this, to see an
+	// open page reconnect by itself (data, session key and the host's pods
+	// survive a restart).
+	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		switch r.URL.Path {
+		case "/stop":
+			err = cci.Stop(syscall.SIGINT)
+		case "/start":
+			_, err = cci.Start()
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		if err != nil {
+			t.Logf("%s the control plane: %v", r.URL.Path, err)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		t.Logf("control plane %s: done", strings.TrimPrefix(r.URL.Path, "/"))
+	}))
+	defer control.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "flow.mjs")
 	cmd.Env = append(os.Environ(),
-		"CONSOLE_URL="+cci.ConsoleURL,
+		"CONSOLE_URL="+consoleURL,
 		"CONSOLE_DIR="+filepath.Join(cluster.RepoRoot(), "console"),
-		"CHROMIUM="+chromium,
+		"CHROMIUM="+browser,
 		"TENANT_TOKEN="+token,
 		"TENANT_NS=console-a",
 		"OTHER_TOKEN="+otherToken,
@@ -82,6 +110,7 @@ func TestTenantAndOperatorInBrowser(t *testing.T) {
 		"ADMIN_KUBECONFIG="+cci.Kubeconfig,
 		"IMAGE="+cci.Registry+"/"+testimage.Shell,
 		"OUT="+out,
+		"CONTROL_URL="+control.URL,
 	)
 	w := &testWriter{t: t}
 	cmd.Stdout, cmd.Stderr = w, w
@@ -96,7 +125,7 @@ func TestTenantAndOperatorInBrowser(t *testing.T) {
 		pods, _ := kube.CoreV1().Pods("console-a").List(context.Background(), metav1.ListOptions{LabelSelector: "app=web"})
 		return err != nil && pods != nil && len(pods.Items) == 0, "deployment err " + errString(err)
 	})
-	for _, shot := range []string{"login-refused.png", "overview.png", "create-form.png", "pod-logs-exec.png", "scaled.png", "usage.png", "forbidden.png", "tenants.png", "hosts.png", "yaml-error.png", "secret.png", "pod-timeline.png", "pools-registry.png"} {
+	for _, shot := range []string{"login-refused.png", "overview.png", "create-form.png", "pod-logs-exec.png", "scaled.png", "usage.png", "forbidden.png", "tenants.png", "hosts.png", "session-ended.png", "exec-no-shell.png", "reconnected.png", "yaml-error.png", "secret.png", "pod-timeline.png", "pools-registry.png"} {
 		if st, err := os.Stat(filepath.Join(out, shot)); err != nil || st.Size() == 0 {
 			t.Errorf("screenshot %s missing: %v", shot, err)
 		}

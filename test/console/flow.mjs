@@ -42,11 +42,11 @@ const follow = (pg) => {
     if (why !== 'net::ERR_ABORTED') log('  failed', r.method(), r.url().replace(URL, '').slice(0, 160), why);
   });
 };
-// go opens url in the page. Chromium aborts requests in flight when this
-// machine's interfaces change (every pod start and stop here adds or
-// removes a veth: net::ERR_NETWORK_CHANGED); a user's browser runs
-// elsewhere. When that breaks the page itself or its script or style,
-// go opens it again; the app's own requests retry by themselves.
+// go opens url in the page. Chromium aborts requests in flight when its
+// machine's interfaces change (net::ERR_NETWORK_CHANGED); console_test.go
+// runs it in a network namespace of its own, where nothing changes, but
+// should that ever break the page itself or its script or style, go
+// opens it again; the app's own requests retry by themselves.
 const go = async (url) => {
   const again = /ERR_NETWORK_CHANGED|interrupted by another navigation/;
   for (let i = 0; ; i++) {
@@ -68,6 +68,28 @@ const go = async (url) => {
     log('  the network changed under the page; opening it again');
     await new Promise((r) => setTimeout(r, 500 * 2 ** i));
   }
+};
+// deleteFromPage deletes an object with the page's own request (its
+// cookie, its Origin): a request from outside the page without the cookie
+// would be answered 401 with the cookie cleared. A DELETE the network
+// broke is asked again; the second answer is then 404.
+const deleteFromPage = async (p) => {
+  const status = await page.evaluate(async (p) => {
+    for (let i = 0; ; i++) {
+      try {
+        return (await fetch(p, { method: 'DELETE', credentials: 'same-origin' })).status;
+      } catch (e) {
+        if (i === 3) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }, p);
+  if (status !== 200 && status !== 202 && status !== 404) throw new Error(`delete ${p}: ${status}`);
+};
+// control stops or starts the control plane (console_test.go serves it).
+const control = async (what) => {
+  const r = await fetch(`${env('CONTROL_URL')}/${what}`, { method: 'POST' });
+  if (!r.ok) throw new Error(`${what} the control plane: ${r.status} ${await r.text()}`);
 };
 const shot = (name) => page.screenshot({ path: path.join(OUT, name), fullPage: true });
 try {
@@ -144,6 +166,10 @@ try {
   await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/does-not-exist:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
   await page.getByTestId('yaml-submit').click();
   await page.getByTestId('yaml-created').filter({ hasText: 'Pod noimage' }).waitFor();
+  // A pod without a shell, for the exec step below.
+  await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noshell\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/noshell:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
+  await page.getByTestId('yaml-submit').click();
+  await page.getByTestId('yaml-created').filter({ hasText: 'Pod noshell' }).waitFor();
   await go(`${URL}/ns/${NS}/pods/noimage`);
   await page.getByTestId('verdict').filter({ hasText: 'cannot be pulled' }).waitFor({ timeout: slow });
   await page.getByTestId('timeline').locator('tr.tl-error').first().waitFor();
@@ -151,22 +177,7 @@ try {
   await shot('pod-timeline.png');
   await go(`${URL}/ns/${NS}/overview`);
   await page.getByTestId('pending').locator('tr[data-name="noimage"]', { hasText: /ErrImagePull|ImagePullBackOff/ }).waitFor();
-  // From the page (its cookie, its Origin): a request from outside the
-  // page without the cookie would be answered 401 with the cookie cleared.
-  // Chromium aborts requests in flight when this machine's interfaces
-  // change (every pod start and stop here): ask again then; a DELETE
-  // asked twice is answered 404 the second time.
-  const status = await page.evaluate(async (p) => {
-    for (let i = 0; ; i++) {
-      try {
-        return (await fetch(p, { method: 'DELETE', credentials: 'same-origin' })).status;
-      } catch (e) {
-        if (i === 3) throw e;
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
-  }, `/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`);
-  if (status !== 200 && status !== 202 && status !== 404) throw new Error(`delete pod noimage: ${status}`);
+  await deleteFromPage(`/api/v1/namespaces/${NS}/pods/noimage?gracePeriodSeconds=0`);
 
   log('creates a Deployment from the form');
   await go(`${URL}/ns/${NS}/workloads`);
@@ -185,6 +196,16 @@ try {
   await shot('create-form.png');
   await page.getByTestId('submit').click();
   await page.getByTestId('create-form').waitFor({ state: 'detached' });
+
+  log("the API's refusal shows next to its field: the name is taken");
+  await page.getByTestId('create').click();
+  await page.fill('#f-name', 'web');
+  await page.fill('#f-image', env('IMAGE'));
+  await page.getByTestId('submit').click();
+  const taken = await page.getByTestId('server-error-name').innerText();
+  if (!/already exists/.test(taken)) throw new Error(`name taken: ${taken}`);
+  log('  ', taken);
+  await page.getByRole('button', { name: 'Cancel' }).click();
 
   log('sees its pod Running');
   await go(`${URL}/ns/${NS}/workloads?tab=pods`);
@@ -210,6 +231,23 @@ try {
   });
   await shot('pod-logs-exec.png');
 
+  log('an exec into a container without a shell: a message, the page keeps working');
+  await go(`${URL}/ns/${NS}/pods/noshell`);
+  await page.getByTestId('pod-phase').filter({ hasText: 'Running' }).waitFor({ timeout: slow });
+  await page.getByTestId('exec-connect').click();
+  const noShell = page.getByTestId('no-shell');
+  await noShell.waitFor();
+  const noShellText = await noShell.innerText();
+  if (!/no shell/.test(noShellText) || !/bash, sh/.test(noShellText)) throw new Error(`no-shell message: ${noShellText}`);
+  log('  ', noShellText);
+  // The rest of the page goes on: its watch is live, it shows no error,
+  // and the terminal may be connected again.
+  await page.getByTestId('live').waitFor();
+  await page.getByTestId('exec-connect').waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('[role=alert]').length === 0);
+  await shot('exec-no-shell.png');
+  await deleteFromPage(`/api/v1/namespaces/${NS}/pods/noshell?gracePeriodSeconds=0`);
+
   log('scales it to 3: the list follows by its watch');
   await go(`${URL}/ns/${NS}/workloads?tab=deployments`);
   await page.getByTestId('live').waitFor();
@@ -226,6 +264,7 @@ try {
   await go(`${URL}/ns/${NS}/usage`);
   const total = page.getByTestId('usage-total');
   await page.getByTestId('usage-table').locator('td', { hasText: pod }).waitFor({ timeout: 60000 });
+  await page.getByTestId('usage-namespaces').locator(`tr[data-name="${NS}"]`).waitFor();
   const first = parseFloat(await total.innerText());
   log('  cost', first);
   // The page polls; running pods add cost every second.
@@ -240,6 +279,24 @@ try {
   page.once('dialog', (d) => d.accept());
   await page.locator('tr[data-name="web"]').getByRole('button', { name: 'Delete' }).click();
   await page.locator('tr[data-name="web"]').waitFor({ state: 'detached' });
+
+  log('the control plane restarts under an open page: its list reconnects by itself');
+  await go(`${URL}/ns/${NS}/workloads?tab=configmaps`);
+  await page.getByTestId('live').waitFor();
+  await control('stop');
+  await page.getByTestId('live-retry').waitFor();
+  log('  ', await page.getByTestId('live-retry').getAttribute('title'));
+  await control('start');
+  // The watch waits up to 36 s between tries (30 s plus a fifth).
+  await page.getByTestId('live').waitFor({ timeout: 120000 });
+  // Live again: a ConfigMap made now shows up in the list by itself.
+  const made = await page.evaluate(async (p) => (await fetch(p, {
+    method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'after-restart' }, data: { k: 'v' } }),
+  })).status, `/api/v1/namespaces/${NS}/configmaps`);
+  if (made !== 201) throw new Error(`create a ConfigMap after the restart: ${made}`);
+  await page.locator('tr[data-name="after-restart"]').waitFor({ timeout: 60000 });
+  await shot('reconnected.png');
 
   log("cannot see another tenant's pods: the API's 403 is shown");
   await go(`${URL}/ns/${OTHER}/workloads?tab=pods`);
@@ -262,6 +319,8 @@ try {
   await page.waitForURL(/\/overview$/);
   await go(URL + '/operator/tenants');
   for (const t of [NS, OTHER]) await page.getByTestId('tenants').locator('td', { hasText: t }).first().waitFor();
+  // With its cost this month: the tenant's pods ran.
+  await page.getByTestId('tenants').locator(`tr[data-name="${NS}"] [data-testid=tenant-cost]`).filter({ hasText: /[1-9]/ }).waitFor({ timeout: 60000 });
   await shot('tenants.png');
   await go(URL + '/operator/hosts');
   await page.getByTestId('hosts').locator('tbody tr').first().waitFor();
@@ -272,9 +331,26 @@ try {
   await page.getByTestId('registry').locator('tr[data-name="cci-test/shell"]').waitFor();
   await shot('pools-registry.png');
 
-  // Not checked here: a session whose token is revoked while its page is
-  // open should go back to login with a message, but the page keeps
-  // showing the API's 403s (docs/console.md, open defects).
+  log('a session whose token is revoked goes back to login with a message');
+  const other = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+  page = await other.newPage();
+  follow(page);
+  page.setDefaultTimeout(30000);
+  await go(URL + '/login');
+  await page.fill('#token', env('OTHER_TOKEN'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(new RegExp(`/ns/${OTHER}/overview$`));
+  await go(`${URL}/ns/${OTHER}/workloads?tab=pods`);
+  await page.getByTestId('live').waitFor();
+  // Deleting the tenant deletes its service account and token. The open
+  // watch sees no error; the page's session check (every 30 s, and on
+  // each 403) finds the API refusing the token.
+  execFileSync(env('CCI_BIN'), ['tenant', 'delete', OTHER, '--wait=false', '--data-dir', env('CCI_DATA_DIR')], { stdio: 'inherit' });
+  await page.waitForURL(/\/login$/, { timeout: 120000 });
+  const ended = await page.getByRole('status').innerText();
+  if (!/session ended/i.test(ended) || !/revoked/.test(ended)) throw new Error(`login page after revocation says: ${ended}`);
+  log('  ', ended);
+  await shot('session-ended.png');
   log('done');
 } catch (e) {
   if (page) await shot('failure.png').catch(() => {});

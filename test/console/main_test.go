@@ -6,6 +6,8 @@ package console
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,13 @@ import (
 )
 
 var cci *cluster.Instance
+
+// browser runs Chromium in a network namespace of its own, and consoleURL is the
+// console's address from there (see chromiumNetns).
+var (
+	browser    string
+	consoleURL string
+)
 
 // chromium is the browser the tests drive.
 const chromium = "/usr/bin/chromium"
@@ -66,7 +75,62 @@ func run(m *testing.M) int {
 	cci = cluster.New(bin, work, slot).WithHosts(1, slot)
 	cci.Prepare()
 	defer cci.Cleanup()
+	remove, err = chromiumNetns(work, slot)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer remove()
 	return cci.RunSuite(m, bin)
+}
+
+// chromiumNetns makes a network namespace for Chromium, joined to the
+// machine by a veth pair, and a script that runs Chromium in it: Chromium
+// aborts every request in flight (net::ERR_NETWORK_CHANGED) when its
+// interfaces change, and on a test machine other clusters add and remove
+// pod veths all the time. In a namespace of its own it sees only its
+// veth; it reaches the console (which listens on every address) at the
+// machine's end of the pair. It sets browser and consoleURL.
+func chromiumNetns(work string, slot int) (func(), error) {
+	n := slot % 100
+	ns := fmt.Sprintf("cci-chrome%d", n)
+	outer, inner := fmt.Sprintf("ccichr%da", n), fmt.Sprintf("ccichr%db", n)
+	hostIP, nsIP := fmt.Sprintf("10.47.%d.1", n), fmt.Sprintf("10.47.%d.2", n)
+	// What an earlier run of this slot left.
+	_ = exec.Command("ip", "netns", "del", ns).Run()
+	_ = exec.Command("ip", "link", "del", outer).Run()
+	remove := func() { _ = exec.Command("ip", "netns", "del", ns).Run() }
+	for _, args := range [][]string{
+		{"netns", "add", ns},
+		{"link", "add", outer, "type", "veth", "peer", "name", inner},
+		{"link", "set", inner, "netns", ns},
+		{"addr", "add", hostIP + "/30", "dev", outer},
+		{"link", "set", outer, "up"},
+		{"-n", ns, "addr", "add", nsIP + "/30", "dev", inner},
+		{"-n", ns, "link", "set", inner, "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			remove()
+			return nil, fmt.Errorf("network namespace for Chromium: ip %v: %v: %s", args, err, out)
+		}
+	}
+	browser = filepath.Join(work, "chromium-in-netns")
+	// ip netns exec execs Chromium in place: the pipes Playwright drives it
+	// through stay open.
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, chromium)
+	if err := os.WriteFile(browser, []byte(script), 0o755); err != nil {
+		remove()
+		return nil, err
+	}
+	u, err := url.Parse(cci.ConsoleURL)
+	if err != nil {
+		remove()
+		return nil, err
+	}
+	u.Host = net.JoinHostPort(hostIP, u.Port())
+	consoleURL = u.String()
+	return remove, nil
 }
 
 func runIn(dir string, name string, args ...string) error {

@@ -4,7 +4,7 @@ import { ErrorBox, useApp } from '../App';
 import { useWatch } from '../live';
 import { LiveBadge } from '../LiveBadge';
 import { usePoll } from '../poll';
-import { age } from '../format';
+import { age, money } from '../format';
 import { tenantManifest } from '../yamlapply';
 
 const path = '/apis/cci.io/v1alpha1/tenants';
@@ -13,6 +13,12 @@ export function Tenants() {
   const { t } = useApp();
   const list = useWatch(path);
   const pools = usePoll(() => get('/cci/pools'), 60000, []);
+  // The operator reads every tenant's usage this month.
+  const usage = usePoll(() => get('/cci/usage'), 60000, []);
+  const costOf = (tenant: string) => {
+    const u = (usage.data?.tenants || []).find((x: any) => x.tenant === tenant);
+    return u ? money(u.cost, usage.data.currency) : '-';
+  };
   const [name, setName] = useState('');
   const [cpu, setCpu] = useState('8');
   const [memory, setMemory] = useState('32Gi');
@@ -38,11 +44,11 @@ export function Tenants() {
         <h2>{t('nav.tenants')} <LiveBadge status={list.status} /></h2>
         <ErrorBox error={list.error} />
         <table data-testid="tenants">
-          <thead><tr><th>Name</th><th>Phase</th><th>Namespace</th><th>Quota</th><th>Pools</th><th>Age</th></tr></thead>
+          <thead><tr><th>Name</th><th>Phase</th><th>Namespace</th><th>Quota</th><th>Pools</th><th>{t('tenants.cost')}</th><th>Age</th></tr></thead>
           <tbody>{(list.items || []).map((x: any) => (
             <tr key={x.metadata.name} data-name={x.metadata.name}><td>{x.metadata.name}</td><td>{x.status?.phase}</td><td>{x.status?.namespace}</td>
               <td>{Object.entries(x.spec?.quota || {}).map(([k, v]) => `${k}=${v}`).join(', ') || 'default'}</td>
-              <td>{(x.spec?.pools || ['general']).join(', ')}</td><td>{age(x.metadata.creationTimestamp)}</td></tr>
+              <td>{(x.spec?.pools || ['general']).join(', ')}</td><td data-testid="tenant-cost">{costOf(x.metadata.name)}</td><td>{age(x.metadata.creationTimestamp)}</td></tr>
           ))}</tbody>
         </table>
       </div>
