@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -194,4 +195,45 @@ func readKeyValues(path string) (map[string]uint64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// removeCgroups removes the cgroup folders of a deleted container, path as
+// its linux.cgroupsPath names it ("/cci/<id>"), from every hierarchy, the
+// folders below it first. runc removes them when it deletes the container,
+// but not when containerd or the shim died under the deletion: the folders
+// then stay for good (the chaos bench found 10 per such container). Only an
+// empty cgroup can be removed (rmdir), so one that still holds a process
+// stays; a folder already gone is no error.
+func removeCgroups(root, path string) error {
+	path = filepath.Clean("/" + path)
+	if path == "/" {
+		return nil
+	}
+	hierarchies, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	dirs := []string{filepath.Join(root, path)} // cgroup v2 alone
+	for _, h := range hierarchies {
+		// Symbolic links (cpu → cpu,cpuacct) name a hierarchy twice.
+		if h.IsDir() {
+			dirs = append(dirs, filepath.Join(root, h.Name(), path))
+		}
+	}
+	var errs []error
+	for _, d := range dirs {
+		var found []string
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				found = append(found, p)
+			}
+			return nil
+		})
+		for i := len(found) - 1; i >= 0; i-- { // deepest first
+			if err := os.Remove(found[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

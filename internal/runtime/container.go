@@ -384,6 +384,7 @@ func (w *podWorker) removeContainer(id string, task containerd.Task) {
 func (w *podWorker) tryRemoveContainer(ctx context.Context, id string, task containerd.Task) error {
 	c, err := w.r.cfg.Containerd.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
+		w.removeCgroups(id)
 		return nil
 	}
 	if err != nil {
@@ -401,7 +402,16 @@ func (w *podWorker) tryRemoveContainer(ctx context.Context, id string, task cont
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container: %w", err)
 	}
+	w.removeCgroups(id)
 	return nil
+}
+
+// removeCgroups removes what runc left of a deleted container's cgroups
+// (containerd's default cgroupsPath "/<namespace>/<id>").
+func (w *podWorker) removeCgroups(id string) {
+	if err := removeCgroups(cgroupRoot, "/"+w.r.cfg.Namespace+"/"+id); err != nil {
+		w.log.Warn("remove the cgroups of a deleted container", "id", id, "err", err)
+	}
 }
 
 // oomKilled tells whether the container's memory cgroup, or for a gvisor
