@@ -267,7 +267,7 @@ func (b *bench) chaosWorkload(ctx context.Context, st *chaosState) error {
 	}
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		why, err := b.chaosSteady(ctx, st, time.Time{}, "")
+		why, err := b.chaosSteady(ctx, st, time.Time{}, nil)
 		if err == nil && why == "" {
 			return nil
 		}
@@ -319,7 +319,7 @@ func (b *bench) chaosPods(ctx context.Context, st *chaosState) (map[types.UID]po
 // chaosSteady says what still keeps the cluster from its steady state
 // ("" when there is nothing): the API answers, every host node is Ready
 // and its agent renewed its lease after since, the Deployments are ready.
-func (b *bench) chaosSteady(ctx context.Context, st *chaosState, since time.Time, waitPod types.UID) (string, error) {
+func (b *bench) chaosSteady(ctx context.Context, st *chaosState, since time.Time, restarted map[types.UID]bool) (string, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := b.kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx); err != nil {
@@ -369,12 +369,32 @@ func (b *bench) chaosSteady(ctx context.Context, st *chaosState, since time.Time
 			return fmt.Sprintf("pod %s not ready", p.Name), nil
 		}
 	}
-	if waitPod != "" {
-		if p, ok := pods[waitPod]; ok && !p.Ready && p.Phase != v1.PodSucceeded {
-			return fmt.Sprintf("pod %s not ready again", p.Name), nil
+	for uid := range restarted {
+		if p, ok := pods[uid]; ok && !startedSince(p, since) {
+			return fmt.Sprintf("pod %s not running again since the fault", p.Name), nil
 		}
 	}
 	return "", nil
+}
+
+// startedSince tells whether a pod whose containers the fault killed runs
+// again: finished, or Ready with every running container started at or
+// after since (the API's times have whole seconds). Until then its status
+// may still show the containers from before the fault, which the agent
+// has not yet found dead.
+func startedSince(p podState, since time.Time) bool {
+	if p.Phase == v1.PodSucceeded || p.Phase == v1.PodFailed {
+		return true
+	}
+	if !p.Ready {
+		return false
+	}
+	for _, c := range p.Ctrs {
+		if c.Running && c.StartedAt.Before(since.Truncate(time.Second)) {
+			return false
+		}
+	}
+	return true
 }
 
 // chaosRound injects one fault, waits for recovery and checks the invariants.
@@ -392,7 +412,8 @@ func (b *bench) chaosRound(ctx context.Context, rng *rand.Rand, st *chaosState, 
 	target := sites[rng.IntN(len(sites))]
 	rec.Target = target.Name
 	affected := map[types.UID]bool{}
-	var waitPod types.UID
+	// Pods whose containers the fault kills: recovered once they run again.
+	restarted := map[types.UID]bool{}
 	t0 := time.Now()
 	switch fault {
 	case FaultAgent:
@@ -436,7 +457,7 @@ func (b *bench) chaosRound(ctx context.Context, rng *rand.Rand, st *chaosState, 
 		if pid == 0 {
 			return rec, fmt.Errorf("no shim of pod %s (%s) under %s", p.Name, p.UID, target.Socket)
 		}
-		affected[p.UID], waitPod = true, p.UID
+		affected[p.UID], restarted[p.UID] = true, true
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			return rec, fmt.Errorf("kill the shim %d of pod %s: %w", pid, p.Name, err)
 		}
@@ -459,6 +480,9 @@ func (b *bench) chaosRound(ctx context.Context, rng *rand.Rand, st *chaosState, 
 		for _, p := range before {
 			if p.Node == target.Name && (p.Phase == v1.PodRunning || p.Phase == v1.PodPending) {
 				affected[p.UID] = true
+				if p.Phase == v1.PodRunning && !p.Job {
+					restarted[p.UID] = true
+				}
 				if p.Job {
 					st.jobFailOK++
 				}
@@ -480,7 +504,7 @@ func (b *bench) chaosRound(ctx context.Context, rng *rand.Rand, st *chaosState, 
 	var why string
 	deadline := time.Now().Add(b.cfg.RecoveryTimeout)
 	for {
-		why, err = b.chaosSteady(ctx, st, t0, waitPod)
+		why, err = b.chaosSteady(ctx, st, t0, restarted)
 		if err == nil && why == "" {
 			break
 		}

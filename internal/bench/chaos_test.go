@@ -111,3 +111,21 @@ func TestSkipObject(t *testing.T) {
 		}
 	}
 }
+
+// A pod the fault killed counts as running again only with containers
+// started since the fault: the API may still show the ones from before.
+func TestStartedSince(t *testing.T) {
+	fault := time.Date(2026, 12, 6, 7, 46, 11, 500e6, time.UTC)
+	old := podState{Phase: v1.PodRunning, Ready: true, Ctrs: []ctrState{{Running: true, StartedAt: fault.Add(-time.Minute)}}}
+	fresh := podState{Phase: v1.PodRunning, Ready: true, Ctrs: []ctrState{{Running: true, StartedAt: fault.Truncate(time.Second)}}}
+	starting := podState{Phase: v1.PodRunning, Ready: false, Ctrs: []ctrState{{Running: true, StartedAt: fault.Add(time.Second)}}}
+	done := podState{Phase: v1.PodFailed}
+	for name, tc := range map[string]struct {
+		p    podState
+		want bool
+	}{"stale status": {old, false}, "started in the fault's second": {fresh, true}, "not ready yet": {starting, false}, "finished": {done, true}} {
+		if got := startedSince(tc.p, fault); got != tc.want {
+			t.Errorf("%s: startedSince = %v, want %v", name, got, tc.want)
+		}
+	}
+}
