@@ -173,6 +173,8 @@ try {
   await secretValue.filter({ hasText: 's3cr3t-value' }).waitFor();
   await page.getByTestId('secret-type').filter({ hasText: 'Opaque' }).waitFor();
   await shot('secret.png');
+  // The editor was closed when the list was opened again.
+  await page.getByTestId('create-yaml-open').click();
 
   log('a pod with a missing image: the timeline shows the pull error');
   await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/does-not-exist:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
