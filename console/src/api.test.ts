@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { fetchAnswer, get, sessionChecker, setUnauthorizedHandler, streamLogs } from './api';
+import { metadataOnly } from './watch';
 
 // sends plays fetch: each entry a Response or an error to reject with.
 function sends(...list: (Response | Error)[]) {
@@ -114,5 +115,24 @@ describe('a 403 of the API', () => {
     await vi.waitFor(() => expect(asked).toContain('/cci/session'));
     await new Promise((r) => setTimeout(r, 0));
     expect(sent).toEqual([]);
+  });
+});
+
+describe('metadata only', () => {
+  afterEach(() => vi.unstubAllGlobals());
+  it('asks the API for the list and the watch without contents', async () => {
+    const accepts: string[] = [];
+    vi.stubGlobal('fetch', async (_path: string, init: RequestInit) => {
+      accepts.push((init.headers as Record<string, string>).Accept);
+      return new Response('{"kind":"PartialObjectMetadataList","items":[]}', { status: 200 });
+    });
+    await get('/api/v1/namespaces/a/secrets', metadataOnly.list);
+    await streamLogs('/api/v1/namespaces/a/secrets?watch=1', () => {}, new AbortController().signal, undefined, metadataOnly.watch);
+    await get('/api/v1/namespaces/a/secrets/db');
+    expect(accepts).toEqual([
+      'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1',
+      'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1',
+      undefined,
+    ]);
   });
 });

@@ -77,12 +77,17 @@ export async function fetchAnswer(send: () => Promise<Response>, method: string,
   }
 }
 
-export async function request<T = any>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+// request sends one request to the console; accept, when given, is the
+// Accept header (the API's metadata-only and table forms are asked so).
+export async function request<T = any>(method: string, path: string, body?: unknown, contentType = 'application/json', accept?: string): Promise<T> {
   if (method !== 'GET' && !path.startsWith('/cci/')) path += (path.includes('?') ? '&' : '?') + 'fieldManager=cci-console';
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['Content-Type'] = contentType;
+  if (accept) headers.Accept = accept;
   const resp = await fetchAnswer(() => fetch(path, {
     method,
     credentials: 'same-origin',
-    headers: body === undefined ? {} : { 'Content-Type': contentType },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   }), method);
   if (!resp.ok) {
@@ -95,11 +100,13 @@ export async function request<T = any>(method: string, path: string, body?: unkn
   return (text ? JSON.parse(text) : undefined) as T;
 }
 
-export const get = <T = any>(path: string) => request<T>('GET', path);
+export const get = <T = any>(path: string, accept?: string) => request<T>('GET', path, undefined, undefined, accept);
 export const post = <T = any>(path: string, body: unknown) => request<T>('POST', path, body);
 export const del = <T = any>(path: string) => request<T>('DELETE', path);
 export const mergePatch = <T = any>(path: string, body: unknown) =>
   request<T>('PATCH', path, body, 'application/merge-patch+json');
+export const jsonPatch = <T = any>(path: string, ops: unknown[]) =>
+  request<T>('PATCH', path, ops, 'application/json-patch+json');
 
 export interface Me {
   user: string;
@@ -112,8 +119,8 @@ export interface Me {
 // streamLogs reads a pod's log (server-side tail, then follow) or a watch
 // and hands each chunk of text to onText until the signal aborts; onOpen
 // is called once the API answered.
-export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal, onOpen?: () => void): Promise<void> {
-  const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal }), 'GET');
+export async function streamLogs(path: string, onText: (t: string) => void, signal: AbortSignal, onOpen?: () => void, accept?: string): Promise<void> {
+  const resp = await fetchAnswer(() => fetch(path, { credentials: 'same-origin', signal, headers: accept ? { Accept: accept } : {} }), 'GET');
   if (!resp.ok) {
     const err = await errorOf(resp);
     if (resp.status === 401) onUnauthorized(err.message);

@@ -1,11 +1,12 @@
 import { useEffect, useState } from 'react';
 import { get, streamLogs } from './api';
-import { ListState, Status, runWatcher } from './watch';
+import { ListState, Status, metadataOnly, runWatcher } from './watch';
 
 // useWatch keeps a list current by the API's watch (see watch.ts) while
 // the page is open: data is the list's items, status says whether the
-// stream is live or when it tries again.
-export function useWatch(listPath: string | null) {
+// stream is live or when it tries again. With metaOnly the items are
+// their metadata only (see metadataOnly in watch.ts).
+export function useWatch(listPath: string | null, metaOnly = false) {
   const [state, setState] = useState<ListState | undefined>(undefined);
   const [error, setError] = useState<unknown>(null);
   const [status, setStatus] = useState<Status>({ state: 'connecting' });
@@ -14,9 +15,12 @@ export function useWatch(listPath: string | null) {
     setError(null);
     if (!listPath) return;
     const ac = new AbortController();
-    runWatcher(listPath, { list: get, stream: streamLogs, onState: setState, onError: setError, onStatus: setStatus }, ac.signal);
+    const list = (p: string) => get(p, metaOnly ? metadataOnly.list : undefined);
+    const stream = (p: string, onText: (t: string) => void, signal: AbortSignal, onOpen: () => void) =>
+      streamLogs(p, onText, signal, onOpen, metaOnly ? metadataOnly.watch : undefined);
+    runWatcher(listPath, { list, stream, onState: setState, onError: setError, onStatus: setStatus }, ac.signal);
     return () => ac.abort();
-  }, [listPath]);
+  }, [listPath, metaOnly]);
   return { items: state?.items, error, status };
 }
 

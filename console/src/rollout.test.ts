@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeSecret, history, restartPatch, rolloutStatus } from './rollout';
+import { decodeSecret, history, restartPatch, rollbackPatch, rolloutStatus } from './rollout';
 
 const dep = (over: any = {}) => ({
   metadata: { name: 'web', uid: 'd1', generation: 2, annotations: { 'deployment.kubernetes.io/revision': '2' } },
@@ -41,5 +41,43 @@ describe('restartPatch', () => {
 describe('decodeSecret', () => {
   it('decodes UTF-8 and names binary data', () => {
     expect(decodeSecret({ password: btoa('s3cr3t'), key: btoa(String.fromCharCode(0xff, 0xfe)) })).toEqual({ password: 's3cr3t', key: '(2 bytes of binary data)' });
+  });
+});
+
+describe('rollbackPatch', () => {
+  const tpl = (image: string, hash?: string) => ({
+    metadata: { labels: { app: 'web', ...(hash ? { 'pod-template-hash': hash } : {}) }, annotations: { 'kubectl.kubernetes.io/restartedAt': 'x' } },
+    spec: { containers: [{ name: 'app', image }] },
+  });
+  const d = {
+    metadata: { name: 'web', uid: 'd1', annotations: { 'deployment.kubernetes.io/revision': '2', 'kubernetes.io/change-cause': 'v2', 'kubectl.kubernetes.io/last-applied-configuration': '{}' } },
+    spec: { template: tpl('img:2') },
+  };
+  const rs = (rev: string, image: string, hash: string, owner = 'd1') => ({
+    metadata: { name: `web-${hash}`, annotations: { 'deployment.kubernetes.io/revision': rev, 'kubernetes.io/change-cause': `v${rev}`, 'deployment.kubernetes.io/desired-replicas': '3' }, ownerReferences: [{ uid: owner }] },
+    spec: { template: tpl(image, hash) },
+  });
+  const sets = [rs('1', 'img:1', 'aaa'), rs('2', 'img:2', 'bbb'), rs('1', 'img:9', 'zzz', 'other')];
+
+  it('puts the revision\'s template back, without the hash label, with its annotations', () => {
+    expect(rollbackPatch(d, sets, 1)).toEqual([
+      { op: 'replace', path: '/spec/template', value: tpl('img:1') },
+      { op: 'replace', path: '/metadata/annotations', value: {
+        'deployment.kubernetes.io/revision': '2',
+        'kubectl.kubernetes.io/last-applied-configuration': '{}',
+        'kubernetes.io/change-cause': 'v1',
+      } },
+    ]);
+    // The ReplicaSet itself is left as it was.
+    expect(sets[0].spec.template.metadata.labels['pod-template-hash']).toBe('aaa');
+  });
+  it('refuses what kubectl refuses', () => {
+    expect(() => rollbackPatch(d, sets, 2)).toThrow('already runs the template of revision 2');
+    expect(() => rollbackPatch(d, sets, 7)).toThrow('no revision 7 in its history');
+    expect(() => rollbackPatch({ ...d, spec: { ...d.spec, paused: true } }, sets, 1)).toThrow('paused');
+  });
+  it('compares templates whatever the order of their keys', () => {
+    const reordered = { ...d, spec: { template: { spec: { containers: [{ image: 'img:1', name: 'app' }] }, metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': 'x' }, labels: { app: 'web' } } } } };
+    expect(() => rollbackPatch(reordered, sets, 1)).toThrow('already runs');
   });
 });

@@ -54,6 +54,62 @@ export function restartPatch(now: Date): any {
   return { spec: { template: { metadata: { annotations: { [restartedAtAnnotation]: now.toISOString() } } } } };
 }
 
+// Deployment annotations kubectl rollout undo keeps from the Deployment
+// rather than taking from the ReplicaSet rolled back to: the
+// controller's own bookkeeping and kubectl apply's record.
+const keptAnnotations = new Set([
+  'kubectl.kubernetes.io/last-applied-configuration',
+  revisionAnnotation,
+  'deployment.kubernetes.io/revision-history',
+  'deployment.kubernetes.io/desired-replicas',
+  'deployment.kubernetes.io/max-replicas',
+  'deprecated.deployment.rollback.to',
+]);
+
+export const podTemplateHashLabel = 'pod-template-hash';
+
+// stable is JSON with object keys sorted, to compare templates.
+function stable(v: any): string {
+  if (Array.isArray(v)) return `[${v.map(stable).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stable(v[k])}`).join(',')}}`;
+  return JSON.stringify(v);
+}
+
+function withoutHash(tpl: any): any {
+  const c = structuredClone(tpl || {});
+  if (c.metadata?.labels) {
+    delete c.metadata.labels[podTemplateHashLabel];
+    if (Object.keys(c.metadata.labels).length === 0) delete c.metadata.labels;
+  }
+  return c;
+}
+
+// rollbackPatch is what kubectl rollout undo --to-revision sends: a JSON
+// patch putting the chosen revision's ReplicaSet's pod template (less
+// the controller's pod-template-hash label) back into the Deployment,
+// with the ReplicaSet's annotations (change-cause and the like) in place
+// of the Deployment's own, less those kubectl keeps. The controller
+// then rolls to that ReplicaSet and gives it the next revision number.
+// It throws, as kubectl does, for a paused Deployment, a revision that
+// is not in the history, and the revision already running.
+export function rollbackPatch(d: any, replicaSets: any[], revision: number): any[] {
+  const name = d.metadata?.name;
+  if (d.spec?.paused) throw new Error(`deployment ${name} is paused: resume it before rolling it back`);
+  const rs = replicaSets.find((r) =>
+    (r.metadata?.ownerReferences || []).some((o: any) => o.uid === d.metadata?.uid) &&
+    Number(r.metadata?.annotations?.[revisionAnnotation]) === revision);
+  if (!rs) throw new Error(`deployment ${name} has no revision ${revision} in its history`);
+  const template = withoutHash(rs.spec?.template);
+  if (stable(template) === stable(withoutHash(d.spec?.template))) throw new Error(`deployment ${name} already runs the template of revision ${revision}`);
+  const annotations: Record<string, string> = {};
+  for (const [k, v] of Object.entries<string>(d.metadata?.annotations || {})) if (keptAnnotations.has(k)) annotations[k] = v;
+  for (const [k, v] of Object.entries<string>(rs.metadata?.annotations || {})) if (!keptAnnotations.has(k)) annotations[k] = v;
+  return [
+    { op: 'replace', path: '/spec/template', value: template },
+    { op: 'replace', path: '/metadata/annotations', value: annotations },
+  ];
+}
+
 // decodeSecret turns a Secret's base64 data into text (or says it is binary).
 export function decodeSecret(data: Record<string, string> | undefined): Record<string, string> {
   const out: Record<string, string> = {};

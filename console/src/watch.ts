@@ -6,6 +6,16 @@
 // version it saw, waiting longer after each failure; a version the API no
 // longer keeps (410 Gone) means listing again.
 
+// metadataOnly is what the API is asked for to list and watch objects
+// without their contents (client-go's metadata client asks the same):
+// each item is a PartialObjectMetadata, its metadata only. There is no
+// fallback to the full form: a server that cannot answer so refuses
+// (406) rather than sending Secrets' values.
+export const metadataOnly = {
+  list: 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1',
+  watch: 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1',
+};
+
 export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 export interface WatchEvent {
   type: EventType;

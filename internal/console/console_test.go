@@ -62,10 +62,19 @@ func newUpstream(t *testing.T) *upstream {
 		case r.URL.Path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
 			w.WriteHeader(http.StatusCreated)
 			fmt.Fprint(w, `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","status":{"allowed":false}}`)
-		case r.URL.Path == metering.UsagePath && r.URL.Query().Get("until") != "":
-			// A day's report: namespace acme costs the day of the month.
+		case r.URL.Path == metering.UsagePath && r.URL.Query().Get("by") == "day":
+			// A report by day: namespace acme costs the day of the month
+			// and 10 core-seconds a day, namespace other 100.
 			since, _ := time.Parse(time.RFC3339, r.URL.Query().Get("since"))
-			fmt.Fprintf(w, `{"currency":"CNY","tenants":[{"tenant":"acme","namespaces":[{"namespace":"acme","cost":%d,"coreSeconds":10},{"namespace":"other","cost":100}]}],"total":{"cost":%d}}`, since.Day(), since.Day()+100)
+			until, _ := time.Parse(time.RFC3339, r.URL.Query().Get("until"))
+			rep := metering.Report{Currency: "CNY"}
+			for d := since; d.Before(until); d = d.AddDate(0, 0, 1) {
+				acme := metering.Usage{Cost: float64(d.Day()), CoreSeconds: 10}
+				other := metering.Usage{Cost: 100}
+				rep.Days = append(rep.Days, metering.DayUsage{Date: d.Format(time.DateOnly), Usage: metering.Usage{Cost: acme.Cost + other.Cost, CoreSeconds: 10},
+					Namespaces: []metering.DayNamespaceUsage{{Tenant: "acme", Namespace: "acme", Usage: acme}, {Tenant: "acme", Namespace: "other", Usage: other}}})
+			}
+			_ = json.NewEncoder(w).Encode(rep)
 		case r.URL.Query().Get("watch") == "1":
 			// A watch: one event now, the next only when the client is gone
 			// (it never is before the test reads the first).
@@ -483,13 +492,14 @@ func TestWatchStreamsThroughProxy(t *testing.T) {
 	}
 }
 
-// TestDailyUsage: the month so far, one usage report per UTC day, summed
-// for the namespace asked.
+// TestDailyUsage: the month so far, one usage report by day, the
+// namespace asked picked out of each day.
 func TestDailyUsage(t *testing.T) {
 	up := newUpstream(t)
 	s := newTestServer(t, up)
 	s.cfg.Now = func() time.Time { return time.Date(2026, 3, 3, 12, 0, 0, 0, time.UTC) }
 	c := sessionCookieOf(t, do(t, s.Handler(), "POST", "/cci/login", `{"token":"`+goodToken+`"}`, nil))
+	before := up.count()
 	w := do(t, s.Handler(), "GET", "/cci/usage/daily?namespace=acme", "", nil, c)
 	if w.Code != 200 {
 		t.Fatalf("daily usage: %d %s", w.Code, w.Body)
@@ -510,5 +520,8 @@ func TestDailyUsage(t *testing.T) {
 	}
 	if r := up.last(); r.Header.Get("Authorization") != "Bearer "+goodToken {
 		t.Errorf("usage asked with Authorization %q, want the user's", r.Header.Get("Authorization"))
+	}
+	if n := up.count() - before; n != 1 {
+		t.Errorf("the usage endpoint was asked %d times, want once", n)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cci-project/cci/internal/metering"
@@ -30,9 +29,9 @@ type Daily struct {
 	Total     metering.Usage `json:"total"`
 }
 
-// dailyUsage answers GET /cci/usage/daily?namespace=NS: the usage
-// endpoint asked once per day of this month so far, as the user (it
-// answers per window, not per day), summed for the namespace.
+// dailyUsage answers GET /cci/usage/daily?namespace=NS: this month's
+// report from the usage endpoint, as the user, broken down by day
+// (by=day), the namespace's part of each day.
 func (s *Server) dailyUsage(w http.ResponseWriter, r *http.Request, sess session) {
 	if s.usage == nil {
 		writeError(w, http.StatusServiceUnavailable, "this control plane runs no usage endpoint")
@@ -45,48 +44,26 @@ func (s *Server) dailyUsage(w http.ResponseWriter, r *http.Request, sess session
 	}
 	ns := r.URL.Query().Get("namespace")
 	now := s.cfg.Now().UTC()
-	start := metering.MonthStart(now)
-	var days []time.Time
-	for d := start; d.Before(now); d = d.AddDate(0, 0, 1) {
-		days = append(days, d)
-	}
-	out := Daily{Namespace: ns, Days: make([]DayUsage, len(days))}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	client := &http.Client{Transport: tr}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr *usageError
-	)
-	// A few days at a time: each is a report over the month's records.
-	sem := make(chan struct{}, 4)
-	for i, d := range days {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			rep, uerr := s.usageReport(ctx, client, sess, d, d.AddDate(0, 0, 1))
-			mu.Lock()
-			defer mu.Unlock()
-			if uerr != nil {
-				if firstErr == nil {
-					firstErr = uerr
-				}
-				return
-			}
-			out.Currency = rep.Currency
-			out.Days[i] = DayUsage{Date: d.Format(time.DateOnly), Usage: usageIn(rep, ns)}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		writeError(w, firstErr.code, firstErr.msg)
+	rep, uerr := s.dailyReport(ctx, &http.Client{Transport: tr}, sess, metering.MonthStart(now), now)
+	if uerr != nil {
+		writeError(w, uerr.code, uerr.msg)
 		return
 	}
-	for _, d := range out.Days {
-		out.Total = addUsage(out.Total, d.Usage)
+	out := Daily{Currency: rep.Currency, Namespace: ns, Days: make([]DayUsage, 0, len(rep.Days))}
+	for _, d := range rep.Days {
+		day := DayUsage{Date: d.Date, Usage: d.Usage}
+		if ns != "" {
+			day.Usage = metering.Usage{}
+			for _, n := range d.Namespaces {
+				if n.Namespace == ns {
+					day.Usage = addUsage(day.Usage, n.Usage)
+				}
+			}
+		}
+		out.Days = append(out.Days, day)
+		out.Total = addUsage(out.Total, day.Usage)
 	}
 	writeJSON(w, out)
 }
@@ -96,10 +73,11 @@ type usageError struct {
 	msg  string
 }
 
-func (s *Server) usageReport(ctx context.Context, client *http.Client, sess session, since, until time.Time) (*metering.Report, *usageError) {
+// dailyReport asks the usage endpoint, as the user, for [since, until) by day.
+func (s *Server) dailyReport(ctx context.Context, client *http.Client, sess session, since, until time.Time) (*metering.Report, *usageError) {
 	u := *s.usage
 	u.Path = strings.TrimSuffix(u.Path, "/") + metering.UsagePath
-	u.RawQuery = url.Values{"since": {since.Format(time.RFC3339)}, "until": {until.Format(time.RFC3339)}}.Encode()
+	u.RawQuery = url.Values{"since": {since.Format(time.RFC3339)}, "until": {until.Format(time.RFC3339)}, "by": {"day"}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, &usageError{http.StatusInternalServerError, err.Error()}
@@ -118,29 +96,13 @@ func (s *Server) usageReport(ctx context.Context, client *http.Client, sess sess
 		if json.Unmarshal(b, &st) != nil || st.Message == "" {
 			st.Message = strings.TrimSpace(string(b))
 		}
-		return nil, &usageError{resp.StatusCode, fmt.Sprintf("usage of %s: %s", since.Format(time.DateOnly), st.Message)}
+		return nil, &usageError{resp.StatusCode, fmt.Sprintf("usage since %s: %s", since.Format(time.DateOnly), st.Message)}
 	}
 	rep := &metering.Report{}
 	if err := json.NewDecoder(resp.Body).Decode(rep); err != nil {
 		return nil, &usageError{http.StatusBadGateway, "usage report: " + err.Error()}
 	}
 	return rep, nil
-}
-
-// usageIn is a report's usage of one namespace, or its total.
-func usageIn(rep *metering.Report, ns string) metering.Usage {
-	if ns == "" {
-		return rep.Total
-	}
-	var u metering.Usage
-	for _, t := range rep.Tenants {
-		for _, n := range t.Namespaces {
-			if n.Namespace == ns {
-				u = addUsage(u, n.Usage)
-			}
-		}
-	}
-	return u
 }
 
 func addUsage(a, b metering.Usage) metering.Usage {

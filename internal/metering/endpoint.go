@@ -20,7 +20,8 @@ import (
 )
 
 // UsagePath is where the endpoint serves reports:
-// GET /v1/usage?tenant=T&since=…&until=… (times as ParseTime reads them).
+// GET /v1/usage?tenant=T&since=…&until=…&by=day (times as ParseTime reads
+// them; by=day adds the report's Days).
 const UsagePath = "/v1/usage"
 
 // EndpointConfig says where and how the usage endpoint listens.
@@ -141,6 +142,14 @@ func (m *Meter) usageFor(r *http.Request) (*Report, error) {
 	if err != nil {
 		return nil, &httpError{http.StatusBadRequest, err.Error()}
 	}
+	var opt ReportOptions
+	switch by := q.Get("by"); by {
+	case "":
+	case "day":
+		opt.ByDay = true
+	default:
+		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("by=%q: the report can only be broken down by=day (or leave by out)", by)}
+	}
 	select {
 	case <-m.ready:
 	case <-ctx.Done():
@@ -176,7 +185,7 @@ func (m *Meter) usageFor(r *http.Request) (*Report, error) {
 		}
 	}
 	m.log.Debug("usage report", "user", id.user, "tenant", q.Get("tenant"))
-	return m.Report(ctx, since, until, tenants)
+	return m.Report(ctx, since, until, tenants, opt)
 }
 
 // metricsAuth lets through callers allowed to get /metrics.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -387,5 +388,84 @@ func TestReportPodInItsFirstSecond(t *testing.T) {
 	}
 	if len(found) != 1 || !found[0].Running || found[0].Seconds != 0 || !found[0].Start.Equal(at("10s")) {
 		t.Fatalf("report pods %+v, want the new pod running with 0 s from 10s", found)
+	}
+}
+
+// TestReportByDay: by=day splits the window at UTC midnights, per
+// namespace, with days that had no usage kept, and the days add up to the
+// window.
+func TestReportByDay(t *testing.T) {
+	s := newMemStore()
+	clock := t0 // 2026-11-25 02:00 UTC
+	m := newTestMeter(t, s, &clock)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, ns := range []string{"ns-a", "ns-b"} {
+		_ = idx.Add(&v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{TenantLabel: "a"}}})
+	}
+	m.nsLister = corelisters.NewNamespaceLister(idx)
+	done := testPod("done", "ns-a", "10s") // until 2026-11-26 01:00
+	live := testPod("live", "ns-b", "21h") // from 2026-11-25 23:00, still running
+	m.see(done, "11s")
+	for h := 1; h <= 47; h++ {
+		if h == 22 {
+			m.see(live, "21h30m")
+		}
+		if h == 24 {
+			m.see(finished(done, "23h"), "23h30m")
+		}
+		m.flushAt(fmt.Sprintf("%dh", h))
+	}
+	clock = at("47h") // 2026-11-27 01:00
+
+	show := func(days []DayUsage) string {
+		var out []string
+		for _, d := range days {
+			ns := []string{}
+			for _, n := range d.Namespaces {
+				ns = append(ns, fmt.Sprintf("%s/%s:%d", n.Tenant, n.Namespace, n.Seconds))
+			}
+			out = append(out, fmt.Sprintf("%s=%d%v", d.Date, d.Seconds, ns))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tc := range []struct {
+		name, since, until string
+		want               string
+	}{
+		{"the whole run", "0s", "", "2026-11-25=82790[a/ns-a:79190 a/ns-b:3600] 2026-11-26=90000[a/ns-a:3600 a/ns-b:86400] 2026-11-27=3600[a/ns-b:3600]"},
+		{"one day", "22h", "46h", "2026-11-26=90000[a/ns-a:3600 a/ns-b:86400]"},
+		{"part of a day", "22h30m", "23h30m", "2026-11-26=5400[a/ns-a:1800 a/ns-b:3600]"},
+		{"a day without usage is kept", "-24h", "12h", "2026-11-24=0[] 2026-11-25=43190[a/ns-a:43190]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			until := time.Time{}
+			if tc.until != "" {
+				until = at(tc.until)
+			}
+			rep, err := m.Report(context.Background(), at(tc.since), until, nil, ReportOptions{ByDay: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := show(rep.Days); got != tc.want {
+				t.Errorf("days\n got %s\nwant %s", got, tc.want)
+			}
+			var sum Usage
+			for _, d := range rep.Days {
+				sum.Seconds += d.Seconds
+				sum.CoreSeconds += d.CoreSeconds
+				sum.GPUSeconds += d.GPUSeconds
+			}
+			if sum.Seconds != rep.Total.Seconds || sum.CoreSeconds != rep.Total.CoreSeconds {
+				t.Errorf("days add up to %+v, the window is %+v", sum, rep.Total)
+			}
+		})
+	}
+
+	rep, err := m.Report(context.Background(), at("0s"), time.Time{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Days != nil {
+		t.Errorf("a report not asked by day has days: %s", show(rep.Days))
 	}
 }

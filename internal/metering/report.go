@@ -47,6 +47,31 @@ type Report struct {
 	Prices   Prices        `json:"prices"`
 	Tenants  []TenantUsage `json:"tenants"`
 	Total    Usage         `json:"total"`
+	// Days is the window's usage per UTC day, every day it touches (days
+	// without usage too, so a chart has no gaps); only when asked for
+	// (ReportOptions.ByDay, the endpoint's by=day), as a month's report
+	// otherwise carries thirty copies of what Tenants already says.
+	Days []DayUsage `json:"days,omitempty"`
+}
+
+// DayUsage is one UTC day of a report: the part of the window in that day.
+type DayUsage struct {
+	Date string `json:"date"` // 2006-01-02
+	Usage
+	Namespaces []DayNamespaceUsage `json:"namespaces"`
+}
+
+// DayNamespaceUsage is one namespace's usage in one day.
+type DayNamespaceUsage struct {
+	Tenant    string `json:"tenant"`
+	Namespace string `json:"namespace"`
+	Usage
+}
+
+// ReportOptions are what a report may add to its totals.
+type ReportOptions struct {
+	// ByDay adds Days to the report.
+	ByDay bool
 }
 
 // TenantUsage is one tenant's part of a report.
@@ -91,7 +116,11 @@ type podAcc struct {
 
 // Report computes usage in [since, until) of the given tenants (all when
 // tenants is nil). until is capped at now. Safe to call concurrently.
-func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []string) (*Report, error) {
+func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []string, opts ...ReportOptions) (*Report, error) {
+	var opt ReportOptions
+	for _, o := range opts {
+		opt.ByDay = opt.ByDay || o.ByDay
+	}
 	now := second(m.cfg.Now())
 	w := Interval{second(since), second(until)}
 	if until.IsZero() || w.End.After(now) {
@@ -112,7 +141,7 @@ func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []st
 	include := func(string) bool { return true }
 	if tenants != nil {
 		if len(tenants) == 0 {
-			return buildReport(w, *m.cfg.Prices, nil), nil
+			return buildReport(w, *m.cfg.Prices, nil, opt), nil
 		}
 		treq, err := labels.NewRequirement(TenantLabel, selection.In, tenants)
 		if err != nil {
@@ -147,10 +176,10 @@ func (m *Meter) Report(ctx context.Context, since, until time.Time, tenants []st
 		}
 		accs[uid] = &podAcc{tenant: st.tenant, ns: st.ns, name: st.pod, flavor: st.flavor, set: Set{}.Add(st.iv), running: st.open, live: st.iv}
 	}
-	return buildReport(w, *m.cfg.Prices, accs), nil
+	return buildReport(w, *m.cfg.Prices, accs, opt), nil
 }
 
-func buildReport(w Interval, prices Prices, accs map[types.UID]*podAcc) *Report {
+func buildReport(w Interval, prices Prices, accs map[types.UID]*podAcc, opt ReportOptions) *Report {
 	rep := &Report{Since: w.Start, Until: w.End, Currency: prices.Currency, Prices: prices, Tenants: []TenantUsage{}}
 	type nsKey struct{ tenant, ns string }
 	tenantTotals := map[string]Totals{}
@@ -207,7 +236,50 @@ func buildReport(w Interval, prices Prices, accs map[types.UID]*podAcc) *Report 
 		rep.Tenants = append(rep.Tenants, tu)
 	}
 	rep.Total = usageOf(total, prices)
+	if opt.ByDay {
+		rep.Days = daysOf(w, prices, accs)
+	}
 	return rep
+}
+
+// daysOf splits the window at UTC midnights. A day's cost is priced from
+// its own totals, so the days' costs may differ from the window's in the
+// last rounded digit.
+func daysOf(w Interval, prices Prices, accs map[types.UID]*podAcc) []DayUsage {
+	type nsKey struct{ tenant, ns string }
+	days := []DayUsage{}
+	first := time.Date(w.Start.Year(), w.Start.Month(), w.Start.Day(), 0, 0, 0, 0, time.UTC)
+	for d := first; d.Before(w.End); d = d.AddDate(0, 0, 1) {
+		dw := Interval{d, d.AddDate(0, 0, 1)}.Clip(w)
+		var total Totals
+		per := map[nsKey]Totals{}
+		for _, a := range accs {
+			secs := a.set.Clip(dw).Seconds()
+			if secs == 0 {
+				continue
+			}
+			t := totalsOf(a.flavor, secs)
+			k := nsKey{a.tenant, a.ns}
+			per[k] = per[k].add(t)
+			total = total.add(t)
+		}
+		keys := make([]nsKey, 0, len(per))
+		for k := range per {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].tenant != keys[j].tenant {
+				return keys[i].tenant < keys[j].tenant
+			}
+			return keys[i].ns < keys[j].ns
+		})
+		du := DayUsage{Date: d.Format(time.DateOnly), Usage: usageOf(total, prices), Namespaces: []DayNamespaceUsage{}}
+		for _, k := range keys {
+			du.Namespaces = append(du.Namespaces, DayNamespaceUsage{Tenant: k.tenant, Namespace: k.ns, Usage: usageOf(per[k], prices)})
+		}
+		days = append(days, du)
+	}
+	return days
 }
 
 // ParseTime reads a point in time as the usage command and endpoint take

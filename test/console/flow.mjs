@@ -150,17 +150,31 @@ try {
   await page.getByTestId('yaml-error').filter({ hasText: 'spec.replicas' }).waitFor();
   log('  ', (await page.getByTestId('yaml-error').innerText()).split('\n')[0]);
 
-  log('a Secret from YAML: its value hidden until asked');
+  log('a Secret from YAML: its keys and value not in the browser until asked');
   await setYaml('apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: s3cr3t-value\n');
   await page.getByTestId('yaml-submit').click();
   await page.getByTestId('yaml-created').waitFor();
+  // Open the list again: its list request now has the Secret in it, and
+  // must carry metadata only (no type, no data: the value's base64 is
+  // czNjcjN0LXZhbHVl).
+  const secretList = page.waitForResponse((r) => new globalThis.URL(r.url()).pathname === `/api/v1/namespaces/${NS}/secrets` && !r.url().includes('watch='));
+  await go(`${URL}/ns/${NS}/workloads?tab=secrets`);
+  const listBody = await (await secretList).text();
+  if (!listBody.includes('"PartialObjectMetadataList"') || !listBody.includes('"db"') || /czNjcjN0|"data"|"type"/.test(listBody)) {
+    throw new Error(`the Secret list is not metadata only: ${listBody.slice(0, 400)}`);
+  }
   const secretRow = page.locator('tr[data-name="db"]');
   await secretRow.getByRole('button', { name: /Data/ }).click();
   const secretValue = page.getByTestId('secret-value').first();
   if ((await secretValue.innerText()).includes('s3cr3t')) throw new Error('the secret value shows before it is asked for');
+  const secretGet = page.waitForResponse((r) => new globalThis.URL(r.url()).pathname === `/api/v1/namespaces/${NS}/secrets/db`);
   await page.getByTestId('secret-reveal').click();
+  if ((await secretGet).status() !== 200) throw new Error(`reveal read the Secret with ${(await secretGet).status()}`);
   await secretValue.filter({ hasText: 's3cr3t-value' }).waitFor();
+  await page.getByTestId('secret-type').filter({ hasText: 'Opaque' }).waitFor();
   await shot('secret.png');
+  // The editor was closed when the list was opened again.
+  await page.getByTestId('create-yaml-open').click();
 
   log('a pod with a missing image: the timeline shows the pull error');
   await setYaml(`apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  containers:\n  - name: app\n    image: ${REGISTRY}/cci-test/does-not-exist:1\n    resources:\n      requests: {cpu: 250m, memory: 512Mi}\n      limits: {cpu: 250m, memory: 512Mi}\n`);
@@ -260,11 +274,43 @@ try {
   await page.getByTestId('rollout-status').filter({ hasText: 'successfully rolled out' }).waitFor({ timeout: slow });
   await page.getByTestId('history').locator('tr[data-revision="1"]').waitFor();
 
+  log('restarts it, then rolls it back to revision 1 (kubectl rollout undo --to-revision=1)');
+  const history = page.getByTestId('history');
+  const firstRS = await history.locator('tr[data-revision="1"] td').nth(1).innerText();
+  await page.getByTestId('restart').click();
+  await history.locator('tr.current[data-revision="2"]').waitFor({ timeout: slow });
+  page.once('dialog', (d) => d.accept());
+  await history.locator('tr[data-revision="1"]').getByTestId('rollback').click();
+  // The controller takes revision 1's ReplicaSet back and numbers it 3.
+  const rolledBack = history.locator('tr.current[data-revision="3"]');
+  await rolledBack.waitFor({ timeout: slow });
+  const rs3 = await rolledBack.locator('td').nth(1).innerText();
+  if (rs3 !== firstRS) throw new Error(`revision 3 is ReplicaSet ${rs3}, want revision 1's ${firstRS}`);
+  await page.getByTestId('rollout-status').filter({ hasText: 'successfully rolled out' }).waitFor({ timeout: slow });
+  await shot('rollback.png');
+
   log('sees its usage grow');
   await go(`${URL}/ns/${NS}/usage`);
   const total = page.getByTestId('usage-total');
   await page.getByTestId('usage-table').locator('td', { hasText: pod }).waitFor({ timeout: 60000 });
   await page.getByTestId('usage-namespaces').locator(`tr[data-name="${NS}"]`).waitFor();
+  // By day: today's row (UTC) has core-seconds, and each quantity has its chart.
+  const today = new Date().toISOString().slice(0, 10);
+  const todayRow = page.getByTestId('usage-days').locator(`tr[data-date="${today}"]`);
+  await todayRow.waitFor();
+  if (!(parseFloat(await todayRow.locator('td').nth(1).innerText()) > 0)) throw new Error(`no core-seconds today: ${await todayRow.innerText()}`);
+  for (const c of ['day-cost', 'day-core', 'day-gib', 'day-gpu']) await page.getByTestId(c).locator('canvas').waitFor();
+  const download = page.waitForEvent('download');
+  await page.getByTestId('usage-csv').click();
+  const csvText = await (await download).createReadStream().then((st) => new Promise((res, rej) => {
+    let b = '';
+    st.on('data', (d) => { b += d; });
+    st.on('end', () => res(b));
+    st.on('error', rej);
+  }));
+  if (!csvText.startsWith('kind,date,') || !csvText.includes(`\npod,,`) || !csvText.includes(`\nday,${today},`)) {
+    throw new Error(`the CSV lacks pod or day rows:\n${csvText.slice(0, 400)}`);
+  }
   const first = parseFloat(await total.innerText());
   log('  cost', first);
   // The page polls; running pods add cost every second.

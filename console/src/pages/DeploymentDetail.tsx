@@ -1,14 +1,15 @@
 import { useState } from 'react';
 import { useParams } from 'react-router-dom';
-import { mergePatch } from '../api';
+import { jsonPatch, mergePatch } from '../api';
 import { ErrorBox, useApp, useNs } from '../App';
 import { useWatch, useWatchOne } from '../live';
 import { LiveBadge } from '../LiveBadge';
 import { age } from '../format';
-import { history, restartPatch, rolloutStatus } from '../rollout';
+import { history, restartPatch, rollbackPatch, rolloutStatus } from '../rollout';
 
 // DeploymentDetail: rollout status as kubectl rollout status words it,
-// the history (its ReplicaSets by revision) and restart.
+// the history (its ReplicaSets by revision), restart and rollback to a
+// revision (as kubectl rollout undo --to-revision).
 export function DeploymentDetail() {
   const { t } = useApp();
   const ns = useNs();
@@ -22,6 +23,17 @@ export function DeploymentDetail() {
     setError(null);
     try {
       await mergePatch(`${path}/${name}`, restartPatch(new Date()));
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const rollback = async (revision: number) => {
+    if (!window.confirm(`${t('rollout.rollback')}: ${name} revision ${revision}?`)) return;
+    setError(null);
+    try {
+      // Made from the Deployment and ReplicaSets the page's watches hold,
+      // as kubectl makes it from what it has just read.
+      await jsonPatch(`${path}/${name}`, rollbackPatch(d, rss.items || [], revision));
     } catch (e) {
       setError(e);
     }
@@ -48,10 +60,11 @@ export function DeploymentDetail() {
           <h3>{t('rollout.history')}</h3>
           <ErrorBox error={rss.error} />
           <table data-testid="history">
-            <thead><tr><th>Revision</th><th>ReplicaSet</th><th>Images</th><th>Pods</th><th>Restarted at</th><th>Age</th></tr></thead>
+            <thead><tr><th>Revision</th><th>ReplicaSet</th><th>Images</th><th>Pods</th><th>Restarted at</th><th>Age</th><th /></tr></thead>
             <tbody>{history(d, rss.items || []).map((r) => (
               <tr key={r.name} className={r.current ? 'current' : ''} data-revision={r.revision}>
                 <td>{r.revision}{r.current ? ' ●' : ''}</td><td>{r.name}</td><td>{r.images}</td><td>{r.ready}/{r.replicas}</td><td>{r.restartedAt || '-'}</td><td>{age(r.created)}</td>
+                <td>{!r.current && <button onClick={() => rollback(r.revision)} data-testid="rollback">{t('rollout.rollback')}</button>}</td>
               </tr>
             ))}</tbody>
           </table>

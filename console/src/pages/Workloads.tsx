@@ -10,7 +10,9 @@ import { decodeSecret } from '../rollout';
 import { CreateForm } from './CreateForm';
 import { CreateYaml } from './CreateYaml';
 
-const kinds: Record<string, { path: (ns: string) => string; label: Key; scalable?: boolean }> = {
+// metaOnly: the list and its watch carry metadata only (Secrets: their
+// values reach the browser only when the user asks for them).
+const kinds: Record<string, { path: (ns: string) => string; label: Key; scalable?: boolean; metaOnly?: boolean }> = {
   deployments: { path: (ns) => `/apis/apps/v1/namespaces/${ns}/deployments`, label: 'workloads.deployments', scalable: true },
   statefulsets: { path: (ns) => `/apis/apps/v1/namespaces/${ns}/statefulsets`, label: 'workloads.statefulsets', scalable: true },
   pods: { path: (ns) => `/api/v1/namespaces/${ns}/pods`, label: 'workloads.pods' },
@@ -18,7 +20,7 @@ const kinds: Record<string, { path: (ns: string) => string; label: Key; scalable
   jobs: { path: (ns) => `/apis/batch/v1/namespaces/${ns}/jobs`, label: 'workloads.jobs' },
   cronjobs: { path: (ns) => `/apis/batch/v1/namespaces/${ns}/cronjobs`, label: 'workloads.cronjobs' },
   configmaps: { path: (ns) => `/api/v1/namespaces/${ns}/configmaps`, label: 'workloads.configmaps' },
-  secrets: { path: (ns) => `/api/v1/namespaces/${ns}/secrets`, label: 'workloads.secrets' },
+  secrets: { path: (ns) => `/api/v1/namespaces/${ns}/secrets`, label: 'workloads.secrets', metaOnly: true },
   pvcs: { path: (ns) => `/api/v1/namespaces/${ns}/persistentvolumeclaims`, label: 'workloads.pvcs' },
 };
 type Kind = keyof typeof kinds;
@@ -31,7 +33,7 @@ export function Workloads() {
   const [creating, setCreating] = useState<'' | 'form' | 'yaml'>(params.get('create') === '1' ? 'form' : params.get('create') === 'yaml' ? 'yaml' : '');
   const [actionError, setActionError] = useState<unknown>(null);
   const [open, setOpen] = useState<string | null>(null);
-  const list = useWatch(kinds[tab].path(ns));
+  const list = useWatch(kinds[tab].path(ns), !!kinds[tab].metaOnly);
 
   const act = async (f: () => Promise<unknown>) => {
     setActionError(null);
@@ -89,7 +91,7 @@ export function Workloads() {
                 ];
                 if (expandable && open === name) {
                   rows.push(<tr key={o.metadata.uid + '-data'}><td colSpan={header(tab).length + 1}>
-                    {tab === 'secrets' ? <SecretData ns={ns} name={name} keys={Object.keys(o.data || {})} /> : <DataTable data={o.data || {}} />}
+                    {tab === 'secrets' ? <SecretData ns={ns} name={name} /> : <DataTable data={o.data || {}} />}
                   </td></tr>);
                 }
                 return rows;
@@ -106,27 +108,32 @@ function DataTable({ data }: { data: Record<string, string> }) {
   return <table className="data"><tbody>{Object.entries(data).map(([k, v]) => <tr key={k}><td>{k}</td><td><pre>{v}</pre></td></tr>)}</tbody></table>;
 }
 
-// SecretData lists a Secret's keys with their values hidden; "Reveal"
-// reads the Secret again and shows them decoded, "Hide" forgets them.
-function SecretData({ ns, name, keys }: { ns: string; name: string; keys: string[] }) {
+// SecretData shows nothing of a Secret until "Reveal": the list holds
+// its metadata only, so the Secret is read (GET) then and its keys and
+// decoded values shown; "Hide" forgets them.
+function SecretData({ ns, name }: { ns: string; name: string }) {
   const { t } = useApp();
-  const [values, setValues] = useState<Record<string, string> | null>(null);
+  const [secret, setSecret] = useState<{ type: string; values: Record<string, string> } | null>(null);
   const [error, setError] = useState<unknown>(null);
   const reveal = async () => {
     setError(null);
     try {
-      setValues(decodeSecret((await get(`/api/v1/namespaces/${ns}/secrets/${name}`)).data));
+      const s = await get(`/api/v1/namespaces/${ns}/secrets/${name}`);
+      setSecret({ type: s.type, values: decodeSecret(s.data) });
     } catch (e) {
       setError(e);
     }
   };
   return (
     <div data-testid="secret-data">
-      {values ? <button onClick={() => setValues(null)}>{t('secret.hide')}</button> : <button onClick={reveal} data-testid="secret-reveal">{t('secret.reveal')}</button>}
+      {secret ? <button onClick={() => setSecret(null)}>{t('secret.hide')}</button> : <button onClick={reveal} data-testid="secret-reveal">{t('secret.reveal')}</button>}
       <ErrorBox error={error} />
-      <table className="data"><tbody>{keys.map((k) => (
-        <tr key={k}><td>{k}</td><td data-testid="secret-value">{values ? <pre>{values[k]}</pre> : '••••••'}</td></tr>
-      ))}</tbody></table>
+      {secret ? (
+        <table className="data"><tbody>
+          <tr><td>type</td><td data-testid="secret-type">{secret.type}</td></tr>
+          {Object.entries(secret.values).map(([k, v]) => <tr key={k}><td>{k}</td><td data-testid="secret-value"><pre>{v}</pre></td></tr>)}
+        </tbody></table>
+      ) : <p data-testid="secret-value">•••••• {t('secret.hidden')}</p>}
     </div>
   );
 }
@@ -140,7 +147,7 @@ function header(k: Kind): string[] {
     case 'jobs': return ['Name', 'Succeeded', 'Failed', 'Age'];
     case 'cronjobs': return ['Name', 'Schedule', 'Suspended', 'Active', 'Last schedule', 'Age'];
     case 'configmaps': return ['Name', 'Keys', 'Age'];
-    case 'secrets': return ['Name', 'Type', 'Keys', 'Age'];
+    case 'secrets': return ['Name', 'Labels', 'Age'];
     case 'pvcs': return ['Name', 'Status', 'Capacity', 'Access modes', 'Storage class', 'Age'];
   }
   return [];
@@ -175,7 +182,8 @@ function row(k: Kind, ns: string, o: any): React.ReactNode[] {
     case 'configmaps':
       return [o.metadata.name, Object.keys({ ...o.data, ...o.binaryData }).join(', '), created];
     case 'secrets':
-      return [o.metadata.name, o.type, Object.keys(o.data || {}).join(', '), created];
+      // Metadata only: no type, keys or values here (see SecretData).
+      return [o.metadata.name, Object.entries(o.metadata.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ') || '-', created];
     case 'pvcs':
       return [o.metadata.name, o.status?.phase, o.status?.capacity?.storage || o.spec?.resources?.requests?.storage || '-',
         (o.spec?.accessModes || []).join(', '), o.spec?.storageClassName || '-', created];
