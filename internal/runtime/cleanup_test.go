@@ -261,9 +261,9 @@ func TestRemoveContainerAfterAgentStop(t *testing.T) {
 	}
 }
 
-// A container the record says is not running but whose task containerd
-// still holds (the agent that saw it exit stopped before deleting the task)
-// loses the task at re-adoption and keeps the container, for its logs.
+// A container the record says is not running but that containerd still
+// holds with its task (the agent that recorded its exit was killed before
+// it removed the container) is removed at re-adoption, task and all.
 func TestDeleteStaleTask(t *testing.T) {
 	cl, ctx := testContainerd(t)
 	const id = "exited-not-deleted"
@@ -284,7 +284,7 @@ func TestDeleteStaleTask(t *testing.T) {
 	if processRuns(pid) {
 		t.Errorf("the task's process %d still runs", pid)
 	}
-	if _, err := cl.LoadContainer(ctx, id); err != nil {
-		t.Errorf("the container went with its task: %v", err)
+	if _, err := cl.LoadContainer(ctx, id); !errdefs.IsNotFound(err) {
+		t.Errorf("container after deleteStaleTask: err = %v, want NotFound", err)
 	}
 }

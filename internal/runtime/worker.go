@@ -924,8 +924,6 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	// gVisor the host sees only the sandbox, whose OOM kill ends every
 	// container in it with 137.
 	oom := (lt.code == 137 || sandboxRoot(w.rec) == "") && w.oomKilled(cr.ID)
-	w.removeContainer(cr.ID, lt.task)
-	w.dropTask(name, lt)
 	pod := w.pod()
 	var message string
 	if c := w.containerSpec(name); c != nil {
@@ -958,6 +956,13 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 		}
 		cr.scheduleRestart(startedAt.Time, lt.exitedAt)
 	})
+	// The exit is on disk before the container goes: an agent killed in
+	// between finds a finished container whose leftover it removes, not a
+	// running one that vanished (ContainerStatusUnknown, which fails a
+	// Job's pod).
+	w.persistAndPublish()
+	w.removeContainer(cr.ID, lt.task)
+	w.dropTask(name, lt)
 }
 
 // containerdLost tells whether err says containerd itself went away during
@@ -1107,26 +1112,19 @@ func (w *podWorker) watch(name string, task containerd.Task, exitCh <-chan conta
 	return lt
 }
 
-// deleteStaleTask deletes the task of a container the record says is not
-// running: the agent that saw it exit was stopped or killed before it
-// deleted the task, whose shim (and, for a task never started, its cgroup
-// and rootfs mount) would otherwise stay for good. The container itself
-// stays, for its logs and exit status.
+// deleteStaleTask removes the container (its task first) of a container
+// the record says is not running: the agent that recorded its exit was
+// stopped or killed before it removed the container, whose shim, cgroups
+// and rootfs would otherwise stay for good. Its exit status is in the
+// record and its log in the log files.
 func (w *podWorker) deleteStaleTask(cr *ctrRecord) {
 	ctx, cancel := w.cleanupCtx()
 	defer cancel()
-	c, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID)
-	if err != nil {
+	if _, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID); err != nil {
 		return
 	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return
-	}
-	w.log.Info("deleting the task of a container that no longer runs, left by an interrupted clean-up", "container", cr.Name)
-	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-		w.log.Warn("delete stale task", "container", cr.Name, "err", err)
-	}
+	w.log.Info("removing a container that no longer runs, left by an interrupted clean-up", "container", cr.Name, "id", cr.ID)
+	w.removeContainer(cr.ID, nil)
 }
 
 // reattachAll looks up, in containerd, every container the record says is
