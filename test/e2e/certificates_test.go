@@ -131,19 +131,19 @@ func TestClusterTrustBundleProjection(t *testing.T) {
 		}
 		return false, strings.Join(all, "\n")
 	})
-	got, err := client(t).CoreV1().Pods(ns).Get(context.Background(), "ctb-wait", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := false
-	for _, c := range got.Status.Conditions {
-		if c.Type == v1.PodReady && c.Status == v1.ConditionFalse && c.Reason == "ContainersNotReady" && c.Message == "containers with unready status: [main]" {
-			ready = true
+	// The event may reach the API before the pod's status does.
+	waitFor(t, 30*time.Second, "Pending with Ready False (ContainersNotReady)", func() (bool, string) {
+		got, err := client(t).CoreV1().Pods(ns).Get(context.Background(), "ctb-wait", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
 		}
-	}
-	if got.Status.Phase != v1.PodPending || !ready {
-		t.Errorf("phase %s, conditions %+v: want Pending and Ready False (ContainersNotReady)", got.Status.Phase, got.Status.Conditions)
-	}
+		for _, c := range got.Status.Conditions {
+			if c.Type == v1.PodReady && c.Status == v1.ConditionFalse && c.Reason == "ContainersNotReady" && c.Message == "containers with unready status: [main]" {
+				return got.Status.Phase == v1.PodPending, fmt.Sprintf("phase %s", got.Status.Phase)
+			}
+		}
+		return false, fmt.Sprintf("phase %s, conditions %+v", got.Status.Phase, got.Status.Conditions)
+	})
 	createCTB(t, missing, "", nil, one)
 	waitRunning(t, ns, "app=ctb-wait", 1, 60*time.Second)
 	if out := execOut(t, ns, "ctb-wait", "cat", "/ctb/ca.pem"); !strings.Contains(out, one) {
