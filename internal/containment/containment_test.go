@@ -82,7 +82,7 @@ func TestBuild(t *testing.T) {
 	}{
 		{"trusted", fmt.Sprint(s.trusted), "[10.42.0.5 10.42.0.8 10.42.0.10 fd00:42::a]"},
 		{"tenants", fmt.Sprint(s.tenants), "[10.42.0.6 10.42.0.7 10.42.1.6]"},
-		{"hosts", fmt.Sprint(s.hosts), "[10.42.0.1 10.42.1.1 192.0.2.1 192.0.2.2 192.0.2.9]"},
+		{"hosts", fmt.Sprint(s.hosts), "[10.42.0.0 10.42.0.1 10.42.1.0 10.42.1.1 192.0.2.1 192.0.2.2 192.0.2.9]"},
 		{"ranges", fmt.Sprint(s.ranges), "[10.42.0.0/16]"},
 	} {
 		if tc.got != tc.want {

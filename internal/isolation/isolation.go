@@ -90,9 +90,12 @@ func Policy(ns string, hostCIDRs []string) *networkingv1.NetworkPolicy {
 }
 
 // HostCIDRs are the addresses traffic from the hosts comes from: each
-// node's InternalIP and ExternalIP and its pod bridge's gateway (the first
-// address of each pod CIDR), sorted and without duplicates, each as a
-// single-address prefix. Unparsable addresses are skipped.
+// node's InternalIP and ExternalIP, its pod bridge's gateway (the first
+// address of each pod CIDR) and its overlay device's address (the pod
+// CIDR's own, which flannel's VXLAN device takes: a Service's traffic that
+// a host forwards to a pod on another host is masqueraded to it), sorted
+// and without duplicates, each as a single-address prefix. Unparsable
+// addresses are skipped.
 func HostCIDRs(nodes []*corev1.Node) []string {
 	var out []string
 	add := func(a netip.Addr) {
@@ -113,6 +116,7 @@ func HostCIDRs(nodes []*corev1.Node) []string {
 		}
 		for _, c := range cidrs {
 			if p, err := netip.ParsePrefix(c); err == nil {
+				add(p.Masked().Addr())
 				add(p.Masked().Addr().Next())
 			}
 		}

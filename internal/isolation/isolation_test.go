@@ -31,7 +31,7 @@ func TestHostCIDRs(t *testing.T) {
 		{
 			name:  "address and gateway",
 			nodes: []*corev1.Node{node("a", []string{"10.42.0.0/24"}, internal("192.168.1.5"), corev1.NodeAddress{Type: corev1.NodeHostName, Address: "a"})},
-			want:  []string{"10.42.0.1/32", "192.168.1.5/32"},
+			want:  []string{"10.42.0.0/32", "10.42.0.1/32", "192.168.1.5/32"},
 		},
 		{
 			name: "two nodes, duplicates, loopback and junk skipped, legacy podCIDR",
@@ -40,12 +40,12 @@ func TestHostCIDRs(t *testing.T) {
 				{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: corev1.NodeSpec{PodCIDR: "10.42.2.0/24"},
 					Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{internal("192.168.1.5"), {Type: corev1.NodeExternalIP, Address: "203.0.113.9"}}}},
 			},
-			want: []string{"10.42.1.1/32", "10.42.2.1/32", "192.168.1.5/32", "203.0.113.9/32"},
+			want: []string{"10.42.1.0/32", "10.42.1.1/32", "10.42.2.0/32", "10.42.2.1/32", "192.168.1.5/32", "203.0.113.9/32"},
 		},
 		{
 			name:  "IPv6",
 			nodes: []*corev1.Node{node("a", []string{"fd00:42::/64"}, internal("fd00::5"))},
-			want:  []string{"fd00:42::1/128", "fd00::5/128"},
+			want:  []string{"fd00:42::/128", "fd00:42::1/128", "fd00::5/128"},
 		},
 	}
 	for _, tt := range tests {

@@ -198,13 +198,32 @@ func TestServiceAcrossHosts(t *testing.T) {
 // The machine reaches a LoadBalancer address, and the pods behind it on
 // every host answer.
 func TestLoadBalancerReachesEveryHost(t *testing.T) {
-	ns := namespace(t, "lb")
+	lbReachesEveryHost(t, namespace(t, "lb"), "8090")
+}
+
+// The same for a namespace isolated as a tenant's is (its managed policy
+// admits the hosts only): a host that forwards the Service's traffic to a
+// pod on another host masquerades it to its overlay device's address,
+// which the policy must count as the host's (it did not: the tenant's
+// LoadBalancer answered only from the pods of the host it reached).
+func TestIsolatedLoadBalancerReachesEveryHost(t *testing.T) {
+	ns := namespace(t, "lb-isolated")
+	mustKubectl(t, "label", "namespace", ns, "cci.io/isolation=default-deny")
+	waitFor(t, time.Minute, "the namespace's managed policy", func() (bool, string) {
+		out, _ := kubectl(t, "get", "networkpolicy", "-n", ns, "-o", "name")
+		return strings.TrimSpace(out) != "", out
+	})
+	lbReachesEveryHost(t, ns, "8091")
+}
+
+func lbReachesEveryHost(t *testing.T, ns, port string) {
+	t.Helper()
 	apply(t, webDeployment(ns, "front", 3, ""))
 	pods := waitRunning(t, ns, "app=front", 3, 3*time.Minute)
 	if len(byHost(pods)) != hosts {
 		t.Fatalf("3 replicas with a hard spread landed on %d hosts", len(byHost(pods)))
 	}
-	mustKubectl(t, "expose", "-n", ns, "deployment", "front", "--type", "LoadBalancer", "--port", "8090", "--target-port", "8080")
+	mustKubectl(t, "expose", "-n", ns, "deployment", "front", "--type", "LoadBalancer", "--port", port, "--target-port", "8080")
 	var ingress string
 	waitFor(t, time.Minute, "a LoadBalancer address", func() (bool, string) {
 		svc, err := client(t).CoreV1().Services(ns).Get(context.Background(), "front", metav1.GetOptions{})
@@ -217,7 +236,7 @@ func TestLoadBalancerReachesEveryHost(t *testing.T) {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	seen := map[string]int{}
 	waitFor(t, time.Minute, "answers from the pods of all 3 hosts", func() (bool, string) {
-		resp, err := hc.Get("http://" + ingress + ":8090/name")
+		resp, err := hc.Get("http://" + ingress + ":" + port + "/name")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -228,10 +247,10 @@ func TestLoadBalancerReachesEveryHost(t *testing.T) {
 	})
 	for _, p := range pods {
 		if seen[p.Name] == 0 {
-			t.Errorf("pod %s on %s never answered at %s:8090: %v", p.Name, p.Spec.NodeName, ingress, seen)
+			t.Errorf("pod %s on %s never answered at %s:%s: %v", p.Name, p.Spec.NodeName, ingress, port, seen)
 		}
 	}
-	t.Logf("LoadBalancer %s:8090 answered from %v", ingress, seen)
+	t.Logf("LoadBalancer %s:%s answered from %v", ingress, port, seen)
 }
 
 // A NetworkPolicy on host-2 judges traffic from other hosts by the real
