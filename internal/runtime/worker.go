@@ -959,8 +959,10 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	// The exit is on disk before the container goes: an agent killed in
 	// between finds a finished container whose leftover it removes, not a
 	// running one that vanished (ContainerStatusUnknown, which fails a
-	// Job's pod).
-	w.persistAndPublish()
+	// Job's pod). Only written: the status is published once the pod's
+	// phase follows from the exit, never a finished container in a pod
+	// still Running.
+	w.persist()
 	w.removeContainer(cr.ID, lt.task)
 	w.dropTask(name, lt)
 }
