@@ -197,6 +197,25 @@ func (l *containerLog) Close() error {
 	if l == nil {
 		return nil
 	}
+	l.drain()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stdin != nil {
+		l.stdin.Close()
+	}
+	return l.f.Close()
+}
+
+// drain waits, at most ioDrainWait, for the copy of the task's output to
+// end, and writes what is left of unfinished lines as partial entries: once
+// the task exited, the log then holds all it wrote, as the termination
+// message read from the log needs (a last line without a newline included).
+// It tells whether the copy ended in time.
+func (l *containerLog) drain() bool {
+	if l == nil {
+		return true
+	}
+	ended := true
 	if l.io != nil {
 		done := make(chan struct{})
 		go func() {
@@ -206,20 +225,18 @@ func (l *containerLog) Close() error {
 		select {
 		case <-done:
 		case <-time.After(ioDrainWait):
+			ended = false
 		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.stdin != nil {
-		l.stdin.Close()
-	}
 	for _, s := range []*logStream{l.stdout, l.stderr} {
 		if len(s.pending) > 0 {
 			l.entry(s.name, runtimeapi.LogTagPartial, s.pending)
 			s.pending = nil
 		}
 	}
-	return l.f.Close()
+	return ended
 }
 
 // entry writes one log entry; the caller holds mu.

@@ -925,6 +925,12 @@ func (w *podWorker) onExit(name string, lt *liveTask) {
 	// container in it with 137.
 	oom := (lt.code == 137 || sandboxRoot(w.rec) == "") && w.oomKilled(cr.ID)
 	pod := w.pod()
+	// The log holds all the container wrote before its message is read
+	// from it: its output may still be in flight from the shim, and an
+	// unfinished last line waits in the log for a newline.
+	if !lt.logs.drain() {
+		w.log.Info("container output still open after its exit", "container", name, "waited", ioDrainWait)
+	}
 	var message string
 	if c := w.containerSpec(name); c != nil {
 		message = w.r.terminationMessage(pod, c, int32(lt.code), w.r.logPath(pod, name, cr.RestartCount))

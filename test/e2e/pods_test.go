@@ -513,13 +513,18 @@ func TestTerminationMessage(t *testing.T) {
 		logs.Spec.RestartPolicy = v1.RestartPolicyNever
 		logs.Spec.Containers[0].TerminationMessagePath = "/tmp/why"
 		logs.Spec.Containers[0].TerminationMessagePolicy = v1.TerminationMessageFallbackToLogsOnError
-		for _, p := range []*v1.Pod{file, logs} {
+		// The end of the log, an unfinished last line included, as the
+		// conformance spec's "echo -n DONE; /bin/false".
+		partial := shellPod("term-partial", rc, "echo -n DONE; exit 2")
+		partial.Spec.RestartPolicy = v1.RestartPolicyNever
+		partial.Spec.Containers[0].TerminationMessagePolicy = v1.TerminationMessageFallbackToLogsOnError
+		for _, p := range []*v1.Pod{file, logs, partial} {
 			createPod(t, ns, p)
 		}
 		for name, want := range map[string]struct {
 			code int32
 			msg  string
-		}{"term-file": {3, "bye from main"}, "term-logs": {1, "line1\noops\n"}} {
+		}{"term-file": {3, "bye from main"}, "term-logs": {1, "line1\noops\n"}, "term-partial": {2, "DONE"}} {
 			waitFor(t, 90*time.Second, name+" terminated with its message", func() (bool, string) {
 				p, err := client(t).CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 				if err != nil || len(p.Status.ContainerStatuses) == 0 {
