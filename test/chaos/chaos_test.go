@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -26,28 +25,13 @@ var bin string
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "chaos tests need root (containerd, network namespaces, mounts)")
-		return 1
-	}
-	for _, b := range []string{"containerd", "runc"} {
-		if _, err := exec.LookPath(b); err != nil {
-			fmt.Fprintf(os.Stderr, "chaos tests need %s\n", b)
-			return 1
-		}
-	}
-	work, remove, err := cluster.WorkDir("cci-chaos-")
-	if err != nil {
+	var done func()
+	var err error
+	if bin, _, done, err = cluster.Setup("chaos", "containerd", "runc"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer remove()
-	if bin = os.Getenv("CCI_E2E_BIN"); bin == "" {
-		if bin, err = cluster.Build(cluster.RepoRoot(), work); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
+	defer done()
 	return m.Run()
 }
 

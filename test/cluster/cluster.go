@@ -434,6 +434,32 @@ func freePortWithFreeNext() int {
 // cci's output (CCI_E2E_KEEP set).
 func Keep() bool { return os.Getenv("CCI_E2E_KEEP") != "" }
 
+// Setup is what every cluster test package does before its tests: it
+// checks that it runs as root with the tools it needs on PATH, makes the
+// suite's work folder and builds cci once for the whole package (or takes
+// the binary CCI_E2E_BIN names). done removes the work folder unless Keep.
+func Setup(suite string, tools ...string) (bin, work string, done func(), err error) {
+	if os.Geteuid() != 0 {
+		return "", "", nil, fmt.Errorf("%s tests need root (containerd, network namespaces, mounts): run them with sudo or as root", suite)
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return "", "", nil, fmt.Errorf("%s tests need %s on PATH (make setup installs it)", suite, tool)
+		}
+	}
+	work, done, err = WorkDir("cci-" + suite + "-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	if bin = os.Getenv("CCI_E2E_BIN"); bin == "" {
+		if bin, err = Build(RepoRoot(), work); err != nil {
+			done()
+			return "", "", nil, err
+		}
+	}
+	return bin, work, done, nil
+}
+
 // WorkDir makes a suite's temporary folder; remove deletes it unless Keep.
 func WorkDir(prefix string) (dir string, remove func(), err error) {
 	dir, err = os.MkdirTemp("", prefix)

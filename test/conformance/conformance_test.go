@@ -42,17 +42,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "conformance tests need root (containerd, network namespaces, mounts): run them with sudo or as root")
-		return 1
-	}
 	root = cluster.RepoRoot()
-	work, remove, err := cluster.WorkDir("cci-conformance-")
+	bin, work, done, err := cluster.Setup("conformance")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer remove()
+	defer done()
 
 	kit = os.Getenv("E2EB")
 	if kit == "" {
@@ -66,13 +62,6 @@ func run(m *testing.M) int {
 	if err := script("build.sh"); err != nil {
 		fmt.Fprintln(os.Stderr, "build the conformance kit:", err)
 		return 1
-	}
-	bin := os.Getenv("CCI_E2E_BIN")
-	if bin == "" {
-		if bin, err = cluster.Build(root, work); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
 	}
 	cci = cluster.New(bin, work, os.Getpid()+50)
 	// CCI_CONFORMANCE_HOSTS=3: the suite on `cci up --hosts 3`, for the

@@ -33,10 +33,6 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "console tests need root (they run cci up): run them with sudo or as root")
-		return 1
-	}
 	if _, err := os.Stat(chromium); err != nil {
 		fmt.Fprintf(os.Stderr, "console tests need Chromium at %s: apt-get install chromium (make setup does)\n", chromium)
 		return 1
@@ -55,19 +51,12 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	work, remove, err := cluster.WorkDir("cci-console-")
+	bin, work, done, err := cluster.Setup("console", "kubectl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer remove()
-	bin := os.Getenv("CCI_E2E_BIN")
-	if bin == "" {
-		if bin, err = cluster.Build(root, work); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
+	defer done()
 	// One host in its own network namespace: pod veths then come and go
 	// there, not in the namespace Chromium runs in, which aborts requests
 	// in flight (net::ERR_NETWORK_CHANGED) whenever its interfaces change.
@@ -75,7 +64,7 @@ func run(m *testing.M) int {
 	cci = cluster.New(bin, work, slot).WithHosts(1, slot)
 	cci.Prepare()
 	defer cci.Cleanup()
-	remove, err = chromiumNetns(work, slot)
+	remove, err := chromiumNetns(work, slot)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -28,29 +28,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "e2e tests need root (containerd, network namespaces, mounts): run them with sudo or as root")
-		return 1
-	}
-	if _, err := exec.LookPath("kubectl"); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e tests need the kubectl binary on PATH")
-		return 1
-	}
-	work, remove, err := cluster.WorkDir("cci-e2e-")
+	bin, work, done, err := cluster.Setup("e2e", "kubectl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer remove()
-
-	// One build of cci for the whole suite, or a binary given by CCI_E2E_BIN.
-	bin := os.Getenv("CCI_E2E_BIN")
-	if bin == "" {
-		if bin, err = cluster.Build(repoRoot(), work); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
+	defer done()
 	// Bridge and pod range of their own, so that suites in other checkouts
 	// (and a `cci up` of the user) can run on the same host at once.
 	cci = cluster.New(bin, work, os.Getpid())

@@ -31,22 +31,14 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "fleet tests need root (network namespaces, containerd, mounts)")
-		return 1
-	}
-	work, remove, err := cluster.WorkDir("cci-fleet-")
-	if err != nil {
+	var work string
+	var done func()
+	var err error
+	if bin, work, done, err = cluster.Setup("fleet", "kubectl"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer remove()
-	if bin = os.Getenv("CCI_E2E_BIN"); bin == "" {
-		if bin, err = cluster.Build(cluster.RepoRoot(), work); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
+	defer done()
 	// A slot apart from test/e2e's (its pid) and test/conformance's (pid +
 	// 50), so the packages run at once.
 	slot := os.Getpid() + 25
