@@ -269,8 +269,20 @@ func (b *bench) churnWave(ctx context.Context, prefix string, n int, gvisor bool
 	}
 	ready = time.Since(t0)
 	t1 := time.Now()
-	if err := b.kube.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}); err != nil {
-		return ready, 0, failed, gv, fmt.Errorf("delete wave %s: %w", prefix, err)
+	// A loaded apiserver may end a large DeleteCollection at its request
+	// timeout, part done: asking again deletes the rest.
+	for try := 1; ; try++ {
+		err := b.kube.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
+		if err == nil {
+			break
+		}
+		if try == 5 || ctx.Err() != nil {
+			return ready, 0, failed, gv, fmt.Errorf("delete wave %s (%d tries): %w", prefix, try, err)
+		}
+		b.logf("churn: delete wave %s: %v; asking again", prefix, err)
+		if !sleepCtx(ctx, 2*time.Second) {
+			return ready, 0, failed, gv, ctx.Err()
+		}
 	}
 	deadline = time.Now().Add(3 * time.Minute)
 	for {
