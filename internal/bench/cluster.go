@@ -482,6 +482,7 @@ func (c *Cluster) Close() error {
 		}
 	}
 	if c.tmp && !c.keep {
+		hostns.ReleaseNullNetns(c.DataDir)
 		if m := hostns.MountsUnder(c.DataDir); len(m) > 0 {
 			return fmt.Errorf("left %s in place: %d mounts remain under it (first %s)", c.DataDir, len(m), m[0])
 		}

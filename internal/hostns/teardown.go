@@ -137,3 +137,17 @@ func MountsUnder(dir string) []string {
 	}
 	return out
 }
+
+// ReleaseNullNetns detaches the empty network namespace that the current
+// runsc pins under its root folders (a bind mount named null-netns, which
+// the gofers of every sandbox join and runsc never removes). Once a data
+// folder's pods are all gone nothing needs it, and the folder cannot be
+// removed while it is mounted; runsc pins a new one at its next start.
+func ReleaseNullNetns(dir string) {
+	for _, m := range MountsUnder(dir) {
+		if filepath.Base(m) == "null-netns" {
+			for unix.Unmount(m, unix.MNT_DETACH) == nil {
+			}
+		}
+	}
+}
