@@ -162,9 +162,9 @@ type connector struct {
 	b       kubernetes.Interface
 	bNS     string
 	metrics metricsclient.Interface
-	cluster string          // A's kube-system UID
+	cluster string           // A's kube-system UID
 	dns     *v1.PodDNSConfig // nil: B's own DNS
-	holder  string          // this process's identity in the Lease
+	holder  string           // this process's identity in the Lease
 
 	bFactory informers.SharedInformerFactory // by "copies"
 	recorder record.EventRecorder            // by "events"
