@@ -436,6 +436,12 @@ func (c *connector) runNode(ctx context.Context, ready func()) error {
 	}
 	mux := http.NewServeMux()
 	spec := c.nodeSpec()
+	// Registered with the quota's free part already: the scheduler in A
+	// may place pods the moment the node exists.
+	quotas, _ := c.status.quotas.ResourceQuotas(c.bNS).List(labels.Everything())
+	ours, _ := c.bFactory.Core().V1().Pods().Lister().Pods(c.bNS).List(c.copySelector())
+	spec.Status.Capacity, _ = capacityFrom(c.cfg.Capacity, quotas, ours)
+	spec.Status.Allocatable = spec.Status.Capacity.DeepCopy()
 	c.status.node = spec.DeepCopy()
 	vk, err := nodeutil.NewNode(c.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		c.prov = &provider{

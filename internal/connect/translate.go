@@ -48,6 +48,9 @@ type target struct {
 type refused struct{ Field, Why string }
 
 func (r *refused) Error() string {
+	if r.Field == "admission" {
+		return r.Why
+	}
 	return fmt.Sprintf("%s: %s; the pod cannot run on a virtual node of `cci connect`", r.Field, r.Why)
 }
 

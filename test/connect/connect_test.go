@@ -103,14 +103,14 @@ func TestBurstPod(t *testing.T) {
     command: [sh, -c, 'echo hello-from-$POD_NAME; while true; do echo tick; sleep 1; done']
     env:
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    resources: {requests: {cpu: 100m, memory: 64Mi}}
+    resources: {requests: {cpu: 250m, memory: 512Mi}}
     volumeMounts: [{name: conf, mountPath: /conf}]
   volumes: [{name: conf, configMap: {name: conf}}]
 `))
 	apply(t, podYAML("web", image(testimage.HTTPD), `  containers:
   - name: web
     image: IMAGE
-    resources: {requests: {cpu: 100m, memory: 64Mi}}
+    resources: {requests: {cpu: 250m, memory: 512Mi}}
 `))
 	shell := waitPod(t, ns, "shell", 3*time.Minute)
 	web := waitPod(t, ns, "web", 3*time.Minute)
@@ -265,6 +265,23 @@ func TestHostPathRefused(t *testing.T) {
 	}
 }
 
+// Bad input: a pod B's admission refuses (it fits no flavor of the
+// tenant) is refused in A with B's message as an event, never left pending.
+func TestFlavorRefused(t *testing.T) {
+	ensureNamespace(t)
+	apply(t, podYAML("odd-size", image(testimage.Shell), `  containers:
+  - {name: c, image: IMAGE, command: [sleep, "3600"], resources: {requests: {cpu: 100m, memory: 64Mi}}}
+`))
+	waitFor(t, time.Minute, "the pod that fits no flavor Failed with B's message", func() (bool, string) {
+		p, err := clientA(t).CoreV1().Pods(ns).Get(context.Background(), "odd-size", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		out, _ := kubectl(t, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=odd-size", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+		return p.Status.Phase == v1.PodFailed && strings.Contains(out, "RefusedByCell") && strings.Contains(out, "flavor"), fmt.Sprintf("phase %s; events %s", p.Status.Phase, out)
+	})
+}
+
 func podUID(t *testing.T, name string) string {
 	t.Helper()
 	p, err := clientA(t).CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -280,7 +297,7 @@ func podUID(t *testing.T, name string) string {
 func TestLinkLoss(t *testing.T) {
 	ensureNamespace(t)
 	sleeper := `  containers:
-  - {name: c, image: IMAGE, command: [sleep, "3600"], resources: {requests: {cpu: 50m, memory: 32Mi}}}
+  - {name: c, image: IMAGE, command: [sleep, "3600"], resources: {requests: {cpu: 250m, memory: 512Mi}}}
 `
 	for _, n := range []string{"keep-1", "keep-2", "victim"} {
 		apply(t, podYAML(n, image(testimage.Shell), sleeper))

@@ -292,6 +292,9 @@ func waitPod(t *testing.T, ns, name string, timeout time.Duration) *v1.Pod {
 			return false, err.Error()
 		}
 		pod = p
+		if p.Status.Phase == v1.PodFailed {
+			t.Fatalf("pod %s/%s Failed: %s %s", ns, name, p.Status.Reason, p.Status.Message)
+		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == v1.PodReady && c.Status == v1.ConditionTrue && p.Status.Phase == v1.PodRunning {
 				return true, ""
