@@ -52,6 +52,7 @@ and usage are A's as for any pod. The node's capacity is what B's quota leaves.`
 	f.StringVar(&c.DNS, "dns", "a", "resolver of ClusterFirst pods: a (as pods of the --kubeconfig cluster: needs its Service network reachable from where the pods run) or b")
 	f.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "cluster domain of the --kubeconfig cluster")
 	f.StringSliceVar(&c.ClusterDNS, "cluster-dns", nil, "DNS server of the --kubeconfig cluster (default: its kube-system/kube-dns Service)")
+	f.StringVar(&c.PodAPIServer, "pod-api-server", "", "URL the pods reach the --kubeconfig cluster's apiserver at, given to them as KUBERNETES_SERVICE_HOST/_PORT (default: --kubeconfig's server; this host's address when that is a loopback one)")
 	f.StringToStringVar(&capacity, "capacity", nil, "capacity for resources the tenant's quota does not cap, e.g. cpu=1000,memory=4Ti,pods=1000")
 	return cmd
 }

@@ -92,6 +92,10 @@ type Config struct {
 	// ClusterDNS is A's DNS server. Default: the ClusterIP of A's Service
 	// kube-system/kube-dns.
 	ClusterDNS []string `json:"clusterDNS"`
+	// PodAPIServer is A's apiserver as the pods reach it (https://HOST:PORT).
+	// Default: --kubeconfig's server, or, where that is a loopback
+	// address, NodeIP with its port.
+	PodAPIServer string `json:"podAPIServer"`
 	// Capacity is the node's capacity for resources B's quota does not
 	// cap. Default cpu=1000, memory=4Ti, pods=1000.
 	Capacity v1.ResourceList `json:"capacity"`
@@ -165,6 +169,8 @@ type connector struct {
 	cluster string           // A's kube-system UID
 	dns     *v1.PodDNSConfig // nil: B's own DNS
 	holder  string           // this process's identity in the Lease
+	// apiHost and apiPort are where pods reach A's apiserver.
+	apiHost, apiPort string
 
 	bFactory informers.SharedInformerFactory // by "copies"
 	recorder record.EventRecorder            // by "events"
@@ -243,6 +249,7 @@ func newConnector(cfg Config) (*connector, error) {
 	if c.cfg.NodeIP == "" {
 		c.cfg.NodeIP = localIPFor(c.aREST.Host)
 	}
+	c.apiHost, c.apiPort = podAPIAddress(cfg.PodAPIServer, c.aREST.Host, c.cfg.NodeIP)
 	host, _ := os.Hostname()
 	c.holder = fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano())
 	return c, nil
@@ -653,4 +660,23 @@ func localIPFor(server string) string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// podAPIAddress is the host and port pods reach A's apiserver at.
+func podAPIAddress(given, server, nodeIP string) (string, string) {
+	if given != "" {
+		server = given
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return "", ""
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	if ip := net.ParseIP(host); given == "" && (host == "localhost" || ip != nil && ip.IsLoopback()) {
+		host = nodeIP
+	}
+	return host, port
 }

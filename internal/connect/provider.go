@@ -57,7 +57,7 @@ type provider struct {
 }
 
 func (p *provider) target() target {
-	return target{Namespace: p.c.bNS, Node: p.c.cfg.NodeName, Cluster: p.c.cluster, NodeIP: p.c.cfg.NodeIP, DNS: p.c.dns}
+	return target{Namespace: p.c.bNS, Node: p.c.cfg.NodeName, Cluster: p.c.cluster, NodeIP: p.c.cfg.NodeIP, DNS: p.c.dns, APIHost: p.c.apiHost, APIPort: p.c.apiPort}
 }
 
 // aKey is the A pod a copy in B stands for ("namespace/name").
@@ -557,6 +557,7 @@ func (p *provider) resync(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
+		p.collectOrphans(ctx)
 		for _, b := range p.copies() {
 			ns, name := b.Annotations[AnnotNamespace], b.Annotations[AnnotName]
 			a, err := p.aPods.Pods(ns).Get(name)
@@ -570,6 +571,32 @@ func (p *provider) resync(ctx context.Context, every time.Duration) {
 			if err := p.syncObjects(ctx, a, pl, b); err != nil {
 				p.c.log.Warn("keep the copied objects of a pod in step", "pod", ns+"/"+name, "err", err)
 			}
+		}
+	}
+}
+
+// collectOrphans deletes the copied objects of pods that have no copy in
+// B: a connect stopped between copying a pod's objects and creating the
+// pod leaves them without an owner for B's garbage collector. A minute's
+// grace keeps those of a pod being created.
+func (p *provider) collectOrphans(ctx context.Context) {
+	live := map[string]bool{}
+	for _, b := range p.copies() {
+		live[b.Labels[LabelPodUID]] = true
+	}
+	old := func(m metav1.ObjectMeta) bool {
+		return len(m.OwnerReferences) == 0 && !live[m.Labels[LabelPodUID]] && time.Since(m.CreationTimestamp.Time) > time.Minute
+	}
+	cms, _ := p.bConfigs.ConfigMaps(p.c.bNS).List(p.c.copySelector())
+	for _, o := range cms {
+		if old(o.ObjectMeta) {
+			_ = p.c.b.CoreV1().ConfigMaps(p.c.bNS).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
+		}
+	}
+	secs, _ := p.bSecrets.Secrets(p.c.bNS).List(p.c.copySelector())
+	for _, o := range secs {
+		if old(o.ObjectMeta) {
+			_ = p.c.b.CoreV1().Secrets(p.c.bNS).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +42,11 @@ type target struct {
 	// DNS is what a ClusterFirst pod of A gets as its resolv.conf; nil to
 	// leave the pod's DNS to B.
 	DNS *v1.PodDNSConfig
+	// APIHost and APIPort are where the pods reach A's apiserver: pods
+	// with a service-account token get them as KUBERNETES_SERVICE_HOST and
+	// _PORT, so that in-cluster clients call A as the pod's own account
+	// (B's kubelet would point them at B). Empty: left to B.
+	APIHost, APIPort string
 }
 
 // refused is a pod that cannot pass through the virtual node; Field names
@@ -225,6 +231,19 @@ func translate(a *v1.Pod, t target) (*plan, error) {
 	}
 	if err := containers(spec.Containers, "spec.containers"); err != nil {
 		return nil, err
+	}
+	if len(p.Tokens) > 0 && t.APIHost != "" {
+		api := []v1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: t.APIHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: t.APIPort}}
+		for _, list := range [][]v1.Container{spec.InitContainers, spec.Containers} {
+			for i := range list {
+				c := &list[i]
+				for _, e := range api {
+					if !slices.ContainsFunc(c.Env, func(x v1.EnvVar) bool { return x.Name == e.Name }) {
+						c.Env = append(c.Env, e)
+					}
+				}
+			}
+		}
 	}
 	for i := range spec.ImagePullSecrets {
 		spec.ImagePullSecrets[i].Name = sec(spec.ImagePullSecrets[i].Name, nil)

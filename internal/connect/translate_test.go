@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-var testTarget = target{Namespace: "acme", Node: "cci-burst", Cluster: "c1", NodeIP: "10.0.0.9", DNS: clusterDNS([]string{"10.96.0.10"}, "cluster.local")}
+var testTarget = target{Namespace: "acme", Node: "cci-burst", Cluster: "c1", NodeIP: "10.0.0.9", DNS: clusterDNS([]string{"10.96.0.10"}, "cluster.local"), APIHost: "10.0.0.1", APIPort: "6443"}
 
 func basePod() *v1.Pod {
 	yes := true
@@ -85,6 +85,9 @@ func TestTranslate(t *testing.T) {
 	}
 	if got := env[3].ValueFrom.ConfigMapKeyRef.Name; got != pl.ConfigMaps["conf"] || s.Volumes[0].ConfigMap.Name != got {
 		t.Errorf("ConfigMap conf copied as %q, used as %q and %q", pl.ConfigMaps["conf"], got, s.Volumes[0].ConfigMap.Name)
+	}
+	if n := len(env); n != 6 || env[4].Name != "KUBERNETES_SERVICE_HOST" || env[4].Value != "10.0.0.1" || env[5].Value != "6443" {
+		t.Errorf("a pod with a token is not pointed at A's apiserver: %+v", env)
 	}
 	if s.InitContainers[0].EnvFrom[0].SecretRef.Name != pl.Secrets["creds"] {
 		t.Errorf("init container's Secret not renamed: %+v", s.InitContainers[0].EnvFrom)
