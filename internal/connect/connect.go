@@ -609,6 +609,11 @@ func (c *connector) mirrorEvents(ctx context.Context) error {
 		if n, ok := seen[string(e.UID)]; ok && n >= e.Count {
 			return
 		}
+		if e.Reason == "Scheduled" {
+			// A's scheduler placed the pod; B's placement names a host
+			// of B, which a tenant does not see.
+			return
+		}
 		seen[string(e.UID)] = e.Count
 		b, err := c.prov.bPods.Pods(c.bNS).Get(e.InvolvedObject.Name)
 		if err != nil {

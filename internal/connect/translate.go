@@ -442,6 +442,11 @@ func statusFor(a *v1.Pod, b *v1.Pod, nodeIP string) v1.PodStatus {
 		s.HostIPs = []v1.HostIP{{IP: nodeIP}}
 	}
 	s.NominatedNodeName = ""
+	// A pod's QoS class never changes; B's admission may have made the
+	// copy's requests its limits (a flavor), which would make it another.
+	if a.Status.QOSClass != "" {
+		s.QOSClass = a.Status.QOSClass
+	}
 	s.ObservedGeneration = a.Generation
 	for i := range s.Conditions {
 		if s.Conditions[i].ObservedGeneration != 0 {

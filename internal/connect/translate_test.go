@@ -184,3 +184,26 @@ func TestCapacityFrom(t *testing.T) {
 		})
 	}
 }
+
+func TestStatusFor(t *testing.T) {
+	a := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Generation: 3}, Status: v1.PodStatus{QOSClass: v1.PodQOSBurstable}}
+	b := &v1.Pod{Status: v1.PodStatus{
+		Phase: v1.PodRunning, QOSClass: v1.PodQOSGuaranteed, HostIP: "10.1.1.1", PodIP: "10.137.0.2", PodIPs: []v1.PodIP{{IP: "10.137.0.2"}},
+		Conditions:        []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue, ObservedGeneration: 1}},
+		ContainerStatuses: []v1.ContainerStatus{{Name: "c", RestartCount: 2, ContainerID: "containerd://x"}},
+	}}
+	s := statusFor(a, b, "10.0.0.9")
+	if s.QOSClass != v1.PodQOSBurstable {
+		t.Errorf("qosClass %s: A's may not change", s.QOSClass)
+	}
+	if s.HostIP != "10.0.0.9" || s.HostIPs[0].IP != "10.0.0.9" || s.PodIP != "10.137.0.2" {
+		t.Errorf("addresses %s %v %s", s.HostIP, s.HostIPs, s.PodIP)
+	}
+	if s.Conditions[0].ObservedGeneration != 3 || s.ObservedGeneration != 3 || s.ContainerStatuses[0].RestartCount != 2 {
+		t.Errorf("status %+v", s)
+	}
+	g := goneStatus(s, false, "gone")
+	if g.Phase != v1.PodFailed || g.Reason != "Evicted" || g.ContainerStatuses[0].State.Terminated == nil || g.Conditions[0].Status != v1.ConditionFalse {
+		t.Errorf("gone status %+v", g)
+	}
+}
