@@ -244,6 +244,32 @@ func TestBurstPod(t *testing.T) {
 	})
 }
 
+// logs --previous: the output of a container's last run, and the restart
+// count, pass through from B.
+func TestLogsPrevious(t *testing.T) {
+	ensureNamespace(t)
+	apply(t, podYAML("crash", image(testimage.Shell), `  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, 'echo run-$(date +%s%N); sleep 1; exit 3']
+    resources: {requests: {cpu: 250m, memory: 512Mi}}
+`))
+	waitFor(t, 3*time.Minute, "a restart of the crashing container, seen in A", func() (bool, string) {
+		p, err := clientA(t).CoreV1().Pods(ns).Get(context.Background(), "crash", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		cs := p.Status.ContainerStatuses[0]
+		last := cs.LastTerminationState.Terminated
+		return cs.RestartCount >= 1 && last != nil && last.ExitCode == 3, fmt.Sprintf("%+v", cs)
+	})
+	out := mustKubectl(t, "logs", "--previous", "-n", ns, "crash")
+	if !strings.Contains(out, "run-") {
+		t.Errorf("logs --previous = %q, want the last run's output", out)
+	}
+	mustKubectl(t, "delete", "pod", "-n", ns, "crash", "--wait=false")
+}
+
 // Bad input: a pod that uses what cannot pass (hostPath) is refused in A
 // with an event naming the field.
 func TestHostPathRefused(t *testing.T) {
