@@ -208,7 +208,10 @@ func capacityFrom(defaults v1.ResourceList, quotas []*v1.ResourceQuota, ours []*
 			capped[r] = true
 			remaining := hard.DeepCopy()
 			remaining.Sub(q.Status.Used[k])
-			if hard.Sign() > 0 && remaining.Sign() <= 0 {
+			// An extended resource the quota gives none of (nvidia.com/gpu=0)
+			// is one the tenant does not have, not one it used up.
+			basic := r == v1.ResourceCPU || r == v1.ResourceMemory || r == v1.ResourcePods
+			if (basic || hard.Sign() > 0) && remaining.Sign() <= 0 {
 				short = append(short, fmt.Sprintf("%s (hard %s, used %s)", k, hard.String(), q.Status.Used.Name(k, hard.Format).String()))
 			}
 		}

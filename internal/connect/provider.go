@@ -564,6 +564,12 @@ func (p *provider) resync(ctx context.Context, every time.Duration) {
 			if err != nil || string(a.UID) != b.Labels[LabelPodUID] || a.DeletionTimestamp != nil {
 				continue
 			}
+			if drifted(a, b) {
+				// Another writer changed A's status: A's node controller
+				// marks the pods of a node NotReady while connect is down,
+				// and B's status, unchanged, would not correct it.
+				p.queue.Add(ns + "/" + name)
+			}
 			pl, err := translate(a, p.target())
 			if err != nil {
 				continue
@@ -599,4 +605,27 @@ func (p *provider) collectOrphans(ctx context.Context) {
 			_ = p.c.b.CoreV1().Secrets(p.c.bNS).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
 		}
 	}
+}
+
+// drifted tells whether A's pod shows another phase, condition or
+// container readiness than its copy in B.
+func drifted(a, b *v1.Pod) bool {
+	if a.Status.Phase != b.Status.Phase || len(a.Status.ContainerStatuses) != len(b.Status.ContainerStatuses) {
+		return true
+	}
+	conds := map[v1.PodConditionType]v1.ConditionStatus{}
+	for _, c := range b.Status.Conditions {
+		conds[c.Type] = c.Status
+	}
+	for _, c := range a.Status.Conditions {
+		if want, ok := conds[c.Type]; ok && want != c.Status {
+			return true
+		}
+	}
+	for i, c := range a.Status.ContainerStatuses {
+		if c.Ready != b.Status.ContainerStatuses[i].Ready || c.RestartCount != b.Status.ContainerStatuses[i].RestartCount {
+			return true
+		}
+	}
+	return false
 }

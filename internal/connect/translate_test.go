@@ -169,6 +169,7 @@ func TestCapacityFrom(t *testing.T) {
 		{"own pods count as free", []*v1.ResourceQuota{q(rl("requests.cpu", "8", "pods", "50"), rl("requests.cpu", "3", "pods", "3"))},
 			[]*v1.Pod{ours}, rl("cpu", "6", "memory", "4Ti", "pods", "48"), 0},
 		{"used up", []*v1.ResourceQuota{q(rl("requests.cpu", "2"), rl("requests.cpu", "3"))}, nil, rl("cpu", "0", "memory", "4Ti", "pods", "1000"), 1},
+		{"none given", []*v1.ResourceQuota{q(rl("requests.cpu", "0", "requests.nvidia.com/gpu", "0"), rl("requests.cpu", "0"))}, nil, rl("cpu", "0", "nvidia.com/gpu", "0"), 1},
 		{"least of two", []*v1.ResourceQuota{q(rl("requests.cpu", "8"), rl("requests.cpu", "1")), q(rl("cpu", "4"), rl("cpu", "1"))}, nil, rl("cpu", "3", "memory", "4Ti", "pods", "1000"), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,7 +29,12 @@ kind: Pod
 metadata: {name: %s, namespace: %s, labels: {app: %s}}
 spec:
   nodeSelector: {type: virtual-kubelet}
-  tolerations: [{key: virtual-kubelet.io/provider, operator: Exists, effect: NoSchedule}]
+  # Upstream's default toleration of an unreachable node (A, a CCI, gives
+  # pods 30 s): the link-loss test keeps the node away longer than that.
+  tolerations:
+  - {key: virtual-kubelet.io/provider, operator: Exists, effect: NoSchedule}
+  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 300}
+  - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 300}
   terminationGracePeriodSeconds: 5
 %s`, name, ns, name, strings.ReplaceAll(extra, "IMAGE", img))
 }
