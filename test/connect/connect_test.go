@@ -392,3 +392,62 @@ func TestLinkLoss(t *testing.T) {
 		return true, ""
 	})
 }
+
+// Bad input: a tenant with no quota left. The node's capacity drops to
+// what its own pods hold, it says why (condition and event), and a new pod
+// waits in A until the quota has room again.
+func TestQuotaExhausted(t *testing.T) {
+	ensureNamespace(t)
+	ctx := context.Background()
+	// One pod of the node's own in B, so that the quota is used by it.
+	apply(t, podYAML("holder", image(testimage.Shell), `  containers:
+  - {name: c, image: IMAGE, command: [sleep, "3600"], resources: {requests: {cpu: 250m, memory: 512Mi}}}
+`))
+	waitPod(t, ns, "holder", 3*time.Minute)
+	defer mustKubectl(t, "delete", "pod", "-n", ns, "holder", "--wait=false")
+	var used resource.Quantity
+	waitFor(t, time.Minute, "the tenant's quota to count the pod", func() (bool, string) {
+		rq, err := b.Client(t).CoreV1().ResourceQuotas(tenant).Get(ctx, "cci-tenant", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		used = rq.Status.Used[v1.ResourceRequestsCPU]
+		return used.Cmp(resource.MustParse("250m")) >= 0, used.String()
+	})
+	setCPU := func(q string) {
+		t.Helper()
+		out, err := exec.Command("kubectl", "--kubeconfig", b.Kubeconfig, "patch", "tenant", tenant, "--type=merge",
+			"-p", fmt.Sprintf(`{"spec":{"quota":{"cpu":%q}}}`, q)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("set the tenant's cpu quota to %s: %v\n%s", q, err, out)
+		}
+	}
+	setCPU(used.String())
+	defer setCPU("4")
+	waitFor(t, time.Minute, "the node to say the tenant's quota is used up", func() (bool, string) {
+		n, err := clientA(t).CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == "TenantQuotaAvailable" {
+				return c.Status == v1.ConditionFalse && strings.Contains(c.Message, "requests.cpu"), c.Message
+			}
+		}
+		return false, "no TenantQuotaAvailable condition"
+	})
+	out := mustKubectl(t, "get", "events", "-A", "--field-selector", "involvedObject.kind=Node,involvedObject.name="+nodeName, "-o", "custom-columns=R:.reason", "--no-headers")
+	if !strings.Contains(out, "QuotaExhausted") {
+		t.Errorf("no QuotaExhausted event on the node: %s", out)
+	}
+	apply(t, podYAML("waiting", image(testimage.Shell), `  containers:
+  - {name: c, image: IMAGE, command: [sleep, "3600"], resources: {requests: {cpu: 250m, memory: 512Mi}}}
+`))
+	waitFor(t, time.Minute, "the new pod to wait with the scheduler's reason", func() (bool, string) {
+		out, _ := kubectl(t, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=waiting", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+		return strings.Contains(out, "FailedScheduling") && strings.Contains(out, "Insufficient cpu"), out
+	})
+	setCPU("4")
+	waitPod(t, ns, "waiting", 3*time.Minute)
+	mustKubectl(t, "delete", "pod", "-n", ns, "waiting", "--wait=false")
+}
