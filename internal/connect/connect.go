@@ -632,6 +632,14 @@ func (c *connector) mirrorEvents(ctx context.Context) error {
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc:    handle,
 		UpdateFunc: func(_, obj any) { handle(obj, false) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if e, ok := obj.(*v1.Event); ok {
+				delete(seen, string(e.UID))
+			}
+		},
 	})
 	f.Start(ctx.Done())
 	<-ctx.Done()

@@ -216,6 +216,14 @@ func (u *usage) advance(key string, cores float64, now time.Time, window time.Du
 	}
 	u.cpu[key] += cores * now.Sub(last).Seconds()
 	u.at[key] = now
+	// Containers not seen for a while are gone (or restarted: their key
+	// names the run's start).
+	for k, at := range u.at {
+		if now.Sub(at) > 10*time.Minute {
+			delete(u.at, k)
+			delete(u.cpu, k)
+		}
+	}
 	return u.cpu[key]
 }
 

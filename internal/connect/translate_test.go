@@ -208,3 +208,18 @@ func TestStatusFor(t *testing.T) {
 		t.Errorf("gone status %+v", g)
 	}
 }
+
+func TestDrifted(t *testing.T) {
+	pod := func(ready v1.ConditionStatus) *v1.Pod {
+		return &v1.Pod{Status: v1.PodStatus{Phase: v1.PodRunning,
+			Conditions:        []v1.PodCondition{{Type: v1.PodReady, Status: ready}},
+			ContainerStatuses: []v1.ContainerStatus{{Name: "c", Ready: ready == v1.ConditionTrue}}}}
+	}
+	if drifted(pod(v1.ConditionTrue), pod(v1.ConditionTrue)) {
+		t.Error("the same status drifted")
+	}
+	// A's node controller marked the pod NotReady while connect was down.
+	if !drifted(pod(v1.ConditionFalse), pod(v1.ConditionTrue)) {
+		t.Error("a Ready condition another writer changed did not count")
+	}
+}
