@@ -53,6 +53,8 @@ and usage are A's as for any pod. The node's capacity is what B's quota leaves.`
 	f.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "cluster domain of the --kubeconfig cluster")
 	f.StringSliceVar(&c.ClusterDNS, "cluster-dns", nil, "DNS server of the --kubeconfig cluster (default: its kube-system/kube-dns Service)")
 	f.StringVar(&c.PodAPIServer, "pod-api-server", "", "URL the pods reach the --kubeconfig cluster's apiserver at, given to them as KUBERNETES_SERVICE_HOST/_PORT (default: --kubeconfig's server; this host's address when that is a loopback one)")
+	f.BoolVar(&c.Install, "install", false, "place in the --kubeconfig cluster the webhook that sends pods labelled cci.io/burst=enforce|prefer|auto to the node (served by this process; removed when it stops)")
+	f.IntVar(&c.WebhookPort, "webhook-port", 0, "TLS port of the burst webhook (default: --kubelet-port + 1)")
 	f.StringToStringVar(&capacity, "capacity", nil, "capacity for resources the tenant's quota does not cap, e.g. cpu=1000,memory=4Ti,pods=1000")
 	return cmd
 }

@@ -96,6 +96,12 @@ type Config struct {
 	// Default: --kubeconfig's server, or, where that is a loopback
 	// address, NodeIP with its port.
 	PodAPIServer string `json:"podAPIServer"`
+	// Install places in A the mutating webhook that sends pods labelled
+	// cci.io/burst (enforce, prefer, auto) to the virtual node; connect
+	// serves it on WebhookPort (default KubeletPort+1) and removes it when
+	// it stops.
+	Install     bool `json:"install"`
+	WebhookPort int  `json:"webhookPort"`
 	// Capacity is the node's capacity for resources B's quota does not
 	// cap. Default cpu=1000, memory=4Ti, pods=1000.
 	Capacity v1.ResourceList `json:"capacity"`
@@ -115,6 +121,9 @@ func (c *Config) defaults() error {
 	}
 	if c.KubeletPort == 0 {
 		c.KubeletPort = 10250
+	}
+	if c.WebhookPort == 0 {
+		c.WebhookPort = c.KubeletPort + 1
 	}
 	switch c.DNS {
 	case "":
@@ -190,6 +199,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return err
 	}
+	components := []supervisor.Component{
+		supervisor.Step("reach both clusters", c.reach),
+		supervisor.Service("node name", c.holdName),
+		supervisor.Service("copies", c.runCopies),
+		supervisor.Service("events", c.runEvents),
+		supervisor.Service("node", c.runNode),
+		supervisor.Background("event mirror", c.mirrorEvents),
+	}
+	if cfg.Install {
+		components = append(components, supervisor.Service("burst webhook", c.runWebhook))
+	}
 	return supervisor.Run(ctx, supervisor.Config{
 		Log:         c.log,
 		StopTimeout: 30 * time.Second,
@@ -199,14 +219,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 				ready()
 			}
 		},
-	},
-		supervisor.Step("reach both clusters", c.reach),
-		supervisor.Service("node name", c.holdName),
-		supervisor.Service("copies", c.runCopies),
-		supervisor.Service("events", c.runEvents),
-		supervisor.Service("node", c.runNode),
-		supervisor.Background("event mirror", c.mirrorEvents),
-	)
+	}, components...)
 }
 
 func newConnector(cfg Config) (*connector, error) {

@@ -60,6 +60,9 @@ func (p *provider) target() target {
 	return target{Namespace: p.c.bNS, Node: p.c.cfg.NodeName, Cluster: p.c.cluster, NodeIP: p.c.cfg.NodeIP, DNS: p.c.dns, APIHost: p.c.apiHost, APIPort: p.c.apiPort}
 }
 
+// deletionCost is the ReplicaSet controller's annotation: lower goes first.
+const deletionCost = "controller.kubernetes.io/pod-deletion-cost"
+
 // aKey is the A pod a copy in B stands for ("namespace/name").
 func aKey(b *v1.Pod) (string, bool) {
 	ns, name := b.Annotations[AnnotNamespace], b.Annotations[AnnotName]
@@ -251,6 +254,14 @@ func (p *provider) CreatePod(ctx context.Context, a *v1.Pod) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("create the copy of pod %s/%s in %s: %w", a.Namespace, a.Name, p.c.bNS, err)
+	}
+	if a.Labels[BurstLabel] != "" && a.Annotations[deletionCost] == "" {
+		// Scaled down, a ReplicaSet removes its pods in the tenant's
+		// cluster before those on A's own nodes.
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"-100"}}}`, deletionCost)
+		if _, err := p.c.a.CoreV1().Pods(a.Namespace).Patch(ctx, a.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			p.c.log.Warn("set the pod's deletion cost", "pod", a.Namespace+"/"+a.Name, "err", err)
+		}
 	}
 	return p.syncObjects(ctx, a, pl, created)
 }

@@ -223,3 +223,35 @@ func TestDrifted(t *testing.T) {
 		t.Error("a Ready condition another writer changed did not count")
 	}
 }
+
+func TestBurstPatch(t *testing.T) {
+	for _, mode := range []string{"enforce", "prefer", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{BurstLabel: mode}},
+				Spec: v1.PodSpec{Tolerations: []v1.Toleration{{Key: "x", Operator: v1.TolerationOpExists}}}}
+			patch, err := burstPatch(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			aff := patch[0]["value"].(*v1.Affinity).NodeAffinity
+			tol := patch[1]["value"].([]v1.Toleration)
+			if len(tol) != 2 || tol[1].Key != Taint.Key {
+				t.Errorf("tolerations %v", tol)
+			}
+			switch mode {
+			case "enforce":
+				if aff.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Operator != v1.NodeSelectorOpIn {
+					t.Errorf("affinity %+v", aff)
+				}
+			case "prefer", "auto":
+				want := map[string]v1.NodeSelectorOperator{"prefer": v1.NodeSelectorOpIn, "auto": v1.NodeSelectorOpNotIn}[mode]
+				if aff.RequiredDuringSchedulingIgnoredDuringExecution != nil || aff.PreferredDuringSchedulingIgnoredDuringExecution[0].Preference.MatchExpressions[0].Operator != want {
+					t.Errorf("affinity %+v", aff)
+				}
+			}
+		})
+	}
+	if _, err := burstPatch(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{BurstLabel: "always"}}}); err == nil || !strings.Contains(err.Error(), "enforce, prefer or auto") {
+		t.Errorf("an unknown mode: %v", err)
+	}
+}

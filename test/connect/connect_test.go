@@ -249,6 +249,55 @@ func TestBurstPod(t *testing.T) {
 	})
 }
 
+// Step 3: the label cci.io/burst on a pod template, through the webhook
+// connect --install placed in A: enforce sends every pod to the virtual
+// node, which gives them the lowest deletion cost; auto keeps them on A's
+// own node while it has room.
+func TestBurstLabel(t *testing.T) {
+	ensureNamespace(t)
+	deployment := func(name, mode string, replicas int) string {
+		return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %s, namespace: %s}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: %s}}
+  template:
+    metadata: {labels: {app: %s, cci.io/burst: %s}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - {name: c, image: %s, command: [sleep, "3600"], resources: {requests: {cpu: 250m, memory: 512Mi}}}
+`, name, ns, replicas, name, name, mode, image(testimage.Shell))
+	}
+	apply(t, deployment("enforced", "enforce", 2))
+	apply(t, deployment("auto", "auto", 1))
+	defer mustKubectl(t, "delete", "deployment", "-n", ns, "enforced", "auto", "--wait=false")
+	waitFor(t, 3*time.Minute, "the enforce pods Running on the virtual node", func() (bool, string) {
+		list, err := clientA(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=enforced"})
+		if err != nil {
+			return false, err.Error()
+		}
+		var states []string
+		running := 0
+		for _, p := range list.Items {
+			states = append(states, fmt.Sprintf("%s@%s=%s cost=%q", p.Name, p.Spec.NodeName, p.Status.Phase, p.Annotations["controller.kubernetes.io/pod-deletion-cost"]))
+			if p.Spec.NodeName == nodeName && p.Status.Phase == v1.PodRunning && p.Annotations["controller.kubernetes.io/pod-deletion-cost"] == "-100" {
+				running++
+			}
+		}
+		return running == 2 && len(list.Items) == 2, strings.Join(states, " ")
+	})
+	waitFor(t, 3*time.Minute, "the auto pod Running on A's own node", func() (bool, string) {
+		list, err := clientA(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=auto"})
+		if err != nil || len(list.Items) != 1 {
+			return false, fmt.Sprint(err, list)
+		}
+		p := list.Items[0]
+		return p.Spec.NodeName != nodeName && p.Spec.NodeName != "" && p.Status.Phase == v1.PodRunning, p.Spec.NodeName + " " + string(p.Status.Phase)
+	})
+}
+
 // logs --previous: the output of a container's last run, and the restart
 // count, pass through from B.
 func TestLogsPrevious(t *testing.T) {

@@ -138,7 +138,7 @@ type connectProc struct {
 
 func newConnect() *connectProc {
 	return &connectProc{args: []string{"connect", "--kubeconfig", a.Kubeconfig, "--to", tenantKC, "--name", nodeName,
-		"--kubelet-port", strconv.Itoa(cluster.FreePorts(1)[0])}}
+		"--kubelet-port", strconv.Itoa(cluster.FreePorts(1)[0]), "--install", "--webhook-port", strconv.Itoa(cluster.FreePorts(1)[0])}}
 }
 
 // Start runs `cci connect` and waits for its ready line.
