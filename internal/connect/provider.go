@@ -63,6 +63,25 @@ func (p *provider) target() target {
 // deletionCost is the ReplicaSet controller's annotation: lower goes first.
 const deletionCost = "controller.kubernetes.io/pod-deletion-cost"
 
+// withDeletionCost gives a pod the webhook sent here (cci.io/burst) the
+// lowest deletion cost, so that a scaled-down ReplicaSet removes its pods in
+// the tenant's cluster before those on A's own nodes. It rides on the
+// status writes: virtual-kubelet writes the whole pod it is given to
+// pods/status, which keeps labels and annotations from it, so a separate
+// patch would be undone by the next status write built before it.
+func withDeletionCost(pod *v1.Pod) {
+	if pod.Labels[BurstLabel] == "" {
+		return
+	}
+	if _, set := pod.Annotations[deletionCost]; set {
+		return
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[deletionCost] = "-100"
+}
+
 // aKey is the A pod a copy in B stands for ("namespace/name").
 func aKey(b *v1.Pod) (string, bool) {
 	ns, name := b.Annotations[AnnotNamespace], b.Annotations[AnnotName]
@@ -154,6 +173,7 @@ func (p *provider) sendStatus(key string) {
 			return // an earlier pod's copy, being replaced
 		}
 		out.Status = statusFor(a, b, p.c.cfg.NodeIP)
+		withDeletionCost(out)
 		notify(out)
 		return
 	}
@@ -254,14 +274,6 @@ func (p *provider) CreatePod(ctx context.Context, a *v1.Pod) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("create the copy of pod %s/%s in %s: %w", a.Namespace, a.Name, p.c.bNS, err)
-	}
-	if a.Labels[BurstLabel] != "" && a.Annotations[deletionCost] == "" {
-		// Scaled down, a ReplicaSet removes its pods in the tenant's
-		// cluster before those on A's own nodes.
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"-100"}}}`, deletionCost)
-		if _, err := p.c.a.CoreV1().Pods(a.Namespace).Patch(ctx, a.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			p.c.log.Warn("set the pod's deletion cost", "pod", a.Namespace+"/"+a.Name, "err", err)
-		}
 	}
 	return p.syncObjects(ctx, a, pl, created)
 }
@@ -621,6 +633,9 @@ func (p *provider) collectOrphans(ctx context.Context) {
 // drifted tells whether A's pod shows another phase, condition or
 // container readiness than its copy in B.
 func drifted(a, b *v1.Pod) bool {
+	if _, set := a.Annotations[deletionCost]; a.Labels[BurstLabel] != "" && !set {
+		return true
+	}
 	if a.Status.Phase != b.Status.Phase || len(a.Status.ContainerStatuses) != len(b.Status.ContainerStatuses) {
 		return true
 	}
