@@ -320,6 +320,13 @@ func (r *Runtime) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, 
 	return resourceMetrics(s, scrapeErr), nil
 }
 
+// ResourceMetrics turns a summary into the kubelet's resource metric
+// families (scrapeErr 1: the summary could not be read); `cci connect`
+// reports the usage of its pods' copies with it.
+func ResourceMetrics(s *statsv1alpha1.Summary, scrapeErr float64) []*dto.MetricFamily {
+	return resourceMetrics(s, scrapeErr)
+}
+
 // resourceMetrics turns a summary into the kubelet's resource metric families.
 func resourceMetrics(s *statsv1alpha1.Summary, scrapeErr float64) []*dto.MetricFamily {
 	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
