@@ -22,8 +22,8 @@ func (n *NVIDIA) VisibleEnv() string        { return "NVIDIA_VISIBLE_DEVICES" }
 func (n *NVIDIA) Discover(context.Context) ([]Device, error) {
 	return nil, errors.New("this cci was built without cgo, which NVML needs: build it with CGO_ENABLED=1")
 }
-func (n *NVIDIA) Spec([]Device) (*cdispec.Spec, error)                  { return nil, errors.New("no NVML") }
-func (n *NVIDIA) Labels([]Device) map[string]string                     { return nil }
+func (n *NVIDIA) Spec([]Device) (*cdispec.Spec, error)                        { return nil, errors.New("no NVML") }
+func (n *NVIDIA) Labels([]Device) map[string]string                           { return nil }
 func (n *NVIDIA) WatchHealth(context.Context, []Device, func(string, string)) {}
-func (n *NVIDIA) Usage([]Device) map[string]Usage                       { return nil }
-func (n *NVIDIA) Close()                                                {}
+func (n *NVIDIA) Usage([]Device) map[string]Usage                             { return nil }
+func (n *NVIDIA) Close()                                                      {}

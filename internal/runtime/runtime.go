@@ -114,6 +114,9 @@ type Config struct {
 
 	Containerd *containerd.Client
 	Network    Network
+	// Devices gives pods the host's accelerators; nil: the host has none
+	// (a pod asking for some is refused by the admission).
+	Devices Devices
 	// Addresses is told of the pods' IPs; nil: nobody is.
 	Addresses  PodAddresses
 	Kube       kubernetes.Interface
@@ -311,6 +314,7 @@ func (r *Runtime) recover() error {
 			return fmt.Errorf("compare this node's pod records with the API: %w", err)
 		}
 	}
+	r.adoptDevices(ws)
 	for _, w := range ws {
 		p := w.pod()
 		r.pods[key(p.Namespace, p.Name)] = w
@@ -492,6 +496,15 @@ func (r *Runtime) CreatePod(ctx context.Context, pod *v1.Pod) error {
 			r.cfg.Recorder.Eventf(pod, v1.EventTypeWarning, reason, "%s", message)
 			rec = rejectedRecord(pod, reason, message)
 		}
+	}
+	if !rec.Rejected {
+		devs, ok, reason, message := r.allocateDevices(pod)
+		if !ok {
+			r.cfg.Log.Info("pod rejected", "pod", k, "reason", reason, "message", message)
+			r.cfg.Recorder.Eventf(pod, v1.EventTypeWarning, reason, "%s", message)
+			rec = rejectedRecord(pod, reason, message)
+		}
+		rec.Devices = devs
 	}
 
 	r.mu.Lock()

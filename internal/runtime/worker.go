@@ -23,6 +23,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cci-project/cci/internal/device"
 )
 
 const (
@@ -78,6 +80,10 @@ type podRecord struct {
 	// ResizePending and ResizeInProgress are the pod's resize conditions.
 	ResizePending    *v1.PodCondition `json:"resizePending,omitempty"`
 	ResizeInProgress *v1.PodCondition `json:"resizeInProgress,omitempty"`
+	// Devices are the accelerators the pod was given at admission (see
+	// devices.go), held until its sandbox is released and given back to
+	// it by the next agent.
+	Devices []device.Device `json:"devices,omitempty"`
 }
 
 // ctrRecord is one container of the pod, init containers first.
@@ -1428,6 +1434,11 @@ func (w *podWorker) release() {
 	if err := w.r.unmountVolumes(pod); err != nil {
 		w.log.Warn("unmount volumes", "err", err)
 		released = false
+	}
+	if released {
+		// Freed only with the sandbox: a pod whose teardown failed may
+		// still have a process using them.
+		w.releaseDevices()
 	}
 	w.update(func(rec *podRecord) { rec.Released = released })
 }
