@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -253,6 +254,9 @@ type podWorker struct {
 	done      chan struct{}
 	once      sync.Once
 	recovered bool
+	// terminating is set when the API deleted the pod (DeletePod): its
+	// containers are stopping and what it holds is about to be free.
+	terminating atomic.Bool
 	// orphan says the pod is no longer this node's (see reconcile.go): it
 	// is removed without a status, since the API object of its name, if
 	// any, is another pod.
