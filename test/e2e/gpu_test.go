@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cci-project/cci/internal/device"
+	"github.com/cci-project/cci/internal/metering"
 )
 
 // fakeGPUs is the number of fake GPUs of the instance's host (main_test.go).
@@ -29,6 +30,34 @@ func gpuPod(name string, n int64, script string) *v1.Pod {
 // visibleGPUs is what a GPU pod's script prints: its device nodes and
 // NVIDIA_VISIBLE_DEVICES.
 const visibleGPUs = `ls -1 /dev | grep '^nvidia' | tr '\n' ' '; echo "visible=$NVIDIA_VISIBLE_DEVICES"`
+
+// A tenant's GPU pod goes to pool gpu unless it names another: a tenant
+// allowed only the general pool is refused, told which pools it may use.
+// Named into the general pool (whose host has the fake GPUs), it runs
+// and is billed one GPU-second per second.
+func TestGPUPoolsAndBilling(t *testing.T) {
+	tenant, ns := billingTenant(t)
+	pod := sizedPod("gpu-bill", "250m", "512Mi", "sleep 4")
+	pod.Spec.Containers[0].Resources.Limits[device.NVIDIAGPU] = resource.MustParse("1")
+	_, err := client(t).CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), `pool "gpu" is not allowed`) || !strings.Contains(err.Error(), "allowed pools: general") {
+		t.Fatalf("GPU pod of a tenant without pool gpu: %v, want a refusal naming the allowed pools", err)
+	}
+	pod.Annotations = map[string]string{"cci.io/pool": "general"}
+	createPod(t, ns, pod)
+	done := waitPodDone(t, ns, "gpu-bill", 90*time.Second)
+	life := int64(lastFinished(done).Sub(done.Status.StartTime.Time) / time.Second)
+	var u metering.PodUsage
+	waitFor(t, 30*time.Second, "the GPU pod billed as finished", func() (bool, string) {
+		var ok bool
+		u, ok = podUsage(cciUsage(t, "--tenant", tenant), tenant, ns, "gpu-bill")
+		return ok && !u.Running, fmt.Sprintf("%+v", u)
+	})
+	t.Logf("GPU pod lived %d s, billed %d s, %d GPU-s", life, u.Seconds, u.GPUSeconds)
+	if u.Seconds < 4 || u.GPUSeconds != u.Seconds {
+		t.Fatalf("billed %d s and %d GPU-seconds for one GPU over %d s", u.Seconds, u.GPUSeconds, life)
+	}
+}
 
 // The host of `cci up --fake-gpus 3` advertises three nvidia.com/gpu; a pod
 // asking for two sees exactly its two device nodes and their IDs, a
