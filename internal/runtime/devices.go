@@ -2,11 +2,15 @@ package runtime
 
 import (
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/cdi"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	dto "github.com/prometheus/client_model/go"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/cci-project/cci/internal/device"
 )
@@ -24,6 +28,8 @@ type Devices interface {
 	Allocate(uid types.UID, n int) ([]device.Device, error)
 	Adopt(uid types.UID, ids []string) ([]device.Device, error)
 	Release(uid types.UID)
+	// Statuses lists every device with the pod holding it and its usage.
+	Statuses() []device.Status
 }
 
 // allocateDevices gives an admitted pod the devices it asks for. ok false
@@ -96,4 +102,47 @@ func (w *podWorker) deviceOpts(pod *v1.Pod, c *v1.Container) []oci.SpecOpts {
 		oci.WithEnv([]string{env + "=" + device.IDs(mine)}),
 		cdi.WithCDIDevices(device.CDINames(mine)...),
 	}
+}
+
+// deviceMetrics are the accelerators' figures for /metrics/resource, in
+// cadvisor's accelerator metrics' words, per pod holding a device:
+// utilisation (duty cycle) and memory. Fake devices report zeros and the
+// label fake="true".
+func (r *Runtime) deviceMetrics(now time.Time) []*dto.MetricFamily {
+	if r.cfg.Devices == nil {
+		return nil
+	}
+	gauge := dto.MetricType_GAUGE
+	family := func(name, help string) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: ptr.To(name), Help: ptr.To(help), Type: gauge.Enum()}
+	}
+	duty := family("pod_accelerator_duty_cycle", "Percent of the last sample period during which the pod's accelerator was busy")
+	used := family("pod_accelerator_memory_used_bytes", "Memory of the pod's accelerator in use, in bytes")
+	total := family("pod_accelerator_memory_total_bytes", "Memory of the pod's accelerator, in bytes")
+	for _, s := range r.cfg.Devices.Statuses() {
+		if s.Pod == "" || s.Usage == nil {
+			continue
+		}
+		p, ok := r.PodByUID(s.Pod)
+		if !ok {
+			continue
+		}
+		labels := []*dto.LabelPair{
+			{Name: ptr.To("namespace"), Value: ptr.To(p.Namespace)},
+			{Name: ptr.To("pod"), Value: ptr.To(p.Name)},
+			{Name: ptr.To("acc_id"), Value: ptr.To(s.ID)},
+			{Name: ptr.To("model"), Value: ptr.To(s.Product)},
+			{Name: ptr.To("fake"), Value: ptr.To(strconv.FormatBool(s.Usage.Fake))},
+		}
+		for _, m := range []struct {
+			f *dto.MetricFamily
+			v float64
+		}{{duty, float64(s.Usage.UtilPercent)}, {used, float64(s.Usage.MemoryUsedBytes)}, {total, float64(s.Usage.MemoryTotalBytes)}} {
+			m.f.Metric = append(m.f.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: ptr.To(m.v)}, TimestampMs: ptr.To(now.UnixMilli())})
+		}
+	}
+	if len(duty.Metric) == 0 {
+		return nil
+	}
+	return []*dto.MetricFamily{duty, used, total}
 }

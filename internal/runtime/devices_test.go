@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -157,5 +158,38 @@ func TestDeviceSpecOpts(t *testing.T) {
 	w.releaseDevices()
 	if held := m.Held("p"); len(held) != 0 {
 		t.Fatalf("released pod holds %v", held)
+	}
+}
+
+// /metrics/resource reports each pod's devices, fake ones marked fake.
+func TestDeviceMetrics(t *testing.T) {
+	m := fakeDevices(t, t.TempDir(), 2)
+	pod := gpuPod("uid-m", map[string]int64{"main": 1})
+	r := &Runtime{pods: map[string]*podWorker{}, cfg: Config{Devices: m, Log: slog.New(slog.DiscardHandler)}}
+	devs, ok, _, _ := r.allocateDevices(pod)
+	if !ok {
+		t.Fatal("allocate")
+	}
+	rec := newRecord(pod)
+	rec.Devices = devs
+	r.pods[key(pod.Namespace, pod.Name)] = newWorker(r, rec, false)
+	fams := r.deviceMetrics(time.Now())
+	if len(fams) != 3 {
+		t.Fatalf("%d families, want 3", len(fams))
+	}
+	for _, f := range fams {
+		if len(f.Metric) != 1 {
+			t.Fatalf("%s: %d metrics, want 1 (one device held)", f.GetName(), len(f.Metric))
+		}
+		got := map[string]string{}
+		for _, l := range f.Metric[0].Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		if got["pod"] != "uid-m" || got["acc_id"] != "GPU-fake-0000" || got["fake"] != "true" {
+			t.Errorf("%s labels %v", f.GetName(), got)
+		}
+		if f.GetName() == "pod_accelerator_memory_total_bytes" && f.Metric[0].Gauge.GetValue() != device.FakeMemoryBytes {
+			t.Errorf("total memory %v", f.Metric[0].Gauge.GetValue())
+		}
 	}
 }
