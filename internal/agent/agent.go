@@ -225,7 +225,7 @@ func (c *Config) defaults() error {
 	if c.ContainerLogMaxFiles == 1 || c.ContainerLogMaxFiles < 0 {
 		return fmt.Errorf("container log max files %d: want 2 or more (the current file and a rotated one)", c.ContainerLogMaxFiles)
 	}
-	if _, err := c.deviceBackend(); err != nil {
+	if _, err := c.DeviceBackend(); err != nil {
 		return err
 	}
 	if c.PodMaxPids < -1 {

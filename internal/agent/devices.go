@@ -23,10 +23,10 @@ const (
 	AcceleratorsNone   = "none"
 )
 
-// deviceBackend picks the host's accelerators: fake GPUs when asked for,
+// DeviceBackend picks the host's accelerators: fake GPUs when asked for,
 // else the vendor named, else (auto) Ascend where /dev/davinci* exist and
 // NVIDIA through NVML otherwise (a host without the driver has none).
-func (c *Config) deviceBackend() (device.Backend, error) {
+func (c *Config) DeviceBackend() (device.Backend, error) {
 	if c.FakeGPUs < 0 {
 		return nil, fmt.Errorf("--fake-gpus %d: want 0 or more", c.FakeGPUs)
 	}
@@ -55,7 +55,7 @@ func (c *Config) deviceBackend() (device.Backend, error) {
 // at the agent's own spec folder: one host's agent per process (`cci up
 // --hosts` runs each host's agent as a process of its own).
 func (a *hostAgent) runDevices(ctx context.Context, ready func()) error {
-	backend, err := a.cfg.deviceBackend()
+	backend, err := a.cfg.DeviceBackend()
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), deviceCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		if errors.Is(err, agent.ErrNodeDeleted) {

@@ -121,3 +121,5 @@ func (a *Ascend) Labels(devs []Device) map[string]string {
 func (a *Ascend) WatchHealth(context.Context, []Device, func(id, reason string)) {}
 
 func (a *Ascend) Usage([]Device) map[string]Usage { return nil }
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -121,6 +121,10 @@ type Manager struct {
 	watchers  []func()
 }
 
+// ErrNoDriver is returned (wrapped) by Discover on a host without the
+// vendor's driver: an ordinary host, which simply has none.
+var ErrNoDriver = errors.New("driver not installed")
+
 // ErrUnavailable is returned by Allocate when too few healthy devices are
 // free.
 var ErrUnavailable = errors.New("not enough free healthy devices")
@@ -138,6 +142,10 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return m, nil
 	}
 	devs, err := cfg.Backend.Discover(ctx)
+	if errors.Is(err, ErrNoDriver) {
+		cfg.Log.Info("no accelerators on this host", "backend", cfg.Backend.Name(), "why", err)
+		return m, nil
+	}
 	if err != nil {
 		cfg.Log.Warn("no accelerators on this host: their driver did not answer", "backend", cfg.Backend.Name(), "err", err)
 		return m, nil

@@ -70,7 +70,7 @@ func (n *NVIDIA) Discover(context.Context) ([]Device, error) {
 	lib := n.lib()
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
-			return nil, errors.New("libnvidia-ml.so.1 not found: the NVIDIA driver is not installed on this host")
+			return nil, fmt.Errorf("libnvidia-ml.so.1 not found: %w", ErrNoDriver)
 		}
 		return nil, fmt.Errorf("%w (is the NVIDIA driver loaded? nvidia-smi tells)", nvmlErr("init", ret))
 	}
@@ -165,8 +165,6 @@ func driverFiles(root string) []string {
 	}
 	return out
 }
-
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func (n *NVIDIA) Labels(devs []Device) map[string]string { return gpuLabels(devs) }
 

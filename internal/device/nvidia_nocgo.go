@@ -5,6 +5,7 @@ package device
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	v1 "k8s.io/api/core/v1"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
@@ -20,7 +21,7 @@ func (n *NVIDIA) Name() string              { return "nvidia" }
 func (n *NVIDIA) Resource() v1.ResourceName { return NVIDIAGPU }
 func (n *NVIDIA) VisibleEnv() string        { return "NVIDIA_VISIBLE_DEVICES" }
 func (n *NVIDIA) Discover(context.Context) ([]Device, error) {
-	return nil, errors.New("this cci was built without cgo, which NVML needs: build it with CGO_ENABLED=1")
+	return nil, fmt.Errorf("this cci was built without cgo, which NVML needs (build it with CGO_ENABLED=1): %w", ErrNoDriver)
 }
 func (n *NVIDIA) Spec([]Device) (*cdispec.Spec, error)                        { return nil, errors.New("no NVML") }
 func (n *NVIDIA) Labels([]Device) map[string]string                           { return nil }
