@@ -193,3 +193,32 @@ func TestDeviceMetrics(t *testing.T) {
 		}
 	}
 }
+
+// An admission that failed waits for the deleted pods still stopping, and
+// only for them.
+func TestWaitTerminating(t *testing.T) {
+	r := &Runtime{pods: map[string]*podWorker{}, cfg: Config{Log: slog.New(slog.DiscardHandler)}}
+	running := newWorker(r, newRecord(gpuPod("running", nil)), false)
+	r.pods["ns/running"] = running
+	if r.waitTerminating(context.Background()) {
+		t.Fatal("waited with no pod being deleted")
+	}
+	leaving := newWorker(r, newRecord(gpuPod("leaving", nil)), false)
+	leaving.terminating.Store(true)
+	r.pods["ns/leaving"] = leaving
+	go func() {
+		// The worker finishes its removal: forgotten, then done.
+		r.mu.Lock()
+		delete(r.pods, "ns/leaving")
+		r.mu.Unlock()
+		close(leaving.done)
+	}()
+	if !r.waitTerminating(context.Background()) {
+		t.Fatal("did not wait for the deleted pod")
+	}
+	select {
+	case <-leaving.done:
+	default:
+		t.Fatal("returned before the deleted pod was done")
+	}
+}
