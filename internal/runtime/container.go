@@ -183,6 +183,7 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	}
 	runtimeOpt, runtimeSpecOpts := w.runtimeOpts(pod, cr.ID)
 	specOpts = append(specOpts, runtimeSpecOpts...)
+	specOpts = append(specOpts, w.deviceOpts(pod, c)...)
 	if cr.Ephemeral {
 		nsOpts, err := w.targetNamespaceOpts(pod, c.Name)
 		if err != nil {

@@ -317,7 +317,7 @@ func (r *Runtime) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, 
 		r.cfg.Log.Warn("read resource usage", "err", err)
 		s, scrapeErr = &statsv1alpha1.Summary{}, 1
 	}
-	return resourceMetrics(s, scrapeErr), nil
+	return append(resourceMetrics(s, scrapeErr), r.deviceMetrics(timeNow())...), nil
 }
 
 // ResourceMetrics turns a summary into the kubelet's resource metric
