@@ -329,3 +329,42 @@ func TestEVSSurvivesAgentRestart(t *testing.T) {
 		t.Errorf("/data/note in a new pod: %q", got)
 	}
 }
+
+// A claim of volumeMode Block hands the pod the disk itself, of the
+// claimed size, at the path its volumeDevices name; what is written on it
+// stays for the next pod.
+func TestEVSBlockVolume(t *testing.T) {
+	ctx := context.Background()
+	c := client(t)
+	ns := namedNamespace(t, "evs-block")
+	pvc := evsClaim("raw", "16Mi", "cci-evs")
+	block := v1.PersistentVolumeBlock
+	pvc.Spec.VolumeMode = &block
+	createClaim(t, ns, pvc)
+	rawPod := func(name string) *v1.Pod {
+		p := shellPod(name, "", "sleep 3600")
+		p.Spec.Volumes = []v1.Volume{{Name: "raw", VolumeSource: v1.VolumeSource{
+			PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "raw"},
+		}}}
+		p.Spec.Containers[0].VolumeDevices = []v1.VolumeDevice{{Name: "raw", DevicePath: "/dev/xvdb"}}
+		return p
+	}
+	createPod(t, ns, rawPod("first"))
+	waitPodRunningIn(t, ns, "first", 2*time.Minute)
+	if got := strings.TrimSpace(execOut(t, ns, "first", "sh", "-c", "wc -c < /dev/xvdb")); got != strconv.Itoa(16<<20) {
+		t.Errorf("/dev/xvdb: %s bytes, want %d", got, 16<<20)
+	}
+	execOut(t, ns, "first", "sh", "-c", "echo on-the-disk | dd of=/dev/xvdb conv=fsync 2>/dev/null")
+	if err := c.CoreV1().Pods(ns).Delete(ctx, "first", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "pod first gone", func() (bool, string) {
+		_, err := c.CoreV1().Pods(ns).Get(ctx, "first", metav1.GetOptions{})
+		return err != nil, fmt.Sprint(err)
+	})
+	createPod(t, ns, rawPod("second"))
+	waitPodRunningIn(t, ns, "second", 2*time.Minute)
+	if got := strings.TrimSpace(execOut(t, ns, "second", "sh", "-c", "dd if=/dev/xvdb bs=12 count=1 2>/dev/null")); got != "on-the-disk" {
+		t.Errorf("the disk's first bytes in the next pod: %q, want %q", got, "on-the-disk")
+	}
+}
