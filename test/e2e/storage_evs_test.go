@@ -368,3 +368,51 @@ func TestEVSBlockVolume(t *testing.T) {
 		t.Errorf("the disk's first bytes in the next pod: %q, want %q", got, "on-the-disk")
 	}
 }
+
+// A gVisor pod (the default of tenants' pods) gets its disk too: the size
+// holds inside the sandbox, and what it wrote is there for a runc pod.
+func TestEVSGVisorPod(t *testing.T) {
+	ctx := context.Background()
+	c := client(t)
+	ns := namedNamespace(t, "evs-gvisor")
+	createClaim(t, ns, evsClaim("disk", "32Mi", "cci-evs"))
+	createPod(t, ns, claimPod("sandboxed", "gvisor", "disk", "echo from-gvisor > /data/note; sleep 3600"))
+	waitPodRunningIn(t, ns, "sandboxed", 2*time.Minute)
+	write := exec.Command("kubectl", "--kubeconfig", cci.Kubeconfig, "-n", ns, "exec", "sandboxed", "--",
+		"dd", "if=/dev/zero", "of=/data/big", "bs=1M", "count=64")
+	out, err := write.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "No space left on device") {
+		t.Fatalf("64 MiB into a 32 MiB disk under gVisor: want ENOSPC, got err %v:\n%s", err, out)
+	}
+	if err := c.CoreV1().Pods(ns).Delete(ctx, "sandboxed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "pod sandboxed gone", func() (bool, string) {
+		_, err := c.CoreV1().Pods(ns).Get(ctx, "sandboxed", metav1.GetOptions{})
+		return err != nil, fmt.Sprint(err)
+	})
+	createPod(t, ns, claimPod("plain", "", "disk", "sleep 3600"))
+	waitPodRunningIn(t, ns, "plain", 2*time.Minute)
+	if got := strings.TrimSpace(execOut(t, ns, "plain", "cat", "/data/note")); got != "from-gvisor" {
+		t.Errorf("/data/note written under gVisor, read by a runc pod: %q", got)
+	}
+}
+
+// A tenant's claims count against its quota's storage.
+func TestEVSTenantQuota(t *testing.T) {
+	_, kc := createTenant(t, "tsq", "--quota", "storage=100Mi")
+	claim := func(name string) (string, error) {
+		return tenantKubectl(t, kc, `apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: `+name+`}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+`, "create", "-f", "-")
+	}
+	if out, err := claim("first"); err != nil {
+		t.Fatalf("first claim within the quota: %v\n%s", err, out)
+	}
+	out, err := claim("second")
+	wantRefused(t, "claim over the storage quota", out, err, "Forbidden", "exceeded quota", "requests.storage=100Mi")
+}
