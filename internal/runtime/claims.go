@@ -229,3 +229,18 @@ func allowDevice(path string) oci.SpecOpts {
 		return fmt.Errorf("device %q missing from the container's spec", path)
 	}
 }
+
+// mountsUnder lists the mount points at or under dir.
+func mountsUnder(dir string) []string {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
