@@ -68,8 +68,10 @@ func (p *Pool) Free() (int64, error) {
 var ErrTooLarge = errors.New("larger than the free space of the host's cci-evs pool")
 
 // Create makes the disk name of size bytes; a disk of that name that
-// exists already is kept (a retried create).
-func (p *Pool) Create(name string, size int64) error {
+// exists already is kept (a retried create). A thick disk has all its
+// blocks taken now, so that a full host file system can never fail its
+// writes; a thin one takes them as they are written.
+func (p *Pool) Create(name string, size int64, thick bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	img := p.image(name)
@@ -91,7 +93,15 @@ func (p *Pool) Create(name string, size int64) error {
 	}
 	if err := f.Truncate(size); err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return fmt.Errorf("size disk %q: %w", name, err)
+	}
+	if thick {
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+			f.Close()
+			os.Remove(tmp)
+			return fmt.Errorf("allocate disk %q: %w", name, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -145,7 +155,7 @@ func (p *Pool) Delete(name string) error {
 // file, then the loop device if attached, then the file system if
 // mounted. A disk grown while not staged has its file system grown at
 // its next Stage.
-func (p *Pool) Expand(name string, size int64) error {
+func (p *Pool) Expand(name string, size int64, thick bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	img := p.image(name)
@@ -164,6 +174,11 @@ func (p *Pool) Expand(name string, size int64) error {
 		if err := os.Truncate(img, size); err != nil {
 			return fmt.Errorf("expand disk %q: %w", name, err)
 		}
+		if thick {
+			if err := allocate(img, size); err != nil {
+				return fmt.Errorf("allocate the growth of disk %q: %w", name, err)
+			}
+		}
 	}
 	devs, err := loopDevices(img)
 	if err != nil {
@@ -178,6 +193,15 @@ func (p *Pool) Expand(name string, size int64) error {
 		return growFS(devs[0], p.staging(name))
 	}
 	return nil
+}
+
+func allocate(img string, size int64) error {
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Fallocate(int(f.Fd()), 0, 0, size)
 }
 
 // Device attaches the disk to a loop device (or finds the one it is

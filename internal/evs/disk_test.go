@@ -52,7 +52,7 @@ func TestPoolLifecycle(t *testing.T) {
 		_, _ = p.Unstage("d1")
 		_ = p.Delete("d1")
 	})
-	if err := p.Create("d1", 64<<20); err != nil {
+	if err := p.Create("d1", 64<<20, false); err != nil {
 		t.Fatal(err)
 	}
 	dir, err := p.Stage("d1", "xfs")
@@ -69,7 +69,7 @@ func TestPoolLifecycle(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "big")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Expand("d1", 128<<20); err != nil {
+	if err := p.Expand("d1", 128<<20, false); err != nil {
 		t.Fatal(err)
 	}
 	if size, err := FSSize(dir); err != nil || size < 110<<20 {
@@ -125,7 +125,7 @@ func TestCreateTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Create("huge", free+1<<30); !errors.Is(err, ErrTooLarge) {
+	if err := p.Create("huge", free+1<<30, true); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Create past the free space: %v, want ErrTooLarge", err)
 	}
 	if p.Exists("huge") {
@@ -155,4 +155,37 @@ func TestRoundSize(t *testing.T) {
 			t.Errorf("RoundSize(%s) = %d, want %d", in, got, want)
 		}
 	}
+}
+
+// A thick disk has its blocks taken on the host when made and when grown.
+func TestThickDisk(t *testing.T) {
+	p := &Pool{Dir: t.TempDir()}
+	if err := p.Create("t1", 8<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := allocated(t, p.image("t1")); got < 8<<20 {
+		t.Fatalf("thick disk of 8 MiB takes %d bytes on the host", got)
+	}
+	if err := p.Expand("t1", 16<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := allocated(t, p.image("t1")); got < 16<<20 {
+		t.Fatalf("thick disk grown to 16 MiB takes %d bytes on the host", got)
+	}
+	if err := p.Create("t2", 8<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := allocated(t, p.image("t2")); got != 0 {
+		t.Fatalf("thin disk takes %d bytes on the host before any write", got)
+	}
+}
+
+// allocated is what a file takes on its file system, in bytes.
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }

@@ -47,6 +47,14 @@ const (
 	// FSTypeParameter is the StorageClass parameter choosing the file
 	// system of Filesystem volumes: xfs (default) or ext4.
 	FSTypeParameter = "fsType"
+	// AllocationParameter is the StorageClass parameter choosing how a
+	// disk takes its host's space: "thin" (default: as it is written, so
+	// a host may promise more than it has, and a full host file system
+	// fails the writes of disks that grow) or "thick" (all at once, when
+	// it is made or grown).
+	AllocationParameter = "allocation"
+	// AllocationAttribute carries the allocation on the volume, for growth.
+	AllocationAttribute = "cci.io/allocation"
 	// DefaultFSType is the file system of a disk whose class names none:
 	// XFS grows online with the rights an agent has everywhere (ext4's
 	// online growth needs CAP_SYS_RESOURCE, which some hosts' root lacks).
@@ -140,8 +148,15 @@ func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOpti
 	if fsType != "xfs" && fsType != "ext4" {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use xfs or ext4", opts.StorageClass.Name, FSTypeParameter, fsType)
 	}
+	alloc := "thin"
+	if a, ok := opts.StorageClass.Parameters[AllocationParameter]; ok {
+		alloc = a
+	}
+	if alloc != "thin" && alloc != "thick" {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use thin or thick", opts.StorageClass.Name, AllocationParameter, alloc)
+	}
 	size := RoundSize(req)
-	if err := p.Pool.Create(opts.PVName, size); err != nil {
+	if err := p.Pool.Create(opts.PVName, size, alloc == "thick"); err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			free, _ := p.Pool.Free()
 			return nil, controller.ProvisioningFinished, fmt.Errorf("cannot make a disk of %s on host %s: its cci-evs pool has %s free; ask for less", req.String(), p.Node, resource.NewQuantity(free, resource.BinarySI).String())
@@ -168,7 +183,7 @@ func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOpti
 			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
 				Driver:           Driver,
 				VolumeHandle:     opts.PVName,
-				VolumeAttributes: map[string]string{HostAttribute: p.Node},
+				VolumeAttributes: map[string]string{HostAttribute: p.Node, AllocationAttribute: alloc},
 			}},
 			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
 				MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{p.Node}}},

@@ -117,7 +117,8 @@ func (r *resizer) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	size := RoundSize(want)
-	if err := r.pool.Expand(pv.Spec.CSI.VolumeHandle, size); err != nil {
+	thick := pv.Spec.CSI.VolumeAttributes[AllocationAttribute] == "thick"
+	if err := r.pool.Expand(pv.Spec.CSI.VolumeHandle, size, thick); err != nil {
 		r.events.Eventf(pvc, v1.EventTypeWarning, "VolumeResizeFailed", "resize volume %q to %s: %v", pv.Name, want.String(), err)
 		return err
 	}
