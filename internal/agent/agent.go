@@ -73,6 +73,7 @@ import (
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
 	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/device"
+	"github.com/cci-project/cci/internal/evs"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/overlay"
@@ -157,6 +158,10 @@ type Config struct {
 	// FakeGPUs gives the host this many fake nvidia.com/gpu devices for
 	// tests and demos (harmless device nodes; see internal/device). 0: none.
 	FakeGPUs int `json:"fakeGPUs"`
+	// EVSDir holds this host's cci-evs disks (sparse files on loop
+	// devices) and their mounts; its file system's free space is what the
+	// host may provision. Default <DataDir>/evs.
+	EVSDir string `json:"evsDir"`
 	// Log receives the agent's messages. Default slog's default logger.
 	Log *slog.Logger `json:"-"`
 }
@@ -182,6 +187,12 @@ func (c *Config) defaults() error {
 		return err
 	}
 	c.DataDir = abs
+	if c.EVSDir == "" {
+		c.EVSDir = filepath.Join(c.DataDir, "evs")
+	}
+	if c.EVSDir, err = filepath.Abs(c.EVSDir); err != nil {
+		return err
+	}
 	if c.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -318,6 +329,11 @@ func (a *hostAgent) components() []supervisor.Component {
 		supervisor.Service("tenant containment", a.runContainment),
 		supervisor.Service("events", a.runEvents),
 		supervisor.Service("pod certificates", a.runPodCertificates),
+		// Before the pods: a re-adopted pod's volumes are mounted already,
+		// and a new one's disk is made here.
+		supervisor.Background("cci-evs provisioner", func(ctx context.Context) error {
+			return evs.Run(ctx, a.kube, a.cfg.NodeName, a.evs, a.log.With("component", "evs"))
+		}),
 		supervisor.Service("node controller", a.runNode),
 		supervisor.Step("republish", func(context.Context) error {
 			a.rt.Load().Republish()
@@ -361,6 +377,7 @@ type hostAgent struct {
 	// nodeGone receives a signal when the node informer sees a node of
 	// this name deleted; "node deletion watch" checks it against the API.
 	nodeGone chan struct{}
+	evs      *evs.Pool // this host's cci-evs disks
 
 	daemon      *cciContainerd.Daemon // by "containerd"; nil with --containerd-socket
 	ctrd        *containerd.Client    // by "containerd client"
@@ -410,6 +427,7 @@ func newHostAgent(ctx context.Context, cfg Config) (*hostAgent, error) {
 		cfg:      cfg,
 		log:      cfg.Log.With("node", cfg.NodeName, "pool", cfg.Pool),
 		nodeGone: make(chan struct{}, 1),
+		evs:      &evs.Pool{Dir: cfg.EVSDir},
 	}
 	var err error
 	if a.restCfg, a.caPEM, err = joinConfig(cfg.Server, cfg.Token); err != nil {
@@ -677,6 +695,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Log:                  a.log,
 			TrustBundles:         a.trustBundles,
 			PodCertificates:      a.podCerts,
+			Claims:               &evs.Host{Node: a.cfg.NodeName, Pool: a.evs},
 			PodPidsLimit:         a.cfg.PodMaxPids,
 			ContainerLogMaxSize:  logMax,
 			ContainerLogMaxFiles: a.cfg.ContainerLogMaxFiles,

@@ -124,6 +124,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.Int64Var(&c.PodMaxPids, "pod-max-pids", 4096, "most processes a pod may have, as the kubelet's flag of this name (-1: no limit)")
 	f.StringVar(&c.ContainerLogMaxSize, "container-log-max-size", "10Mi", "size at which a container's log file is rotated, as the kubelet's containerLogMaxSize")
 	f.IntVar(&c.ContainerLogMaxFiles, "container-log-max-files", 5, "log files kept per container run, the current one included, as the kubelet's containerLogMaxFiles")
+	f.StringVar(&c.EVSDir, "evs-dir", "", "folder for this host's cci-evs disks (sparse files on loop devices); its file system's free space is what the host can provision (default: <data-dir>/evs)")
 	f.StringSliceVar(&c.ClusterDNS, "cluster-dns", nil, "DNS server of ClusterFirst pods (default: the kube-dns Service's ClusterIP)")
 	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, a child process of the agent): iptables, nftables, or off where the host runs its own")
 }

@@ -131,6 +131,9 @@ type Config struct {
 	// PodCertificates serves podCertificate projections; the kubelet's
 	// podcertificate.IssuingManager fits. Nil: such volumes fail to mount.
 	PodCertificates PodCertificates
+	// Claims stages the disks behind persistentVolumeClaim and ephemeral
+	// volumes on this host (internal/evs). Nil: such volumes fail to mount.
+	Claims ClaimVolumes
 	// Prober runs liveness, readiness and startup probes. Default: the
 	// kubelet's probers, exec probes through containerd.
 	Prober Prober

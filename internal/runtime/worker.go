@@ -1391,6 +1391,9 @@ func (w *podWorker) terminate() {
 	// A subPath bind still mounted would show a hostPath's files to RemoveAll.
 	if err := w.r.unmountSubPaths(final); err != nil {
 		w.log.Warn("keeping pod folder: subPath binds still mounted", "err", err)
+	} else if m := mountsUnder(w.r.podDir(final.UID)); len(m) > 0 {
+		// A persistent volume still bound here would lose its files.
+		w.log.Warn("keeping pod folder: volumes still mounted", "mounts", m)
 	} else if err := os.RemoveAll(w.r.podDir(final.UID)); err != nil {
 		w.log.Warn("remove pod folder", "err", err)
 	}
