@@ -45,26 +45,14 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "connect tests need root (two CCI instances: containerd, network namespaces, mounts)")
-		return 1
-	}
-	if _, err := exec.LookPath("kubectl"); err != nil {
-		fmt.Fprintln(os.Stderr, "connect tests need the kubectl binary on PATH")
-		return 1
-	}
-	work, remove, err := cluster.WorkDir("cci-connect-")
-	if err != nil {
+	var work string
+	var done func()
+	var err error
+	if bin, work, done, err = cluster.Setup("connect", "kubectl"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer remove()
-	if bin = os.Getenv("CCI_E2E_BIN"); bin == "" {
-		if bin, err = cluster.Build(cluster.RepoRoot(), work); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
+	defer done()
 	// Slots apart from the other packages' (test/e2e: pid, fleet: pid+25,
 	// conformance: pid+50).
 	slot := os.Getpid() + 70
