@@ -26,6 +26,12 @@ declare -A PKGS=(
   [openssl]=openssl
   [gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
+  # cci-evs disks (internal/evs): loop devices, file systems, their growth
+  [losetup]=util-linux
+  [blkid]=util-linux
+  [mkfs.xfs]=xfsprogs
+  [xfs_growfs]=xfsprogs
+  [mkfs.ext4]=e2fsprogs
   # the web console's build (console/) and its browser test (test/console)
   [npm]=npm
   [chromium]=chromium

@@ -72,6 +72,8 @@ import (
 
 	cciContainerd "github.com/cci-project/cci/internal/containerd"
 	"github.com/cci-project/cci/internal/containment"
+	"github.com/cci-project/cci/internal/device"
+	"github.com/cci-project/cci/internal/evs"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/overlay"
@@ -149,6 +151,17 @@ type Config struct {
 	// these names. Defaults "10Mi" and 5.
 	ContainerLogMaxSize  string `json:"containerLogMaxSize"`
 	ContainerLogMaxFiles int    `json:"containerLogMaxFiles"`
+	// Accelerators picks the vendor of the host's accelerators: "auto"
+	// (default: Ascend where /dev/davinci* exist, else NVIDIA through
+	// NVML, none where its driver is missing), "nvidia", "ascend" or "none".
+	Accelerators string `json:"accelerators"`
+	// FakeGPUs gives the host this many fake nvidia.com/gpu devices for
+	// tests and demos (harmless device nodes; see internal/device). 0: none.
+	FakeGPUs int `json:"fakeGPUs"`
+	// EVSDir holds this host's cci-evs disks (sparse files on loop
+	// devices) and their mounts; its file system's free space is what the
+	// host may provision. Default <DataDir>/evs.
+	EVSDir string `json:"evsDir"`
 	// Log receives the agent's messages. Default slog's default logger.
 	Log *slog.Logger `json:"-"`
 }
@@ -174,6 +187,12 @@ func (c *Config) defaults() error {
 		return err
 	}
 	c.DataDir = abs
+	if c.EVSDir == "" {
+		c.EVSDir = filepath.Join(c.DataDir, "evs")
+	}
+	if c.EVSDir, err = filepath.Abs(c.EVSDir); err != nil {
+		return err
+	}
 	if c.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -216,6 +235,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ContainerLogMaxFiles == 1 || c.ContainerLogMaxFiles < 0 {
 		return fmt.Errorf("container log max files %d: want 2 or more (the current file and a rotated one)", c.ContainerLogMaxFiles)
+	}
+	if _, err := c.DeviceBackend(); err != nil {
+		return err
 	}
 	if c.PodMaxPids < -1 {
 		return fmt.Errorf("pod max pids %d: want a positive number, or -1 for no limit", c.PodMaxPids)
@@ -287,6 +309,8 @@ func (a *hostAgent) components() []supervisor.Component {
 	}
 	list = append(list,
 		supervisor.Service("containerd client", a.runContainerdClient),
+		// Before the node registers: it advertises them.
+		supervisor.Service("devices", a.runDevices),
 		// The node object before the network: the controller-manager gives
 		// it the pod CIDR that the network is made of.
 		supervisor.Step("node registration", a.register),
@@ -305,6 +329,11 @@ func (a *hostAgent) components() []supervisor.Component {
 		supervisor.Service("tenant containment", a.runContainment),
 		supervisor.Service("events", a.runEvents),
 		supervisor.Service("pod certificates", a.runPodCertificates),
+		// Before the pods: a re-adopted pod's volumes are mounted already,
+		// and a new one's disk is made here.
+		supervisor.Background("cci-evs provisioner", func(ctx context.Context) error {
+			return evs.Run(ctx, a.kube, a.cfg.NodeName, a.evs, a.log.With("component", "evs"))
+		}),
 		supervisor.Service("node controller", a.runNode),
 		supervisor.Step("republish", func(context.Context) error {
 			a.rt.Load().Republish()
@@ -348,6 +377,7 @@ type hostAgent struct {
 	// nodeGone receives a signal when the node informer sees a node of
 	// this name deleted; "node deletion watch" checks it against the API.
 	nodeGone chan struct{}
+	evs      *evs.Pool // this host's cci-evs disks
 
 	daemon      *cciContainerd.Daemon // by "containerd"; nil with --containerd-socket
 	ctrd        *containerd.Client    // by "containerd client"
@@ -358,6 +388,9 @@ type hostAgent struct {
 	mtu         int                   // by "overlay"; 0 without one
 	netMgr      *network.Manager      // by "pod network"
 	recorder    record.EventRecorder  // by "events"
+	devices     *device.Manager       // by "devices"
+	// status publishes the node's status changes; by "node registration".
+	status *nodeStatus
 	// by "pod certificates"
 	trustBundles clustertrustbundle.Manager
 	podCerts     *podcertificate.IssuingManager
@@ -394,6 +427,7 @@ func newHostAgent(ctx context.Context, cfg Config) (*hostAgent, error) {
 		cfg:      cfg,
 		log:      cfg.Log.With("node", cfg.NodeName, "pool", cfg.Pool),
 		nodeGone: make(chan struct{}, 1),
+		evs:      &evs.Pool{Dir: cfg.EVSDir},
 	}
 	var err error
 	if a.restCfg, a.caPEM, err = joinConfig(cfg.Server, cfg.Token); err != nil {
@@ -473,6 +507,7 @@ func (a *hostAgent) runContainerdClient(ctx context.Context, ready func()) error
 func (a *hostAgent) register(ctx context.Context) error {
 	spec := buildNode(a.cfg, a.ctrdVersion)
 	spec.Annotations = map[string]string{HostIDAnnotation: a.id}
+	withDevices(spec, a.devices)
 	registered, err := registerNode(ctx, a.kube, spec)
 	if err != nil {
 		return err
@@ -481,6 +516,7 @@ func (a *hostAgent) register(ctx context.Context) error {
 	spec.Spec.PodCIDR = podCIDR
 	spec.Spec.PodCIDRs = []string{podCIDR}
 	a.nodeSpec, a.registered = spec, registered
+	a.status = newNodeStatus(spec)
 	a.log.Info("node registered", "podCIDR", podCIDR, "ip", a.cfg.NodeIP, "hostID", a.id)
 	return nil
 }
@@ -648,6 +684,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Allocatable:          a.nodeSpec.Status.Allocatable.DeepCopy(),
 			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
 			Containerd:           a.ctrd,
+			Devices:              a.devices,
 			Network:              a.netMgr,
 			Addresses:            podAddresses{a},
 			Kube:                 a.kube,
@@ -658,6 +695,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Log:                  a.log,
 			TrustBundles:         a.trustBundles,
 			PodCertificates:      a.podCerts,
+			Claims:               &evs.Host{Node: a.cfg.NodeName, Pool: a.evs},
 			PodPidsLimit:         a.cfg.PodMaxPids,
 			ContainerLogMaxSize:  logMax,
 			ContainerLogMaxFiles: a.cfg.ContainerLogMaxFiles,
@@ -666,7 +704,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			return nil, nil, err
 		}
 		a.rt.Store(rt)
-		return rt, nil, nil
+		return rt, a.status, nil
 	},
 		nodeutil.WithClient(a.kube),
 		nodeutil.AttachProviderRoutes(mux),
@@ -700,6 +738,11 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 	return supervisor.Probed(vk.Run, func(ctx context.Context) error {
 		if err := vk.WaitReady(ctx, 2*time.Minute); err != nil {
 			return fmt.Errorf("node %q: %w", a.cfg.NodeName, err)
+		}
+		// With a node provider of its own, virtual-kubelet leaves the
+		// Ready condition to it.
+		if err := a.status.ready(ctx); err != nil {
+			return fmt.Errorf("node %q: mark ready: %w", a.cfg.NodeName, err)
 		}
 		return nil
 	})(ctx, ready)

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/cci-project/cci/internal/device"
 	"github.com/cci-project/cci/internal/pool"
 )
 
@@ -76,8 +79,8 @@ func TestPoolFlagValidated(t *testing.T) {
 // when the agent runs its own, and the service proxy last; with "off", a
 // step that removes the refusal rules an earlier proxy left.
 func TestComponents(t *testing.T) {
-	middle := []string{"containerd client", "node registration", "network settings", "overlay", "pod network",
-		"network policy enforcer", "tenant containment", "events", "pod certificates", "node controller", "republish", "pod status watch", "node deletion watch"}
+	middle := []string{"containerd client", "devices", "node registration", "network settings", "overlay", "pod network",
+		"network policy enforcer", "tenant containment", "events", "pod certificates", "cci-evs provisioner", "node controller", "republish", "pod status watch", "node deletion watch"}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -94,6 +97,58 @@ func TestComponents(t *testing.T) {
 		}
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: components\n%q\nwant\n%q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// The node advertises the devices: every one in capacity, the healthy
+// ones in allocatable, and the model's labels.
+func TestWithDevices(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("fake device nodes are made with mknod, which needs root")
+	}
+	dir := t.TempDir()
+	m, err := device.New(context.Background(), device.Config{Backend: &device.Fake{Count: 2, Dir: filepath.Join(dir, "devices")}, SpecDir: filepath.Join(dir, "cdi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := buildNode(Config{NodeName: "h", MaxPods: 10, DataDir: dir}, "test")
+	m.MarkUnhealthy(device.FakeID(1), "test")
+	withDevices(n, m)
+	c, a := n.Status.Capacity[device.NVIDIAGPU], n.Status.Allocatable[device.NVIDIAGPU]
+	if c.Value() != 2 || a.Value() != 1 {
+		t.Fatalf("capacity %s allocatable %s, want 2 and 1", c.String(), a.String())
+	}
+	if n.Labels[device.ProductLabel] != device.FakeProduct || n.Labels[device.CountLabel] != "2" {
+		t.Fatalf("labels %v", n.Labels)
+	}
+	if _, ok := n.Status.Capacity[v1.ResourceCPU]; !ok {
+		t.Fatal("the node lost its CPU")
+	}
+}
+
+func TestDeviceBackend(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{FakeGPUs: 2}, "fake"},
+		{Config{Accelerators: "nvidia"}, "nvidia"},
+		{Config{Accelerators: "ascend"}, "ascend"},
+		{Config{Accelerators: "none"}, ""},
+		{Config{Accelerators: "tpu"}, `--accelerators "tpu": choose auto, nvidia, ascend or none`},
+		{Config{FakeGPUs: -1}, "--fake-gpus -1: want 0 or more"},
+	} {
+		b, err := tc.cfg.DeviceBackend()
+		got := ""
+		switch {
+		case err != nil:
+			got = err.Error()
+		case b != nil:
+			got = b.Name()
+		}
+		if got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.cfg, got, tc.want)
 		}
 	}
 }

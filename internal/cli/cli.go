@@ -38,7 +38,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), deviceCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd(), connectCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		if errors.Is(err, agent.ErrNodeDeleted) {
@@ -116,12 +116,15 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.ContainerdSocket, "containerd-socket", "", "use this running containerd instead of starting one")
 	f.IntVar(&c.MaxPods, "max-pods", 110, "pods this host may run")
 	f.StringVar(&c.Pool, "pool", "general", "host pool this host joins (label and, except for general, taint cci.io/pool=NAME); tenants choose pools")
+	f.StringVar(&c.Accelerators, "accelerators", "auto", "accelerators pods may be given: auto (Ascend where /dev/davinci* exist, else NVIDIA GPUs through NVML, none without the driver), nvidia, ascend or none")
+	f.IntVar(&c.FakeGPUs, "fake-gpus", 0, "give the host this many fake nvidia.com/gpu devices, for tests and demos (harmless device nodes, injected through CDI like real ones)")
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 	f.StringVar(&c.RunscPath, "runsc-path", "", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass, e.g. /usr/bin/runsc for Debian's of 2022 (default: the current one make setup builds at /usr/local/lib/cci/runsc, else runsc in PATH)")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "", "runsc --platform for gvisor pods (systrap, ptrace, kvm; default: the runsc's own default, but ptrace instead of kvm)")
 	f.Int64Var(&c.PodMaxPids, "pod-max-pids", 4096, "most processes a pod may have, as the kubelet's flag of this name (-1: no limit)")
 	f.StringVar(&c.ContainerLogMaxSize, "container-log-max-size", "10Mi", "size at which a container's log file is rotated, as the kubelet's containerLogMaxSize")
 	f.IntVar(&c.ContainerLogMaxFiles, "container-log-max-files", 5, "log files kept per container run, the current one included, as the kubelet's containerLogMaxFiles")
+	f.StringVar(&c.EVSDir, "evs-dir", "", "folder for this host's cci-evs disks (sparse files on loop devices); its file system's free space is what the host can provision (default: <data-dir>/evs)")
 	f.StringSliceVar(&c.ClusterDNS, "cluster-dns", nil, "DNS server of ClusterFirst pods (default: the kube-dns Service's ClusterIP)")
 	f.StringVar(&c.ServiceProxy, "service-proxy", "iptables", "service proxy mode (the upstream kube-proxy, a child process of the agent): iptables, nftables, or off where the host runs its own")
 }

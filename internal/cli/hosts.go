@@ -99,6 +99,8 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--pod-max-pids", strconv.FormatInt(a.PodMaxPids, 10),
 		"--container-log-max-size", a.ContainerLogMaxSize,
 		"--container-log-max-files", strconv.Itoa(a.ContainerLogMaxFiles),
+		"--accelerators", a.Accelerators,
+		"--fake-gpus", strconv.Itoa(a.FakeGPUs),
 	}
 	for _, d := range a.ClusterDNS {
 		args = append(args, "--cluster-dns", d)

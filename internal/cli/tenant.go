@@ -77,7 +77,7 @@ func tenantCmd() *cobra.Command {
 	var allowRunc bool
 	var timeout time.Duration
 	create := &cobra.Command{
-		Use:   "create NAME [--quota cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0] [--allow-runc] [--pools general,gpu]",
+		Use:   "create NAME [--quota cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0,storage=100Gi] [--allow-runc] [--pools general,gpu]",
 		Short: "Create a tenant and write its kubeconfig to <data-dir>/tenants/NAME.kubeconfig",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -128,7 +128,7 @@ func tenantCmd() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&quota, "quota", "", "comma-separated cpu=,memory=,pods=,nvidia.com/gpu= (missing ones: cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0)")
+	create.Flags().StringVar(&quota, "quota", "", "comma-separated cpu=,memory=,pods=,nvidia.com/gpu=,storage= (what its PersistentVolumeClaims ask for),persistentvolumeclaims=,CLASS.storageclass.storage.k8s.io/requests.storage= (missing ones: cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=0,storage=100Gi)")
 	create.Flags().BoolVar(&allowRunc, "allow-runc", false, "let the tenant's pods use the runc runtime class (no sandbox)")
 	create.Flags().StringVar(&runtimeClass, "runtime-class", "", "runtime class for pods that name none (default gvisor)")
 	create.Flags().StringSliceVar(&pools, "pools", []string{pool.Default}, "host pools the tenant's pods may run in, comma-separated (e.g. general,gpu)")
@@ -242,11 +242,13 @@ func parseQuota(s string) (corev1.ResourceList, error) {
 	if s == "" {
 		return q, nil
 	}
-	known := []string{"cpu", "memory", "pods", "nvidia.com/gpu"}
+	known := []string{"cpu", "memory", "pods", "nvidia.com/gpu", "storage", "persistentvolumeclaims"}
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || !slices.Contains(known, k) {
-			return nil, fmt.Errorf("--quota %q: want comma-separated KEY=VALUE with KEY one of %s", kv, strings.Join(known, ", "))
+		// Storage per class, as ResourceQuota spells it.
+		perClass := strings.HasSuffix(k, ".storageclass.storage.k8s.io/requests.storage")
+		if !ok || (!slices.Contains(known, k) && !perClass) {
+			return nil, fmt.Errorf("--quota %q: want comma-separated KEY=VALUE with KEY one of %s, or CLASS.storageclass.storage.k8s.io/requests.storage", kv, strings.Join(known, ", "))
 		}
 		qty, err := resource.ParseQuantity(v)
 		if err != nil {

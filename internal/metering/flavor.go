@@ -6,24 +6,18 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/cci-project/cci/internal/flavor"
 )
 
 // TenantLabel on a namespace names the tenant its pods are billed to.
 const TenantLabel = "cci.io/tenant"
 
 // GPUResource is the extended resource billed as GPU-seconds.
-const GPUResource v1.ResourceName = "nvidia.com/gpu"
+const GPUResource = flavor.GPUResource
 
-// The flavor admission gives a container that names neither requests nor
-// limits (0.25 CPU / 0.5 GiB); the meter assumes the same so that a pod
-// admitted before the policy existed is billed like one admitted after.
-const (
-	defaultMilliCPU  = 250
-	defaultMemoryMiB = 512
-)
-
-// Flavor is what a pod is billed for per second.
+// Flavor is what a pod is billed for per second, in the records' units
+// (the table and the counting are internal/flavor's).
 type Flavor struct {
 	MilliCPU  int64 `json:"milliCPU"`
 	MemoryMiB int64 `json:"memoryMiB"`
@@ -38,54 +32,14 @@ func (f Flavor) String() string {
 	return s
 }
 
-func (f Flavor) add(o Flavor) Flavor {
-	return Flavor{f.MilliCPU + o.MilliCPU, f.MemoryMiB + o.MemoryMiB, f.GPU + o.GPU}
-}
-
-func (f Flavor) max(o Flavor) Flavor {
-	return Flavor{max(f.MilliCPU, o.MilliCPU), max(f.MemoryMiB, o.MemoryMiB), max(f.GPU, o.GPU)}
-}
-
-// containerFlavor reads one container's resources: limits, else requests,
-// else the default flavor.
-func containerFlavor(r v1.ResourceRequirements) Flavor {
-	get := func(name v1.ResourceName) (resource.Quantity, bool) {
-		if q, ok := r.Limits[name]; ok {
-			return q, true
-		}
-		q, ok := r.Requests[name]
-		return q, ok
-	}
-	f := Flavor{MilliCPU: defaultMilliCPU, MemoryMiB: defaultMemoryMiB}
-	if q, ok := get(v1.ResourceCPU); ok {
-		f.MilliCPU = q.MilliValue()
-	}
-	if q, ok := get(v1.ResourceMemory); ok {
-		f.MemoryMiB = (q.Value() + (1<<20 - 1)) >> 20 // whole MiB, rounded up
-	}
-	if q, ok := get(GPUResource); ok {
-		f.GPU = q.Value()
-	}
-	return f
-}
-
-// FlavorOf is a pod's billed flavor, computed the way the scheduler sizes a
-// pod: the larger of its app containers (with sidecars) together and of each
-// init container (with the sidecars started before it).
+// FlavorOf is a pod's billed flavor: flavor.Of with each container read as
+// flavor.Billed (limits, else requests, else the default 0.25 CPU / 0.5
+// GiB, so that a pod admitted before the policy existed is billed like
+// one admitted after). The GPUs are those the pod reserves, which the
+// host agent gives it whole, one device each, or refuses the pod.
 func FlavorOf(spec *v1.PodSpec) Flavor {
-	var apps, sidecars, initPeak Flavor
-	for _, c := range spec.InitContainers {
-		f := containerFlavor(c.Resources)
-		if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
-			sidecars = sidecars.add(f)
-			continue
-		}
-		initPeak = initPeak.max(f.add(sidecars))
-	}
-	for _, c := range spec.Containers {
-		apps = apps.add(containerFlavor(c.Resources))
-	}
-	return apps.add(sidecars).max(initPeak)
+	f := flavor.Of(spec, flavor.Billed)
+	return Flavor{MilliCPU: f.MilliCPU, MemoryMiB: f.Memory / flavor.MiB, GPU: f.GPU}
 }
 
 // podInterval is the interval a pod is billed for, seen at now: from its

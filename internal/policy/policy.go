@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/cci-project/cci/internal/flavor"
 	"github.com/cci-project/cci/internal/pool"
 )
 
@@ -25,12 +26,12 @@ const (
 )
 
 // ResourceGPU is the GPU resource tenants may ask for.
-const ResourceGPU corev1.ResourceName = "nvidia.com/gpu"
+const ResourceGPU = flavor.GPUResource
 
 // Default container size, for containers that name no CPU or memory.
 var (
-	DefaultCPU    = resource.MustParse("250m")
-	DefaultMemory = resource.MustParse("512Mi")
+	DefaultCPU    = flavor.DefaultCPU
+	DefaultMemory = flavor.DefaultMemory
 )
 
 // Rules are what differs between tenants.
@@ -373,39 +374,10 @@ func normalizeContainer(res *corev1.ResourceRequirements) {
 	}
 }
 
-// PodFlavor is what the pod reserves, counted as the scheduler counts it:
-// the sum of its containers and sidecars (restartable init containers), or
-// the largest init container with the sidecars started before it, whichever
-// is larger. Requests are read; Normalize makes them equal to limits.
+// PodFlavor is what the pod reserves, counted as the scheduler counts it
+// (flavor.Of), from its requests: Normalize makes them equal to limits.
 func PodFlavor(spec *corev1.PodSpec) Flavor {
-	var app, sidecars, peak Flavor
-	add := func(f *Flavor, res corev1.ResourceList) {
-		f.MilliCPU += res.Cpu().MilliValue()
-		f.Memory += res.Memory().Value()
-		if q, ok := res[ResourceGPU]; ok {
-			f.GPU += q.Value()
-		}
-	}
-	for _, c := range spec.Containers {
-		add(&app, c.Resources.Requests)
-	}
-	for _, c := range spec.InitContainers {
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			add(&sidecars, c.Resources.Requests)
-			continue
-		}
-		f := sidecars
-		add(&f, c.Resources.Requests)
-		peak = maxFlavor(peak, f)
-	}
-	app.MilliCPU += sidecars.MilliCPU
-	app.Memory += sidecars.Memory
-	app.GPU += sidecars.GPU
-	return maxFlavor(app, peak)
-}
-
-func maxFlavor(a, b Flavor) Flavor {
-	return Flavor{MilliCPU: max(a.MilliCPU, b.MilliCPU), Memory: max(a.Memory, b.Memory), GPU: max(a.GPU, b.GPU)}
+	return flavor.Of(spec, flavor.Requested)
 }
 
 // defaultCapabilities are those a container runtime grants by default

@@ -212,7 +212,7 @@ func TestNearestIsOffered(t *testing.T) {
 }
 
 func TestAnnotationRoundTrip(t *testing.T) {
-	for _, f := range []Flavor{{250, GiB / 2, 0}, {1500, 3 * GiB, 2}, {32000, 256 * GiB, 0}} {
+	for _, f := range []Flavor{{MilliCPU: 250, Memory: GiB / 2}, {MilliCPU: 1500, Memory: 3 * GiB, GPU: 2}, {MilliCPU: 32000, Memory: 256 * GiB}} {
 		got, err := ParseAnnotation(f.Annotation())
 		if err != nil || got != f {
 			t.Errorf("round trip of %s: %v, %v", f.Annotation(), got, err)

@@ -183,6 +183,15 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	}
 	runtimeOpt, runtimeSpecOpts := w.runtimeOpts(pod, cr.ID)
 	specOpts = append(specOpts, runtimeSpecOpts...)
+	specOpts = append(specOpts, w.deviceOpts(pod, c)...)
+	w.mu.Lock()
+	handler := w.rec.Handler
+	w.mu.Unlock()
+	devOpts, err := w.r.blockDeviceOpts(pod, c, handler)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	specOpts = append(specOpts, devOpts...)
 	if cr.Ephemeral {
 		nsOpts, err := w.targetNamespaceOpts(pod, c.Name)
 		if err != nil {

@@ -114,6 +114,9 @@ type Config struct {
 
 	Containerd *containerd.Client
 	Network    Network
+	// Devices gives pods the host's accelerators; nil: the host has none
+	// (a pod asking for some is refused by the admission).
+	Devices Devices
 	// Addresses is told of the pods' IPs; nil: nobody is.
 	Addresses  PodAddresses
 	Kube       kubernetes.Interface
@@ -128,6 +131,9 @@ type Config struct {
 	// PodCertificates serves podCertificate projections; the kubelet's
 	// podcertificate.IssuingManager fits. Nil: such volumes fail to mount.
 	PodCertificates PodCertificates
+	// Claims stages the disks behind persistentVolumeClaim and ephemeral
+	// volumes on this host (internal/evs). Nil: such volumes fail to mount.
+	Claims ClaimVolumes
 	// Prober runs liveness, readiness and startup probes. Default: the
 	// kubelet's probers, exec probes through containerd.
 	Prober Prober
@@ -311,6 +317,7 @@ func (r *Runtime) recover() error {
 			return fmt.Errorf("compare this node's pod records with the API: %w", err)
 		}
 	}
+	r.adoptDevices(ws)
 	for _, w := range ws {
 		p := w.pod()
 		r.pods[key(p.Namespace, p.Name)] = w
@@ -482,16 +489,19 @@ func (r *Runtime) CreatePod(ctx context.Context, pod *v1.Pod) error {
 		r.mu.Unlock()
 		return nil
 	}
-	others := r.activePods(pod)
 	r.mu.Unlock()
 
-	rec := newRecord(pod)
-	if r.admit != nil {
-		if ok, reason, message := r.admit.admit(ctx, pod, others); !ok {
-			r.cfg.Log.Info("pod rejected", "pod", k, "reason", reason, "message", message)
-			r.cfg.Recorder.Eventf(pod, v1.EventTypeWarning, reason, "%s", message)
-			rec = rejectedRecord(pod, reason, message)
-		}
+	rec := r.admitPod(ctx, pod)
+	if rec.Rejected && r.waitTerminating(ctx) {
+		// What a deleted pod held may be what this one needs: the node
+		// controller removes a deleted pod's API object once its grace
+		// period is over, before the pod's containers and devices are
+		// let go here, and the scheduler may bind the next pod at once.
+		rec = r.admitPod(ctx, pod)
+	}
+	if rec.Rejected {
+		r.cfg.Log.Info("pod rejected", "pod", k, "reason", rec.Reason, "message", rec.Message)
+		r.cfg.Recorder.Eventf(pod, v1.EventTypeWarning, rec.Reason, "%s", strings.TrimPrefix(rec.Message, "Pod was rejected: "))
 	}
 
 	r.mu.Lock()
@@ -505,6 +515,58 @@ func (r *Runtime) CreatePod(ctx context.Context, pod *v1.Pod) error {
 	w.start()
 	go r.trackPod(w.pod()) // the issuer looks the pod up under r.mu
 	return nil
+}
+
+// admitPod runs the kubelet's admission and gives the pod its devices:
+// the pod's new record, rejected when it may not run here.
+func (r *Runtime) admitPod(ctx context.Context, pod *v1.Pod) *podRecord {
+	r.mu.Lock()
+	others := r.activePods(pod)
+	r.mu.Unlock()
+	if r.admit != nil {
+		if ok, reason, message := r.admit.admit(ctx, pod, others); !ok {
+			return rejectedRecord(pod, reason, message)
+		}
+	}
+	devs, ok, reason, message := r.allocateDevices(pod)
+	if !ok {
+		return rejectedRecord(pod, reason, message)
+	}
+	rec := newRecord(pod)
+	rec.Devices = devs
+	return rec
+}
+
+// terminatingWait bounds how long an admission waits for deleted pods to
+// let go of what they hold.
+const terminatingWait = 30 * time.Second
+
+// waitTerminating waits until the pods the API deleted are gone from this
+// node; false when there were none.
+func (r *Runtime) waitTerminating(ctx context.Context) bool {
+	r.mu.Lock()
+	var waits []*podWorker
+	for _, w := range r.pods {
+		if w.terminating.Load() {
+			waits = append(waits, w)
+		}
+	}
+	r.mu.Unlock()
+	if len(waits) == 0 {
+		return false
+	}
+	deadline := time.NewTimer(terminatingWait)
+	defer deadline.Stop()
+	for _, w := range waits {
+		select {
+		case <-w.done:
+		case <-deadline.C:
+			return true
+		case <-ctx.Done():
+			return true
+		}
+	}
+	return true
 }
 
 // UpdatePod takes a new version of a running pod's spec (only the fields
@@ -538,6 +600,7 @@ func (r *Runtime) DeletePod(_ context.Context, pod *v1.Pod) error {
 	if w == nil {
 		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
 	}
+	w.terminating.Store(true)
 	w.post(event{kind: evDelete, pod: pod.DeepCopy()})
 	return nil
 }

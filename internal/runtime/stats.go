@@ -317,7 +317,14 @@ func (r *Runtime) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, 
 		r.cfg.Log.Warn("read resource usage", "err", err)
 		s, scrapeErr = &statsv1alpha1.Summary{}, 1
 	}
-	return resourceMetrics(s, scrapeErr), nil
+	return append(resourceMetrics(s, scrapeErr), r.deviceMetrics(timeNow())...), nil
+}
+
+// ResourceMetrics turns a summary into the kubelet's resource metric
+// families (scrapeErr 1: the summary could not be read); `cci connect`
+// reports the usage of its pods' copies with it.
+func ResourceMetrics(s *statsv1alpha1.Summary, scrapeErr float64) []*dto.MetricFamily {
+	return resourceMetrics(s, scrapeErr)
 }
 
 // resourceMetrics turns a summary into the kubelet's resource metric families.

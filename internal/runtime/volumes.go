@@ -80,6 +80,9 @@ func (r *Runtime) prepareVolume(ctx context.Context, pod *v1.Pod, vol v1.Volume)
 	if vol.HostPath != nil {
 		return prepareHostPath(vol.HostPath)
 	}
+	if claim, _ := claimName(pod, vol); claim != "" {
+		return r.prepareClaim(ctx, pod, vol, claim)
+	}
 	dir := r.volumeDir(pod, vol.Name)
 	if vol.EmptyDir != nil {
 		return r.prepareEmptyDir(dir, vol.EmptyDir)
@@ -103,7 +106,7 @@ func (r *Runtime) prepareVolume(ctx context.Context, pod *v1.Pod, vol v1.Volume)
 		// that a failed pull fails that container (imagevolume.go).
 		return nil
 	default:
-		return fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath, image)")
+		return fmt.Errorf("this volume type is not supported yet (supported: emptyDir, configMap, secret, downwardAPI, projected, hostPath, image, persistentVolumeClaim, ephemeral)")
 	}
 }
 
@@ -202,6 +205,9 @@ func (r *Runtime) unmountVolumes(pod *v1.Pod) error {
 				break
 			}
 		}
+	}
+	if err := r.releaseClaims(pod); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		// Only once nothing shows them: a view still mounted cannot go.
@@ -578,7 +584,8 @@ func (r *Runtime) containerMounts(pod *v1.Pod, c *v1.Container, env []v1.EnvVar)
 			src = target
 		}
 		opts := []string{"rbind", "rprivate"}
-		if vm.ReadOnly || vol.ConfigMap != nil || vol.Secret != nil || vol.Projected != nil || vol.DownwardAPI != nil || vol.Image != nil {
+		_, claimReadOnly := claimName(pod, *vol)
+		if vm.ReadOnly || claimReadOnly || vol.ConfigMap != nil || vol.Secret != nil || vol.Projected != nil || vol.DownwardAPI != nil || vol.Image != nil {
 			opts = append(opts, "ro")
 		} else {
 			opts = append(opts, "rw")

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -23,6 +24,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cci-project/cci/internal/device"
 )
 
 const (
@@ -78,6 +81,10 @@ type podRecord struct {
 	// ResizePending and ResizeInProgress are the pod's resize conditions.
 	ResizePending    *v1.PodCondition `json:"resizePending,omitempty"`
 	ResizeInProgress *v1.PodCondition `json:"resizeInProgress,omitempty"`
+	// Devices are the accelerators the pod was given at admission (see
+	// devices.go), held until its sandbox is released and given back to
+	// it by the next agent.
+	Devices []device.Device `json:"devices,omitempty"`
 }
 
 // ctrRecord is one container of the pod, init containers first.
@@ -247,6 +254,9 @@ type podWorker struct {
 	done      chan struct{}
 	once      sync.Once
 	recovered bool
+	// terminating is set when the API deleted the pod (DeletePod): its
+	// containers are stopping and what it holds is about to be free.
+	terminating atomic.Bool
 	// orphan says the pod is no longer this node's (see reconcile.go): it
 	// is removed without a status, since the API object of its name, if
 	// any, is another pod.
@@ -1381,6 +1391,9 @@ func (w *podWorker) terminate() {
 	// A subPath bind still mounted would show a hostPath's files to RemoveAll.
 	if err := w.r.unmountSubPaths(final); err != nil {
 		w.log.Warn("keeping pod folder: subPath binds still mounted", "err", err)
+	} else if m := mountsUnder(w.r.podDir(final.UID)); len(m) > 0 {
+		// A persistent volume still bound here would lose its files.
+		w.log.Warn("keeping pod folder: volumes still mounted", "mounts", m)
 	} else if err := os.RemoveAll(w.r.podDir(final.UID)); err != nil {
 		w.log.Warn("remove pod folder", "err", err)
 	}
@@ -1434,6 +1447,11 @@ func (w *podWorker) release() {
 	if err := w.r.unmountVolumes(pod); err != nil {
 		w.log.Warn("unmount volumes", "err", err)
 		released = false
+	}
+	if released {
+		// Freed only with the sandbox: a pod whose teardown failed may
+		// still have a process using them.
+		w.releaseDevices()
 	}
 	w.update(func(rec *podRecord) { rec.Released = released })
 }

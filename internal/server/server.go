@@ -9,6 +9,7 @@
 //
 //	pki, kubeconfigs ─► etcd (ready notify) ─► registry (listening)
 //	    ─► kube-apiserver (/readyz) ─► RBAC for agents ─► RuntimeClasses
+//	    ─► StorageClasses, CSIDriver, access-mode policy (storage.go)
 //	    ─► load-balancer controller (bg), service check (bg)
 //	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
 //	    ─► Tenant CRD ─► isolation controller (bg) ─► endpoint guard (bg)
@@ -264,6 +265,7 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Service("kube-apiserver", supervisor.Probed(cp.runAPIServer, cp.apiServerReady)),
 		supervisor.Step("agent RBAC", func(ctx context.Context) error { return ensureAgentRBAC(ctx, cp.admin) }),
 		supervisor.Step("runtime classes", func(ctx context.Context) error { return ensureRuntimeClasses(ctx, cp.admin) }),
+		supervisor.Step("storage classes", func(ctx context.Context) error { return ensureStorage(ctx, cp.admin) }),
 		supervisor.Step("network settings", func(ctx context.Context) error { return ensureNetworkConfig(ctx, cp.admin, cp.cfg) }),
 		// One worker: an address's ports are checked and taken in one step.
 		supervisor.Background("load-balancer controller", func(ctx context.Context) error {
@@ -844,6 +846,13 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"node.k8s.io"}, Resources: []string{"runtimeclasses"}, Verbs: []string{"get", "list", "watch"}},
+			// cci-evs: each agent provisions, grows and removes the disks
+			// of its own host (internal/evs), as the CSI external-provisioner
+			// and external-resizer do in their per-node deployment.
+			{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims/status"}, Verbs: []string{"update", "patch"}},
+			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
 			// The service proxy.
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"get", "list", "watch"}},

@@ -462,9 +462,18 @@ func quotaHard(q corev1.ResourceList) corev1.ResourceList {
 			hard[corev1.ResourceRequestsCPU] = v
 		case corev1.ResourceMemory:
 			hard[corev1.ResourceRequestsMemory] = v
-		case corev1.ResourcePods:
-			hard[corev1.ResourcePods] = v
+		case corev1.ResourcePods, corev1.ResourcePersistentVolumeClaims:
+			hard[k] = v
+		case corev1.ResourceStorage:
+			// What the tenant's claims ask for, of every StorageClass.
+			hard[corev1.ResourceRequestsStorage] = v
 		default:
+			if strings.HasSuffix(string(k), ".storageclass.storage.k8s.io/requests.storage") ||
+				strings.HasSuffix(string(k), ".storageclass.storage.k8s.io/persistentvolumeclaims") {
+				// Per StorageClass, as ResourceQuota spells it.
+				hard[k] = v
+				continue
+			}
 			hard[corev1.ResourceName("requests."+string(k))] = v
 		}
 	}

@@ -72,6 +72,8 @@ var DefaultQuota = corev1.ResourceList{
 	corev1.ResourceMemory: resource.MustParse("32Gi"),
 	corev1.ResourcePods:   resource.MustParse("50"),
 	"nvidia.com/gpu":      resource.MustParse("0"),
+	// What the tenant's PersistentVolumeClaims may ask for in all.
+	corev1.ResourceStorage: resource.MustParse("100Gi"),
 }
 
 // Tenant is one customer: a namespace and an identity to run pods with.
@@ -85,8 +87,10 @@ type Tenant struct {
 // Spec is what the admin asks for.
 type Spec struct {
 	// Quota caps the tenant's namespace: cpu, memory, pods and
-	// nvidia.com/gpu (requests, which admission makes equal to limits).
-	// Missing keys take DefaultQuota.
+	// nvidia.com/gpu (requests, which admission makes equal to limits);
+	// storage (what its PersistentVolumeClaims ask for), per StorageClass
+	// as <class>.storageclass.storage.k8s.io/requests.storage, and
+	// persistentvolumeclaims (their number). Missing keys take DefaultQuota.
 	Quota corev1.ResourceList `json:"quota,omitempty"`
 	// AllowRunc lets the tenant's pods use the runc runtime class (no sandbox).
 	AllowRunc bool `json:"allowRunc,omitempty"`

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cci-project/cci/internal/containment"
+	"github.com/cci-project/cci/internal/evs"
 	"github.com/cci-project/cci/internal/hostns"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/serviceproxy"
@@ -318,6 +319,11 @@ func CleanupPods(dataDir string) {
 		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dataDir) {
 			_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
 		}
+	}
+	// The cci-evs disks' loop devices (once unmounted above): a host has
+	// few, and each left attached would pin its removed file's space.
+	for _, dev := range evs.LoopDevicesUnder(dataDir) {
+		_ = exec.Command("losetup", "-d", dev).Run()
 	}
 }
 

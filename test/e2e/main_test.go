@@ -37,6 +37,9 @@ func run(m *testing.M) int {
 	// Bridge and pod range of their own, so that suites in other checkouts
 	// (and a `cci up` of the user) can run on the same host at once.
 	cci = cluster.New(bin, work, os.Getpid())
+	// Fake GPUs (harmless device nodes) for gpu_test.go: no other test
+	// asks for nvidia.com/gpu.
+	cci.Args = append(cci.Args, "--fake-gpus", fmt.Sprint(fakeGPUs))
 	cci.Prepare()
 	defer cci.Cleanup()
 	return cci.RunSuite(m, bin)

@@ -1,0 +1,230 @@
+// Package evs is CCI's block storage (cci-evs): disks of exactly the size
+// a PersistentVolumeClaim asks, on the host that runs its first pod, made
+// by the host's agent.
+//
+// Where provisioning runs: a disk lives on one host (its file and loop
+// device are that host's), so the agent of the host the scheduler selected
+// for the claim's first pod (volume binding WaitForFirstConsumer) makes
+// it, as the CSI external-provisioner does in its per-node deployment and
+// local-path-provisioner's helpers do on their node. Every agent runs the
+// upstream provisioner library's controller for provisioner evs.cci.io,
+// qualified to claims whose selected node is its own and to volumes whose
+// host is its own; the control plane needs no path to the hosts' disks,
+// and a host's disks are made, grown and removed by the one process that
+// mounts them. The PV carries node affinity to its host, so the scheduler
+// keeps the claim's later pods there.
+//
+// Disks are sparse files on loop devices (disk.go), not LVM thin volumes:
+// this project's hosts (and CI's) run kernels without device-mapper, where
+// LVM cannot work at all; a sparse file of the claim's size on a loop
+// device enforces the size (ENOSPC past it), is thin (blocks are taken as
+// they are written) and grows online (file, loop device, xfs_growfs).
+package evs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
+)
+
+const (
+	// Driver is the provisioner name of cci-evs and the CSI driver name its
+	// PersistentVolumes carry.
+	Driver = "evs.cci.io"
+	// ClassName is the StorageClass of cci-evs.
+	ClassName = "cci-evs"
+	// SharedClassName is the StorageClass that offers ReadWriteMany.
+	SharedClassName = "cci-sfs"
+	// HostAttribute is the volume attribute naming the disk's host.
+	HostAttribute = "cci.io/host"
+	// FSTypeParameter is the StorageClass parameter choosing the file
+	// system of Filesystem volumes: xfs (default) or ext4.
+	FSTypeParameter = "fsType"
+	// AllocationParameter is the StorageClass parameter choosing how a
+	// disk takes its host's space: "thin" (default: as it is written, so
+	// a host may promise more than it has, and a full host file system
+	// fails the writes of disks that grow) or "thick" (all at once, when
+	// it is made or grown).
+	AllocationParameter = "allocation"
+	// AllocationAttribute carries the allocation on the volume, for growth.
+	AllocationAttribute = "cci.io/allocation"
+	// DefaultFSType is the file system of a disk whose class names none:
+	// XFS grows online with the rights an agent has everywhere (ext4's
+	// online growth needs CAP_SYS_RESOURCE, which some hosts' root lacks).
+	DefaultFSType = "xfs"
+
+	mib = 1 << 20
+)
+
+// Provisioner makes and removes the disks of one host for the upstream
+// provisioner library's controller.
+type Provisioner struct {
+	Node string
+	Pool *Pool
+	Log  *slog.Logger
+}
+
+var (
+	_ controller.Provisioner      = (*Provisioner)(nil)
+	_ controller.Qualifier        = (*Provisioner)(nil)
+	_ controller.DeletionGuard    = (*Provisioner)(nil)
+	_ controller.BlockProvisioner = (*Provisioner)(nil)
+)
+
+// ShouldProvision takes the claims the scheduler placed on this host.
+func (p *Provisioner) ShouldProvision(_ context.Context, pvc *v1.PersistentVolumeClaim) bool {
+	return pvc.Annotations["volume.kubernetes.io/selected-node"] == p.Node
+}
+
+// ShouldDelete takes the volumes whose disk is on this host.
+func (p *Provisioner) ShouldDelete(_ context.Context, pv *v1.PersistentVolume) bool {
+	return HostOf(pv) == p.Node
+}
+
+// SupportsBlock: a disk can be handed to a pod as a block device.
+func (p *Provisioner) SupportsBlock(context.Context) bool { return true }
+
+// HostOf is the host of a cci-evs volume, or "" for another volume.
+func HostOf(pv *v1.PersistentVolume) string {
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Driver {
+		return ""
+	}
+	return pv.Spec.CSI.VolumeAttributes[HostAttribute]
+}
+
+// AccessModesMessage is the refusal of a claim of cci-evs for an access
+// mode a disk of one host cannot give; the control plane's admission
+// policy and the provisioner say the same.
+const AccessModesMessage = "StorageClass " + ClassName + " offers only ReadWriteOnce and ReadWriteOncePod (a disk of one host): " +
+	"for a volume that many pods share (ReadWriteMany, ReadOnlyMany) use StorageClass " + SharedClassName +
+	" where the cluster offers it (kubectl get storageclass), or give each pod its own claim"
+
+// CheckAccessModes refuses the access modes a disk of one host cannot
+// give, naming the class that gives them.
+func CheckAccessModes(modes []v1.PersistentVolumeAccessMode) error {
+	for _, m := range modes {
+		switch m {
+		case v1.ReadWriteOnce, v1.ReadWriteOncePod:
+		default:
+			return fmt.Errorf("access mode %s: %s", m, AccessModesMessage)
+		}
+	}
+	return nil
+}
+
+// RoundSize is a claim's size as a disk has it: whole MiB, at least 1.
+func RoundSize(q resource.Quantity) int64 {
+	n := q.Value()
+	if n < mib {
+		n = mib
+	}
+	return (n + mib - 1) / mib * mib
+}
+
+// Provision makes the disk of a claim on this host and returns its volume.
+func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+	pvc := opts.PVC
+	if opts.SelectedNodeName != p.Node {
+		return nil, controller.ProvisioningNoChange, &controller.IgnoredError{Reason: "the claim's selected node is another host"}
+	}
+	if err := CheckAccessModes(pvc.Spec.AccessModes); err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	req, ok := pvc.Spec.Resources.Requests[v1.ResourceStorage]
+	if !ok || req.IsZero() {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("claim %s/%s asks for no storage: set spec.resources.requests.storage", pvc.Namespace, pvc.Name)
+	}
+	fsType := DefaultFSType
+	if t, ok := opts.StorageClass.Parameters[FSTypeParameter]; ok {
+		fsType = t
+	}
+	if fsType != "xfs" && fsType != "ext4" {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use xfs or ext4", opts.StorageClass.Name, FSTypeParameter, fsType)
+	}
+	alloc := "thin"
+	if a, ok := opts.StorageClass.Parameters[AllocationParameter]; ok {
+		alloc = a
+	}
+	if alloc != "thin" && alloc != "thick" {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use thin or thick", opts.StorageClass.Name, AllocationParameter, alloc)
+	}
+	size := RoundSize(req)
+	if err := p.Pool.Create(opts.PVName, size, alloc == "thick"); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			free, _ := p.Pool.Free()
+			return nil, controller.ProvisioningFinished, fmt.Errorf("cannot make a disk of %s on host %s: its cci-evs pool has %s free; ask for less", req.String(), p.Node, resource.NewQuantity(free, resource.BinarySI).String())
+		}
+		return nil, controller.ProvisioningFinished, fmt.Errorf("make disk %s on host %s: %w", opts.PVName, p.Node, err)
+	}
+	p.Log.Info("disk made", "pv", opts.PVName, "claim", pvc.Namespace+"/"+pvc.Name, "bytes", size)
+	reclaim := v1.PersistentVolumeReclaimDelete
+	if opts.StorageClass.ReclaimPolicy != nil {
+		reclaim = *opts.StorageClass.ReclaimPolicy
+	}
+	mode := v1.PersistentVolumeFilesystem
+	if pvc.Spec.VolumeMode != nil {
+		mode = *pvc.Spec.VolumeMode
+	}
+	pv := &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName},
+		Spec: v1.PersistentVolumeSpec{
+			PersistentVolumeReclaimPolicy: reclaim,
+			AccessModes:                   pvc.Spec.AccessModes,
+			VolumeMode:                    &mode,
+			Capacity:                      v1.ResourceList{v1.ResourceStorage: *resource.NewQuantity(size, resource.BinarySI)},
+			MountOptions:                  opts.StorageClass.MountOptions,
+			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
+				Driver:           Driver,
+				VolumeHandle:     opts.PVName,
+				VolumeAttributes: map[string]string{HostAttribute: p.Node, AllocationAttribute: alloc},
+			}},
+			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{p.Node}}},
+			}}}},
+		},
+	}
+	if mode == v1.PersistentVolumeFilesystem {
+		pv.Spec.CSI.FSType = fsType
+	}
+	return pv, controller.ProvisioningFinished, nil
+}
+
+// Delete removes a volume's disk from this host.
+func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
+	if HostOf(pv) != p.Node {
+		return &controller.IgnoredError{Reason: "the disk is on another host"}
+	}
+	if err := p.Pool.Delete(pv.Spec.CSI.VolumeHandle); err != nil {
+		// A disk still staged (its last pod not yet released) is
+		// retried by the controller with back-off.
+		return err
+	}
+	p.Log.Info("disk removed", "pv", pv.Name)
+	return nil
+}
+
+// Run runs the provisioner and the resizer of this host's disks until ctx
+// ends.
+func Run(ctx context.Context, kube kubernetes.Interface, node string, pool *Pool, log *slog.Logger) error {
+	p := &Provisioner{Node: node, Pool: pool, Log: log}
+	pc := controller.NewProvisionController(ctx, kube, Driver, p,
+		// One controller per host, each for its own claims: no leader.
+		controller.LeaderElection(false),
+		// Claims it cannot provision (too large) are retried without end,
+		// with back-off: space may be freed.
+		controller.FailedProvisionThreshold(0),
+		controller.FailedDeleteThreshold(0),
+		controller.Threadiness(2),
+	)
+	rs := newResizer(kube, node, pool, log)
+	go rs.run(ctx)
+	pc.Run(ctx)
+	return nil
+}

@@ -1,0 +1,310 @@
+// Package connect checks `cci connect` with two CCI instances on one
+// machine: A, the user's cluster (a `cci up` is a real Kubernetes cluster),
+// and B, the CCI where a tenant's quota takes A's burst. `cci connect`
+// runs as a process between them; everything is checked with A's real
+// kubectl and B's API.
+package connect
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cci-project/cci/internal/registry"
+	"github.com/cci-project/cci/test/cluster"
+)
+
+const (
+	nodeName = "cci-burst"
+	tenant   = "acme"
+)
+
+var (
+	a, b      *cluster.Instance
+	bin       string
+	tenantKC  string
+	connector *connectProc
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	var work string
+	var done func()
+	var err error
+	if bin, work, done, err = cluster.Setup("connect", "kubectl"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer done()
+	// Slots apart from the other packages' (test/e2e: pid, fleet: pid+25,
+	// conformance: pid+50).
+	slot := os.Getpid() + 70
+	a = cluster.New(bin, filepath.Join(work, "a"), slot)
+	b = cluster.New(bin, filepath.Join(work, "b"), slot+1)
+	// The two clusters' service proxies share the machine's tables: their
+	// Service ranges must differ.
+	b.Args = append(b.Args, "--service-cidr", fmt.Sprintf("10.%d.0.0/16", 200+(slot+1)%50))
+	for _, c := range []*cluster.Instance{a, b} {
+		c.Prepare()
+		defer c.Cleanup()
+	}
+	for name, c := range map[string]*cluster.Instance{"A": a, "B": b} {
+		if took, err := c.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "start cluster %s: %v\n", name, err)
+			return 1
+		} else {
+			fmt.Fprintf(os.Stderr, "cluster %s ready in %s\n", name, took.Round(time.Millisecond))
+		}
+		defer func() {
+			if err := c.Stop(syscall.SIGTERM); err != nil {
+				fmt.Fprintf(os.Stderr, "stop cluster %s: %v\n", name, err)
+			}
+		}()
+	}
+	// Images come from B's registry, where the pods run.
+	if err := os.Setenv("DOCKER_CONFIG", registry.AuthDir(b.DataDir)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if out, err := exec.Command(bin, "image", "build-test-images", "--registry", b.Registry).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build test images: %v\n%s", err, out)
+		return 1
+	}
+	if out, err := exec.Command(bin, "tenant", "create", tenant, "--data-dir", b.DataDir, "--quota", "cpu=4,memory=8Gi,pods=10").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "create tenant: %v\n%s", err, out)
+		return 1
+	}
+	tenantKC = filepath.Join(b.DataDir, "tenants", tenant+".kubeconfig")
+	connector = newConnect()
+	if err := connector.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	// Pods outlive their clusters: the copies go first, then A's pods.
+	_, _ = a.Kubectl("delete", "namespace", "burst", "--wait=false")
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command("kubectl", "--kubeconfig", tenantKC, "get", "pods", "-o", "name").CombinedOutput()
+		if strings.TrimSpace(string(out)) == "" || strings.Contains(string(out), "No resources") {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	_ = connector.Stop()
+	if code != 0 || cluster.Keep() {
+		fmt.Fprintf(os.Stderr, "cci connect output:\n%s\ncluster A:\n%s\ncluster B:\n%s\n", connector.Output(), a.Output(), b.Output())
+	}
+	return code
+}
+
+// connectProc is one `cci connect` process.
+type connectProc struct {
+	args []string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan error
+}
+
+func newConnect() *connectProc {
+	return &connectProc{args: []string{"connect", "--kubeconfig", a.Kubeconfig, "--to", tenantKC, "--name", nodeName,
+		"--kubelet-port", strconv.Itoa(cluster.FreePorts(1)[0]), "--install", "--webhook-port", strconv.Itoa(cluster.FreePorts(1)[0])}}
+}
+
+// Start runs `cci connect` and waits for its ready line.
+func (c *connectProc) Start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cmd, out, done, err := startConnect(c.args, "CCI connect is ready", 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	c.cmd, c.out, c.done = cmd, out, done
+	return nil
+}
+
+// startConnect runs `cci connect` with args and waits for a line that
+// starts with want (or for its exit).
+func startConnect(args []string, want string, timeout time.Duration) (*exec.Cmd, *bytes.Buffer, chan error, error) {
+	cmd := exec.Command(bin, args...)
+	out := &bytes.Buffer{}
+	pr, pw := io.Pipe()
+	var mu sync.Mutex
+	cmd.Stdout = io.MultiWriter(lockedWriter{&mu, out}, pw)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- cmd.Wait()
+		pw.Close()
+	}()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		closed := false
+		for sc.Scan() {
+			if !closed && strings.HasPrefix(sc.Text(), want) {
+				close(ready)
+				closed = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-ready:
+		return cmd, out, done, nil
+	case err := <-done:
+		done <- err
+		return cmd, out, done, fmt.Errorf("cci connect exited before ready: %v\n%s", err, out.String())
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		return nil, nil, nil, fmt.Errorf("cci connect not ready after %s\n%s", timeout, out.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Stop ends `cci connect` with SIGTERM and waits for it.
+func (c *connectProc) Stop() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		c.cmd = nil
+		return err
+	case <-time.After(45 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		c.cmd = nil
+		return fmt.Errorf("cci connect did not stop within 45 s of SIGTERM")
+	}
+}
+
+// Output is what every `cci connect` run printed so far.
+func (c *connectProc) Output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.out == nil {
+		return ""
+	}
+	return c.out.String()
+}
+
+func clientA(t *testing.T) kubernetes.Interface { return a.Client(t) }
+
+// clientB is the tenant's client in B.
+func clientB(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", tenantKC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func kubectl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	return a.Kubectl(args...)
+}
+
+func mustKubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectl(t, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// apply creates the objects of a YAML manifest in A.
+func apply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := exec.Command("kubectl", "--kubeconfig", a.Kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)
+	}
+}
+
+func image(name string) string { return b.Registry + "/" + name }
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	cluster.WaitFor(t, timeout, what, cond)
+}
+
+// waitPod waits for A's pod ns/name to be Running and Ready.
+func waitPod(t *testing.T, ns, name string, timeout time.Duration) *v1.Pod {
+	t.Helper()
+	var pod *v1.Pod
+	waitFor(t, timeout, "pod "+ns+"/"+name+" Running and Ready in A", func() (bool, string) {
+		p, err := clientA(t).CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		pod = p
+		if p.Status.Phase == v1.PodFailed {
+			t.Fatalf("pod %s/%s Failed: %s %s", ns, name, p.Status.Reason, p.Status.Message)
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == v1.PodReady && c.Status == v1.ConditionTrue && p.Status.Phase == v1.PodRunning {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("phase %s, %s %s, conditions %v", p.Status.Phase, p.Status.Reason, p.Status.Message, p.Status.Conditions)
+	})
+	return pod
+}
+
+// copyInB is the copy in B of A's pod, found by the pod's UID label.
+func copyInB(t *testing.T, uid string) (*v1.Pod, bool) {
+	t.Helper()
+	list, err := clientB(t).CoreV1().Pods(tenant).List(context.Background(), metav1.ListOptions{LabelSelector: "connect.cci.io/pod-uid=" + uid})
+	if err != nil {
+		t.Fatalf("list copies in B: %v", err)
+	}
+	if len(list.Items) > 1 {
+		t.Fatalf("%d copies of pod %s in B", len(list.Items), uid)
+	}
+	if len(list.Items) == 0 {
+		return nil, false
+	}
+	return &list.Items[0], true
+}
