@@ -443,7 +443,7 @@ func newHostAgent(ctx context.Context, cfg Config) (*hostAgent, error) {
 		return nil, err
 	}
 	if a.cfg.NodeIP == "" {
-		a.cfg.NodeIP = localIPFor(a.restCfg.Host)
+		a.cfg.NodeIP = vknode.NodeIP(a.restCfg.Host)
 	}
 	a.mirrors, _ = cfg.mirrors()
 	a.insecure = slices.Clone(cfg.InsecureRegistries)
@@ -904,27 +904,6 @@ func joinConfig(server, token string) (*rest.Config, []byte, error) {
 		UserAgent:       "cci-agent/" + version.Version,
 	}
 	return cfg, caPEM, nil
-}
-
-// localIPFor is the local address used to reach the server's host.
-func localIPFor(server string) string {
-	u, err := url.Parse(server)
-	if err == nil {
-		host := u.Hostname()
-		if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
-			if c, err := net.Dial("udp", net.JoinHostPort(host, "9")); err == nil {
-				defer c.Close()
-				return c.LocalAddr().(*net.UDPAddr).IP.String()
-			}
-		}
-	}
-	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
-		defer c.Close()
-		if a := c.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
-			return a.IP.String()
-		}
-	}
-	return "127.0.0.1"
 }
 
 func buildNode(cfg Config, runtimeVersion string) *v1.Node {

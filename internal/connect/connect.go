@@ -260,7 +260,7 @@ func newConnector(cfg Config) (*connector, error) {
 		return nil, err
 	}
 	if c.cfg.NodeIP == "" {
-		c.cfg.NodeIP = localIPFor(c.aREST.Host)
+		c.cfg.NodeIP = vknode.NodeIP(c.aREST.Host)
 	}
 	c.apiHost, c.apiPort = podAPIAddress(cfg.PodAPIServer, c.aREST.Host, c.cfg.NodeIP)
 	host, _ := os.Hostname()
@@ -665,27 +665,6 @@ func (c *connector) mirrorEvents(ctx context.Context) error {
 func refFor(a *v1.Pod, fieldPath string) (*v1.ObjectReference, error) {
 	return &v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: a.Namespace, Name: a.Name, UID: a.UID,
 		ResourceVersion: a.ResourceVersion, FieldPath: fieldPath}, nil
-}
-
-// localIPFor is the local address used to reach the server's host.
-func localIPFor(server string) string {
-	u, err := url.Parse(server)
-	if err == nil {
-		host := u.Hostname()
-		if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
-			if conn, err := net.Dial("udp", net.JoinHostPort(host, "9")); err == nil {
-				defer conn.Close()
-				return conn.LocalAddr().(*net.UDPAddr).IP.String()
-			}
-		}
-	}
-	if conn, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
-		defer conn.Close()
-		if a := conn.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
-			return a.IP.String()
-		}
-	}
-	return "127.0.0.1"
 }
 
 // podAPIAddress is the host and port pods reach A's apiserver at.

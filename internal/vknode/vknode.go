@@ -3,6 +3,8 @@
 package vknode
 
 import (
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node"
@@ -82,4 +84,27 @@ func Protobuf(c *rest.Config) *rest.Config {
 	c.ContentType = runtime.ContentTypeProtobuf
 	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return c
+}
+
+// NodeIP is the address a node reports for itself: the local address of
+// the route to the API server's host, or, when the server is on loopback,
+// that of the default route (a pod cannot reach the node's loopback).
+func NodeIP(server string) string {
+	u, err := url.Parse(server)
+	if err == nil {
+		host := u.Hostname()
+		if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+			if conn, err := net.Dial("udp", net.JoinHostPort(host, "9")); err == nil {
+				defer conn.Close()
+				return conn.LocalAddr().(*net.UDPAddr).IP.String()
+			}
+		}
+	}
+	if conn, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		defer conn.Close()
+		if a := conn.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
+			return a.IP.String()
+		}
+	}
+	return "127.0.0.1"
 }
