@@ -39,6 +39,27 @@ func (c *Instance) Kubectl(args ...string) (string, error) {
 	return DropStreamNoise(string(out)), err
 }
 
+// MustKubectl runs kubectl as Kubectl does and fails the test on error.
+func (c *Instance) MustKubectl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := c.Kubectl(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// Apply creates or updates the objects of a YAML manifest with kubectl
+// apply as the instance's admin, and fails the test on error.
+func (c *Instance) Apply(t testing.TB, manifest string) {
+	t.Helper()
+	cmd := exec.Command("kubectl", "--kubeconfig", c.Kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)
+	}
+}
+
 // DropStreamNoise removes the line kubectl 1.32's websocket client logs now
 // and then on stderr when a stream ends ("Unknown stream id 1, discarding
 // message"): it is about kubectl's own stream bookkeeping, not the output

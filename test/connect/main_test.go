@@ -246,21 +246,13 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 
 func mustKubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := kubectl(t, args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return a.MustKubectl(t, args...)
 }
 
 // apply creates the objects of a YAML manifest in A.
 func apply(t *testing.T, manifest string) {
 	t.Helper()
-	cmd := exec.Command("kubectl", "--kubeconfig", a.Kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifest)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)
-	}
+	a.Apply(t, manifest)
 }
 
 func image(name string) string { return b.Registry + "/" + name }

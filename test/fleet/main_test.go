@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -58,21 +57,13 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 
 func mustKubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := kubectl(t, args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return cci.MustKubectl(t, args...)
 }
 
 // apply creates the objects of a YAML manifest.
 func apply(t *testing.T, manifest string) {
 	t.Helper()
-	cmd := exec.Command("kubectl", "--kubeconfig", cci.Kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifest)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)
-	}
+	cci.Apply(t, manifest)
 }
 
 func image(name string) string { return cci.Registry + "/" + name }
