@@ -24,7 +24,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -56,11 +55,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -603,13 +599,7 @@ func (a *hostAgent) runContainment(ctx context.Context, ready func()) error {
 
 // runEvents records events as a kubelet reports them.
 func (a *hostAgent) runEvents(ctx context.Context, ready func()) error {
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.kube.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	a.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: a.cfg.NodeName})
-	ready()
-	<-ctx.Done()
-	return nil
+	return vknode.RunEvents(ctx, a.kube, a.cfg.NodeName, func(r record.EventRecorder) { a.recorder = r }, ready)
 }
 
 // runPodCertificates serves ClusterTrustBundle and podCertificate
@@ -753,34 +743,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 // certificates by default) and client certificates checked against the
 // cluster CA.
 func (a *hostAgent) kubeletAPI() (*tls.Config, nodeutil.Auth, error) {
-	certPEM, keyPEM, err := pki.SelfSigned(a.cfg.NodeName, []string{a.cfg.NodeIP, a.cfg.NodeName, "localhost", "127.0.0.1"})
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubelet serving certificate: %w", err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(a.caPEM)
-	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{pair},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    pool,
-		MinVersion:   tls.VersionTLS12,
-	}
-	caContent, err := dynamiccertificates.NewStaticCAContent("cluster-ca", a.caPEM)
-	if err != nil {
-		return nil, nil, err
-	}
-	auth, err := nodeutil.WebhookAuth(a.kube, a.cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
-		c.AuthnConfig.ClientCertificateCAContentProvider = caContent
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubelet API auth: %w", err)
-	}
-	return tlsCfg, auth, nil
+	return vknode.KubeletAPI(a.kube, a.cfg.NodeName, a.cfg.NodeIP, a.caPEM)
 }
 
 // watchNodeDeleted returns once the node was deleted from the cluster

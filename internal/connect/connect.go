@@ -20,7 +20,6 @@ package connect
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,11 +40,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -53,7 +49,6 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 
-	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/version"
@@ -437,13 +432,7 @@ func (c *connector) runCopies(ctx context.Context, ready func()) error {
 
 // runEvents records events in A as the node's kubelet.
 func (c *connector) runEvents(ctx context.Context, ready func()) error {
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.a.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	c.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: c.cfg.NodeName})
-	ready()
-	<-ctx.Done()
-	return nil
+	return vknode.RunEvents(ctx, c.a, c.cfg.NodeName, func(r record.EventRecorder) { c.recorder = r }, ready)
 }
 
 // runNode runs the virtual node: virtual-kubelet's node and pod
@@ -566,40 +555,14 @@ func (c *connector) nodeSpec() *v1.Node {
 // agent's: a serving certificate of its own, A's clients checked against
 // the CA of A's kubeconfig and by A's TokenReview and SubjectAccessReview.
 func (c *connector) kubeletAPI() (*tls.Config, nodeutil.Auth, error) {
-	certPEM, keyPEM, err := pki.SelfSigned(c.cfg.NodeName, []string{c.cfg.NodeIP, c.cfg.NodeName, "localhost", "127.0.0.1"})
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubelet serving certificate: %w", err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, nil, err
-	}
 	caPEM := c.aREST.CAData
 	if len(caPEM) == 0 && c.aREST.CAFile != "" {
+		var err error
 		if caPEM, err = os.ReadFile(c.aREST.CAFile); err != nil {
 			return nil, nil, fmt.Errorf("the CA of --kubeconfig: %w", err)
 		}
 	}
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
-	var caContent dynamiccertificates.CAContentProvider
-	if len(caPEM) > 0 {
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(caPEM)
-		tlsCfg.ClientCAs = pool
-		if caContent, err = dynamiccertificates.NewStaticCAContent("cluster-ca", caPEM); err != nil {
-			return nil, nil, err
-		}
-	}
-	auth, err := nodeutil.WebhookAuth(c.a, c.cfg.NodeName, func(wc *nodeutil.WebhookAuthConfig) error {
-		if caContent != nil {
-			wc.AuthnConfig.ClientCertificateCAContentProvider = caContent
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubelet API auth: %w", err)
-	}
-	return tlsCfg, auth, nil
+	return vknode.KubeletAPI(c.a, c.cfg.NodeName, c.cfg.NodeIP, caPEM)
 }
 
 // mirrorEvents records in A, on each pod, the events B records on its copy.

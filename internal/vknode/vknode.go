@@ -3,13 +3,24 @@
 package vknode
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net"
 	"net/url"
 	"time"
 
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/cci-project/cci/internal/pki"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -107,4 +118,52 @@ func NodeIP(server string) string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// KubeletAPI is a node's kubelet API TLS and authentication: a serving
+// certificate of its own (the apiserver does not verify kubelet
+// certificates by default) and client certificates checked against the
+// cluster CA caPEM (none checked when it is empty), then the apiserver's
+// TokenReview and SubjectAccessReview, as the kubelet's webhook mode.
+func KubeletAPI(kube kubernetes.Interface, nodeName, nodeIP string, caPEM []byte) (*tls.Config, nodeutil.Auth, error) {
+	certPEM, keyPEM, err := pki.SelfSigned(nodeName, []string{nodeIP, nodeName, "localhost", "127.0.0.1"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet serving certificate: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+	var caContent dynamiccertificates.CAContentProvider
+	if len(caPEM) > 0 {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		tlsCfg.ClientCAs = pool
+		if caContent, err = dynamiccertificates.NewStaticCAContent("cluster-ca", caPEM); err != nil {
+			return nil, nil, err
+		}
+	}
+	auth, err := nodeutil.WebhookAuth(kube, nodeName, func(c *nodeutil.WebhookAuthConfig) error {
+		if caContent != nil {
+			c.AuthnConfig.ClientCertificateCAContentProvider = caContent
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet API auth: %w", err)
+	}
+	return tlsCfg, auth, nil
+}
+
+// RunEvents records events as the node's kubelet until ctx ends: it hands
+// the recorder to use before it calls ready.
+func RunEvents(ctx context.Context, kube kubernetes.Interface, nodeName string, use func(record.EventRecorder), ready func()) error {
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	use(broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: nodeName}))
+	ready()
+	<-ctx.Done()
+	return nil
 }
