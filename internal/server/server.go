@@ -264,6 +264,7 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Service("registry", cp.runRegistry),
 		supervisor.Service("kube-apiserver", supervisor.Probed(cp.runAPIServer, cp.apiServerReady)),
 		supervisor.Step("agent RBAC", func(ctx context.Context) error { return ensureAgentRBAC(ctx, cp.admin) }),
+		supervisor.Step("class reader RBAC", func(ctx context.Context) error { return ensureClassReaderRBAC(ctx, cp.admin) }),
 		supervisor.Step("runtime classes", func(ctx context.Context) error { return ensureRuntimeClasses(ctx, cp.admin) }),
 		supervisor.Step("storage classes", func(ctx context.Context) error { return ensureStorage(ctx, cp.admin) }),
 		supervisor.Step("network settings", func(ctx context.Context) error { return ensureNetworkConfig(ctx, cp.admin, cp.cfg) }),
@@ -864,18 +865,7 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: AgentClusterRole},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: pki.AgentGroup}},
 	}
-	if _, err := c.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
-		_, err = c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create cluster role %q: %w", role.Name, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("update cluster role %q: %w", role.Name, err)
-	}
-	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create cluster role binding %q: %w", binding.Name, err)
-	}
-	return nil
+	return applyClusterRole(ctx, c, role, binding)
 }
 
 // RuntimeClasses every cluster has: the handlers every agent serves.

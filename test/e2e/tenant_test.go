@@ -166,6 +166,18 @@ func TestTenantRBAC(t *testing.T) {
 		t.Errorf("tenant pod flavor annotation %q", got)
 	}
 
+	// The classes the service offers are readable (a claim and a pod name
+	// them), and only readable.
+	if out := mustTenantKubectl(t, akc, "", "get", "storageclass", "-o", "name"); !strings.Contains(out, "storageclass.storage.k8s.io/cci-evs") {
+		t.Errorf("tenant's get storageclass lacks cci-evs:\n%s", out)
+	}
+	if out := mustTenantKubectl(t, akc, "", "get", "runtimeclass", "-o", "name"); !strings.Contains(out, "runtimeclass.node.k8s.io/gvisor") {
+		t.Errorf("tenant's get runtimeclass lacks gvisor:\n%s", out)
+	}
+	if out, err := tenantKubectl(t, akc, "", "auth", "can-i", "delete", "storageclasses"); strings.TrimSpace(out) != "no" {
+		t.Errorf("tenant may delete storageclasses: %q %v", out, err)
+	}
+
 	// Everything outside A's namespace is refused by the apiserver's RBAC.
 	for _, tc := range []struct {
 		kc   string
