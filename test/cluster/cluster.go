@@ -514,7 +514,9 @@ func ClaimSlots(n int) (int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, fmt.Errorf("slot locks: %w", err)
 	}
-	for base := 0; base+n <= 100; base++ {
+	// From 1: slot 0's hosts range is 10.44.0.0/24, `cci up --hosts`'s
+	// default, which a user's cluster on the machine may hold.
+	for base := 1; base+n <= 100; base++ {
 		var held []*os.File
 		for i := base; i < base+n; i++ {
 			f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(i)), os.O_CREATE|os.O_RDWR, 0o644)
