@@ -1439,9 +1439,12 @@ func (w *podWorker) release() {
 			w.r.cfg.Addresses.PodReleased(ctx, pod.UID)
 		}
 		if err := w.r.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
-			// Not marked released: the next agent to adopt the pod tries again.
-			w.log.Warn("network teardown", "err", err)
+			// Not marked released (its devices stay held), and tried again
+			// in the background until it goes: the worker may forget the
+			// pod before then.
+			w.log.Warn("network teardown; trying again in the background", "err", err)
 			released = false
+			w.r.retryTeardown(pod.UID)
 		}
 	}
 	if err := w.r.unmountVolumes(pod); err != nil {
