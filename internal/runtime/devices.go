@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -49,6 +50,29 @@ func (r *Runtime) allocateDevices(pod *v1.Pod) (devs []device.Device, ok bool, r
 		return nil, false, "UnexpectedAdmissionError", fmt.Sprintf("Allocate failed due to %v, which is unexpected", err)
 	}
 	return devs, true, "", ""
+}
+
+// DevicesUnsupportedReason is the reason of a pod refused because its
+// runtime cannot give it the devices it was allocated (fake GPUs under
+// gVisor, GPUs under a runsc without nvproxy).
+const DevicesUnsupportedReason = "UnsupportedDevicesForRuntime"
+
+// admitDevicesUnder refuses a pod given devices that its runtime handler
+// cannot pass to it, rather than start it without them. A RuntimeClass
+// that cannot be read now is left to the sandbox's preparation, which
+// checks again.
+func (r *Runtime) admitDevicesUnder(ctx context.Context, pod *v1.Pod, devs []device.Device) (ok bool, reason, message string) {
+	if len(devs) == 0 || r.gvisor == nil {
+		return true, "", ""
+	}
+	h, err := resolveHandler(ctx, r.cfg.Kube, pod.Spec.RuntimeClassName)
+	if err != nil || h != handlerGVisor {
+		return true, "", ""
+	}
+	if err := r.gvisor.gvisorDevices(devs); err != nil {
+		return false, DevicesUnsupportedReason, err.Error()
+	}
+	return true, "", ""
 }
 
 // adoptDevices gives re-adopted pods their recorded devices again, before

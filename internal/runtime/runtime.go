@@ -532,6 +532,10 @@ func (r *Runtime) admitPod(ctx context.Context, pod *v1.Pod) *podRecord {
 	if !ok {
 		return rejectedRecord(pod, reason, message)
 	}
+	if ok, reason, message := r.admitDevicesUnder(ctx, pod, devs); !ok {
+		r.cfg.Devices.Release(pod.UID)
+		return rejectedRecord(pod, reason, message)
+	}
 	rec := newRecord(pod)
 	rec.Devices = devs
 	return rec
