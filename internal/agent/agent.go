@@ -682,6 +682,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
 			Containerd:           a.ctrd,
 			Devices:              a.devices,
+			AdjustNode:           func(n *v1.Node) { withDeviceResources(n, a.devices) },
 			Network:              a.netMgr,
 			Addresses:            podAddresses{a},
 			Kube:                 a.kube,

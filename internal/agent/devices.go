@@ -82,12 +82,9 @@ func (a *hostAgent) runDevices(ctx context.Context, ready func()) error {
 // device with its pods and health in the annotation `cci pool list --gpus`
 // reads.
 func withDevices(n *v1.Node, m *device.Manager) {
-	res := m.Resource()
-	if res == "" || m.Capacity() == 0 {
+	if !withDeviceResources(n, m) {
 		return
 	}
-	n.Status.Capacity[res] = *resource.NewQuantity(m.Capacity(), resource.DecimalSI)
-	n.Status.Allocatable[res] = *resource.NewQuantity(m.Allocatable(), resource.DecimalSI)
 	if n.Labels == nil {
 		n.Labels = map[string]string{}
 	}
@@ -98,6 +95,27 @@ func withDevices(n *v1.Node, m *device.Manager) {
 		n.Annotations = map[string]string{}
 	}
 	n.Annotations[device.DevicesAnnotation] = device.Publish(m.Statuses())
+}
+
+// withDeviceResources sets the devices' capacity and allocatable on the
+// node; false for a host without devices.
+func withDeviceResources(n *v1.Node, m *device.Manager) bool {
+	if m == nil {
+		return false
+	}
+	res := m.Resource()
+	if res == "" || m.Capacity() == 0 {
+		return false
+	}
+	if n.Status.Capacity == nil {
+		n.Status.Capacity = v1.ResourceList{}
+	}
+	if n.Status.Allocatable == nil {
+		n.Status.Allocatable = v1.ResourceList{}
+	}
+	n.Status.Capacity[res] = *resource.NewQuantity(m.Capacity(), resource.DecimalSI)
+	n.Status.Allocatable[res] = *resource.NewQuantity(m.Allocatable(), resource.DecimalSI)
+	return true
 }
 
 // devicesChanged follows a device that turned unhealthy, or healthy

@@ -37,10 +37,13 @@ const visibleGPUs = `ls -1 /dev | grep '^nvidia' | tr '\n' ' '; echo "visible=$N
 
 // A tenant's GPU pod goes to pool gpu unless it names another: a tenant
 // allowed only the general pool is refused, told which pools it may use.
-// Named into the general pool (whose host has the fake GPUs), it runs
-// and is billed one GPU-second per second.
+// Named into the general pool (whose host has the fake GPUs) under the
+// tenant's default runtime, gVisor, it is refused by the agent: fake GPUs
+// cannot pass into gVisor's sandbox, and a pod is never started without
+// its devices. Under runc (a tenant allowed it) it runs and is billed one
+// GPU-second per second.
 func TestGPUPoolsAndBilling(t *testing.T) {
-	tenant, ns := billingTenant(t)
+	_, ns := billingTenant(t)
 	pod := sizedPod("gpu-bill", "250m", "512Mi", "sleep 4")
 	pod.Spec.Containers[0].Resources.Limits[device.NVIDIAGPU] = resource.MustParse("1")
 	_, err := client(t).CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
@@ -48,6 +51,21 @@ func TestGPUPoolsAndBilling(t *testing.T) {
 		t.Fatalf("GPU pod of a tenant without pool gpu: %v, want a refusal naming the allowed pools", err)
 	}
 	pod.Annotations = map[string]string{"cci.io/pool": "general"}
+	ensureRuntimeClasses(t)
+	createPod(t, ns, pod)
+	refused := waitPodIn(t, ns, "gpu-bill", 90*time.Second, "refused under gVisor", func(p *v1.Pod) (bool, string) {
+		return p.Status.Phase == v1.PodFailed, fmt.Sprintf("%s %s: %s", p.Status.Phase, p.Status.Reason, p.Status.Message)
+	})
+	if rc := refused.Spec.RuntimeClassName; rc == nil || *rc != "gvisor" || refused.Status.Reason != "UnsupportedDevicesForRuntime" || !strings.Contains(refused.Status.Message, "fake GPUs cannot pass into gVisor's sandbox") || !strings.Contains(refused.Status.Message, "runtimeClassName: runc") {
+		t.Fatalf("fake-GPU pod under gVisor: class %v, %s: %s; want refused, saying to use runc", refused.Spec.RuntimeClassName, refused.Status.Reason, refused.Status.Message)
+	}
+
+	tenant, _ := createTenant(t, "gpubill", "--allow-runc")
+	ns = tenant
+	pod = sizedPod("gpu-bill", "250m", "512Mi", "sleep 4")
+	pod.Spec.Containers[0].Resources.Limits[device.NVIDIAGPU] = resource.MustParse("1")
+	pod.Annotations = map[string]string{"cci.io/pool": "general"}
+	pod.Spec.RuntimeClassName = runtimeClassPtr("runc")
 	createPod(t, ns, pod)
 	done := waitPodDone(t, ns, "gpu-bill", 90*time.Second)
 	life := int64(lastFinished(done).Sub(done.Status.StartTime.Time) / time.Second)
