@@ -60,7 +60,7 @@ func TestGPUPoolsAndBilling(t *testing.T) {
 		t.Fatalf("fake-GPU pod under gVisor: class %v, %s: %s; want refused, saying to use runc", refused.Spec.RuntimeClassName, refused.Status.Reason, refused.Status.Message)
 	}
 
-	tenant, _ := createTenant(t, "gpubill", "--allow-runc")
+	tenant, _ := createTenant(t, "gpubill", "--allow-runc", "--quota", "cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=1")
 	ns = tenant
 	pod = sizedPod("gpu-bill", "250m", "512Mi", "sleep 4")
 	pod.Spec.Containers[0].Resources.Limits[device.NVIDIAGPU] = resource.MustParse("1")
