@@ -154,6 +154,13 @@ type Config struct {
 	// FakeGPUs gives the host this many fake nvidia.com/gpu devices for
 	// tests and demos (harmless device nodes; see internal/device). 0: none.
 	FakeGPUs int `json:"fakeGPUs"`
+	// GPUSharing shares each NVIDIA GPU (real or fake) among this many pods
+	// by time-slicing: the node advertises every GPU as that many
+	// nvidia.com/gpu, and a pod given one gets the whole physical GPU,
+	// as NVIDIA's device plugin does with time-slicing replicas. Nothing
+	// fences the pods' memory or time from each other. 0 or 1 (default):
+	// whole GPUs, never shared.
+	GPUSharing int `json:"gpuSharing"`
 	// EVSDir holds this host's cci-evs disks (sparse files on loop
 	// devices) and their mounts; its file system's free space is what the
 	// host may provision. Default <DataDir>/evs.
@@ -675,6 +682,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
 			Containerd:           a.ctrd,
 			Devices:              a.devices,
+			AdjustNode:           func(n *v1.Node) { withDeviceResources(n, a.devices) },
 			Network:              a.netMgr,
 			Addresses:            podAddresses{a},
 			Kube:                 a.kube,

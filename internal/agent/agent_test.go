@@ -119,8 +119,12 @@ func TestWithDevices(t *testing.T) {
 	if c.Value() != 2 || a.Value() != 1 {
 		t.Fatalf("capacity %s allocatable %s, want 2 and 1", c.String(), a.String())
 	}
-	if n.Labels[device.ProductLabel] != device.FakeProduct || n.Labels[device.CountLabel] != "2" {
+	if n.Labels[device.ProductLabel] != device.FakeProduct || n.Labels[device.CountLabel] != "2" || n.Labels[device.SharingLabel] != device.SharingNone {
 		t.Fatalf("labels %v", n.Labels)
+	}
+	pub, err := device.ParsePublished(n.Annotations[device.DevicesAnnotation])
+	if err != nil || len(pub) != 2 || pub[1].Unhealthy != "test" || pub[0].Unhealthy != "" {
+		t.Fatalf("published devices %+v (%v), want two with the second unhealthy", pub, err)
 	}
 	if _, ok := n.Status.Capacity[v1.ResourceCPU]; !ok {
 		t.Fatal("the node lost its CPU")

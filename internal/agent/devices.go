@@ -10,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/cci-project/cci/internal/device"
@@ -60,7 +61,7 @@ func (a *hostAgent) runDevices(ctx context.Context, ready func()) error {
 		return err
 	}
 	specDir := filepath.Join(a.cfg.DataDir, "agent", "cdi")
-	m, err := device.New(ctx, device.Config{Backend: backend, SpecDir: specDir, Log: a.log})
+	m, err := device.New(ctx, device.Config{Backend: backend, SpecDir: specDir, Replicas: a.cfg.GPUSharing, Log: a.log})
 	if err != nil {
 		return err
 	}
@@ -68,6 +69,7 @@ func (a *hostAgent) runDevices(ctx context.Context, ready func()) error {
 		return fmt.Errorf("CDI registry of %q: %w", specDir, err)
 	}
 	m.OnHealthChange(a.devicesChanged)
+	m.OnAllocationChange(a.allocationChanged)
 	a.devices = m
 	ready()
 	m.Run(ctx)
@@ -75,36 +77,72 @@ func (a *hostAgent) runDevices(ctx context.Context, ready func()) error {
 }
 
 // withDevices adds the accelerators to the node: the extended resource in
-// capacity (every device) and allocatable (the healthy ones), and the
-// model's labels.
+// capacity (every device, times its replicas when shared) and allocatable
+// (the healthy ones), the model's and the sharing's labels, and every
+// device with its pods and health in the annotation `cci pool list --gpus`
+// reads.
 func withDevices(n *v1.Node, m *device.Manager) {
-	res := m.Resource()
-	if res == "" || m.Capacity() == 0 {
+	if !withDeviceResources(n, m) {
 		return
 	}
-	n.Status.Capacity[res] = *resource.NewQuantity(m.Capacity(), resource.DecimalSI)
-	n.Status.Allocatable[res] = *resource.NewQuantity(m.Allocatable(), resource.DecimalSI)
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
 	for k, v := range m.Labels() {
 		n.Labels[k] = v
 	}
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	n.Annotations[device.DevicesAnnotation] = device.Publish(m.Statuses())
 }
 
-// devicesChanged follows a device that turned unhealthy: the node's
-// allocatable loses it and the node gets an event, as the kubelet's
-// device manager does. Pods holding the device keep running.
-func (a *hostAgent) devicesChanged() {
+// withDeviceResources sets the devices' capacity and allocatable on the
+// node; false for a host without devices.
+func withDeviceResources(n *v1.Node, m *device.Manager) bool {
+	if m == nil {
+		return false
+	}
+	res := m.Resource()
+	if res == "" || m.Capacity() == 0 {
+		return false
+	}
+	if n.Status.Capacity == nil {
+		n.Status.Capacity = v1.ResourceList{}
+	}
+	if n.Status.Allocatable == nil {
+		n.Status.Allocatable = v1.ResourceList{}
+	}
+	n.Status.Capacity[res] = *resource.NewQuantity(m.Capacity(), resource.DecimalSI)
+	n.Status.Allocatable[res] = *resource.NewQuantity(m.Allocatable(), resource.DecimalSI)
+	return true
+}
+
+// devicesChanged follows a device that turned unhealthy, or healthy
+// again: the node's allocatable loses (or regains) it and the node gets
+// an event, as the kubelet's device manager does. Pods holding the device
+// keep running.
+func (a *hostAgent) devicesChanged(c device.HealthChange) {
 	if a.status != nil {
 		a.status.update(func(n *v1.Node) { withDevices(n, a.devices) })
 	}
-	if rec := a.recorder; rec != nil {
-		var bad []string
-		for _, s := range a.devices.Statuses() {
-			if s.Unhealthy != "" {
-				bad = append(bad, fmt.Sprintf("%s (%s)", s.ID, s.Unhealthy))
-			}
-		}
-		ref := &v1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: "", APIVersion: "v1"}
-		rec.Eventf(ref, v1.EventTypeWarning, "DeviceUnhealthy", "%s: %d of %d allocatable; unhealthy: %v", a.devices.Resource(), a.devices.Allocatable(), a.devices.Capacity(), bad)
+	rec := a.recorder
+	if rec == nil {
+		return
+	}
+	ref := &v1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName), APIVersion: "v1"}
+	if c.Reason == "" {
+		rec.Eventf(ref, v1.EventTypeNormal, "DeviceHealthy", "%s %s is healthy again: %d of %d allocatable", a.devices.Resource(), c.ID, a.devices.Allocatable(), a.devices.Capacity())
+		return
+	}
+	rec.Eventf(ref, v1.EventTypeWarning, "DeviceUnhealthy", "%s %s is unhealthy (%s): %d of %d allocatable", a.devices.Resource(), c.ID, c.Reason, a.devices.Allocatable(), a.devices.Capacity())
+}
+
+// allocationChanged republishes the devices once pods were given some or
+// let them go.
+func (a *hostAgent) allocationChanged() {
+	if a.status != nil {
+		a.status.update(func(n *v1.Node) { withDevices(n, a.devices) })
 	}
 }
 

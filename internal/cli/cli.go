@@ -118,6 +118,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.Pool, "pool", "general", "host pool this host joins (label and, except for general, taint cci.io/pool=NAME); tenants choose pools")
 	f.StringVar(&c.Accelerators, "accelerators", "auto", "accelerators pods may be given: auto (Ascend where /dev/davinci* exist, else NVIDIA GPUs through NVML, none without the driver), nvidia, ascend or none")
 	f.IntVar(&c.FakeGPUs, "fake-gpus", 0, "give the host this many fake nvidia.com/gpu devices, for tests and demos (harmless device nodes, injected through CDI like real ones)")
+	f.IntVar(&c.GPUSharing, "gpu-sharing", 0, "share each NVIDIA GPU among this many pods by time-slicing: each is advertised as that many nvidia.com/gpu, and a pod given one gets the whole GPU, unfenced (0 or 1: whole GPUs, never shared)")
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 	f.StringVar(&c.RunscPath, "runsc-path", "", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass, e.g. /usr/bin/runsc for Debian's of 2022 (default: the current one make setup builds at /usr/local/lib/cci/runsc, else runsc in PATH)")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "", "runsc --platform for gvisor pods (systrap, ptrace, kvm; default: the runsc's own default, but ptrace instead of kvm)")

@@ -43,7 +43,7 @@ func deviceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := device.New(cmd.Context(), device.Config{Backend: backend, SpecDir: specDir})
+			m, err := device.New(cmd.Context(), device.Config{Backend: backend, SpecDir: specDir, Replicas: cfg.GPUSharing})
 			if err != nil {
 				return err
 			}
@@ -77,13 +77,14 @@ func deviceCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Accelerators, "accelerators", "auto", "auto, nvidia, ascend or none (as cci agent's)")
 	f.IntVar(&cfg.FakeGPUs, "fake-gpus", 0, "fake GPUs instead (as cci agent's)")
+	f.IntVar(&cfg.GPUSharing, "gpu-sharing", 0, "time-slicing replicas of each GPU (as cci agent's)")
 	f.StringVar(&specDir, "spec-dir", "", "folder to write the CDI spec to (default: a temporary one, removed after)")
 	f.StringSliceVar(&resolve, "resolve", nil, "CDI device names to resolve, e.g. nvidia.com/gpu=0,nvidia.com/gpu=all")
 	return cmd
 }
 
 func printDevices(out io.Writer, m *device.Manager) {
-	fmt.Fprintf(out, "%s: %d found, %d allocatable; labels %v\n", m.Resource(), m.Capacity(), m.Allocatable(), m.Labels())
+	fmt.Fprintf(out, "%s: %d advertised, %d allocatable (%d replicas of each device); labels %v\n", m.Resource(), m.Capacity(), m.Allocatable(), m.Replicas(), m.Labels())
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "INDEX\tID\tCDI\tPRODUCT\tMEMORY\tUTIL\tMEMORY USED")
 	for _, s := range m.Statuses() {

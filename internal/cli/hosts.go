@@ -101,6 +101,7 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--container-log-max-files", strconv.Itoa(a.ContainerLogMaxFiles),
 		"--accelerators", a.Accelerators,
 		"--fake-gpus", strconv.Itoa(a.FakeGPUs),
+		"--gpu-sharing", strconv.Itoa(a.GPUSharing),
 	}
 	for _, d := range a.ClusterDNS {
 		args = append(args, "--cluster-dns", d)

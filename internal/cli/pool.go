@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,11 +16,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cci-project/cci/internal/device"
 	"github.com/cci-project/cci/internal/pool"
 )
 
 func poolCmd() *cobra.Command {
 	var kubeconfig, dataDir string
+	var gpus bool
 	cmd := &cobra.Command{Use: "pool", Short: "Show the host pools (admin)"}
 	cmd.PersistentFlags().StringVar(&kubeconfig, "kubeconfig", "", "admin kubeconfig (default <data-dir>/admin.kubeconfig)")
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "CCI data folder; $CCI_DATA_DIR")
@@ -29,7 +32,12 @@ func poolCmd() *cobra.Command {
 		Long: `One line per host pool. HOSTS is Ready/total; CPU (cores), MEMORY, PODS and
 DEVICES (extended resources such as nvidia.com/gpu) are in use/allocatable:
 the requests of the unfinished pods bound to the pool's hosts, against the
-sum of the hosts' allocatable resources (NotReady hosts included).`,
+sum of the hosts' allocatable resources (NotReady hosts included).
+
+With --gpus, one line per accelerator instead, as each host's agent
+publishes them on its node: pool, host, index, ID, model, memory, the
+pods holding it (several when the host time-slices its GPUs) and its
+health.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kc := kubeconfig
@@ -48,6 +56,9 @@ sum of the hosts' allocatable resources (NotReady hosts included).`,
 			nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: pool.Label})
 			if err != nil {
 				return fmt.Errorf("list hosts: %w", err)
+			}
+			if gpus {
+				return printGPUs(cmd.OutOrStdout(), nodes.Items)
 			}
 			// Finished pods hold nothing; the rest are read in pages.
 			var pods []*corev1.Pod
@@ -71,8 +82,51 @@ sum of the hosts' allocatable resources (NotReady hosts included).`,
 			return printPools(cmd.OutOrStdout(), pool.Summarize(ns, pods))
 		},
 	}
+	list.Flags().BoolVar(&gpus, "gpus", false, "one line per accelerator (GPU or NPU) of every host: model, memory, the pods holding it, health")
 	cmd.AddCommand(list)
 	return cmd
+}
+
+// printGPUs writes one line per accelerator, from the annotation each
+// host's agent publishes (device.DevicesAnnotation), hosts by pool and
+// name. A host whose annotation cannot be read gets a line saying so.
+func printGPUs(out io.Writer, nodes []corev1.Node) error {
+	sort.Slice(nodes, func(i, j int) bool {
+		if a, b := pool.Of(&nodes[i]), pool.Of(&nodes[j]); a != b {
+			return a < b
+		}
+		return nodes[i].Name < nodes[j].Name
+	})
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "POOL\tHOST\tINDEX\tID\tMODEL\tMEMORY\tPODS\tHEALTH")
+	for i := range nodes {
+		n := &nodes[i]
+		raw, ok := n.Annotations[device.DevicesAnnotation]
+		if !ok {
+			continue
+		}
+		devs, err := device.ParsePublished(raw)
+		if err != nil {
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\t-\tunreadable: %v\n", pool.Of(n), n.Name, err)
+			continue
+		}
+		for _, d := range devs {
+			pods := "-"
+			if len(d.Pods) > 0 {
+				pods = strings.Join(d.Pods, ",")
+			}
+			if d.Replicas > 1 {
+				pods = fmt.Sprintf("%s (%d/%d replicas)", pods, len(d.Pods), d.Replicas)
+			}
+			health := "healthy"
+			if d.Unhealthy != "" {
+				health = "unhealthy: " + d.Unhealthy
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", pool.Of(n), n.Name, d.Index, d.ID, d.Product,
+				formatMemory(*resource.NewQuantity(int64(d.MemoryBytes), resource.BinarySI)), pods, health)
+		}
+	}
+	return w.Flush()
 }
 
 // printPools writes one line per pool; amounts are used/allocatable.

@@ -14,6 +14,7 @@ package device
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -39,6 +41,17 @@ const (
 	MemoryLabel  = "nvidia.com/gpu.memory"
 	// CountLabel is the number of GPUs the host has.
 	CountLabel = "nvidia.com/gpu.count"
+	// SharingLabel and ReplicasLabel say how the GPUs are shared, as GPU
+	// feature discovery writes them: "none" and 1 (whole GPUs), or
+	// "time-slicing" and the replicas each GPU is advertised as.
+	SharingLabel  = "nvidia.com/gpu.sharing-strategy"
+	ReplicasLabel = "nvidia.com/gpu.replicas"
+)
+
+// Sharing strategies of SharingLabel.
+const (
+	SharingNone        = "none"
+	SharingTimeSlicing = "time-slicing"
 )
 
 // Device is one accelerator of the host.
@@ -54,6 +67,19 @@ type Device struct {
 	// Product and MemoryBytes describe the model.
 	Product     string `json:"product,omitempty"`
 	MemoryBytes uint64 `json:"memoryBytes,omitempty"`
+	// Replica is the time-slicing replica of the device this is, named as
+	// NVIDIA's device plugin names them ("<ID>::<n>"); "" for a whole
+	// device. A pod given a replica gets the whole physical device
+	// injected (CDIName, ID): time-slicing shares it, nothing fences it.
+	Replica string `json:"replica,omitempty"`
+}
+
+// Key is what a pod holds: the replica, or the whole device.
+func (d Device) Key() string {
+	if d.Replica != "" {
+		return d.Replica
+	}
+	return d.ID
 }
 
 // Usage is what a device is doing now.
@@ -86,10 +112,11 @@ type Backend interface {
 	Spec(devs []Device) (*cdispec.Spec, error)
 	// Labels are the node labels the devices give (model, memory).
 	Labels(devs []Device) map[string]string
-	// WatchHealth blocks until ctx ends, calling unhealthy for every
-	// device that fails (an NVIDIA XID error, for example). A backend
-	// that cannot watch returns at once.
-	WatchHealth(ctx context.Context, devs []Device, unhealthy func(id, reason string))
+	// WatchHealth blocks until ctx ends, calling report for every device
+	// that fails (an NVIDIA XID error, for example) with why, and with
+	// reason "" for one that is healthy again. A backend that cannot
+	// watch returns at once.
+	WatchHealth(ctx context.Context, devs []Device, report func(id, reason string))
 	// Usage reads the devices' utilisation; devices it cannot read are
 	// left out.
 	Usage(devs []Device) map[string]Usage
@@ -104,8 +131,20 @@ type Config struct {
 	// SpecDir is the folder the CDI spec is written to, e.g.
 	// <data>/agent/cdi; containers are injected from it.
 	SpecDir string
+	// Replicas is how many pods may share each device by time-slicing:
+	// the node advertises every device this many times and each pod given
+	// a replica gets the whole physical device, as NVIDIA's device plugin
+	// does with time-slicing. 0 or 1: whole devices, never shared.
+	Replicas int
 	// Log receives the manager's messages.
 	Log *slog.Logger
+}
+
+// Holder is a pod holding devices.
+type Holder struct {
+	UID types.UID `json:"uid"`
+	// Name is "namespace/name", for people.
+	Name string `json:"name"`
 }
 
 // Manager hands a host's devices to pods. Safe for concurrent use.
@@ -114,11 +153,22 @@ type Manager struct {
 	specDir string
 	log     *slog.Logger
 
+	replicas int
+
 	mu        sync.Mutex
-	devices   []Device             // as discovered, by index
-	owner     map[string]types.UID // device ID -> pod holding it
-	unhealthy map[string]string    // device ID -> why
-	watchers  []func()
+	devices   []Device          // as discovered, by index
+	slots     []Device          // what pods are given: devices, or their replicas
+	owner     map[string]Holder // slot key -> pod holding it
+	unhealthy map[string]string // device ID -> why
+	health    []func(HealthChange)
+	alloc     []func()
+}
+
+// HealthChange is a device turning unhealthy or healthy again.
+type HealthChange struct {
+	ID string
+	// Reason is why it failed; "" when it is healthy again.
+	Reason string
 }
 
 // ErrNoDriver is returned (wrapped) by Discover on a host without the
@@ -137,9 +187,15 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	m := &Manager{backend: cfg.Backend, specDir: cfg.SpecDir, log: cfg.Log, owner: map[string]types.UID{}, unhealthy: map[string]string{}}
+	if cfg.Replicas < 0 {
+		return nil, fmt.Errorf("GPU sharing %d: want the replicas of each GPU, 1 or more (0 or 1: no sharing)", cfg.Replicas)
+	}
+	m := &Manager{backend: cfg.Backend, specDir: cfg.SpecDir, log: cfg.Log, replicas: max(cfg.Replicas, 1), owner: map[string]Holder{}, unhealthy: map[string]string{}}
 	if cfg.Backend == nil {
 		return m, nil
+	}
+	if m.replicas > 1 && cfg.Backend.Resource() != NVIDIAGPU {
+		return nil, fmt.Errorf("GPU sharing (%d replicas) is time-slicing of NVIDIA GPUs; this host's %s devices (%s) are given whole: leave sharing off", m.replicas, cfg.Backend.Name(), cfg.Backend.Resource())
 	}
 	devs, err := cfg.Backend.Discover(ctx)
 	if errors.Is(err, ErrNoDriver) {
@@ -152,6 +208,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	sort.Slice(devs, func(i, j int) bool { return devs[i].Index < devs[j].Index })
 	m.devices = devs
+	m.slots = replicate(devs, m.replicas)
 	if len(devs) == 0 {
 		cfg.Log.Info("no accelerators found", "backend", cfg.Backend.Name())
 		return m, nil
@@ -159,8 +216,25 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := m.writeSpec(); err != nil {
 		return nil, err
 	}
-	cfg.Log.Info("accelerators found", "backend", cfg.Backend.Name(), "resource", cfg.Backend.Resource(), "count", len(devs), "labels", cfg.Backend.Labels(devs))
+	cfg.Log.Info("accelerators found", "backend", cfg.Backend.Name(), "resource", cfg.Backend.Resource(), "count", len(devs), "replicas", m.replicas, "labels", m.Labels())
 	return m, nil
+}
+
+// replicate lists what pods may be given: each device itself, or with
+// time-slicing each device's replicas "<ID>::0" … "<ID>::<n-1>".
+func replicate(devs []Device, n int) []Device {
+	if n <= 1 {
+		return slices.Clone(devs)
+	}
+	out := make([]Device, 0, len(devs)*n)
+	for _, d := range devs {
+		for r := range n {
+			c := d
+			c.Replica = d.ID + "::" + strconv.Itoa(r)
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // SpecFileName is the name of the CDI spec file a backend's devices are
@@ -209,45 +283,65 @@ func (m *Manager) VisibleEnv() string {
 	return m.backend.VisibleEnv()
 }
 
-// Capacity is the number of devices found.
+// Replicas is how many pods share each device (1: none do).
+func (m *Manager) Replicas() int { return m.replicas }
+
+// Capacity is the number of devices found, times their replicas.
 func (m *Manager) Capacity() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return int64(len(m.devices))
+	return int64(len(m.devices) * m.replicas)
 }
 
-// Allocatable is the number of healthy devices: those pods may be given.
+// Allocatable is the number of healthy devices (times their replicas):
+// those pods may be given.
 func (m *Manager) Allocatable() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return int64(len(m.devices) - len(m.unhealthy))
+	return int64((len(m.devices) - len(m.unhealthy)) * m.replicas)
 }
 
-// Labels are the node labels of the devices (none without devices).
+// Labels are the node labels of the devices (none without devices): the
+// backend's, and for NVIDIA GPUs how they are shared.
 func (m *Manager) Labels() map[string]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.devices) == 0 {
 		return nil
 	}
-	return m.backend.Labels(m.devices)
+	l := m.backend.Labels(m.devices)
+	if m.backend.Resource() == NVIDIAGPU {
+		if l == nil {
+			l = map[string]string{}
+		}
+		l[SharingLabel], l[ReplicasLabel] = SharingNone, "1"
+		if m.replicas > 1 {
+			l[SharingLabel], l[ReplicasLabel] = SharingTimeSlicing, strconv.Itoa(m.replicas)
+		}
+	}
+	return l
 }
 
 // Allocate gives the pod n free healthy devices, lowest index first; a pod
-// that already holds devices gets the same ones again. It fails with
+// that already holds devices gets the same ones again. With time-slicing
+// it gives replicas, each on the physical device with the fewest replicas
+// taken (the pod's own included), so that pods, and the replicas of one
+// pod, spread over the GPUs before they share one. It fails with
 // ErrUnavailable, taking nothing, when too few are free.
-func (m *Manager) Allocate(uid types.UID, n int) ([]Device, error) {
+func (m *Manager) Allocate(pod Holder, n int) ([]Device, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if held := m.heldBy(uid); len(held) > 0 {
+	if held := m.heldBy(pod.UID); len(held) > 0 {
+		m.mu.Unlock()
 		if len(held) != n {
-			return nil, fmt.Errorf("pod %s holds %d devices and asks for %d", uid, len(held), n)
+			return nil, fmt.Errorf("pod %s holds %d devices and asks for %d", pod.Name, len(held), n)
 		}
 		return held, nil
 	}
+	load := map[string]int{}
 	var free []Device
-	for _, d := range m.devices {
-		if _, taken := m.owner[d.ID]; taken {
+	for _, d := range m.slots {
+		if _, taken := m.owner[d.Key()]; taken {
+			load[d.ID]++
 			continue
 		}
 		if _, bad := m.unhealthy[d.ID]; bad {
@@ -256,37 +350,68 @@ func (m *Manager) Allocate(uid types.UID, n int) ([]Device, error) {
 		free = append(free, d)
 	}
 	if len(free) < n {
-		return nil, fmt.Errorf("%w: %d %s requested, %d of %d free and healthy", ErrUnavailable, n, m.backend.Resource(), len(free), len(m.devices))
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d %s requested, %d of %d free and healthy", ErrUnavailable, n, m.backend.Resource(), len(free), len(m.slots))
 	}
-	for _, d := range free[:n] {
-		m.owner[d.ID] = uid
+	got := make([]Device, 0, n)
+	for range n {
+		// free is in index order: the first of the least loaded wins.
+		best := 0
+		for i, d := range free {
+			if load[d.ID] < load[free[best].ID] {
+				best = i
+			}
+		}
+		d := free[best]
+		free = slices.Delete(free, best, best+1)
+		load[d.ID]++
+		m.owner[d.Key()] = pod
+		got = append(got, d)
 	}
-	return slices.Clone(free[:n]), nil
+	m.mu.Unlock()
+	m.allocChanged()
+	return got, nil
 }
 
-// Adopt gives back to a pod the devices its record names, after an agent
-// restart. A device that is gone from the host, or held by another pod,
-// is left out and reported in the error; the others are the pod's.
-func (m *Manager) Adopt(uid types.UID, ids []string) ([]Device, error) {
+// Adopt gives back to a pod the devices its record names (their Keys),
+// after an agent restart. A device that is gone from the host, or held by
+// another pod, is left out and reported in the error; the others are the
+// pod's. A record made with another sharing setting still finds its
+// physical devices: a whole device recorded is adopted as a free replica
+// of it, a replica recorded as the whole device if that is free.
+func (m *Manager) Adopt(pod Holder, keys []string) ([]Device, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	var got []Device
 	var missing []string
-	for _, id := range ids {
-		i := slices.IndexFunc(m.devices, func(d Device) bool { return d.ID == id })
+	for _, k := range keys {
+		i := slices.IndexFunc(m.slots, func(d Device) bool { return d.Key() == k })
 		if i < 0 {
-			missing = append(missing, id+" (not on this host)")
+			id, _, _ := strings.Cut(k, "::")
+			i = slices.IndexFunc(m.slots, func(d Device) bool {
+				o, taken := m.owner[d.Key()]
+				return d.ID == id && (!taken || o.UID == pod.UID && !slices.ContainsFunc(got, func(g Device) bool { return g.Key() == d.Key() }))
+			})
+		}
+		if i < 0 {
+			if id, _, _ := strings.Cut(k, "::"); slices.ContainsFunc(m.devices, func(d Device) bool { return d.ID == id }) {
+				missing = append(missing, k+" (its device is held by other pods)")
+			} else {
+				missing = append(missing, k+" (not on this host)")
+			}
 			continue
 		}
-		if o, ok := m.owner[id]; ok && o != uid {
-			missing = append(missing, fmt.Sprintf("%s (held by pod %s)", id, o))
+		d := m.slots[i]
+		if o, ok := m.owner[d.Key()]; ok && o.UID != pod.UID {
+			missing = append(missing, fmt.Sprintf("%s (held by pod %s)", k, o.Name))
 			continue
 		}
-		m.owner[id] = uid
-		got = append(got, m.devices[i])
+		m.owner[d.Key()] = pod
+		got = append(got, d)
 	}
+	m.mu.Unlock()
+	m.allocChanged()
 	if len(missing) > 0 {
-		return got, fmt.Errorf("pod %s: devices %s", uid, strings.Join(missing, ", "))
+		return got, fmt.Errorf("pod %s: devices %s", pod.Name, strings.Join(missing, ", "))
 	}
 	return got, nil
 }
@@ -294,19 +419,42 @@ func (m *Manager) Adopt(uid types.UID, ids []string) ([]Device, error) {
 // Release frees the pod's devices; releasing a pod without any is a no-op.
 func (m *Manager) Release(uid types.UID) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	for id, o := range m.owner {
-		if o == uid {
-			delete(m.owner, id)
+	changed := false
+	for k, o := range m.owner {
+		if o.UID == uid {
+			delete(m.owner, k)
+			changed = true
 		}
+	}
+	m.mu.Unlock()
+	if changed {
+		m.allocChanged()
+	}
+}
+
+// OnAllocationChange registers f to be called (without locks held) after
+// devices are given to a pod or let go, so that what the node publishes
+// about them can follow.
+func (m *Manager) OnAllocationChange(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.alloc = append(m.alloc, f)
+}
+
+func (m *Manager) allocChanged() {
+	m.mu.Lock()
+	fs := slices.Clone(m.alloc)
+	m.mu.Unlock()
+	for _, f := range fs {
+		f()
 	}
 }
 
 // heldBy are the pod's devices by index; m.mu must be held.
 func (m *Manager) heldBy(uid types.UID) []Device {
 	var out []Device
-	for _, d := range m.devices {
-		if m.owner[d.ID] == uid {
+	for _, d := range m.slots {
+		if o, ok := m.owner[d.Key()]; ok && o.UID == uid {
 			out = append(out, d)
 		}
 	}
@@ -320,31 +468,52 @@ func (m *Manager) Held(uid types.UID) []Device {
 	return m.heldBy(uid)
 }
 
-// MarkUnhealthy takes a device out of the allocatable ones: a pod that
-// holds it keeps running and keeps it, no new pod gets it. It reports
-// whether the device was healthy until now.
+// MarkUnhealthy takes a device (all its replicas) out of the allocatable
+// ones: a pod that holds it keeps running and keeps it, no new pod gets
+// it. It reports whether the device was healthy until now.
 func (m *Manager) MarkUnhealthy(id, reason string) bool {
+	if reason == "" {
+		reason = "unhealthy"
+	}
+	return m.setHealth(id, reason)
+}
+
+// MarkHealthy gives a device that was unhealthy back to the allocatable
+// ones. It reports whether the device was unhealthy until now.
+func (m *Manager) MarkHealthy(id string) bool { return m.setHealth(id, "") }
+
+func (m *Manager) setHealth(id, reason string) bool {
 	m.mu.Lock()
-	if _, ok := m.unhealthy[id]; ok || !slices.ContainsFunc(m.devices, func(d Device) bool { return d.ID == id }) {
+	_, bad := m.unhealthy[id]
+	if bad == (reason != "") || !slices.ContainsFunc(m.devices, func(d Device) bool { return d.ID == id }) {
 		m.mu.Unlock()
 		return false
 	}
-	m.unhealthy[id] = reason
-	watchers := slices.Clone(m.watchers)
+	if reason != "" {
+		m.unhealthy[id] = reason
+	} else {
+		delete(m.unhealthy, id)
+	}
+	watchers := slices.Clone(m.health)
 	m.mu.Unlock()
-	m.log.Warn("device unhealthy: it leaves the node's allocatable", "device", id, "reason", reason)
+	if reason != "" {
+		m.log.Warn("device unhealthy: it leaves the node's allocatable", "device", id, "reason", reason)
+	} else {
+		m.log.Info("device healthy again: it is allocatable", "device", id)
+	}
 	for _, f := range watchers {
-		f()
+		f(HealthChange{ID: id, Reason: reason})
 	}
 	return true
 }
 
 // OnHealthChange registers f to be called (without locks held) whenever a
-// device turns unhealthy, so that the node's allocatable can follow.
-func (m *Manager) OnHealthChange(f func()) {
+// device turns unhealthy or healthy again, so that the node's allocatable
+// can follow.
+func (m *Manager) OnHealthChange(f func(HealthChange)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.watchers = append(m.watchers, f)
+	m.health = append(m.health, f)
 }
 
 // Run watches the devices' health until ctx ends.
@@ -356,7 +525,7 @@ func (m *Manager) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
-	m.backend.WatchHealth(ctx, devs, func(id, reason string) { m.MarkUnhealthy(id, reason) })
+	m.backend.WatchHealth(ctx, devs, func(id, reason string) { m.setHealth(id, reason) })
 	<-ctx.Done()
 	m.backend.Close()
 }
@@ -364,20 +533,28 @@ func (m *Manager) Run(ctx context.Context) {
 // Status is one device as `cci pool list` and the metrics show it.
 type Status struct {
 	Device
-	// Pod is the UID of the pod holding it, "" when free.
-	Pod types.UID
+	// Pods are the pods holding it (several when it is time-sliced), in
+	// replica order; none when free.
+	Pods []Holder
+	// Replicas is how many pods may share it (1: none).
+	Replicas int
 	// Unhealthy says why the device left the allocatable ones, "" when healthy.
 	Unhealthy string
 	Usage     *Usage
 }
 
-// Statuses lists every device with its holder, health and usage.
+// Statuses lists every physical device with its holders, health and usage.
 func (m *Manager) Statuses() []Status {
 	m.mu.Lock()
 	devs := slices.Clone(m.devices)
 	out := make([]Status, len(devs))
 	for i, d := range devs {
-		out[i] = Status{Device: d, Pod: m.owner[d.ID], Unhealthy: m.unhealthy[d.ID]}
+		out[i] = Status{Device: d, Replicas: m.replicas, Unhealthy: m.unhealthy[d.ID]}
+		for _, s := range m.slots {
+			if o, ok := m.owner[s.Key()]; ok && s.ID == d.ID {
+				out[i].Pods = append(out[i].Pods, o)
+			}
+		}
 	}
 	m.mu.Unlock()
 	if len(devs) == 0 {
@@ -393,20 +570,34 @@ func (m *Manager) Statuses() []Status {
 }
 
 // IDs are the devices' IDs, comma-separated, as the visible-devices
-// variable lists them (the NVIDIA device plugin's form).
+// variable lists them (the NVIDIA device plugin's form); two replicas of
+// one device list it once.
 func IDs(devs []Device) string {
-	ids := make([]string, len(devs))
-	for i, d := range devs {
-		ids[i] = d.ID
+	var ids []string
+	for _, d := range devs {
+		if !slices.Contains(ids, d.ID) {
+			ids = append(ids, d.ID)
+		}
 	}
 	return strings.Join(ids, ",")
 }
 
-// CDINames are the devices' fully qualified CDI names.
-func CDINames(devs []Device) []string {
+// Keys are what the pod holds (Device.Key), as its record keeps them.
+func Keys(devs []Device) []string {
 	out := make([]string, len(devs))
 	for i, d := range devs {
-		out[i] = d.CDIName
+		out[i] = d.Key()
+	}
+	return out
+}
+
+// CDINames are the devices' fully qualified CDI names, each once.
+func CDINames(devs []Device) []string {
+	var out []string
+	for _, d := range devs {
+		if !slices.Contains(out, d.CDIName) {
+			out = append(out, d.CDIName)
+		}
 	}
 	return out
 }
@@ -480,4 +671,46 @@ func Split(spec *v1.PodSpec, res v1.ResourceName, devs []Device) map[string][]De
 // cutCDIName splits "vendor/class=name" into kind and name.
 func cutCDIName(s string) (kind, name string, ok bool) {
 	return strings.Cut(s, "=")
+}
+
+// DevicesAnnotation is the node annotation in which the agent publishes
+// its devices (a JSON list of Published), for `cci pool list --gpus`:
+// what the operator's kubeconfig reads, with no call to the host.
+const DevicesAnnotation = "cci.io/devices"
+
+// Published is one device as the node's annotation shows it.
+type Published struct {
+	Index       int    `json:"index"`
+	ID          string `json:"id"`
+	Product     string `json:"product,omitempty"`
+	MemoryBytes uint64 `json:"memoryBytes,omitempty"`
+	// Replicas is how many pods may share it (1: none).
+	Replicas int `json:"replicas"`
+	// Pods are "namespace/name" of the pods holding it.
+	Pods []string `json:"pods,omitempty"`
+	// Unhealthy says why it is out of service; "" when healthy.
+	Unhealthy string `json:"unhealthy,omitempty"`
+}
+
+// Publish is the annotation's value for the devices: allocation and
+// health, not usage (which changes every second; the metrics have it).
+func Publish(statuses []Status) string {
+	out := make([]Published, len(statuses))
+	for i, s := range statuses {
+		out[i] = Published{Index: s.Index, ID: s.ID, Product: s.Product, MemoryBytes: s.MemoryBytes, Replicas: s.Replicas, Unhealthy: s.Unhealthy}
+		for _, h := range s.Pods {
+			out[i].Pods = append(out[i].Pods, h.Name)
+		}
+	}
+	b, _ := json.Marshal(out) // plain data: cannot fail
+	return string(b)
+}
+
+// ParsePublished reads the annotation's value.
+func ParsePublished(s string) ([]Published, error) {
+	var out []Published
+	if err := json.Unmarshal([]byte(s), &out); err != nil {
+		return nil, fmt.Errorf("node annotation %s: %w", DevicesAnnotation, err)
+	}
+	return out, nil
 }

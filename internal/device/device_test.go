@@ -36,11 +36,11 @@ func TestAllocateRelease(t *testing.T) {
 	if m.Capacity() != 4 || m.Allocatable() != 4 {
 		t.Fatalf("capacity %d allocatable %d, want 4 and 4", m.Capacity(), m.Allocatable())
 	}
-	a, err := m.Allocate("pod-a", 2)
+	a, err := m.Allocate(h("pod-a"), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := m.Allocate("pod-b", 2)
+	b, err := m.Allocate(h("pod-b"), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,27 +48,22 @@ func TestAllocateRelease(t *testing.T) {
 		t.Fatalf("allocations %s", got)
 	}
 	// Asking again gives the same devices (a worker that retries).
-	if again, err := m.Allocate("pod-a", 2); err != nil || IDs(again) != IDs(a) {
+	if again, err := m.Allocate(h("pod-a"), 2); err != nil || IDs(again) != IDs(a) {
 		t.Fatalf("second allocation of pod-a: %v %v", again, err)
 	}
-	if _, err := m.Allocate("pod-c", 1); !errors.Is(err, ErrUnavailable) {
+	if _, err := m.Allocate(h("pod-c"), 1); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("third pod on a full host: %v, want ErrUnavailable", err)
 	}
 	m.Release("pod-a")
-	c, err := m.Allocate("pod-c", 1)
+	c, err := m.Allocate(h("pod-c"), 1)
 	if err != nil || IDs(c) != "GPU-fake-0000" {
 		t.Fatalf("after release: %v %v", c, err)
 	}
 	// Two pods never hold one device.
-	seen := map[string]types.UID{}
 	for _, s := range m.Statuses() {
-		if s.Pod == "" {
-			continue
+		if len(s.Pods) > 1 {
+			t.Fatalf("device %s held by %v without sharing", s.ID, s.Pods)
 		}
-		if o, ok := seen[s.ID]; ok {
-			t.Fatalf("device %s held by %s and %s", s.ID, o, s.Pod)
-		}
-		seen[s.ID] = s.Pod
 		if s.Usage == nil || !s.Usage.Fake {
 			t.Errorf("fake device %s usage %+v, want marked fake", s.ID, s.Usage)
 		}
@@ -80,26 +75,26 @@ func TestAllocateRelease(t *testing.T) {
 func TestAdoptAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	m := fakeManager(t, dir, 3)
-	held, err := m.Allocate("pod-a", 2)
+	held, err := m.Allocate(h("pod-a"), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ids := strings.Split(IDs(held), ",")
 
 	m2 := fakeManager(t, dir, 3)
-	got, err := m2.Adopt("pod-a", ids)
+	got, err := m2.Adopt(h("pod-a"), ids)
 	if err != nil || IDs(got) != IDs(held) {
 		t.Fatalf("adopt: %v %v", got, err)
 	}
-	if _, err := m2.Allocate("pod-b", 2); !errors.Is(err, ErrUnavailable) {
+	if _, err := m2.Allocate(h("pod-b"), 2); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("pod-b got adopted devices: %v", err)
 	}
-	if n, err := m2.Allocate("pod-b", 1); err != nil || IDs(n) != "GPU-fake-0002" {
+	if n, err := m2.Allocate(h("pod-b"), 1); err != nil || IDs(n) != "GPU-fake-0002" {
 		t.Fatalf("pod-b: %v %v", n, err)
 	}
 	// A record naming a device the host no longer has, or one another pod
 	// holds, keeps what it can and says what it lost.
-	if _, err := m2.Adopt("pod-c", []string{"GPU-fake-0002", "GPU-gone"}); err == nil || !strings.Contains(err.Error(), "GPU-gone (not on this host)") || !strings.Contains(err.Error(), "held by pod pod-b") {
+	if _, err := m2.Adopt(h("pod-c"), []string{"GPU-fake-0002", "GPU-gone"}); err == nil || !strings.Contains(err.Error(), "GPU-gone (not on this host)") || !strings.Contains(err.Error(), "held by pod pod-b") {
 		t.Fatalf("adopt of a lost device: %v", err)
 	}
 }
@@ -150,5 +145,184 @@ func TestRequestAndSplit(t *testing.T) {
 	}
 	if _, ok := got["b"]; ok {
 		t.Error("container b asked for no GPU and got some")
+	}
+}
+
+// h is a pod holding devices, named as its UID.
+func h(name string) Holder { return Holder{UID: types.UID(name), Name: name} }
+
+func fakeSharedManager(t *testing.T, dir string, n, replicas int) *Manager {
+	t.Helper()
+	needRoot(t)
+	m, err := New(context.Background(), Config{Backend: &Fake{Count: n, Dir: filepath.Join(dir, "devices")}, SpecDir: filepath.Join(dir, "cdi"), Replicas: replicas})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// With time-slicing each GPU is advertised as its replicas; pods spread
+// over the GPUs before they share one, a pod given replicas gets their
+// physical devices (each once), and a failed GPU takes all its replicas
+// out.
+func TestTimeSlicing(t *testing.T) {
+	m := fakeSharedManager(t, t.TempDir(), 2, 3)
+	if m.Capacity() != 6 || m.Allocatable() != 6 {
+		t.Fatalf("capacity %d allocatable %d, want 6 and 6", m.Capacity(), m.Allocatable())
+	}
+	if l := m.Labels(); l[SharingLabel] != SharingTimeSlicing || l[ReplicasLabel] != "3" || l[CountLabel] != "2" {
+		t.Fatalf("labels %v, want time-slicing, 3 replicas, 2 GPUs", l)
+	}
+	for _, tc := range []struct {
+		pod      string
+		n        int
+		replicas string
+		ids      string
+	}{
+		{"pod-a", 1, "GPU-fake-0000::0", "GPU-fake-0000"},
+		{"pod-b", 1, "GPU-fake-0001::0", "GPU-fake-0001"},
+		{"pod-c", 2, "GPU-fake-0000::1,GPU-fake-0001::1", "GPU-fake-0000,GPU-fake-0001"},
+		{"pod-d", 1, "GPU-fake-0000::2", "GPU-fake-0000"},
+	} {
+		got, err := m.Allocate(h(tc.pod), tc.n)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.pod, err)
+		}
+		if k := strings.Join(Keys(got), ","); k != tc.replicas || IDs(got) != tc.ids {
+			t.Errorf("%s got replicas %s (IDs %s), want %s (%s)", tc.pod, k, IDs(got), tc.replicas, tc.ids)
+		}
+	}
+	if _, err := m.Allocate(h("pod-e"), 2); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("two replicas with one free: %v, want ErrUnavailable", err)
+	}
+	for _, s := range m.Statuses() {
+		var names []string
+		for _, p := range s.Pods {
+			names = append(names, p.Name)
+		}
+		want := map[int]string{0: "pod-a,pod-c,pod-d", 1: "pod-b,pod-c"}[s.Index]
+		if strings.Join(names, ",") != want || s.Replicas != 3 {
+			t.Errorf("device %d held by %v (%d replicas), want %s (3)", s.Index, names, s.Replicas, want)
+		}
+	}
+	m.MarkUnhealthy(FakeID(1), "test")
+	if m.Allocatable() != 3 {
+		t.Fatalf("allocatable %d with one GPU of two failed, want 3", m.Allocatable())
+	}
+	m.Release("pod-b")
+	if _, err := m.Allocate(h("pod-e"), 1); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a replica of the failed GPU was given: %v", err)
+	}
+	if !m.MarkHealthy(FakeID(1)) || m.Allocatable() != 6 {
+		t.Fatalf("allocatable %d once the GPU is healthy again, want 6", m.Allocatable())
+	}
+	if got, err := m.Allocate(h("pod-e"), 1); err != nil || Keys(got)[0] != "GPU-fake-0001::0" {
+		t.Fatalf("pod-e: %v %v, want GPU-fake-0001::0", got, err)
+	}
+}
+
+// Two replicas of one GPU inject it once and list it once.
+func TestReplicasOfOneDevice(t *testing.T) {
+	m := fakeSharedManager(t, t.TempDir(), 1, 4)
+	got, err := m.Allocate(h("pod"), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if IDs(got) != "GPU-fake-0000" || len(CDINames(got)) != 1 || CDINames(got)[0] != FakeCDIKind+"=0" {
+		t.Fatalf("IDs %q CDI names %v, want the one device once", IDs(got), CDINames(got))
+	}
+}
+
+// A pod recorded under one sharing setting keeps its physical devices
+// when the agent restarts with another.
+func TestAdoptAcrossSharing(t *testing.T) {
+	dir := t.TempDir()
+	whole := fakeSharedManager(t, dir, 2, 1)
+	held, err := whole.Allocate(h("pod-a"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := fakeSharedManager(t, dir, 2, 2)
+	got, err := shared.Adopt(h("pod-a"), Keys(held))
+	if err != nil || len(got) != 1 || got[0].Key() != "GPU-fake-0000::0" {
+		t.Fatalf("whole device adopted with sharing on: %v %v, want replica GPU-fake-0000::0", got, err)
+	}
+	again := fakeSharedManager(t, dir, 2, 1)
+	got, err = again.Adopt(h("pod-a"), Keys(got))
+	if err != nil || len(got) != 1 || got[0].Key() != "GPU-fake-0000" {
+		t.Fatalf("replica adopted with sharing off: %v %v, want GPU-fake-0000", got, err)
+	}
+	if _, err := again.Adopt(h("pod-b"), []string{"GPU-fake-0000::1"}); err == nil || !strings.Contains(err.Error(), "held by other pods") {
+		t.Fatalf("a second pod's replica of a whole device: %v, want refused", err)
+	}
+}
+
+// Sharing is refused for devices that are not NVIDIA GPUs, and a negative
+// count is refused.
+func TestSharingRefused(t *testing.T) {
+	if _, err := New(context.Background(), Config{Backend: &Ascend{}, SpecDir: t.TempDir(), Replicas: 2}); err == nil || !strings.Contains(err.Error(), "leave sharing off") {
+		t.Fatalf("sharing of Ascend NPUs: %v, want refused", err)
+	}
+	if _, err := New(context.Background(), Config{SpecDir: t.TempDir(), Replicas: -1}); err == nil {
+		t.Fatal("-1 replicas accepted")
+	}
+}
+
+// A fake device is unhealthy while its file exists, and healthy again
+// once it is removed: the node's allocatable follows.
+func TestFakeHealthFile(t *testing.T) {
+	dir := t.TempDir()
+	m := fakeManager(t, dir, 2)
+	fake := &Fake{Count: 2, Dir: filepath.Join(dir, "devices")}
+	changes := make(chan HealthChange, 4)
+	m.OnHealthChange(func(c HealthChange) { changes <- c })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// Written whole, then renamed into place: the watcher never reads
+	// half a reason.
+	if err := os.WriteFile(filepath.Join(dir, "reason"), []byte("XID 79 (pretend)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "reason"), fake.UnhealthyFile(1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-changes; c.ID != FakeID(1) || c.Reason != "XID 79 (pretend)" {
+		t.Fatalf("change %+v, want %s unhealthy with the file's reason", c, FakeID(1))
+	}
+	if m.Allocatable() != 1 || m.Capacity() != 2 {
+		t.Fatalf("allocatable %d capacity %d, want 1 and 2", m.Allocatable(), m.Capacity())
+	}
+	if got, err := m.Allocate(h("pod"), 1); err != nil || IDs(got) != FakeID(0) {
+		t.Fatalf("allocation beside an unhealthy device: %v %v", got, err)
+	}
+	if err := os.Remove(fake.UnhealthyFile(1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-changes; c.ID != FakeID(1) || c.Reason != "" {
+		t.Fatalf("change %+v, want %s healthy", c, FakeID(1))
+	}
+	if m.Allocatable() != 2 {
+		t.Fatalf("allocatable %d once healthy, want 2", m.Allocatable())
+	}
+}
+
+// The annotation the agent publishes reads back with holders and health.
+func TestPublish(t *testing.T) {
+	m := fakeSharedManager(t, t.TempDir(), 2, 2)
+	if _, err := m.Allocate(Holder{UID: "u1", Name: "ns/a"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	m.MarkUnhealthy(FakeID(1), "XID 48")
+	got, err := ParsePublished(Publish(m.Statuses()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != FakeID(0) || strings.Join(got[0].Pods, ",") != "ns/a" || got[0].Replicas != 2 || got[1].Unhealthy != "XID 48" || got[0].Product != FakeProduct {
+		t.Fatalf("published %+v", got)
+	}
+	if _, err := ParsePublished("{"); err == nil || !strings.Contains(err.Error(), DevicesAnnotation) {
+		t.Fatalf("bad annotation: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
@@ -101,9 +103,50 @@ func (f *Fake) Labels(devs []Device) map[string]string {
 	return gpuLabels(devs)
 }
 
-// WatchHealth has nothing to watch: fake devices fail only when told
-// (Manager.MarkUnhealthy).
-func (f *Fake) WatchHealth(context.Context, []Device, func(id, reason string)) {}
+// UnhealthyFile is the file that, while it exists, makes fake device i
+// unhealthy, as an XID error makes a real GPU; what it holds is the
+// reason. Removing it makes the device healthy again (which a real GPU
+// only becomes after a reset and an agent restart).
+func (f *Fake) UnhealthyFile(i int) string {
+	return f.nodePath(i) + ".unhealthy"
+}
+
+// fakeHealthPoll is how often the unhealthy files are looked at.
+const fakeHealthPoll = time.Second
+
+// WatchHealth reports a fake device unhealthy while its UnhealthyFile
+// exists, and healthy again once it is gone: a way for tests and demos to
+// take the path a failing GPU takes.
+func (f *Fake) WatchHealth(ctx context.Context, devs []Device, report func(id, reason string)) {
+	bad := map[string]string{}
+	tick := time.NewTicker(fakeHealthPoll)
+	defer tick.Stop()
+	for {
+		for _, d := range devs {
+			reason := ""
+			if b, err := os.ReadFile(f.UnhealthyFile(d.Index)); err == nil {
+				reason = strings.TrimSpace(string(b))
+				if reason == "" {
+					reason = "marked unhealthy by " + f.UnhealthyFile(d.Index)
+				}
+			}
+			if was, ok := bad[d.ID]; ok == (reason != "") && was == reason {
+				continue
+			}
+			if reason == "" {
+				delete(bad, d.ID)
+			} else {
+				bad[d.ID] = reason
+			}
+			report(d.ID, reason)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
 
 // Usage is zero for every device, marked fake.
 func (f *Fake) Usage(devs []Device) map[string]Usage {

@@ -81,7 +81,7 @@ func TestNVMLDriverMissing(t *testing.T) {
 	if m.Capacity() != 0 || m.Labels() != nil {
 		t.Fatalf("capacity %d labels %v, want none", m.Capacity(), m.Labels())
 	}
-	if _, err := m.Allocate("pod", 1); !errors.Is(err, ErrUnavailable) {
+	if _, err := m.Allocate(h("pod"), 1); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("allocate on a host without GPUs: %v", err)
 	}
 }
@@ -112,12 +112,12 @@ func TestXIDHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held, err := m.Allocate("pod-a", 4)
+	held, err := m.Allocate(h("pod-a"), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	changed := make(chan struct{}, 8)
-	m.OnHealthChange(func() { changed <- struct{}{} })
+	m.OnHealthChange(func(HealthChange) { changed <- struct{}{} })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
@@ -141,11 +141,11 @@ func TestXIDHealth(t *testing.T) {
 		t.Errorf("pod-a holds %s after the failure, want %s", IDs(got), IDs(held))
 	}
 	// Four healthy free devices remain (8 - 4 held), the failed one held.
-	if _, err := m.Allocate("pod-b", 4); err != nil {
+	if _, err := m.Allocate(h("pod-b"), 4); err != nil {
 		t.Fatal(err)
 	}
 	m.Release("pod-a")
-	if _, err := m.Allocate("pod-c", 4); !errors.Is(err, ErrUnavailable) {
+	if _, err := m.Allocate(h("pod-c"), 4); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("the failed device was given again: %v", err)
 	}
 }

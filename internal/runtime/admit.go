@@ -34,6 +34,9 @@ type admitter struct {
 	node    *v1.Node
 	readAt  time.Time
 	getNode func(ctx context.Context) (*v1.Node, error)
+	// adjust, if set, lays the agent's own current view over the node
+	// read (see Config.AdjustNode).
+	adjust func(*v1.Node)
 }
 
 // passFailures is the kubelet's AdmissionFailureHandler without its
@@ -44,12 +47,12 @@ func (passFailures) HandleAdmissionFailure(_ context.Context, _ *v1.Pod, reasons
 	return reasons, nil
 }
 
-func newAdmitter(ctx context.Context, getNode func(ctx context.Context) (*v1.Node, error)) (*admitter, error) {
+func newAdmitter(ctx context.Context, getNode func(ctx context.Context) (*v1.Node, error), adjust func(*v1.Node)) (*admitter, error) {
 	allow, err := sysctl.NewAllowlist(sysctl.SafeSysctlAllowlist(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("sysctl allowlist: %w", err)
 	}
-	a := &admitter{getNode: getNode}
+	a := &admitter{getNode: getNode, adjust: adjust}
 	a.handlers = []lifecycle.PodAdmitHandler{
 		allow,
 		lifecycle.NewPredicateAdmitHandler(a.nodeFor, passFailures{}, func(*schedulerframework.NodeInfo, *lifecycle.PodAdmitAttributes) error { return nil }),
@@ -64,17 +67,29 @@ func (a *admitter) nodeFor(ctx context.Context, useCache bool) (*v1.Node, error)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if useCache && a.node != nil && timeNow().Sub(a.readAt) < nodeCacheTTL {
-		return a.node, nil
+		return a.adjusted(a.node), nil
 	}
 	n, err := a.getNode(ctx)
 	if err != nil {
 		if a.node != nil {
-			return a.node, nil
+			return a.adjusted(a.node), nil
 		}
 		return nil, err
 	}
 	a.node, a.readAt = n, timeNow()
-	return n, nil
+	return a.adjusted(n), nil
+}
+
+// adjusted is a copy of n with the agent's current view laid over it: the
+// node read (from the API, or cached) may be older than a device that
+// just failed or came back, as the kubelet's own node is never.
+func (a *admitter) adjusted(n *v1.Node) *v1.Node {
+	if a.adjust == nil {
+		return n
+	}
+	n = n.DeepCopy()
+	a.adjust(n)
+	return n
 }
 
 // admit runs the handlers in the kubelet's order; ok false comes with the

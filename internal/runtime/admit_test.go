@@ -35,7 +35,7 @@ func TestAdmit(t *testing.T) {
 			v1.ResourceCPU: resource.MustParse("2"), v1.ResourceMemory: resource.MustParse("4Gi"), v1.ResourcePods: resource.MustParse("110"),
 		}},
 	}
-	a, err := newAdmitter(context.Background(), func(context.Context) (*v1.Node, error) { return node, nil })
+	a, err := newAdmitter(context.Background(), func(context.Context) (*v1.Node, error) { return node, nil }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestAdmitNodeUnreadable(t *testing.T) {
 			return nil, errors.New("apiserver away")
 		}
 		return node, nil
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +95,39 @@ func TestAdmitNodeUnreadable(t *testing.T) {
 	node = nil
 	if ok, reason, msg := a.admit(context.Background(), admitPod("a", nil), nil); !ok {
 		t.Errorf("admit with the node read before: %q %q", reason, msg)
+	}
+}
+
+// The admission counts GPUs by the agent's current view, not by the Node
+// it read (and keeps for a while): a GPU healthy again is admitted at
+// once, one just failed is refused at once.
+func TestAdmitAdjustedNode(t *testing.T) {
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Status: v1.NodeStatus{Allocatable: v1.ResourceList{
+		v1.ResourcePods: resource.MustParse("10"), "nvidia.com/gpu": resource.MustParse("1"),
+	}}}
+	gpus := int64(1)
+	a, err := newAdmitter(context.Background(), func(context.Context) (*v1.Node, error) { return node, nil }, func(n *v1.Node) {
+		n.Status.Allocatable["nvidia.com/gpu"] = *resource.NewQuantity(gpus, resource.DecimalSI)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpuPod := func(name string) *v1.Pod {
+		p := admitPod(name, nil)
+		p.Spec.Containers[0].Resources.Limits = v1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}
+		p.Spec.Containers[0].Resources.Requests = p.Spec.Containers[0].Resources.Limits
+		return p
+	}
+	holder := gpuPod("holder")
+	if ok, reason, msg := a.admit(context.Background(), gpuPod("a"), []*v1.Pod{holder}); ok || reason != "OutOfnvidia.com/gpu" {
+		t.Fatalf("second GPU pod on one GPU: %v %q %q", ok, reason, msg)
+	}
+	gpus = 2 // a GPU came back; the cached node still says 1
+	if ok, reason, msg := a.admit(context.Background(), gpuPod("a"), []*v1.Pod{holder}); !ok {
+		t.Fatalf("GPU pod once a second GPU is healthy: %q %q", reason, msg)
+	}
+	if node.Status.Allocatable.Name("nvidia.com/gpu", resource.DecimalSI).Value() != 1 {
+		t.Fatal("the adjustment changed the cached node")
 	}
 }
 

@@ -62,6 +62,14 @@ func (w *podWorker) prepareSandbox() error {
 	if root != "" && w.r.gvisor.err != nil {
 		return w.r.gvisor.err
 	}
+	if root != "" {
+		w.mu.Lock()
+		devs := w.rec.Devices
+		w.mu.Unlock()
+		if err := w.r.gvisor.gvisorDevices(devs); err != nil {
+			return err
+		}
+	}
 	if pod.Spec.HostNetwork {
 		return w.prepareHostNetworkSandbox(pod)
 	}

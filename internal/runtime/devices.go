@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,8 +27,8 @@ type Devices interface {
 	Resource() v1.ResourceName
 	// VisibleEnv is the variable listing a container's device IDs.
 	VisibleEnv() string
-	Allocate(uid types.UID, n int) ([]device.Device, error)
-	Adopt(uid types.UID, ids []string) ([]device.Device, error)
+	Allocate(pod device.Holder, n int) ([]device.Device, error)
+	Adopt(pod device.Holder, keys []string) ([]device.Device, error)
 	Release(uid types.UID)
 	// Statuses lists every device with the pod holding it and its usage.
 	Statuses() []device.Status
@@ -43,11 +45,34 @@ func (r *Runtime) allocateDevices(pod *v1.Pod) (devs []device.Device, ok bool, r
 	if n == 0 {
 		return nil, true, "", ""
 	}
-	devs, err := r.cfg.Devices.Allocate(pod.UID, int(n))
+	devs, err := r.cfg.Devices.Allocate(holder(pod), int(n))
 	if err != nil {
 		return nil, false, "UnexpectedAdmissionError", fmt.Sprintf("Allocate failed due to %v, which is unexpected", err)
 	}
 	return devs, true, "", ""
+}
+
+// DevicesUnsupportedReason is the reason of a pod refused because its
+// runtime cannot give it the devices it was allocated (fake GPUs under
+// gVisor, GPUs under a runsc without nvproxy).
+const DevicesUnsupportedReason = "UnsupportedDevicesForRuntime"
+
+// admitDevicesUnder refuses a pod given devices that its runtime handler
+// cannot pass to it, rather than start it without them. A RuntimeClass
+// that cannot be read now is left to the sandbox's preparation, which
+// checks again.
+func (r *Runtime) admitDevicesUnder(ctx context.Context, pod *v1.Pod, devs []device.Device) (ok bool, reason, message string) {
+	if len(devs) == 0 || r.gvisor == nil {
+		return true, "", ""
+	}
+	h, err := resolveHandler(ctx, r.cfg.Kube, pod.Spec.RuntimeClassName)
+	if err != nil || h != handlerGVisor {
+		return true, "", ""
+	}
+	if err := r.gvisor.gvisorDevices(devs); err != nil {
+		return false, DevicesUnsupportedReason, err.Error()
+	}
+	return true, "", ""
 }
 
 // adoptDevices gives re-adopted pods their recorded devices again, before
@@ -60,16 +85,16 @@ func (r *Runtime) adoptDevices(ws []*podWorker) {
 		if len(w.rec.Devices) == 0 || w.rec.Released {
 			continue
 		}
-		ids := make([]string, len(w.rec.Devices))
-		for i, d := range w.rec.Devices {
-			ids[i] = d.ID
-		}
-		if _, err := r.cfg.Devices.Adopt(w.rec.Pod.UID, ids); err != nil {
+		if _, err := r.cfg.Devices.Adopt(holder(w.rec.Pod), device.Keys(w.rec.Devices)); err != nil {
 			// The pod keeps running with what its containers were given;
 			// only the lost devices may go to another pod.
 			r.cfg.Log.Warn("re-adopted pod lost devices", "pod", key(w.rec.Pod.Namespace, w.rec.Pod.Name), "err", err)
 		}
 	}
+}
+
+func holder(pod *v1.Pod) device.Holder {
+	return device.Holder{UID: pod.UID, Name: key(pod.Namespace, pod.Name)}
 }
 
 // releaseDevices frees the pod's devices once nothing of it runs.
@@ -120,25 +145,34 @@ func (r *Runtime) deviceMetrics(now time.Time) []*dto.MetricFamily {
 	used := family("pod_accelerator_memory_used_bytes", "Memory of the pod's accelerator in use, in bytes")
 	total := family("pod_accelerator_memory_total_bytes", "Memory of the pod's accelerator, in bytes")
 	for _, s := range r.cfg.Devices.Statuses() {
-		if s.Pod == "" || s.Usage == nil {
+		if s.Usage == nil {
 			continue
 		}
-		p, ok := r.PodByUID(s.Pod)
-		if !ok {
-			continue
-		}
-		labels := []*dto.LabelPair{
-			{Name: ptr.To("namespace"), Value: ptr.To(p.Namespace)},
-			{Name: ptr.To("pod"), Value: ptr.To(p.Name)},
-			{Name: ptr.To("acc_id"), Value: ptr.To(s.ID)},
-			{Name: ptr.To("model"), Value: ptr.To(s.Product)},
-			{Name: ptr.To("fake"), Value: ptr.To(strconv.FormatBool(s.Usage.Fake))},
-		}
-		for _, m := range []struct {
-			f *dto.MetricFamily
-			v float64
-		}{{duty, float64(s.Usage.UtilPercent)}, {used, float64(s.Usage.MemoryUsedBytes)}, {total, float64(s.Usage.MemoryTotalBytes)}} {
-			m.f.Metric = append(m.f.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: ptr.To(m.v)}, TimestampMs: ptr.To(now.UnixMilli())})
+		// A time-sliced GPU's figures are the whole device's: every pod
+		// sharing it shows them (NVML does not split them by pod).
+		var seen []types.UID
+		for _, h := range s.Pods {
+			if slices.Contains(seen, h.UID) {
+				continue
+			}
+			seen = append(seen, h.UID)
+			p, ok := r.PodByUID(h.UID)
+			if !ok {
+				continue
+			}
+			labels := []*dto.LabelPair{
+				{Name: ptr.To("namespace"), Value: ptr.To(p.Namespace)},
+				{Name: ptr.To("pod"), Value: ptr.To(p.Name)},
+				{Name: ptr.To("acc_id"), Value: ptr.To(s.ID)},
+				{Name: ptr.To("model"), Value: ptr.To(s.Product)},
+				{Name: ptr.To("fake"), Value: ptr.To(strconv.FormatBool(s.Usage.Fake))},
+			}
+			for _, m := range []struct {
+				f *dto.MetricFamily
+				v float64
+			}{{duty, float64(s.Usage.UtilPercent)}, {used, float64(s.Usage.MemoryUsedBytes)}, {total, float64(s.Usage.MemoryTotalBytes)}} {
+				m.f.Metric = append(m.f.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: ptr.To(m.v)}, TimestampMs: ptr.To(now.UnixMilli())})
+			}
 		}
 	}
 	if len(duty.Metric) == 0 {

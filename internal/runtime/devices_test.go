@@ -110,7 +110,7 @@ func TestDeviceSpecOpts(t *testing.T) {
 	}
 	pod := gpuPod("p", map[string]int64{"a": 1, "b": 2, "c": 0})
 	r := &Runtime{pods: map[string]*podWorker{}, cfg: Config{Devices: m, Log: slog.New(slog.DiscardHandler)}}
-	if _, err := m.Allocate("other", 1); err != nil { // the pod's are not the first ones
+	if _, err := m.Allocate(device.Holder{UID: "other", Name: "ns/other"}, 1); err != nil { // the pod's are not the first ones
 		t.Fatal(err)
 	}
 	devs, ok, reason, msg := r.allocateDevices(pod)

@@ -37,6 +37,8 @@ package runtime
 //	pod finished or deleted ─► containers removed ─► pause removed (release)
 
 import (
+	"github.com/cci-project/cci/internal/device"
+
 	"bytes"
 	"context"
 	"debug/elf"
@@ -126,6 +128,12 @@ type gvisor struct {
 	// containers that join its sandbox.
 	sandboxRuntime   string
 	containerRuntime string
+	// nvproxy says this runsc has --nvproxy, gVisor's proxy of the NVIDIA
+	// driver's ioctls, which GPUs under gVisor need; the GPU wrappers are
+	// the two above with it, for pods given GPUs.
+	nvproxy             bool
+	sandboxGPURuntime   string
+	containerGPURuntime string
 	// root is runsc's state folder (--root, below it one per containerd
 	// namespace): the agent's own, so that runsc state of other agents on
 	// the host never mixes with its own.
@@ -156,10 +164,12 @@ type sandboxRecord struct {
 // node without runsc still runs runc pods; its gvisor pods fail with err.
 func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	g := &gvisor{
-		sandboxRuntime:   filepath.Join(dir, "runsc-sandbox"),
-		containerRuntime: filepath.Join(dir, "runsc-container"),
-		root:             filepath.Join(dir, "root"),
-		pauseRootfs:      filepath.Join(dir, "pause"),
+		sandboxRuntime:      filepath.Join(dir, "runsc-sandbox"),
+		containerRuntime:    filepath.Join(dir, "runsc-container"),
+		sandboxGPURuntime:   filepath.Join(dir, "runsc-sandbox-nvproxy"),
+		containerGPURuntime: filepath.Join(dir, "runsc-container-nvproxy"),
+		root:                filepath.Join(dir, "root"),
+		pauseRootfs:         filepath.Join(dir, "pause"),
 	}
 	if cfg.Path == "" {
 		cfg.Path, g.fellBack = DefaultRunscPath()
@@ -174,9 +184,11 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 		return g
 	}
 	g.path = path
+	flags := runscFlags(path)
 	if cfg.Platform == "" {
-		cfg.Platform = defaultPlatform(path)
+		cfg.Platform = defaultPlatform(flags)
 	}
+	g.nvproxy = hasBoolFlag(flags, "nvproxy")
 	g.platform = cfg.Platform
 	for _, s := range []string{path, cfg.Platform, dir} {
 		if strings.ContainsAny(s, "'\n") {
@@ -194,9 +206,17 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	// gVisor's kernel applies the profile to the container's processes.
 	runsc := fmt.Sprintf("'%s' --platform='%s' --network=host --oci-seccomp", path, cfg.Platform)
 	fifos := filepath.Join(dir, "start")
-	sandbox := fmt.Sprintf(wrapper, runsc, fifos, 0)
-	container := fmt.Sprintf(wrapper, runsc, fifos, 1)
-	for file, text := range map[string]string{g.sandboxRuntime: sandbox, g.containerRuntime: container} {
+	wrappers := map[string]string{
+		g.sandboxRuntime:   fmt.Sprintf(wrapper, runsc, fifos, 0),
+		g.containerRuntime: fmt.Sprintf(wrapper, runsc, fifos, 1),
+	}
+	if g.nvproxy {
+		// Current runsc turns nvproxy on by itself when the spec has
+		// NVIDIA devices; saying it keeps older ones (2023-2024) right.
+		wrappers[g.sandboxGPURuntime] = fmt.Sprintf(wrapper, runsc+" --nvproxy", fifos, 0)
+		wrappers[g.containerGPURuntime] = fmt.Sprintf(wrapper, runsc+" --nvproxy", fifos, 1)
+	}
+	for file, text := range wrappers {
 		if err := writeFileAtomic(file, []byte(text), 0o755); err != nil {
 			g.err = fmt.Errorf("write runsc wrapper: %w", err)
 			return g
@@ -205,17 +225,62 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	return g
 }
 
-// defaultPlatform is the platform a runsc uses by default, as its flag
-// list says (`-platform … (default "systrap")`), or ptrace where that is
-// kvm or cannot be read: ptrace works on every host.
-func defaultPlatform(runsc string) string {
+// runscFlags is runsc's list of its flags ("" if it cannot be read).
+func runscFlags(runsc string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, _ := exec.CommandContext(ctx, runsc, "flags").CombinedOutput()
-	if p := parseDefaultPlatform(string(out)); p != "" && p != "kvm" {
+	return string(out)
+}
+
+// defaultPlatform is the platform a runsc uses by default, as its flag
+// list says (`-platform … (default "systrap")`), or ptrace where that is
+// kvm or cannot be read: ptrace works on every host.
+func defaultPlatform(flags string) string {
+	if p := parseDefaultPlatform(flags); p != "" && p != "kvm" {
 		return p
 	}
 	return "ptrace"
+}
+
+// hasBoolFlag tells whether runsc's flag list has the boolean flag name
+// (Go's flag package prints it as "  -name" alone on its line).
+func hasBoolFlag(flags, name string) bool {
+	for _, l := range strings.Split(flags, "\n") {
+		if strings.TrimRight(l, " \t\r") == "  -"+name {
+			return true
+		}
+	}
+	return false
+}
+
+// gvisorDevices says whether a gvisor pod holding devs can have them, and
+// why not: only NVIDIA GPUs pass into gVisor's sandbox, through nvproxy.
+// A pod that cannot have them is refused (its status and events say so)
+// rather than started without its devices.
+func (g *gvisor) gvisorDevices(devs []device.Device) error {
+	if len(devs) == 0 {
+		return nil
+	}
+	kind, _, _ := strings.Cut(devs[0].CDIName, "=")
+	switch {
+	case kind == device.FakeCDIKind:
+		return fmt.Errorf("fake GPUs cannot pass into gVisor's sandbox (they are stand-ins, not NVIDIA devices gVisor's nvproxy can drive): run this pod with the runc runtime (runtimeClassName: runc)")
+	case kind != device.NVIDIACDI:
+		return fmt.Errorf("%s devices cannot pass into gVisor's sandbox (gVisor proxies only NVIDIA GPUs): run this pod with the runc runtime (runtimeClassName: runc)", kind)
+	case !g.nvproxy:
+		return fmt.Errorf("GPUs under gVisor need runsc's --nvproxy, which this node's runsc (%s) lacks (Debian's of 2022 does): make setup builds a current one at %s; or run this pod with the runc runtime (runtimeClassName: runc)", g.path, CurrentRunsc)
+	}
+	return nil
+}
+
+// runscWrappers are the OCI runtimes of a gvisor pod's sandbox and its
+// containers: with nvproxy for a pod given GPUs.
+func (g *gvisor) runscWrappers(devs []device.Device) (sandbox, container string) {
+	if len(devs) > 0 && g.nvproxy {
+		return g.sandboxGPURuntime, g.containerGPURuntime
+	}
+	return g.sandboxRuntime, g.containerRuntime
 }
 
 // parseDefaultPlatform reads the default of -platform from `runsc flags`.
@@ -465,13 +530,15 @@ func sandboxRoot(rec *podRecord) string {
 func (w *podWorker) runtimeOpts(pod *v1.Pod, id string) (containerd.NewContainerOpts, []oci.SpecOpts) {
 	w.mu.Lock()
 	root := sandboxRoot(w.rec)
+	devs := w.rec.Devices
 	w.mu.Unlock()
 	if root == "" {
 		return containerd.WithRuntime(runcRuntime, nil), nil
 	}
-	binary, kind, opts := w.r.gvisor.containerRuntime, containerTypeContainer, []oci.SpecOpts(nil)
+	sandboxRuntime, containerRuntime := w.r.gvisor.runscWrappers(devs)
+	binary, kind, opts := containerRuntime, containerTypeContainer, []oci.SpecOpts(nil)
 	if root == id {
-		binary, kind, opts = w.r.gvisor.sandboxRuntime, containerTypeSandbox, append(podResourceOpts(pod), w.r.pidsOpts()...)
+		binary, kind, opts = sandboxRuntime, containerTypeSandbox, append(podResourceOpts(pod), w.r.pidsOpts()...)
 	}
 	return containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: binary, Root: w.r.gvisor.root}),
 		append(opts, oci.WithAnnotations(map[string]string{
@@ -509,8 +576,11 @@ func (w *podWorker) startPodSandbox() error {
 	if psc := pod.Spec.SecurityContext; psc != nil && len(psc.Sysctls) > 0 {
 		opts = append(opts, withSysctls(psc.Sysctls))
 	}
+	w.mu.Lock()
+	sandboxRuntime, _ := g.runscWrappers(w.rec.Devices)
+	w.mu.Unlock()
 	ctr, err := client.NewContainer(ctx, id,
-		containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: g.sandboxRuntime, Root: g.root}),
+		containerd.WithRuntime(runcRuntime, &options.Options{BinaryName: sandboxRuntime, Root: g.root}),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(map[string]string{
 			labelPodUID: string(pod.UID), labelPodNamespace: pod.Namespace, labelPodName: pod.Name, labelContainer: podSandboxName,

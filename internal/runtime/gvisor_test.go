@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cci-project/cci/internal/device"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -223,7 +224,9 @@ func TestSandboxWrapper(t *testing.T) {
 		t.Errorf("pid file %q, want the sandbox's", raw)
 	}
 	calls, _ := os.ReadFile(filepath.Join(fakeDir, "calls"))
-	want := "--platform=kvm --network=host --oci-seccomp --root /run/test-root create --bundle /b --pid-file " + pidFile + " sb\n" +
+	// The first call reads its flags (default platform, nvproxy).
+	want := "flags\n" +
+		"--platform=kvm --network=host --oci-seccomp --root /run/test-root create --bundle /b --pid-file " + pidFile + " sb\n" +
 		"--platform=kvm --network=host --oci-seccomp --root /run/test-root start sb\n" +
 		"--platform=kvm --network=host --oci-seccomp --root /run/test-root kill sb 9\n" +
 		"--platform=kvm --network=host --oci-seccomp --root /run/test-root delete sb\n"
@@ -393,5 +396,69 @@ func TestDefaultRunscPath(t *testing.T) {
 		if got != tc.want || fallback != tc.fallback {
 			t.Errorf("current %s: %q fallback %v, want %q fallback %v", tc.current, got, fallback, tc.want, tc.fallback)
 		}
+	}
+}
+
+// GPUs pass into gVisor only as NVIDIA devices through a runsc that has
+// --nvproxy: such a runsc gets wrappers with it for pods given GPUs; fake
+// GPUs, NPUs and a runsc without nvproxy are refused with what to do.
+func TestGVisorGPUs(t *testing.T) {
+	dir := t.TempDir()
+	withNV := filepath.Join(dir, "runsc-nv")
+	script := strings.Replace(fakeRunsc, "case \" $* \" in\n*\" create \"*)", "case \" $* \" in\n*\" flags \"*)\n\tprintf '  -network string\\n    \\tnetwork (default \"sandbox\")\\n  -nvproxy\\n    \\tLEGACY: enable support for Nvidia GPUs.\\n  -nvproxy-docker docker run --gpus\\n    \\tLEGACY\\n' ;;\n*\" create \"*)", 1)
+	if script == fakeRunsc {
+		t.Fatal("the fake runsc's script changed: update this test")
+	}
+	if err := os.WriteFile(withNV, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	without := filepath.Join(t.TempDir(), "runsc")
+	if err := os.WriteFile(without, []byte(fakeRunsc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nv := setupGVisor(filepath.Join(t.TempDir(), "gv"), RunscConfig{Path: withNV, Platform: "ptrace"})
+	old := setupGVisor(filepath.Join(t.TempDir(), "gv"), RunscConfig{Path: without, Platform: "ptrace"})
+	if nv.err != nil || old.err != nil {
+		t.Fatal(nv.err, old.err)
+	}
+	if !nv.nvproxy || old.nvproxy {
+		t.Fatalf("nvproxy found %v and %v, want true (listed) and false (not listed)", nv.nvproxy, old.nvproxy)
+	}
+	gpu := []device.Device{{ID: "GPU-1", CDIName: device.NVIDIACDI + "=0"}}
+	fake := []device.Device{{ID: device.FakeID(0), CDIName: device.FakeCDIKind + "=0"}}
+	npu := []device.Device{{ID: "0", CDIName: "huawei.com/npu=0"}}
+	for _, tc := range []struct {
+		name string
+		g    *gvisor
+		devs []device.Device
+		want string // in the error; "" for none
+	}{
+		{"no devices", old, nil, ""},
+		{"GPU with nvproxy", nv, gpu, ""},
+		{"GPU without nvproxy", old, gpu, "need runsc's --nvproxy"},
+		{"fake GPU", nv, fake, "fake GPUs cannot pass into gVisor's sandbox"},
+		{"NPU", nv, npu, "huawei.com/npu devices cannot pass into gVisor"},
+	} {
+		err := tc.g.gvisorDevices(tc.devs)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "runtimeClassName: runc")) {
+			t.Errorf("%s: %v, want %q with the way out", tc.name, err, tc.want)
+		}
+	}
+	if sb, ctr := nv.runscWrappers(gpu); sb != nv.sandboxGPURuntime || ctr != nv.containerGPURuntime {
+		t.Errorf("GPU pod's wrappers %s %s, want the nvproxy ones", sb, ctr)
+	}
+	if sb, _ := nv.runscWrappers(nil); sb != nv.sandboxRuntime {
+		t.Errorf("pod without GPUs runs %s, want the plain wrapper", sb)
+	}
+	if out, err := exec.Command(nv.sandboxGPURuntime, "--root", "/run/r", "start", "sb").CombinedOutput(); err != nil {
+		t.Fatalf("nvproxy wrapper: %v\n%s", err, out)
+	}
+	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
+	if !strings.Contains(string(calls), "--platform=ptrace --network=host --oci-seccomp --nvproxy --root /run/r start sb\n") {
+		t.Errorf("runsc calls:\n%s\nwant start with --nvproxy", calls)
+	}
+	flags := "  -network string\n    \tnetwork (default \"sandbox\")\n  -nvproxy\n    \tLEGACY: enable support for Nvidia GPUs.\n  -nvproxy-docker docker run --gpus\n    \tLEGACY\n"
+	if !hasBoolFlag(flags, "nvproxy") || hasBoolFlag(flags, "nvproxy-docker") || hasBoolFlag(flags, "network") {
+		t.Error("hasBoolFlag misreads the flag list")
 	}
 }

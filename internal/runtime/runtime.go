@@ -117,6 +117,11 @@ type Config struct {
 	// Devices gives pods the host's accelerators; nil: the host has none
 	// (a pod asking for some is refused by the admission).
 	Devices Devices
+	// AdjustNode, if set, lays the agent's current view of the node over
+	// the Node the admission reads from the API: the devices' capacity
+	// and allocatable, which change (a device fails, or is healthy again)
+	// a moment before the API has them.
+	AdjustNode func(*v1.Node)
 	// Addresses is told of the pods' IPs; nil: nobody is.
 	Addresses  PodAddresses
 	Kube       kubernetes.Interface
@@ -273,7 +278,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.Log.Info("gVisor pods run with runsc", "runsc", r.gvisor.path, "platform", r.gvisor.platform)
 	}
 	if cfg.Kube != nil {
-		a, err := newAdmitter(ctx, r.kubeNode)
+		a, err := newAdmitter(ctx, r.kubeNode, cfg.AdjustNode)
 		if err != nil {
 			return nil, err
 		}
@@ -531,6 +536,10 @@ func (r *Runtime) admitPod(ctx context.Context, pod *v1.Pod) *podRecord {
 	}
 	devs, ok, reason, message := r.allocateDevices(pod)
 	if !ok {
+		return rejectedRecord(pod, reason, message)
+	}
+	if ok, reason, message := r.admitDevicesUnder(ctx, pod, devs); !ok {
+		r.cfg.Devices.Release(pod.UID)
 		return rejectedRecord(pod, reason, message)
 	}
 	rec := newRecord(pod)

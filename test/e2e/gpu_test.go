@@ -3,6 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,10 +37,13 @@ const visibleGPUs = `ls -1 /dev | grep '^nvidia' | tr '\n' ' '; echo "visible=$N
 
 // A tenant's GPU pod goes to pool gpu unless it names another: a tenant
 // allowed only the general pool is refused, told which pools it may use.
-// Named into the general pool (whose host has the fake GPUs), it runs
-// and is billed one GPU-second per second.
+// Named into the general pool (whose host has the fake GPUs) under the
+// tenant's default runtime, gVisor, it is refused by the agent: fake GPUs
+// cannot pass into gVisor's sandbox, and a pod is never started without
+// its devices. Under runc (a tenant allowed it) it runs and is billed one
+// GPU-second per second.
 func TestGPUPoolsAndBilling(t *testing.T) {
-	tenant, ns := billingTenant(t)
+	_, ns := billingTenant(t)
 	pod := sizedPod("gpu-bill", "250m", "512Mi", "sleep 4")
 	pod.Spec.Containers[0].Resources.Limits[device.NVIDIAGPU] = resource.MustParse("1")
 	_, err := client(t).CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
@@ -44,6 +51,21 @@ func TestGPUPoolsAndBilling(t *testing.T) {
 		t.Fatalf("GPU pod of a tenant without pool gpu: %v, want a refusal naming the allowed pools", err)
 	}
 	pod.Annotations = map[string]string{"cci.io/pool": "general"}
+	ensureRuntimeClasses(t)
+	createPod(t, ns, pod)
+	refused := waitPodIn(t, ns, "gpu-bill", 90*time.Second, "refused under gVisor", func(p *v1.Pod) (bool, string) {
+		return p.Status.Phase == v1.PodFailed, fmt.Sprintf("%s %s: %s", p.Status.Phase, p.Status.Reason, p.Status.Message)
+	})
+	if rc := refused.Spec.RuntimeClassName; rc == nil || *rc != "gvisor" || refused.Status.Reason != "UnsupportedDevicesForRuntime" || !strings.Contains(refused.Status.Message, "fake GPUs cannot pass into gVisor's sandbox") || !strings.Contains(refused.Status.Message, "runtimeClassName: runc") {
+		t.Fatalf("fake-GPU pod under gVisor: class %v, %s: %s; want refused, saying to use runc", refused.Spec.RuntimeClassName, refused.Status.Reason, refused.Status.Message)
+	}
+
+	tenant, _ := createTenant(t, "gpubill", "--allow-runc", "--quota", "cpu=8,memory=32Gi,pods=50,nvidia.com/gpu=1")
+	ns = tenant
+	pod = sizedPod("gpu-bill", "250m", "512Mi", "sleep 4")
+	pod.Spec.Containers[0].Resources.Limits[device.NVIDIAGPU] = resource.MustParse("1")
+	pod.Annotations = map[string]string{"cci.io/pool": "general"}
+	pod.Spec.RuntimeClassName = runtimeClassPtr("runc")
 	createPod(t, ns, pod)
 	done := waitPodDone(t, ns, "gpu-bill", 90*time.Second)
 	life := int64(lastFinished(done).Sub(done.Status.StartTime.Time) / time.Second)
@@ -56,6 +78,99 @@ func TestGPUPoolsAndBilling(t *testing.T) {
 	t.Logf("GPU pod lived %d s, billed %d s, %d GPU-s", life, u.Seconds, u.GPUSeconds)
 	if u.Seconds < 4 || u.GPUSeconds != u.Seconds {
 		t.Fatalf("billed %d s and %d GPU-seconds for one GPU over %d s", u.Seconds, u.GPUSeconds, life)
+	}
+}
+
+// A fake GPU that fails takes the path a real one takes on an XID error:
+// the node's allocatable loses it, the node gets a DeviceUnhealthy event,
+// `cci pool list --gpus` shows it unhealthy and a new pod is given the
+// other GPUs. Healthy again, it is allocatable and given to the next pod.
+func TestFakeGPUHealth(t *testing.T) {
+	ctx := context.Background()
+	cs := client(t)
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("nodes: %v (%d)", err, len(nodes.Items))
+	}
+	nodeName := nodes.Items[0].Name
+	fake := &device.Fake{Count: fakeGPUs, Dir: filepath.Join(cci.DataDir, "agent", "devices")}
+	bad := fake.UnhealthyFile(1)
+	gpus := func(want int64) func() (bool, string) {
+		return func() (bool, string) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			c, a := n.Status.Capacity[device.NVIDIAGPU], n.Status.Allocatable[device.NVIDIAGPU]
+			return c.Value() == fakeGPUs && a.Value() == want, fmt.Sprintf("capacity %s allocatable %s", c.String(), a.String())
+		}
+	}
+	nodeEvent := func(reason, substr string) func() (bool, string) {
+		return func() (bool, string) {
+			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + nodeName + ",reason=" + reason})
+			if err != nil {
+				return false, err.Error()
+			}
+			var msgs []string
+			for _, e := range evs.Items {
+				if strings.Contains(e.Message, substr) {
+					return true, e.Message
+				}
+				msgs = append(msgs, e.Message)
+			}
+			return false, fmt.Sprintf("%d %s events: %q", len(evs.Items), reason, msgs)
+		}
+	}
+	t.Cleanup(func() {
+		os.Remove(bad)
+		waitFor(t, 30*time.Second, "every fake GPU allocatable again", gpus(fakeGPUs))
+	})
+
+	// Written whole, then renamed into place: the agent never reads half a reason.
+	tmp := filepath.Join(fake.Dir, "reason.tmp")
+	if err := os.WriteFile(tmp, []byte("XID 79 (e2e)"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, bad); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "allocatable nvidia.com/gpu down by one", gpus(fakeGPUs-1))
+	waitFor(t, 30*time.Second, "a DeviceUnhealthy event on the node", nodeEvent("DeviceUnhealthy", device.FakeID(1)+" is unhealthy (XID 79 (e2e))"))
+
+	idle := visibleGPUs + "; sleep 3600"
+	createPod(t, "default", gpuPod("gpu-beside", 2, idle))
+	t.Cleanup(func() { kubectl(t, "delete", "pod", "gpu-beside", "--wait=true") })
+	waitRunning(t, "default", "app=gpu-beside", 1, 90*time.Second)
+	if got := strings.TrimSpace(execOut(t, "default", "gpu-beside", "sh", "-c", visibleGPUs)); got != "nvidia0 nvidia2 visible=GPU-fake-0000,GPU-fake-0002" {
+		t.Fatalf("gpu-beside sees %q, want the two healthy GPUs 0 and 2", got)
+	}
+	waitFor(t, 30*time.Second, "cci pool list --gpus showing the holder and the failed GPU", func() (bool, string) {
+		out, err := exec.Command(cci.Bin, "pool", "list", "--gpus", "--kubeconfig", cci.Kubeconfig).CombinedOutput()
+		if err != nil {
+			return false, fmt.Sprintf("%v: %s", err, out)
+		}
+		lines := strings.Split(string(out), "\n")
+		has := func(fields ...string) bool {
+			for _, l := range lines {
+				if f := strings.Fields(l); len(f) > 6 && f[1] == nodeName && slices.Equal(f[2:4], fields[:2]) && strings.Contains(l, fields[2]) {
+					return true
+				}
+			}
+			return false
+		}
+		return has("0", device.FakeID(0), "default/gpu-beside") && has("1", device.FakeID(1), "unhealthy: XID 79 (e2e)") && has("2", device.FakeID(2), "default/gpu-beside"), string(out)
+	})
+
+	if err := os.Remove(bad); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "allocatable nvidia.com/gpu back to all", gpus(fakeGPUs))
+	waitFor(t, 30*time.Second, "a DeviceHealthy event on the node", nodeEvent("DeviceHealthy", device.FakeID(1)+" is healthy again"))
+	createPod(t, "default", gpuPod("gpu-healed", 1, idle))
+	t.Cleanup(func() { kubectl(t, "delete", "pod", "gpu-healed", "--wait=true") })
+	waitRunning(t, "default", "app=gpu-healed", 1, 90*time.Second)
+	if got := strings.TrimSpace(execOut(t, "default", "gpu-healed", "sh", "-c", visibleGPUs)); got != "nvidia1 visible=GPU-fake-0001" {
+		t.Fatalf("gpu-healed sees %q, want GPU 1, healthy again and the only free one", got)
 	}
 }
 
