@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,12 @@ func colorScript(color string) string {
 // pods answer with their color.
 func colorApp(t *testing.T, ns, color string) {
 	t.Helper()
+	app(t, ns, color, colorScript(color))
+}
+
+// app makes a Deployment and a Service web-<color> (port 80) running script.
+func app(t *testing.T, ns, color, script string) {
+	t.Helper()
 	ctx := context.Background()
 	kc := client(t)
 	one := int32(1)
@@ -64,7 +71,7 @@ func colorApp(t *testing.T, ns, color string) {
 			Template: v1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: v1.PodSpec{TerminationGracePeriodSeconds: &grace, Containers: []v1.Container{{
-					Name: "web", Image: image(testimage.Shell), Command: []string{"sh", "-c", colorScript(color)},
+					Name: "web", Image: image(testimage.Shell), Command: []string{"sh", "-c", script},
 					Ports: []v1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 				}}},
 			},
@@ -432,4 +439,107 @@ func controlPlaneMetrics(t *testing.T) string {
 		t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// cciRelease runs `cci release` as the admin.
+func cciRelease(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cci.Bin, append(append([]string{"release"}, args...), "--data-dir", cci.DataDir)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cci release %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// deployments answering: the pods answer with their names (web-blue-…).
+func byDeployment(got map[string]int) map[string]int {
+	out := map[string]int{}
+	for body, n := range got {
+		switch {
+		case strings.HasPrefix(body, "web-blue-"):
+			out["web-blue"] += n
+		case strings.HasPrefix(body, "web-green-"):
+			out["web-green"] += n
+		default:
+			out[body] += n
+		}
+	}
+	return out
+}
+
+// cci release: start makes the candidate and waits until it is Ready
+// before it gets any traffic; shift 30 sends 30 % (±5 % of 1,000
+// requests); promote sends everything to it and scales the old one down;
+// a second start followed by abort sends everything back at once.
+func TestGatewayRelease(t *testing.T) {
+	ns := testNamespace(t)
+	gc := gatewayClient(t, cci.Kubeconfig)
+	kc := client(t)
+	app(t, ns, "blue", whoamiScript)
+	port := cluster.PickPort(func(p int) bool { return cluster.TCPFree("0.0.0.0", p) })
+	mustTenantKubectl(t, cci.Kubeconfig, fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: %[1]s}
+spec:
+  gatewayClassName: cci
+  listeners: [{name: http, protocol: HTTP, port: %[2]d}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: %[1]s}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: web-blue, port: 80}]}]
+`, ns, port), "apply", "-f", "-")
+	addr := net.JoinHostPort(waitGateway(t, gc, ns, "web"), strconv.Itoa(port))
+	waitFor(t, 90*time.Second, "web-blue answers through "+addr, func() (bool, string) {
+		got := byDeployment(tally(addr, "web.example", "/", 5))
+		return got["web-blue"] == 5, fmt.Sprint(got)
+	})
+
+	out := cciRelease(t, "start", "web", "-n", ns, "--image", image(testimage.Shell))
+	t.Logf("cci release start:\n%s", out)
+	d, err := kc.AppsV1().Deployments(ns).Get(context.Background(), "web-green", metav1.GetOptions{})
+	if err != nil || d.Status.ReadyReplicas != 1 {
+		t.Fatalf("after start, web-green: %v %+v", err, d.Status)
+	}
+	if got := byDeployment(tally(addr, "web.example", "/", 20)); got["web-blue"] != 20 {
+		t.Errorf("after start (weight 0): %v, want every request on web-blue", got)
+	}
+
+	cciRelease(t, "shift", "web", "30", "-n", ns)
+	waitFor(t, 30*time.Second, "web-green takes part of the traffic", func() (bool, string) {
+		got := byDeployment(tally(addr, "web.example", "/", 20))
+		return got["web-green"] > 0, fmt.Sprint(got)
+	})
+	got := byDeployment(tally(addr, "web.example", "/", 1000))
+	t.Logf("shift 30, 1000 requests: %v", got)
+	if got["web-green"] < 250 || got["web-green"] > 350 || got["web-blue"]+got["web-green"] != 1000 {
+		t.Errorf("shift 30: %v, want 300 ± 50 on web-green of 1000", got)
+	}
+
+	cciRelease(t, "promote", "web", "-n", ns, "--delay", "0s")
+	if got := byDeployment(tally(addr, "web.example", "/", 50)); got["web-green"] != 50 {
+		t.Errorf("after promote: %v, want every request on web-green", got)
+	}
+	if d, _ := kc.AppsV1().Deployments(ns).Get(context.Background(), "web-blue", metav1.GetOptions{}); d == nil || *d.Spec.Replicas != 0 {
+		t.Errorf("after promote the old Deployment web-blue is not scaled to 0")
+	}
+
+	cciRelease(t, "start", "web", "-n", ns, "--image", image(testimage.Shell))
+	cciRelease(t, "shift", "web", "50", "-n", ns)
+	waitFor(t, 30*time.Second, "the new candidate web-blue takes part of the traffic", func() (bool, string) {
+		got := byDeployment(tally(addr, "web.example", "/", 20))
+		return got["web-blue"] > 0, fmt.Sprint(got)
+	})
+	cciRelease(t, "abort", "web", "-n", ns, "--delay", "0s")
+	if got := byDeployment(tally(addr, "web.example", "/", 50)); got["web-green"] != 50 {
+		t.Errorf("after abort: %v, want every request back on web-green", got)
+	}
+	rt, err := gc.GatewayV1().HTTPRoutes(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil || rt.Annotations["release.cci.io/candidate"] != "" || rt.Annotations["release.cci.io/stable"] != "web-green" {
+		t.Errorf("route annotations after abort: %v %v", rt.Annotations, err)
+	}
 }
