@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -255,6 +256,25 @@ func (c *Controller) sync(ctx context.Context) error {
 	if err := c.dp.Set(tables); err != nil {
 		errs = append(errs, err)
 	}
+	// A Gateway whose address is this host's is served on it directly.
+	direct := map[string]int{}
+	local := localAddrs()
+	for _, st := range gws {
+		svc := c.service(ServiceName(st.gw.Namespace, st.gw.Name))
+		if !st.accepted || svc == nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
+			continue
+		}
+		ip, err := netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		if err != nil || !local[ip] {
+			continue
+		}
+		for port, proxyPort := range st.proxy {
+			if proxyPort != 0 {
+				direct[netip.AddrPortFrom(ip, uint16(port)).String()] = proxyPort
+			}
+		}
+	}
+	c.dp.SetDirect(direct)
 	c.pruneServices(ctx, gws)
 
 	for _, st := range gws {
@@ -868,4 +888,21 @@ func (c *Controller) writeRouteStatus(ctx context.Context, r *gatewayv1.HTTPRout
 		return fmt.Errorf("HTTPRoute %s/%s status: %w", r.Namespace, r.Name, err)
 	}
 	return nil
+}
+
+// localAddrs are this host's addresses.
+func localAddrs() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out[ip.Unmap()] = true
+			}
+		}
+	}
+	return out
 }

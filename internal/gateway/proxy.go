@@ -36,6 +36,14 @@ type Dataplane struct {
 
 	mu        sync.Mutex
 	listeners map[int]*listener
+	// direct are the sockets on Gateways' own addresses (addr:port →
+	// server), see SetDirect.
+	direct map[string]*directServer
+}
+
+type directServer struct {
+	proxyPort int
+	srv       *http.Server
 }
 
 type listener struct {
@@ -59,6 +67,7 @@ func NewDataplane(addr string, log, access *slog.Logger) *Dataplane {
 		addr: addr, log: log, access: access,
 		h1: h1, h2c: h2c,
 		listeners: map[int]*listener{},
+		direct:    map[string]*directServer{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cci_gateway_requests_total",
 			Help: "Requests through the Gateway API data plane, by HTTPRoute, backend and status code.",
@@ -101,6 +110,12 @@ func (d *Dataplane) Set(tables map[int]*Table) error {
 	for port, l := range d.listeners {
 		if _, ok := tables[port]; !ok {
 			delete(d.listeners, port)
+			for a, ds := range d.direct {
+				if ds.proxyPort == port {
+					ds.srv.Close()
+					delete(d.direct, a)
+				}
+			}
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
@@ -136,6 +151,50 @@ func (d *Dataplane) Close() {
 	for port, l := range d.listeners {
 		l.srv.Close()
 		delete(d.listeners, port)
+	}
+	for a, ds := range d.direct {
+		ds.srv.Close()
+		delete(d.direct, a)
+	}
+}
+
+// SetDirect makes each proxy port's table also answer on a Gateway's own
+// address and port (want: "ip:port" → proxy port), for addresses of this
+// host. Traffic to them then reaches the proxy without the service
+// proxy's rules (which other kube-proxies in the same network namespace
+// may rewrite, and which cost a hop); the Service stays, for the
+// address's bookkeeping and for addresses routed to other hosts. An
+// address that cannot be bound is left to the service proxy and tried
+// again on the next call.
+func (d *Dataplane) SetDirect(want map[string]int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for a, ds := range d.direct {
+		if p, ok := want[a]; !ok || p != ds.proxyPort || d.listeners[p] == nil {
+			ds.srv.Close()
+			delete(d.direct, a)
+		}
+	}
+	for a, p := range want {
+		l := d.listeners[p]
+		if _, ok := d.direct[a]; ok || l == nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			d.log.Debug("gateway address not bound; the service proxy carries it", "address", a, "err", err)
+			continue
+		}
+		var pr http.Protocols
+		pr.SetHTTP1(true)
+		pr.SetUnencryptedHTTP2(true)
+		srv := &http.Server{Handler: l, Protocols: &pr, ReadHeaderTimeout: 30 * time.Second}
+		d.direct[a] = &directServer{proxyPort: p, srv: srv}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Warn("gateway address socket stopped", "address", a, "err", err)
+			}
+		}()
 	}
 }
 

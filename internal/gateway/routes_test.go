@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -250,6 +251,25 @@ func TestProxy(t *testing.T) {
 	}
 	if _, body := get("/"); body != "blue /  shop.example" {
 		t.Errorf("GET /: %q", body)
+	}
+	// The same table on a Gateway's own address, bound directly.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := ln.Addr().String()
+	ln.Close()
+	dp.SetDirect(map[string]int{direct: port})
+	req, _ := http.NewRequest("GET", "http://"+direct+"/", nil)
+	req.Host = "shop.example"
+	if resp, err := client.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("GET / on the direct address %s: %v %v", direct, resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	dp.SetDirect(nil)
+	if _, err := client.Do(req); err == nil {
+		t.Errorf("the direct address %s still answers after SetDirect(nil)", direct)
 	}
 	resp, body := get("/old/page")
 	if body != "blue /new/page yes rewritten.example" || resp.Header.Get("X-Remove") != "" || resp.Header.Get("X-Set") != "1" {

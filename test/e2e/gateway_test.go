@@ -240,6 +240,8 @@ spec:
 		var failures []string
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
+		stopClients := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		defer stopClients()
 		for range 4 {
 			wg.Add(1)
 			go func() {
@@ -280,8 +282,7 @@ spec:
 		if got := tally(addr, "shop.example", "/", 100); got["green"] != 100 {
 			t.Errorf("weights 0/100: %v, want 100 green", got)
 		}
-		close(stop)
-		wg.Wait()
+		stopClients()
 		t.Logf("%d requests from 4 clients during the shifts, %d failed", sent.Load(), failed.Load())
 		if failed.Load() != 0 {
 			t.Errorf("%d of %d requests failed during the shifts: %v", failed.Load(), sent.Load(), failures[:min(len(failures), 10)])
