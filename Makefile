@@ -48,6 +48,7 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	exit $$rc
 
 test-unit: ## unit and component tests only
+	go generate ./internal/gateway/crds
 	go test -count=1 $$(go list ./... | grep -v '/test/')
 
 test-e2e: ## end-to-end tests against a real `cci up` (and the console in Chromium)
