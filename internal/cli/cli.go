@@ -38,7 +38,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), deviceCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd(), connectCmd())
+	root.AddCommand(withPprof(upCmd()), withPprof(serverCmd()), withSimulate(withPprof(agentCmd())), imageCmd(), hostCmd(), tenantCmd(), poolCmd(), deviceCmd(), usageCmd(), versionCmd(), benchCmd(), etcdCmd(), kubeProxyCmd(), connectCmd(), releaseCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		if errors.Is(err, agent.ErrNodeDeleted) {

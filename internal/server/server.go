@@ -10,7 +10,9 @@
 //	pki, kubeconfigs ─► etcd (ready notify) ─► registry (listening)
 //	    ─► kube-apiserver (/readyz) ─► RBAC for agents ─► RuntimeClasses
 //	    ─► StorageClasses, CSIDriver, access-mode policy (storage.go)
-//	    ─► load-balancer controller (bg), service check (bg)
+//	    ─► load-balancer controller (bg)
+//	    ─► Gateway API CRDs, GatewayClass cci ─► gateway controller (bg)
+//	    ─► service check (bg)
 //	    ─► kube-dns Service, CoreDNS (internal/dns), its EndpointSlice
 //	    ─► Tenant CRD ─► isolation controller (bg) ─► endpoint guard (bg)
 //	    ─► tenant controller (synced)
@@ -60,9 +62,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/tools/cache"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/cci-project/cci/internal/dns"
 	"github.com/cci-project/cci/internal/endpointguard"
+	"github.com/cci-project/cci/internal/gateway"
+	gatewaycrds "github.com/cci-project/cci/internal/gateway/crds"
 	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/loadbalancer"
 	"github.com/cci-project/cci/internal/pki"
@@ -272,6 +277,12 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Background("load-balancer controller", func(ctx context.Context) error {
 			return loadbalancer.New(cp.admin, loadbalancer.Config{Pool: cp.lbPool, Log: cp.log.With("component", "elb")}).Run(ctx, 1)
 		}),
+		// Gateway API: the standard CRDs, GatewayClass cci, and the
+		// controller whose gateways take addresses from the same pool.
+		supervisor.Step("gateway API", cp.installGatewayAPI),
+		supervisor.Background("gateway controller", func(ctx context.Context) error {
+			return gateway.NewController(cp.admin, cp.gatewayClient, cp.gateway, cp.log.With("component", "gateway")).Run(ctx)
+		}),
 		supervisor.Background("service check", func(ctx context.Context) error {
 			return servicecheck.New(cp.admin, cp.log.With("component", "service-check")).Run(ctx)
 		}),
@@ -344,6 +355,10 @@ type controlPlane struct {
 	metering     *meteringParts     // by "usage API"
 	pools        *pool.Controller
 	metricsPort  int // by "metrics API"
+	// gateway is the Gateway API data plane (the HTTP proxy), whose
+	// metrics the control plane serves.
+	gateway       *gateway.Dataplane
+	gatewayClient gatewayclient.Interface
 }
 
 // newControlPlane checks the configuration, makes or loads the PKI and
@@ -405,6 +420,16 @@ func newControlPlane(cfg Config) (*controlPlane, error) {
 		return nil, err
 	}
 	cp.pools = pool.NewController(cp.admin, cp.log.With("component", "pools"))
+	if cp.gatewayClient, err = gatewayclient.NewForConfig(cp.rest); err != nil {
+		return nil, err
+	}
+	access, err := os.OpenFile(filepath.Join(cp.logDir, "gateway-access.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("gateway access log: %w", err)
+	}
+	// The proxy listens on the advertise address: the address every
+	// host's service proxy reaches the control plane at.
+	cp.gateway = gateway.NewDataplane(cfg.AdvertiseAddress, cp.log.With("component", "gateway"), slog.New(slog.NewJSONHandler(access, nil)))
 	keys, err := registry.LoadKeys(registry.AuthDir(dataDir))
 	if err != nil {
 		return nil, err
@@ -522,10 +547,19 @@ func (cp *controlPlane) setupMetering(ctx context.Context) error {
 	// metrics API, not Prometheus text.
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(pool.NewCollector(cp.pools.Summaries))
+	promReg.MustRegister(cp.gateway.Collectors()...)
 	mp.endpoint.Metrics = promhttp.HandlerFor(promReg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn)})
 	cp.metering = mp
 	cp.info.UsageURL = mp.url
 	return nil
+}
+
+// installGatewayAPI installs the Gateway API CRDs and GatewayClass cci.
+func (cp *controlPlane) installGatewayAPI(ctx context.Context) error {
+	if err := gatewaycrds.Install(ctx, cp.rest); err != nil {
+		return err
+	}
+	return gateway.EnsureClass(ctx, cp.admin, cp.gatewayClient)
 }
 
 func (cp *controlPlane) runControllerManager(ctx context.Context) error {

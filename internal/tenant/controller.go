@@ -41,6 +41,10 @@ var Rules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: allVerbs},
 	{APIGroups: []string{"autoscaling"}, Resources: []string{"horizontalpodautoscalers"}, Verbs: allVerbs},
 	{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: allVerbs},
+	// Gateway API in its own namespace only (a Role): a Gateway of class
+	// cci gets an address of the load-balancer pool; a route reaches
+	// another namespace's Service only where a ReferenceGrant there says so.
+	{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways", "httproutes", "grpcroutes", "referencegrants"}, Verbs: allVerbs},
 	// Read only: a tenant sees its quota and defaults (the console's
 	// overview, kubectl describe quota) but cannot change them.
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas", "limitranges"}, Verbs: []string{"get", "list", "watch"}},
