@@ -70,15 +70,20 @@ func run(m *testing.M) int {
 	}
 	cci = cluster.New(bin, work, slot)
 	// CCI_CONFORMANCE_HOSTS=3: the suite on `cci up --hosts 3`, for the
-	// specs that need several schedulable nodes.
+	// specs that need several schedulable nodes. One host by default, in a
+	// network namespace of its own: its service proxy then owns its
+	// iptables chains, and the suite runs beside test/e2e's cluster (two
+	// kube-proxies in one network namespace rewrite each other's chains).
+	hosts := 1
 	if v := os.Getenv("CCI_CONFORMANCE_HOSTS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			fmt.Fprintf(os.Stderr, "CCI_CONFORMANCE_HOSTS=%q: want a number of hosts\n", v)
 			return 1
 		}
-		cci.WithHosts(n, slot)
+		hosts = n
 	}
+	cci.WithHosts(hosts, slot)
 	cci.Prepare()
 	defer cci.Cleanup()
 	if _, err := cci.Start(); err != nil {
