@@ -70,6 +70,7 @@ import (
 	"github.com/cci-project/cci/internal/containment"
 	"github.com/cci-project/cci/internal/device"
 	"github.com/cci-project/cci/internal/evs"
+	"github.com/cci-project/cci/internal/rclone"
 	"github.com/cci-project/cci/internal/netpol"
 	"github.com/cci-project/cci/internal/network"
 	"github.com/cci-project/cci/internal/overlay"
@@ -685,7 +686,11 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			Log:                  a.log,
 			TrustBundles:         a.trustBundles,
 			PodCertificates:      a.podCerts,
-			Claims:               &evs.Host{Node: a.cfg.NodeName, Pool: a.evs},
+			Claims: &claimVolumes{
+				evs:    &evs.Host{Node: a.cfg.NodeName, Pool: a.evs},
+				remote: &rclone.Mounter{Dir: filepath.Join(a.cfg.DataDir, "remote-volumes")},
+				kube:   a.kube,
+			},
 			PodPidsLimit:         a.cfg.PodMaxPids,
 			ContainerLogMaxSize:  logMax,
 			ContainerLogMaxFiles: a.cfg.ContainerLogMaxFiles,
