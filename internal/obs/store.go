@@ -193,7 +193,6 @@ func bucketExists(err error) bool {
 	return strings.Contains(s, "BucketAlreadyOwnedByYou") || strings.Contains(s, "BucketAlreadyExists") || strings.Contains(s, "already")
 }
 
-
 // DeleteBucket removes a bucket with everything in it; a bucket that is
 // gone is no error. The backend refuses to remove a bucket that holds
 // objects (S3's rule for clients), so CCI, which owns the bucket's life,

@@ -64,10 +64,22 @@ func TestStoreTenants(t *testing.T) {
 		t.Fatalf("got %q, want hello", body)
 	}
 	for name, call := range map[string]func() error{
-		"get":    func() error { _, err := cb.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("pvc-one"), Key: aws.String("dir/hello.txt")}); return err },
-		"put":    func() error { _, err := cb.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("pvc-one"), Key: aws.String("x"), Body: strings.NewReader("x")}); return err },
-		"list":   func() error { _, err := cb.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("pvc-one")}); return err },
-		"create": func() error { _, err := cb.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("mine")}); return err },
+		"get": func() error {
+			_, err := cb.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("pvc-one"), Key: aws.String("dir/hello.txt")})
+			return err
+		},
+		"put": func() error {
+			_, err := cb.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("pvc-one"), Key: aws.String("x"), Body: strings.NewReader("x")})
+			return err
+		},
+		"list": func() error {
+			_, err := cb.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("pvc-one")})
+			return err
+		},
+		"create": func() error {
+			_, err := cb.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("mine")})
+			return err
+		},
 	} {
 		var apiErr smithy.APIError
 		if err := call(); !errors.As(err, &apiErr) || apiErr.ErrorCode() != "AccessDenied" {

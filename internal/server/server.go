@@ -66,14 +66,14 @@ import (
 	"github.com/cci-project/cci/internal/dns"
 	"github.com/cci-project/cci/internal/endpointguard"
 	"github.com/cci-project/cci/internal/evs"
-	"github.com/cci-project/cci/internal/obs"
-	"github.com/cci-project/cci/internal/sfs"
 	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/loadbalancer"
+	"github.com/cci-project/cci/internal/obs"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/servicecheck"
+	"github.com/cci-project/cci/internal/sfs"
 	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/tenant"
 )
@@ -375,7 +375,7 @@ type controlPlane struct {
 	pools        *pool.Controller
 	obs          *obs.Store  // the object store of cci-obs
 	sfs          *sfs.Server // the file server of cci-sfs
-	metricsPort  int // by "metrics API"
+	metricsPort  int         // by "metrics API"
 }
 
 // newControlPlane checks the configuration, makes or loads the PKI and
