@@ -208,3 +208,6 @@ func (s *Store) DeleteBucket(name string) error {
 	}
 	return nil
 }
+
+// BucketDir is the folder that holds a bucket's objects.
+func (s *Store) BucketDir(name string) string { return filepath.Join(s.dir, "buckets", name) }

@@ -13,7 +13,6 @@
 package rclone
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,7 +96,10 @@ func (m *Mounter) Stage(ctx context.Context, r Remote) (string, error) {
 	}
 	// The staged folder itself is reached by the pods' bind mounts only.
 	_ = os.Chmod(dir, 0o755)
-	env := os.Environ()
+	// Only what rclone needs: the host's own AWS_* or proxy settings
+	// (AWS_CA_BUNDLE, AWS_PROFILE …) must not change how it reaches the
+	// volume.
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + m.Dir}
 	pfx := "RCLONE_CONFIG_CCI_"
 	env = append(env, pfx+"TYPE="+r.Type)
 	for k, v := range r.Options {
@@ -125,10 +127,10 @@ func (m *Mounter) Stage(ctx context.Context, r Remote) (string, error) {
 	// Its own session: neither the agent's signals nor its process
 	// group's end reach it.
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// No pipes: the daemon would hold them open and Run would wait for
+	// it. What rclone says goes to its log file.
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("rclone mount of volume %q: %w: %s%s", r.Name, err, out.String(), tail(logFile))
+		return "", fmt.Errorf("rclone mount of volume %q: %w%s", r.Name, err, tail(logFile))
 	}
 	// `--daemon` returns once the daemon runs; the mount follows.
 	deadline := time.Now().Add(30 * time.Second)
