@@ -98,8 +98,9 @@ func (c *claimVolumes) remoteOf(ctx context.Context, pv *v1.PersistentVolume) (r
 		Name:    pv.Name,
 		Type:    "webdav",
 		Options: map[string]string{"url": attrs[sfs.EndpointAttribute], "vendor": "other", "user": id, "pass": pass},
-		// Writes go to the server as they come: a write past the
-		// volume's size fails in the pod, not later in an upload.
+		// The close of a written file waits for its upload (the
+		// cached modes upload after the close): a file past the
+		// volume's size fails in the pod, not later in the background.
 		CacheMode: "off",
 	}, nil
 }

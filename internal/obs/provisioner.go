@@ -89,17 +89,17 @@ func EnsureSecret(ctx context.Context, kube kubernetes.Interface, store *Store, 
 	if err != nil {
 		return err
 	}
-	want := map[string]string{
-		"AWS_ACCESS_KEY_ID":     c.AccessKeyID,
-		"AWS_SECRET_ACCESS_KEY": c.SecretAccessKey,
-		"AWS_ENDPOINT_URL":      store.Endpoint,
-		"AWS_REGION":            Region,
+	want := map[string][]byte{
+		"AWS_ACCESS_KEY_ID":     []byte(c.AccessKeyID),
+		"AWS_SECRET_ACCESS_KEY": []byte(c.SecretAccessKey),
+		"AWS_ENDPOINT_URL":      []byte(store.Endpoint),
+		"AWS_REGION":            []byte(Region),
 	}
 	s, err := kube.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		s = &v1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: SecretName, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "cci"}},
-			StringData: want,
+			Data:       want,
 		}
 		_, err = kube.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -112,14 +112,19 @@ func EnsureSecret(ctx context.Context, kube kubernetes.Interface, store *Store, 
 	}
 	same := true
 	for k, v := range want {
-		if string(s.Data[k]) != v {
+		if string(s.Data[k]) != string(v) {
 			same = false
 		}
 	}
 	if same {
 		return nil
 	}
-	s.StringData = want
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	for k, v := range want {
+		s.Data[k] = v
+	}
 	if _, err := kube.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update Secret %s/%s: %w", ns, SecretName, err)
 	}

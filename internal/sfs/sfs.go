@@ -8,8 +8,9 @@
 // internal/evs), so the size is a real limit (ENOSPC past it), and serves
 // it over WebDAV (golang.org/x/net/webdav) with the tenant's storage keys
 // as its password; every agent mounts it with rclone's FUSE client
-// (internal/rclone) once per host, writes streamed to the server (rclone
-// --vfs-cache-mode off) so that a write past the size fails in the pod.
+// (internal/rclone) once per host, uncached (rclone --vfs-cache-mode
+// off: the close of a written file waits for its upload) so that a file
+// past the size fails in the pod.
 //
 //	claim ─► provisioner (control plane): disk made and mounted under
 //	         <data>/sfs/staged/<pv>; the tenant's keys in its Secret
