@@ -32,6 +32,9 @@ declare -A PKGS=(
   [mkfs.xfs]=xfsprogs
   [xfs_growfs]=xfsprogs
   [mkfs.ext4]=e2fsprogs
+  # cci-obs buckets and cci-sfs file systems, mounted into pods with FUSE (internal/rclone)
+  [rclone]=rclone
+  [fusermount3]=fuse3
   # the web console's build (console/) and its browser test (test/console)
   [npm]=npm
   [chromium]=chromium

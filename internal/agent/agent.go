@@ -75,6 +75,7 @@ import (
 	"github.com/cci-project/cci/internal/overlay"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
+	"github.com/cci-project/cci/internal/rclone"
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
@@ -671,29 +672,33 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 	mux := http.NewServeMux()
 	vk, err := nodeutil.NewNode(a.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		rt, err := runtime.New(ctx, runtime.Config{
-			NodeName:             a.cfg.NodeName,
-			HostIP:               a.cfg.NodeIP,
-			StateDir:             filepath.Join(a.cfg.DataDir, "agent"),
-			InsecureRegistries:   a.insecure,
-			RegistryMirrors:      a.mirrors,
-			RegistryCredentials:  a.registryCredentials(),
-			ClusterDNS:           a.cfg.ClusterDNS,
-			Allocatable:          a.nodeSpec.Status.Allocatable.DeepCopy(),
-			Runsc:                runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
-			Containerd:           a.ctrd,
-			Devices:              a.devices,
-			AdjustNode:           func(n *v1.Node) { withDeviceResources(n, a.devices) },
-			Network:              a.netMgr,
-			Addresses:            podAddresses{a},
-			Kube:                 a.kube,
-			ConfigMaps:           pc.ConfigMaps,
-			Secrets:              pc.Secrets,
-			Services:             pc.Services,
-			Recorder:             a.recorder,
-			Log:                  a.log,
-			TrustBundles:         a.trustBundles,
-			PodCertificates:      a.podCerts,
-			Claims:               &evs.Host{Node: a.cfg.NodeName, Pool: a.evs},
+			NodeName:            a.cfg.NodeName,
+			HostIP:              a.cfg.NodeIP,
+			StateDir:            filepath.Join(a.cfg.DataDir, "agent"),
+			InsecureRegistries:  a.insecure,
+			RegistryMirrors:     a.mirrors,
+			RegistryCredentials: a.registryCredentials(),
+			ClusterDNS:          a.cfg.ClusterDNS,
+			Allocatable:         a.nodeSpec.Status.Allocatable.DeepCopy(),
+			Runsc:               runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
+			Containerd:          a.ctrd,
+			Devices:             a.devices,
+			AdjustNode:          func(n *v1.Node) { withDeviceResources(n, a.devices) },
+			Network:             a.netMgr,
+			Addresses:           podAddresses{a},
+			Kube:                a.kube,
+			ConfigMaps:          pc.ConfigMaps,
+			Secrets:             pc.Secrets,
+			Services:            pc.Services,
+			Recorder:            a.recorder,
+			Log:                 a.log,
+			TrustBundles:        a.trustBundles,
+			PodCertificates:     a.podCerts,
+			Claims: &claimVolumes{
+				evs:    &evs.Host{Node: a.cfg.NodeName, Pool: a.evs},
+				remote: &rclone.Mounter{Dir: filepath.Join(a.cfg.DataDir, "remote-volumes")},
+				kube:   a.kube,
+			},
 			PodPidsLimit:         a.cfg.PodMaxPids,
 			ContainerLogMaxSize:  logMax,
 			ContainerLogMaxFiles: a.cfg.ContainerLogMaxFiles,

@@ -91,6 +91,8 @@ func addServerFlags(cmd *cobra.Command, c *server.Config) {
 	f.StringVar(&c.WebhookAddr, "webhook-addr", "127.0.0.1:0", "address of the tenant admission webhook the apiserver calls (port 0: chosen once, then kept)")
 	f.IntVar(&c.UsagePort, "usage-port", 0, "HTTPS port of the usage endpoint (default: api-port + 1)")
 	f.IntVar(&c.ConsolePort, "console-port", 0, "HTTPS port of the web console (default: api-port + 2; -1: no console)")
+	f.IntVar(&c.ObjectStorePort, "object-store-port", 0, "port of the object store's S3 API (cci-obs buckets) on the bind address (default: api-port + 3)")
+	f.IntVar(&c.FileStorePort, "file-store-port", 0, "port of the cci-sfs file server (WebDAV) on the bind address (default: api-port + 4)")
 	f.StringVar(&c.PriceTable, "price-table", "", "YAML or JSON price table: currency, perCoreSecond, perGiBSecond, perGPUSecond (default: built-in prices)")
 	f.IntVar(&c.MetricsPort, "metrics-port", 0, "HTTPS port of the metrics API (metrics-server) on the advertise address (default: a free port)")
 	f.StringVar(&c.FlannelBackend, "flannel-backend", "vxlan", "pod network between hosts: vxlan, host-gw (hosts on one L2 segment), wireguard-native (encrypted) or none")

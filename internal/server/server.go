@@ -9,7 +9,9 @@
 //
 //	pki, kubeconfigs ─► etcd (ready notify) ─► registry (listening)
 //	    ─► kube-apiserver (/readyz) ─► RBAC for agents ─► RuntimeClasses
-//	    ─► StorageClasses, CSIDriver, access-mode policy (storage.go)
+//	    ─► StorageClasses, CSIDrivers, access-mode policy (storage.go)
+//	    ─► object store (listening), cci-obs provisioner (bg),
+//	       cci-sfs file server (bg), cci-sfs provisioner (bg)
 //	    ─► load-balancer controller (bg)
 //	    ─► Gateway API CRDs, GatewayClass cci ─► gateway controller (bg)
 //	    ─► service check (bg)
@@ -66,14 +68,17 @@ import (
 
 	"github.com/cci-project/cci/internal/dns"
 	"github.com/cci-project/cci/internal/endpointguard"
+	"github.com/cci-project/cci/internal/evs"
 	"github.com/cci-project/cci/internal/gateway"
 	gatewaycrds "github.com/cci-project/cci/internal/gateway/crds"
 	"github.com/cci-project/cci/internal/isolation"
 	"github.com/cci-project/cci/internal/loadbalancer"
+	"github.com/cci-project/cci/internal/obs"
 	"github.com/cci-project/cci/internal/pki"
 	"github.com/cci-project/cci/internal/pool"
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/servicecheck"
+	"github.com/cci-project/cci/internal/sfs"
 	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/tenant"
 )
@@ -118,6 +123,13 @@ type Config struct {
 	// ConsolePort is the HTTPS port of the web console (internal/console)
 	// on BindAddress. Default APIPort+2; negative: no console.
 	ConsolePort int `json:"consolePort"`
+	// ObjectStorePort is the port of the object store's S3 API (cci-obs)
+	// on BindAddress; hosts, pods and S3 clients reach it at
+	// http://<AdvertiseAddress>:<port>. Default APIPort+3.
+	ObjectStorePort int `json:"objectStorePort"`
+	// FileStorePort is the port of the cci-sfs file server (WebDAV) on
+	// BindAddress; hosts reach it at AdvertiseAddress. Default APIPort+4.
+	FileStorePort int `json:"fileStorePort"`
 	// PriceTable is a YAML or JSON file of prices (see metering.Prices). Default: built-in prices.
 	PriceTable string `json:"priceTable"`
 	// MetricsPort is the metrics API's (the embedded metrics-server's) HTTPS
@@ -197,6 +209,19 @@ func (c *Config) Default() {
 	if c.ConsolePort == 0 {
 		c.ConsolePort = c.APIPort + 2
 	}
+	if c.ObjectStorePort == 0 {
+		c.ObjectStorePort = c.APIPort + 3
+	}
+	if c.FileStorePort == 0 {
+		c.FileStorePort = c.APIPort + 4
+	}
+	// The object store changes the process's working directory
+	// (obs.Open): every path must be absolute before it starts.
+	if c.PriceTable != "" {
+		if abs, err := filepath.Abs(c.PriceTable); err == nil {
+			c.PriceTable = abs
+		}
+	}
 	if len(c.LBPool) == 0 {
 		c.LBPool = []string{c.AdvertiseAddress}
 	}
@@ -272,6 +297,12 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Step("class reader RBAC", func(ctx context.Context) error { return ensureClassReaderRBAC(ctx, cp.admin) }),
 		supervisor.Step("runtime classes", func(ctx context.Context) error { return ensureRuntimeClasses(ctx, cp.admin) }),
 		supervisor.Step("storage classes", func(ctx context.Context) error { return ensureStorage(ctx, cp.admin) }),
+		supervisor.Service("object store", supervisor.Probed(cp.obs.Run, cp.obs.Ready)),
+		supervisor.Background("cci-obs provisioner", func(ctx context.Context) error {
+			return obs.Run(ctx, cp.admin, cp.obs, cp.log.With("component", "obs"))
+		}),
+		supervisor.Background("cci-sfs file server", cp.sfs.Run),
+		supervisor.Background("cci-sfs provisioner", func(ctx context.Context) error { return sfs.Run(ctx, cp.admin, cp.sfs) }),
 		supervisor.Step("network settings", func(ctx context.Context) error { return ensureNetworkConfig(ctx, cp.admin, cp.cfg) }),
 		// One worker: an address's ports are checked and taken in one step.
 		supervisor.Background("load-balancer controller", func(ctx context.Context) error {
@@ -354,7 +385,9 @@ type controlPlane struct {
 	tenants      *tenant.Controller // by "tenant controller"
 	metering     *meteringParts     // by "usage API"
 	pools        *pool.Controller
-	metricsPort  int // by "metrics API"
+	obs          *obs.Store  // the object store of cci-obs
+	sfs          *sfs.Server // the file server of cci-sfs
+	metricsPort  int         // by "metrics API"
 	// gateway is the Gateway API data plane (the HTTP proxy), whose
 	// metrics the control plane serves.
 	gateway       *gateway.Dataplane
@@ -439,6 +472,18 @@ func newControlPlane(cfg Config) (*controlPlane, error) {
 		return nil, fmt.Errorf("--registry-public: %w", err)
 	}
 	cp.registryAuth = &registry.Auth{Keys: keys, Public: public, NodeToken: p.Token}
+	storeAddr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.ObjectStorePort))
+	storeURL := "http://" + net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(cfg.ObjectStorePort))
+	if cp.obs, err = obs.Open(filepath.Join(dataDir, "obs"), storeAddr, storeURL); err != nil {
+		return nil, err
+	}
+	cp.sfs = &sfs.Server{
+		Pool:     &evs.Pool{Dir: filepath.Join(dataDir, "sfs")},
+		Store:    cp.obs,
+		Listen:   net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.FileStorePort)),
+		Endpoint: "http://" + net.JoinHostPort(cfg.AdvertiseAddress, strconv.Itoa(cfg.FileStorePort)),
+		Log:      cp.log.With("component", "sfs"),
+	}
 	cp.etcdServers = cfg.EtcdServers
 	if len(cp.etcdServers) == 0 {
 		cp.etcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", cfg.EtcdClientPort)}

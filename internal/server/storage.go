@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/cci-project/cci/internal/evs"
+	"github.com/cci-project/cci/internal/obs"
+	"github.com/cci-project/cci/internal/sfs"
 )
 
 // evsAccessPolicy is the ValidatingAdmissionPolicy that refuses a claim of
@@ -40,23 +42,34 @@ func ensureStorage(ctx context.Context, c kubernetes.Interface) error {
 		// The disk is made on the host of the claim's first pod.
 		VolumeBindingMode: &wait,
 	}
-	if _, err := c.StorageV1().StorageClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create StorageClass %q: %w", class.Name, err)
+	// Shared classes: a bucket or file system is served by the control
+	// plane and reached from every host, so it is made at once.
+	now := storagev1.VolumeBindingImmediate
+	shared := []*storagev1.StorageClass{
+		{ObjectMeta: metav1.ObjectMeta{Name: obs.ClassName}, Provisioner: obs.Driver, ReclaimPolicy: &reclaim, VolumeBindingMode: &now},
+		{ObjectMeta: metav1.ObjectMeta{Name: sfs.ClassName}, Provisioner: sfs.Driver, ReclaimPolicy: &reclaim, VolumeBindingMode: &now},
+	}
+	for _, class := range append([]*storagev1.StorageClass{class}, shared...) {
+		if _, err := c.StorageV1().StorageClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create StorageClass %q: %w", class.Name, err)
+		}
 	}
 	no := false
-	driver := &storagev1.CSIDriver{
-		ObjectMeta: metav1.ObjectMeta{Name: evs.Driver},
-		Spec: storagev1.CSIDriverSpec{
-			// Nothing to attach: the agent of the disk's host mounts it.
-			// Without this the attach/detach controller would wait on
-			// VolumeAttachments that no attacher serves.
-			AttachRequired:       &no,
-			PodInfoOnMount:       &no,
-			VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent},
-		},
-	}
-	if _, err := c.StorageV1().CSIDrivers().Create(ctx, driver, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create CSIDriver %q: %w", driver.Name, err)
+	for _, name := range []string{evs.Driver, obs.Driver, sfs.Driver} {
+		driver := &storagev1.CSIDriver{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: storagev1.CSIDriverSpec{
+				// Nothing to attach: the agent of the pod's host mounts
+				// it. Without this the attach/detach controller would
+				// wait on VolumeAttachments that no attacher serves.
+				AttachRequired:       &no,
+				PodInfoOnMount:       &no,
+				VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent},
+			},
+		}
+		if _, err := c.StorageV1().CSIDrivers().Create(ctx, driver, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create CSIDriver %q: %w", driver.Name, err)
+		}
 	}
 	fail := admissionregistrationv1.Fail
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{

@@ -50,6 +50,8 @@ type Instance struct {
 	DNSAddr string
 	// ConsoleURL is the web console's address (its port a free one).
 	ConsoleURL string
+	// ObjectStoreURL is the cci-obs S3 API's address on this host.
+	ObjectStoreURL string
 	// Hosts is the number of hosts of `cci up --hosts` (WithHosts); 0 for
 	// one host in the `cci up` process.
 	Hosts int
@@ -64,7 +66,7 @@ type Instance struct {
 // starts nothing. slot picks its pod and Service ranges and bridge name (two
 // instances on one host need different slots, 0-99).
 func New(bin, work string, slot int) *Instance {
-	ports := FreePorts(6)
+	ports := FreePorts(8)
 	// The usage endpoint listens on the apiserver's port + 1 (where
 	// `cci usage` looks for it): the apiserver port must have a free successor.
 	ports[0] = freePortWithFreeNext()
@@ -75,10 +77,11 @@ func New(bin, work string, slot int) *Instance {
 		Registry:    fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		ClusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
 		// A /20 per slot in 10.200.0.0/13: 4096 addresses, 100 slots.
-		ServiceCIDR: fmt.Sprintf("10.%d.%d.0/20", 200+n/16, n%16*16),
-		Bridge:      fmt.Sprintf("cci-e2e%d", n),
-		DNSAddr:     FreeDNSAddr(),
-		ConsoleURL:  fmt.Sprintf("https://127.0.0.1:%d/", ports[5]),
+		ServiceCIDR:    fmt.Sprintf("10.%d.%d.0/20", 200+n/16, n%16*16),
+		Bridge:         fmt.Sprintf("cci-e2e%d", n),
+		DNSAddr:        FreeDNSAddr(),
+		ConsoleURL:     fmt.Sprintf("https://127.0.0.1:%d/", ports[5]),
+		ObjectStoreURL: fmt.Sprintf("http://127.0.0.1:%d", ports[6]),
 	}
 	c.Args = []string{"up",
 		"--data-dir", c.DataDir,
@@ -88,6 +91,8 @@ func New(bin, work string, slot int) *Instance {
 		"--registry-addr", c.Registry,
 		"--kubelet-port", strconv.Itoa(ports[4]),
 		"--console-port", strconv.Itoa(ports[5]),
+		"--object-store-port", strconv.Itoa(ports[6]),
+		"--file-store-port", strconv.Itoa(ports[7]),
 		"--cluster-cidr", c.ClusterCIDR,
 		"--service-cidr", c.ServiceCIDR,
 		"--cni-bridge", c.Bridge,
