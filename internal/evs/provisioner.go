@@ -214,7 +214,7 @@ func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 // ends.
 func Run(ctx context.Context, kube kubernetes.Interface, node string, pool *Pool, log *slog.Logger) error {
 	p := &Provisioner{Node: node, Pool: pool, Log: log}
-	pc := controller.NewProvisionController(ctx, kube, Driver, p,
+	pc := NewProvisionController(ctx, kube, Driver, p,
 		// One controller per host, each for its own claims: no leader.
 		controller.LeaderElection(false),
 		// Claims it cannot provision (too large) are retried without end,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cci-project/cci/internal/evs"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -145,7 +146,7 @@ func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 
 // Run provisions cci-obs claims until ctx ends.
 func Run(ctx context.Context, kube kubernetes.Interface, store *Store, log *slog.Logger) error {
-	pc := controller.NewProvisionController(ctx, kube, Driver, &Provisioner{Store: store, Kube: kube, Log: log},
+	pc := evs.NewProvisionController(ctx, kube, Driver, &Provisioner{Store: store, Kube: kube, Log: log},
 		controller.LeaderElection(false),
 		controller.FailedProvisionThreshold(0),
 		controller.FailedDeleteThreshold(0),

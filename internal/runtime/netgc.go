@@ -13,9 +13,9 @@ import (
 // bound (seen: 76 of 106 teardowns timed out in a churn at load average 50).
 // The worker then forgets the pod, and nothing would try again: its
 // namespace, veth and address stayed until the host was wiped. The runtime
-// keeps trying in the background instead, and sweeps at start and
-// periodically for namespaces no pod of this host owns (a crash between a
-// pod's removal and its teardown).
+// keeps trying in the background instead. (A sweep for namespaces no pod of
+// this host owns cannot tell them by name: every cluster and every host of
+// `cci up --hosts` on one machine shares /var/run/netns.)
 
 // Variables, not constants, for the tests.
 var (
@@ -25,17 +25,7 @@ var (
 	teardownRetryMax   = time.Minute
 	// teardownTryTimeout bounds one try.
 	teardownTryTimeout = 2 * time.Minute
-	// netSweepEvery is the period of the sweep for unowned namespaces; one
-	// is torn down when two sweeps in a row found it unowned, so a pod
-	// being set up or removed right then is never touched.
-	netSweepEvery = 2 * time.Minute
 )
-
-// sandboxLister is what the sweep needs beyond Network: the ids that have
-// a namespace (satisfied by *network.Manager).
-type sandboxLister interface {
-	Sandboxes() ([]string, error)
-}
 
 // retryTeardown tears down pod uid's network in the background until it
 // succeeds or the runtime stops. Concurrent calls for one id are harmless:
@@ -68,40 +58,4 @@ func (r *Runtime) retryTeardown(uid types.UID) {
 			wait = min(wait*2, teardownRetryMax)
 		}
 	}()
-}
-
-// sweepNetworks tears down, until ctx ends, the namespaces that no pod of
-// this host owns in two sweeps in a row.
-func (r *Runtime) sweepNetworks(ctx context.Context) {
-	lister, ok := r.cfg.Network.(sandboxLister)
-	if !ok {
-		return
-	}
-	suspects := map[string]bool{}
-	tick := time.NewTicker(netSweepEvery)
-	defer tick.Stop()
-	for {
-		ids, err := lister.Sandboxes()
-		if err != nil {
-			r.cfg.Log.Warn("list pod network namespaces", "err", err)
-		}
-		next := map[string]bool{}
-		for _, id := range ids {
-			if _, owned := r.PodByUID(types.UID(id)); owned {
-				continue
-			}
-			if suspects[id] {
-				r.cfg.Log.Info("releasing the network of a pod this host no longer runs", "uid", id)
-				r.retryTeardown(types.UID(id))
-				continue
-			}
-			next[id] = true
-		}
-		suspects = next
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
 }

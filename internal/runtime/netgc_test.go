@@ -38,16 +38,10 @@ func (n *flakyNetwork) Teardown(_ context.Context, id string) error {
 	return nil
 }
 
-func (n *flakyNetwork) Sandboxes() ([]string, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.netns), nil
-}
-
 func shortNetGC(t *testing.T) {
-	first, sweep := teardownRetryFirst, netSweepEvery
-	teardownRetryFirst, netSweepEvery = 10*time.Millisecond, 50*time.Millisecond
-	t.Cleanup(func() { teardownRetryFirst, netSweepEvery = first, sweep })
+	first := teardownRetryFirst
+	teardownRetryFirst = 10 * time.Millisecond
+	t.Cleanup(func() { teardownRetryFirst = first })
 }
 
 // A teardown that fails when the pod is released is tried again until it
@@ -75,35 +69,5 @@ func TestTeardownRetriedAfterFailure(t *testing.T) {
 	defer nw.mu.Unlock()
 	if got := nw.calls[string(testPod().UID)]; got != 4 {
 		t.Errorf("Teardown called %d times, want 4 (3 failures, then success)", got)
-	}
-}
-
-// The sweep tears down a namespace no pod of the host owns, once two
-// sweeps in a row found it so, and leaves a running pod's alone.
-func TestSweepReleasesUnownedNetworks(t *testing.T) {
-	shortNetGC(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	running := testPod()
-	nw := &flakyNetwork{calls: map[string]int{}, netns: []string{"leaked-uid", string(running.UID)}, doneCh: make(chan string, 4)}
-	r := &Runtime{ctx: ctx, pods: map[string]*podWorker{}, cfg: Config{StateDir: t.TempDir(), Network: nw, Log: slog.New(slog.DiscardHandler)}}
-	r.pods[key(running.Namespace, running.Name)] = &podWorker{r: r, rec: newRecord(running)}
-	go r.sweepNetworks(ctx)
-	select {
-	case id := <-nw.doneCh:
-		if id != "leaked-uid" {
-			t.Fatalf("tore down %q, want leaked-uid", id)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the unowned namespace was not torn down")
-	}
-	time.Sleep(5 * netSweepEvery)
-	nw.mu.Lock()
-	defer nw.mu.Unlock()
-	if n := nw.calls[string(running.UID)]; n != 0 {
-		t.Errorf("the running pod's network was torn down %d times", n)
-	}
-	if !slices.Equal(nw.netns, []string{string(running.UID)}) {
-		t.Errorf("namespaces left %v, want only the running pod's", nw.netns)
 	}
 }

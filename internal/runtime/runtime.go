@@ -349,7 +349,6 @@ func (r *Runtime) Start() {
 	if err := r.sweepImageVolumes(r.ctx, func(uid types.UID) bool { _, ok := r.PodByUID(uid); return ok }); err != nil {
 		r.cfg.Log.Warn("sweep image volume views", "err", err)
 	}
-	go r.sweepNetworks(r.ctx)
 }
 
 // trackPod hands a pod this node now runs to the pod certificate issuer,

@@ -217,7 +217,7 @@ func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 
 // Run provisions cci-sfs claims until ctx ends.
 func Run(ctx context.Context, kube kubernetes.Interface, s *Server) error {
-	pc := controller.NewProvisionController(ctx, kube, Driver, &Provisioner{Server: s, Kube: kube},
+	pc := evs.NewProvisionController(ctx, kube, Driver, &Provisioner{Server: s, Kube: kube},
 		controller.LeaderElection(false),
 		controller.FailedProvisionThreshold(0),
 		controller.FailedDeleteThreshold(0),
