@@ -174,7 +174,9 @@ func TestTenantRBAC(t *testing.T) {
 	if out := mustTenantKubectl(t, akc, "", "get", "runtimeclass", "-o", "name"); !strings.Contains(out, "runtimeclass.node.k8s.io/gvisor") {
 		t.Errorf("tenant's get runtimeclass lacks gvisor:\n%s", out)
 	}
-	if out, err := tenantKubectl(t, akc, "", "auth", "can-i", "delete", "storageclasses"); strings.TrimSpace(out) != "no" {
+	// kubectl may print a warning first ("not namespace scoped"): the
+	// answer is the last line.
+	if out, err := tenantKubectl(t, akc, "", "auth", "can-i", "delete", "storageclasses"); lastLine(out) != "no" {
 		t.Errorf("tenant may delete storageclasses: %q %v", out, err)
 	}
 
@@ -519,4 +521,10 @@ func TestTenantRestart(t *testing.T) {
 	}
 	out, err = tenantKubectl(t, kc, podYAML("bad", "sleep 1", "hostNetwork: true", ""), "create", "-f", "-")
 	wantRefused(t, "hostNetwork after restart", out, err, "hostNetwork is not allowed")
+}
+
+// lastLine is the last non-empty line of out, trimmed.
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
