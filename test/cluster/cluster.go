@@ -39,7 +39,12 @@ type Instance struct {
 	Kubeconfig   string
 	Registry     string
 	ClusterCIDR  string
-	Bridge       string
+	// ServiceCIDR is the instance's Service range, the slot's own: each
+	// agent refuses pod traffic to the unserved addresses of its cluster's
+	// range, so two clusters on one machine sharing a range would refuse
+	// each other's ClusterIPs, and test packages could not run side by side.
+	ServiceCIDR string
+	Bridge      string
 	// DNSAddr is where the cluster DNS listens: the host's IP (pods reach
 	// it through the kube-dns Service) and a port free for UDP and TCP.
 	DNSAddr string
@@ -56,8 +61,8 @@ type Instance struct {
 }
 
 // New describes an instance with its data under work, run from bin; it
-// starts nothing. slot picks its pod range and bridge name (two instances
-// on one host need different slots, 0-99).
+// starts nothing. slot picks its pod and Service ranges and bridge name (two
+// instances on one host need different slots, 0-99).
 func New(bin, work string, slot int) *Instance {
 	ports := FreePorts(6)
 	// The usage endpoint listens on the apiserver's port + 1 (where
@@ -69,6 +74,8 @@ func New(bin, work string, slot int) *Instance {
 		DataDir:     filepath.Join(work, "data"),
 		Registry:    fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		ClusterCIDR: fmt.Sprintf("10.%d.0.0/16", 100+n),
+		// A /20 per slot in 10.200.0.0/13: 4096 addresses, 100 slots.
+		ServiceCIDR: fmt.Sprintf("10.%d.%d.0/20", 200+n/16, n%16*16),
 		Bridge:      fmt.Sprintf("cci-e2e%d", n),
 		DNSAddr:     FreeDNSAddr(),
 		ConsoleURL:  fmt.Sprintf("https://127.0.0.1:%d/", ports[5]),
@@ -82,6 +89,7 @@ func New(bin, work string, slot int) *Instance {
 		"--kubelet-port", strconv.Itoa(ports[4]),
 		"--console-port", strconv.Itoa(ports[5]),
 		"--cluster-cidr", c.ClusterCIDR,
+		"--service-cidr", c.ServiceCIDR,
 		"--cni-bridge", c.Bridge,
 		"--dns-address", c.DNSAddr,
 		// One host, in the machine's own network namespace, shared with
@@ -491,4 +499,41 @@ func RepoRoot() string {
 // to them (its routes go with it) and the hosts' iptables rules.
 func (c *Instance) removeHosts() {
 	hostns.Teardown(io.Discard, hostns.BridgeFor(c.Bridge), c.DataDir)
+}
+
+// slotLocks holds the lock files of the slots this process claimed, open
+// for its lifetime: the kernel releases them when it exits, however it ends.
+var slotLocks []*os.File
+
+// ClaimSlots claims n consecutive free slots (see New) for this process and
+// returns the first. Test packages that run side by side (go test -p N)
+// each hold their own: a slot's pod and Service ranges, bridge, hosts range
+// and VXLAN identifier are then never another running cluster's.
+func ClaimSlots(n int) (int, error) {
+	dir := filepath.Join(os.TempDir(), "cci-test-slots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, fmt.Errorf("slot locks: %w", err)
+	}
+	for base := 0; base+n <= 100; base++ {
+		var held []*os.File
+		for i := base; i < base+n; i++ {
+			f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(i)), os.O_CREATE|os.O_RDWR, 0o644)
+			if err != nil {
+				return 0, fmt.Errorf("slot lock %d: %w", i, err)
+			}
+			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+				f.Close()
+				break
+			}
+			held = append(held, f)
+		}
+		if len(held) == n {
+			slotLocks = append(slotLocks, held...)
+			return base, nil
+		}
+		for _, f := range held {
+			f.Close()
+		}
+	}
+	return 0, fmt.Errorf("no %d free test slots of 100 under %s: other test runs hold them", n, dir)
 }

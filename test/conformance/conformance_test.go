@@ -63,7 +63,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build the conformance kit:", err)
 		return 1
 	}
-	cci = cluster.New(bin, work, os.Getpid()+50)
+	slot, err := cluster.ClaimSlots(1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cci = cluster.New(bin, work, slot)
 	// CCI_CONFORMANCE_HOSTS=3: the suite on `cci up --hosts 3`, for the
 	// specs that need several schedulable nodes.
 	if v := os.Getenv("CCI_CONFORMANCE_HOSTS"); v != "" {
@@ -72,7 +77,7 @@ func run(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "CCI_CONFORMANCE_HOSTS=%q: want a number of hosts\n", v)
 			return 1
 		}
-		cci.WithHosts(n, os.Getpid()+50)
+		cci.WithHosts(n, slot)
 	}
 	cci.Prepare()
 	defer cci.Cleanup()

@@ -53,14 +53,15 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer done()
-	// Slots apart from the other packages' (test/e2e: pid, fleet: pid+25,
-	// conformance: pid+50).
-	slot := os.Getpid() + 70
+	// Two slots: the clusters' pod and Service ranges differ (their service
+	// proxies share the machine's tables).
+	slot, err := cluster.ClaimSlots(2)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	a = cluster.New(bin, filepath.Join(work, "a"), slot)
 	b = cluster.New(bin, filepath.Join(work, "b"), slot+1)
-	// The two clusters' service proxies share the machine's tables: their
-	// Service ranges must differ.
-	b.Args = append(b.Args, "--service-cidr", fmt.Sprintf("10.%d.0.0/16", 200+(slot+1)%50))
 	for _, c := range []*cluster.Instance{a, b} {
 		c.Prepare()
 		defer c.Cleanup()

@@ -60,7 +60,11 @@ func run(m *testing.M) int {
 	// One host in its own network namespace: pod veths then come and go
 	// there, not in the namespace Chromium runs in, which aborts requests
 	// in flight (net::ERR_NETWORK_CHANGED) whenever its interfaces change.
-	slot := os.Getpid() + 7
+	slot, err := cluster.ClaimSlots(1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	cci = cluster.New(bin, work, slot).WithHosts(1, slot)
 	cci.Prepare()
 	defer cci.Cleanup()

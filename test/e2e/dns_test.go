@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	cdns "github.com/cci-project/cci/internal/dns"
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/test/cluster"
 )
@@ -33,6 +34,17 @@ func dnsQuery(t *testing.T, network, name string, qtype uint16) (*dns.Msg, error
 	c := &dns.Client{Net: network, Timeout: 3 * time.Second}
 	r, _, err := c.Exchange(m, cci.DNSAddr)
 	return r, err
+}
+
+// kubeDNSIP is the kube-dns Service's address: the 10th of the suite's
+// Service range (10.43.0.10 for `cci up`'s default range).
+func kubeDNSIP(t *testing.T) string {
+	t.Helper()
+	ip, err := cdns.ClusterIP(cci.ServiceCIDR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ip.String()
 }
 
 // answers formats the answer section's data for messages: "A 10.43.0.1".
@@ -88,9 +100,8 @@ func TestClusterDNSService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The suite runs with the default Service range, 10.43.0.0/16.
-	if svc.Spec.ClusterIP != "10.43.0.10" {
-		t.Errorf("kube-dns clusterIP = %s, want 10.43.0.10", svc.Spec.ClusterIP)
+	if want := kubeDNSIP(t); svc.Spec.ClusterIP != want {
+		t.Errorf("kube-dns clusterIP = %s, want %s (the 10th of %s)", svc.Spec.ClusterIP, want, cci.ServiceCIDR)
 	}
 	if svc.Spec.Selector != nil {
 		t.Errorf("kube-dns has a selector %v; its endpoints are cci's", svc.Spec.Selector)
@@ -131,7 +142,7 @@ func TestClusterDNSService(t *testing.T) {
 	}
 	waitAnswer(t, "kubernetes.default.svc.cluster.local", dns.TypeA, dns.RcodeSuccess, []string{"A " + k.Spec.ClusterIP})
 	// Reverse lookup of a Service address.
-	rev, _ := dns.ReverseAddr("10.43.0.10")
+	rev, _ := dns.ReverseAddr(kubeDNSIP(t))
 	waitAnswer(t, rev, dns.TypePTR, dns.RcodeSuccess, []string{"PTR kube-dns.kube-system.svc.cluster.local."})
 }
 
@@ -303,7 +314,7 @@ func TestClusterDNSServiceKept(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		if svc.Spec.ClusterIP != "10.43.0.10" {
+		if svc.Spec.ClusterIP != kubeDNSIP(t) {
 			return false, "clusterIP " + svc.Spec.ClusterIP
 		}
 		slice, err := c.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
@@ -345,7 +356,7 @@ func TestClusterDNSRestartOnAnotherPort(t *testing.T) {
 		}
 	}
 	svc, err := c.CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
-	if err != nil || svc.Spec.ClusterIP != "10.43.0.10" {
+	if err != nil || svc.Spec.ClusterIP != kubeDNSIP(t) {
 		t.Errorf("kube-dns after restart: %v %v", svc.Spec.ClusterIP, err)
 	}
 	k, err := c.CoreV1().Services("default").Get(context.Background(), "kubernetes", metav1.GetOptions{})

@@ -34,9 +34,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer done()
-	// Bridge and pod range of their own, so that suites in other checkouts
-	// (and a `cci up` of the user) can run on the same host at once.
-	cci = cluster.New(bin, work, os.Getpid())
+	// Bridge, pod and Service ranges of their own, so that the other test
+	// packages (and suites in other checkouts) can run on the same host at once.
+	slot, err := cluster.ClaimSlots(1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cci = cluster.New(bin, work, slot)
 	// Fake GPUs (harmless device nodes) for gpu_test.go: no other test
 	// asks for nvidia.com/gpu.
 	cci.Args = append(cci.Args, "--fake-gpus", fmt.Sprint(fakeGPUs))

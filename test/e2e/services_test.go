@@ -227,7 +227,7 @@ func TestServices(t *testing.T) {
 					t.Errorf("pod %s to http://%s/: %q, want one of the backends", name, host, got)
 				}
 			}
-			if out := execOut(t, ns, name, "cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver 10.43.0.10") || !strings.Contains(out, "search "+ns+".svc.cluster.local svc.cluster.local cluster.local") || !strings.Contains(out, "ndots:5") {
+			if out := execOut(t, ns, name, "cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver "+kubeDNSIP(t)) || !strings.Contains(out, "search "+ns+".svc.cluster.local svc.cluster.local cluster.local") || !strings.Contains(out, "ndots:5") {
 				t.Errorf("pod %s resolv.conf:\n%s", name, out)
 			}
 			// The kubernetes Service leads to the apiserver.
