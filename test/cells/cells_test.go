@@ -3,6 +3,7 @@ package cells
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -23,10 +24,17 @@ import (
 // capacity.
 func TestCellNodes(t *testing.T) {
 	for i, c := range cells {
-		n, err := front.Client(t).CoreV1().Nodes().Get(context.Background(), cellNode(i), metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("node %s in the front: %v", cellNode(i), err)
-		}
+		var n *v1.Node
+		// The front's node controller lifts a new node's not-ready taint
+		// once it has seen it Ready.
+		cluster.WaitFor(t, time.Minute, "node "+cellNode(i)+" Ready in the front, no not-ready taint", func() (bool, string) {
+			var err error
+			if n, err = front.Client(t).CoreV1().Nodes().Get(context.Background(), cellNode(i), metav1.GetOptions{}); err != nil {
+				return false, err.Error()
+			}
+			st, _ := nodeReady(t, cellNode(i))
+			return st == v1.ConditionTrue && !slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool { return t.Key == v1.TaintNodeNotReady }), fmt.Sprint(st, n.Spec.Taints)
+		})
 		if n.Labels[pool.Label] != pool.Default || len(n.Spec.Taints) != 0 {
 			t.Errorf("node %s: pool %q, taints %v; want pool %q and no taint", n.Name, n.Labels[pool.Label], n.Spec.Taints, pool.Default)
 		}

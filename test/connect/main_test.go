@@ -27,6 +27,8 @@ import (
 )
 
 const (
+	// aMaxPods is the pod capacity of A's one host.
+	aMaxPods = 4
 	nodeName = "cci-burst"
 	tenant   = "acme"
 )
@@ -58,6 +60,9 @@ func run(m *testing.M) int {
 	}
 	a = cluster.New(bin, filepath.Join(work, "a"), slot)
 	b = cluster.New(bin, filepath.Join(work, "b"), slot+1)
+	// A small A: its host takes 4 pods, so that a Deployment labelled
+	// cci.io/burst=auto overflows onto the virtual node (TestAutoOverflow).
+	a.Args = append(a.Args, "--max-pods", strconv.Itoa(aMaxPods))
 	for _, c := range []*cluster.Instance{a, b} {
 		c.Prepare()
 		defer c.Cleanup()
