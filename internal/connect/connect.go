@@ -61,6 +61,14 @@ import (
 // Taint keeps pods off the virtual node unless they tolerate it.
 var Taint = v1.Taint{Key: "virtual-kubelet.io/provider", Value: "cci", Effect: v1.TaintEffectNoSchedule}
 
+// AutoTaint scores the virtual node below A's own nodes for pods that
+// tolerate only Taint (cci.io/burst=auto): the scheduler's TaintToleration
+// score (weight 3) adds to auto's preferred node affinity (weight 2), which
+// alone is outweighed by spreading and free-resource scores (a virtual node
+// is never full), so that auto pods go to the virtual node only when A's
+// nodes are full. Pods that tolerate the key with every effect do not see it.
+var AutoTaint = v1.Taint{Key: Taint.Key, Value: Taint.Value, Effect: v1.TaintEffectPreferNoSchedule}
+
 // Config is `cci connect`'s configuration.
 type Config struct {
 	// Kubeconfig is cluster A's, where the virtual node is registered.
@@ -625,7 +633,7 @@ func (c *connector) taints() []v1.Taint {
 	if c.cfg.Cell {
 		return pool.SetTaint(nil, c.cfg.Pool)
 	}
-	return []v1.Taint{Taint}
+	return []v1.Taint{Taint, AutoTaint}
 }
 
 // kubeletAPI is the kubelet API's TLS and authentication, as the host

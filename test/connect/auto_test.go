@@ -32,7 +32,7 @@ spec:
     spec:
       terminationGracePeriodSeconds: 2
       containers:
-      - {name: c, image: %s, command: [sleep, "3600"], resources: {requests: {cpu: 100m, memory: 64Mi}}}
+      - {name: c, image: %s, command: [sleep, "3600"], resources: {requests: {cpu: 250m, memory: 512Mi}}}
 `, name, ns, replicas, name, name, image(testimage.Shell))
 	}
 	defer func() {
