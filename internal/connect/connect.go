@@ -457,12 +457,12 @@ func (c *connector) runCopies(ctx context.Context, ready func()) error {
 	synced := []cache.InformerSynced{c.bFactory.Core().V1().Pods().Informer().HasSynced,
 		c.bFactory.Core().V1().ConfigMaps().Informer().HasSynced, c.bFactory.Core().V1().Secrets().Informer().HasSynced,
 		quota.Core().V1().ResourceQuotas().Informer().HasSynced}
-	var cell informers.SharedInformerFactory
+	var cell, nodes informers.SharedInformerFactory
 	if c.cfg.Cell {
 		// The node's capacity is what the cell's hosts of the pool have
 		// free: every bound pod counts, not only this node's copies.
 		cell = informers.NewSharedInformerFactoryWithOptions(c.b, 0)
-		nodes := informers.NewSharedInformerFactoryWithOptions(c.b, 0,
+		nodes = informers.NewSharedInformerFactoryWithOptions(c.b, 0,
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = pool.Label + "=" + c.cfg.Pool }))
 		c.cellNodes = nodes.Core().V1().Nodes().Lister()
 		c.cellPods = cell.Core().V1().Pods().Lister()
@@ -489,6 +489,7 @@ func (c *connector) runCopies(ctx context.Context, ready func()) error {
 	_, _ = c.bFactory.Core().V1().Pods().Informer().AddEventHandler(wake)
 	if cell != nil {
 		_, _ = cell.Core().V1().Pods().Informer().AddEventHandler(wake)
+		_, _ = nodes.Core().V1().Nodes().Informer().AddEventHandler(wake)
 	}
 	ready()
 	<-ctx.Done()
