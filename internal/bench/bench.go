@@ -89,6 +89,11 @@ type Config struct {
 
 	// BurstModes are "deployment" and/or "job". Default both.
 	BurstModes []string
+	// ViaConnect makes burst a comparison: a Deployment burst created
+	// directly in the bench's own cluster, then the same through a `cci
+	// connect` virtual node from a second control plane (needs the
+	// bench's own cluster).
+	ViaConnect bool
 
 	// ChurnRates are the pods/s churn tries, in order, until p99 start
 	// passes Target. Default 2, 4, 8, 16.
@@ -207,6 +212,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ProfileSeconds == 0 {
 		c.ProfileSeconds = 20
+	}
+	if c.ViaConnect && (c.Scenario != "burst" || c.Kubeconfig != "" || c.Cluster != nil) {
+		return errors.New("--via-connect: only burst, with the bench's own cluster (leave out --kubeconfig)")
 	}
 	if len(c.BurstModes) == 0 {
 		c.BurstModes = []string{"deployment", "job"}
@@ -401,7 +409,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	case "start":
 		err = b.withNamespace(ctx, b.start)
 	case "burst":
-		err = b.withNamespace(ctx, b.burst)
+		if cfg.ViaConnect {
+			err = b.withNamespace(ctx, b.burstViaConnect)
+		} else {
+			err = b.withNamespace(ctx, b.burst)
+		}
 	case "churn":
 		if cfg.churnWaves() {
 			err = b.withNamespace(ctx, b.churnWaves)
@@ -628,6 +640,9 @@ func params(c Config) map[string]any {
 	switch c.Scenario {
 	case "burst":
 		p["modes"] = c.BurstModes
+		if c.ViaConnect {
+			p["viaConnect"] = true
+		}
 	case "chaos":
 		p["rounds"] = c.Rounds
 		p["completions"] = c.Completions

@@ -36,6 +36,7 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 		benchScenarioCmd("floor", "The same image started straight through containerd: the floor of this machine", nil),
 		benchScenarioCmd("burst", "N pods at once from a Deployment scaled from 0 and a Job: all Running, pods/s/core, API p99, profiles", func(cmd *cobra.Command, c *bench.Config) {
 			cmd.Flags().StringSliceVar(&c.BurstModes, "modes", []string{"deployment", "job"}, "deployment and/or job")
+			cmd.Flags().BoolVar(&c.ViaConnect, "via-connect", false, "compare a Deployment burst created directly with the same through a `cci connect` virtual node from a second control plane, in one run")
 		}),
 		benchScenarioCmd("churn", "N pods (default 10000) created and deleted in waves, runc and gVisor mixed, with volumes, probes and a Service: nothing may leak (with --rates: the highest steady rate instead)", func(cmd *cobra.Command, c *bench.Config) {
 			cmd.Flags().IntVar(&c.Wave, "wave", 100, "pods created at once in each wave")

@@ -29,6 +29,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node"
@@ -40,8 +41,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -57,6 +60,14 @@ import (
 
 // Taint keeps pods off the virtual node unless they tolerate it.
 var Taint = v1.Taint{Key: "virtual-kubelet.io/provider", Value: "cci", Effect: v1.TaintEffectNoSchedule}
+
+// AutoTaint scores the virtual node below A's own nodes for pods that
+// tolerate only Taint (cci.io/burst=auto): the scheduler's TaintToleration
+// score (weight 3) adds to auto's preferred node affinity (weight 2), which
+// alone is outweighed by spreading and free-resource scores (a virtual node
+// is never full), so that auto pods go to the virtual node only when A's
+// nodes are full. Pods that tolerate the key with every effect do not see it.
+var AutoTaint = v1.Taint{Key: Taint.Key, Value: Taint.Value, Effect: v1.TaintEffectPreferNoSchedule}
 
 // Config is `cci connect`'s configuration.
 type Config struct {
@@ -97,6 +108,16 @@ type Config struct {
 	// it stops.
 	Install     bool `json:"install"`
 	WebhookPort int  `json:"webhookPort"`
+	// Cell makes B a cell of A: To is a whole CCI cluster's admin
+	// kubeconfig, the node stands for B's hosts of Pool (capacity: their
+	// free allocatable, summed), carries no taint but the pool's own, and
+	// each pod's copy runs in B in the pod's own namespace, which connect
+	// creates there (a tenant's by copying its Tenant, so that B's tenant
+	// controller gives it the same quota, limits and isolation).
+	Cell bool `json:"cell"`
+	// LostAfter is how long B may not answer before the node is NotReady.
+	// Default 0 (at once); 60 s for a cell.
+	LostAfter time.Duration `json:"lostAfter"`
 	// Capacity is the node's capacity for resources B's quota does not
 	// cap. Default cpu=1000, memory=4Ti, pods=1000.
 	Capacity v1.ResourceList `json:"capacity"`
@@ -110,6 +131,15 @@ func (c *Config) defaults() error {
 	}
 	if c.Pool == "" {
 		c.Pool = "cci"
+		if c.Cell {
+			c.Pool = pool.Default
+		}
+	}
+	if c.Cell && c.LostAfter == 0 {
+		c.LostAfter = time.Minute
+	}
+	if c.Cell && c.Namespace != "" {
+		return errors.New("--namespace: a cell runs each pod in its own namespace; leave it out with --cell")
 	}
 	if err := pool.Validate(c.Pool); err != nil {
 		return fmt.Errorf("--pool: %w", err)
@@ -136,7 +166,7 @@ func (c *Config) defaults() error {
 		}
 	}
 	if c.To == "" {
-		return errors.New("cci connect needs --to: the kubeconfig of the cluster the pods run in (a tenant's, from `cci tenant create`)")
+		return errors.New("cci connect needs --to: the kubeconfig of the cluster the pods run in (a tenant's, from `cci tenant create`; with --cell, the cell's admin kubeconfig)")
 	}
 	defaults := v1.ResourceList{
 		v1.ResourceCPU:    resource.MustParse("1000"),
@@ -177,10 +207,18 @@ type connector struct {
 	apiHost, apiPort string
 
 	bFactory informers.SharedInformerFactory // by "copies"
-	recorder record.EventRecorder            // by "events"
-	prov     *provider                       // by "node"
-	status   *nodeStatus                     // by "node"
-	usage    *usage
+	aDyn     dynamic.Interface
+	bDyn     dynamic.Interface
+	// cellNodes and cellPods are B's nodes and bound pods (cells only),
+	// by "copies".
+	cellNodes corev1listers.NodeLister
+	cellPods  corev1listers.PodLister
+	// cellNamespaces are the namespaces known to exist in the cell.
+	cellNamespaces sync.Map
+	recorder       record.EventRecorder // by "events"
+	prov           *provider            // by "node"
+	status         *nodeStatus          // by "node"
+	usage          *usage
 }
 
 // Run serves the virtual node until ctx ends. ready is called once the
@@ -238,7 +276,9 @@ func newConnector(cfg Config) (*connector, error) {
 	c.bREST.QPS, c.bREST.Burst = 100, 200
 	c.aREST.QPS, c.aREST.Burst = 100, 200
 	c.bNS = cfg.Namespace
-	if c.bNS == "" {
+	if cfg.Cell {
+		c.bNS = metav1.NamespaceAll
+	} else if c.bNS == "" {
 		ns, _, err := loader.Namespace()
 		if err != nil || ns == "" {
 			return nil, fmt.Errorf("--to %q names no namespace in its context: give --namespace (a tenant's kubeconfig from `cci tenant create` names its own)", cfg.To)
@@ -252,6 +292,12 @@ func newConnector(cfg Config) (*connector, error) {
 		return nil, err
 	}
 	if c.metrics, err = metricsclient.NewForConfig(c.bREST); err != nil {
+		return nil, err
+	}
+	if c.aDyn, err = dynamic.NewForConfig(c.aREST); err != nil {
+		return nil, err
+	}
+	if c.bDyn, err = dynamic.NewForConfig(c.bREST); err != nil {
 		return nil, err
 	}
 	if c.cfg.NodeIP == "" {
@@ -408,13 +454,29 @@ func (c *connector) runCopies(ctx context.Context, ready func()) error {
 	c.bFactory.Core().V1().ConfigMaps().Informer()
 	c.bFactory.Core().V1().Secrets().Informer()
 	quota.Core().V1().ResourceQuotas().Informer()
+	synced := []cache.InformerSynced{c.bFactory.Core().V1().Pods().Informer().HasSynced,
+		c.bFactory.Core().V1().ConfigMaps().Informer().HasSynced, c.bFactory.Core().V1().Secrets().Informer().HasSynced,
+		quota.Core().V1().ResourceQuotas().Informer().HasSynced}
+	var cell, nodes informers.SharedInformerFactory
+	if c.cfg.Cell {
+		// The node's capacity is what the cell's hosts of the pool have
+		// free: every bound pod counts, not only this node's copies.
+		cell = informers.NewSharedInformerFactoryWithOptions(c.b, 0)
+		nodes = informers.NewSharedInformerFactoryWithOptions(c.b, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = pool.Label + "=" + c.cfg.Pool }))
+		c.cellNodes = nodes.Core().V1().Nodes().Lister()
+		c.cellPods = cell.Core().V1().Pods().Lister()
+		synced = append(synced, nodes.Core().V1().Nodes().Informer().HasSynced, cell.Core().V1().Pods().Informer().HasSynced)
+		nodes.Start(ctx.Done())
+		defer nodes.Shutdown()
+		cell.Start(ctx.Done())
+		defer cell.Shutdown()
+	}
 	c.bFactory.Start(ctx.Done())
 	quota.Start(ctx.Done())
 	defer c.bFactory.Shutdown()
 	defer quota.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.bFactory.Core().V1().Pods().Informer().HasSynced,
-		c.bFactory.Core().V1().ConfigMaps().Informer().HasSynced, c.bFactory.Core().V1().Secrets().Informer().HasSynced,
-		quota.Core().V1().ResourceQuotas().Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
 	c.status = &nodeStatus{c: c, quotas: quota.Core().V1().ResourceQuotas().Lister(), wake: make(chan struct{}, 1)}
@@ -425,6 +487,10 @@ func (c *connector) runCopies(ctx context.Context, ready func()) error {
 	}
 	_, _ = quota.Core().V1().ResourceQuotas().Informer().AddEventHandler(wake)
 	_, _ = c.bFactory.Core().V1().Pods().Informer().AddEventHandler(wake)
+	if cell != nil {
+		_, _ = cell.Core().V1().Pods().Informer().AddEventHandler(wake)
+		_, _ = nodes.Core().V1().Nodes().Informer().AddEventHandler(wake)
+	}
 	ready()
 	<-ctx.Done()
 	return nil
@@ -447,9 +513,8 @@ func (c *connector) runNode(ctx context.Context, ready func()) error {
 	spec := c.nodeSpec()
 	// Registered with the quota's free part already: the scheduler in A
 	// may place pods the moment the node exists.
-	quotas, _ := c.status.quotas.ResourceQuotas(c.bNS).List(labels.Everything())
 	ours, _ := c.bFactory.Core().V1().Pods().Lister().Pods(c.bNS).List(c.copySelector())
-	spec.Status.Capacity, _ = capacityFrom(c.cfg.Capacity, quotas, ours)
+	spec.Status.Capacity, _ = c.status.capacity(ours)
 	spec.Status.Allocatable = spec.Status.Capacity.DeepCopy()
 	c.status.node = spec.DeepCopy()
 	vk, err := nodeutil.NewNode(c.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
@@ -508,7 +573,7 @@ func (c *connector) nodeSpec() *v1.Node {
 		return v1.NodeCondition{Type: t, Status: s, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
 	}
 	capacity := c.cfg.Capacity.DeepCopy()
-	return &v1.Node{
+	node := &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: c.cfg.NodeName,
 			Labels: map[string]string{
@@ -522,9 +587,9 @@ func (c *connector) nodeSpec() *v1.Node {
 				// through a node that is not one.
 				"node.kubernetes.io/exclude-from-external-load-balancers": "true",
 			},
-			Annotations: map[string]string{"connect.cci.io/to": c.bREST.Host + " namespace " + c.bNS},
+			Annotations: map[string]string{"connect.cci.io/to": c.target()},
 		},
-		Spec: v1.NodeSpec{Taints: []v1.Taint{Taint}},
+		Spec: v1.NodeSpec{Taints: c.taints()},
 		Status: v1.NodeStatus{
 			Capacity:    capacity,
 			Allocatable: capacity.DeepCopy(),
@@ -533,7 +598,6 @@ func (c *connector) nodeSpec() *v1.Node {
 				cond(v1.NodeMemoryPressure, v1.ConditionFalse, "KubeletHasSufficientMemory", "a virtual node has no memory pressure"),
 				cond(v1.NodeDiskPressure, v1.ConditionFalse, "KubeletHasNoDiskPressure", "a virtual node has no disk pressure"),
 				cond(v1.NodePIDPressure, v1.ConditionFalse, "KubeletHasSufficientPID", "a virtual node has no PID pressure"),
-				cond(ConditionQuota, v1.ConditionTrue, "QuotaAvailable", "the tenant's quota has room"),
 			},
 			Addresses: []v1.NodeAddress{
 				{Type: v1.NodeInternalIP, Address: c.cfg.NodeIP},
@@ -549,6 +613,28 @@ func (c *connector) nodeSpec() *v1.Node {
 			},
 		},
 	}
+	if !c.cfg.Cell {
+		node.Status.Conditions = append(node.Status.Conditions, cond(ConditionQuota, v1.ConditionTrue, "QuotaAvailable", "the tenant's quota has room"))
+	}
+	return node
+}
+
+// target says where the pods run, for the node's annotation and messages.
+func (c *connector) target() string {
+	if c.cfg.Cell {
+		return c.bREST.Host + " (a cell, pool " + c.cfg.Pool + ")"
+	}
+	return c.bREST.Host + " namespace " + c.bNS
+}
+
+// taints are the virtual node's: pods opt in to bursting by tolerating
+// Taint; a cell's node is where the front's pods of its pool go anyway,
+// with the taint the pool's hosts have.
+func (c *connector) taints() []v1.Taint {
+	if c.cfg.Cell {
+		return pool.SetTaint(nil, c.cfg.Pool)
+	}
+	return []v1.Taint{Taint, AutoTaint}
 }
 
 // kubeletAPI is the kubelet API's TLS and authentication, as the host
@@ -591,7 +677,7 @@ func (c *connector) mirrorEvents(ctx context.Context) error {
 			return
 		}
 		seen[string(e.UID)] = e.Count
-		b, err := c.prov.bPods.Pods(c.bNS).Get(e.InvolvedObject.Name)
+		b, err := c.prov.bPods.Pods(e.InvolvedObject.Namespace).Get(e.InvolvedObject.Name)
 		if err != nil {
 			return
 		}

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
+
+	"github.com/cci-project/cci/internal/pool"
 )
 
 // ConditionQuota is the virtual node's condition that says whether the
@@ -59,6 +61,7 @@ func (s *nodeStatus) run(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	reachable, reachErr := true, ""
+	var lostSince time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -68,22 +71,42 @@ func (s *nodeStatus) run(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := s.c.b.CoreV1().ResourceQuotas(s.c.bNS).List(pctx, metav1.ListOptions{Limit: 1})
 			cancel()
-			reachable, reachErr = err == nil, ""
-			if err != nil {
-				reachErr = err.Error()
+			if err == nil {
+				lostSince = time.Time{}
+				reachable, reachErr = true, ""
+				break
+			}
+			if lostSince.IsZero() {
+				lostSince = time.Now()
+			}
+			// A cell that misses a beat keeps its pods: the front
+			// replaces them only once the link is down LostAfter.
+			if time.Since(lostSince) >= s.c.cfg.LostAfter {
+				reachable, reachErr = false, err.Error()
 			}
 		}
 		s.update(reachable, reachErr)
 	}
 }
 
-func (s *nodeStatus) update(reachable bool, reachErr string) {
+// capacity is the node's capacity and the resources with none left: the
+// tenant's free quota, or a cell's free allocatable in the pool.
+func (s *nodeStatus) capacity(ours []*v1.Pod) (v1.ResourceList, []string) {
+	if s.c.cfg.Cell {
+		nodes, _ := s.c.cellNodes.List(labels.Everything())
+		pods, _ := s.c.cellPods.List(labels.Everything())
+		return cellCapacity(s.c.cfg.Pool, nodes, pods, ours)
+	}
 	quotas, _ := s.quotas.ResourceQuotas(s.c.bNS).List(labels.Everything())
+	return capacityFrom(s.c.cfg.Capacity, quotas, ours)
+}
+
+func (s *nodeStatus) update(reachable bool, reachErr string) {
 	var ours []*v1.Pod
 	if s.c.prov != nil {
 		ours = s.c.prov.copies()
 	}
-	capacity, short := capacityFrom(s.c.cfg.Capacity, quotas, ours)
+	capacity, short := s.capacity(ours)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.node == nil {
@@ -113,7 +136,9 @@ func (s *nodeStatus) update(reachable bool, reachErr string) {
 	} else if set(v1.NodeReady, v1.ConditionFalse, "ClusterUnreachable", fmt.Sprintf("the cluster the pods run in (%s) does not answer: %s", s.c.bREST.Host, reachErr)) {
 		s.c.recorder.Eventf(nodeRef(next), v1.EventTypeWarning, "ClusterUnreachable", "the cluster the pods run in (%s) does not answer: %s", s.c.bREST.Host, reachErr)
 	}
-	if len(short) == 0 {
+	if s.c.cfg.Cell {
+		// A full cell is a full node: the front's scheduler says so.
+	} else if len(short) == 0 {
 		set(ConditionQuota, v1.ConditionTrue, "QuotaAvailable", "the tenant's quota has room")
 	} else {
 		msg := fmt.Sprintf("the tenant's quota in namespace %s of %s is used up: %s; pods wait until some of the tenant's pods end or the quota is raised",
@@ -215,6 +240,44 @@ func capacityFrom(defaults v1.ResourceList, quotas []*v1.ResourceQuota, ours []*
 				short = append(short, fmt.Sprintf("%s (hard %s, used %s)", k, hard.String(), q.Status.Used.Name(k, hard.Format).String()))
 			}
 		}
+	}
+	sort.Strings(short)
+	return out, short
+}
+
+// cellCapacity is a cell's node's capacity: per resource, the allocatable
+// of the pool's hosts that take pods (Ready, not cordoned) less what the
+// pods bound to them request, summed, with this node's own copies counted
+// as free (the front's scheduler subtracts its pods itself). short names
+// the resources with nothing left.
+func cellCapacity(name string, nodes []*v1.Node, pods, ours []*v1.Pod) (v1.ResourceList, []string) {
+	var taking []*v1.Node
+	for _, n := range nodes {
+		if pool.Of(n) == name && pool.Ready(n) {
+			taking = append(taking, n)
+		}
+	}
+	out := v1.ResourceList{v1.ResourceCPU: resource.MustParse("0"), v1.ResourceMemory: resource.MustParse("0"), v1.ResourcePods: resource.MustParse("0")}
+	all := pool.Summarize(taking, pods)
+	if len(all) == 0 {
+		return out, []string{"the cell has no host of pool " + name + " that takes pods"}
+	}
+	own := v1.ResourceList{}
+	if s := pool.Summarize(taking, ours); len(s) > 0 {
+		own = s[0].Requested
+	}
+	var short []string
+	for k, q := range all[0].Allocatable {
+		free := q.DeepCopy()
+		free.Sub(all[0].Requested[k])
+		if o, ok := own[k]; ok {
+			free.Add(o)
+		}
+		if free.Sign() <= 0 {
+			free = *resource.NewQuantity(0, q.Format)
+			short = append(short, string(k))
+		}
+		out[k] = free
 	}
 	sort.Strings(short)
 	return out, short

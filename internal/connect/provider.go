@@ -56,8 +56,17 @@ type provider struct {
 	gone map[string]*v1.Pod
 }
 
-func (p *provider) target() target {
-	return target{Namespace: p.c.bNS, Node: p.c.cfg.NodeName, Cluster: p.c.cluster, NodeIP: p.c.cfg.NodeIP, DNS: p.c.dns, APIHost: p.c.apiHost, APIPort: p.c.apiPort}
+// nsFor is the namespace in B of the copies of A's pods in namespace ns:
+// the tenant's one namespace, or, in a cell, A's own namespace.
+func (p *provider) nsFor(ns string) string {
+	if p.c.cfg.Cell {
+		return ns
+	}
+	return p.c.bNS
+}
+
+func (p *provider) target(ns string) target {
+	return target{Namespace: p.nsFor(ns), Node: p.c.cfg.NodeName, Cluster: p.c.cluster, NodeIP: p.c.cfg.NodeIP, DNS: p.c.dns, APIHost: p.c.apiHost, APIPort: p.c.apiPort}
 }
 
 // deletionCost is the ReplicaSet controller's annotation: lower goes first.
@@ -93,7 +102,7 @@ func aKey(b *v1.Pod) (string, bool) {
 
 // copyOf is the copy in B of A's pod ns/name, if B has one.
 func (p *provider) copyOf(ns, name string) (*v1.Pod, bool) {
-	b, err := p.bPods.Pods(p.c.bNS).Get(copyName(p.c.cluster, ns, name))
+	b, err := p.bPods.Pods(p.nsFor(ns)).Get(copyName(p.c.cluster, ns, name))
 	if err != nil {
 		return nil, false
 	}
@@ -183,7 +192,7 @@ func (p *provider) sendStatus(key string) {
 	p.mu.Lock()
 	delete(p.gone, key)
 	p.mu.Unlock()
-	msg := fmt.Sprintf("the pod's copy %s/%s was deleted in the cluster behind node %s", p.c.bNS, gone.Name, p.c.cfg.NodeName)
+	msg := fmt.Sprintf("the pod's copy %s/%s was deleted in the cluster behind node %s", gone.Namespace, gone.Name, p.c.cfg.NodeName)
 	out.Status = goneStatus(statusFor(a, gone, p.c.cfg.NodeIP), a.DeletionTimestamp != nil, msg)
 	notify(out)
 }
@@ -230,7 +239,7 @@ func (p *provider) refuse(a *v1.Pod, err error) {
 
 // CreatePod implements node.PodLifecycleHandler.
 func (p *provider) CreatePod(ctx context.Context, a *v1.Pod) error {
-	pl, err := translate(a, p.target())
+	pl, err := translate(a, p.target(a.Namespace))
 	var r *refused
 	if errors.As(err, &r) {
 		p.refuse(a, err)
@@ -239,7 +248,13 @@ func (p *provider) CreatePod(ctx context.Context, a *v1.Pod) error {
 	if err != nil {
 		return err
 	}
-	pods := p.c.b.CoreV1().Pods(p.c.bNS)
+	bNS := p.nsFor(a.Namespace)
+	if p.c.cfg.Cell {
+		if err := p.c.cellNamespace(ctx, a.Namespace); err != nil {
+			return err
+		}
+	}
+	pods := p.c.b.CoreV1().Pods(bNS)
 	if cur, err := pods.Get(ctx, pl.Pod.Name, metav1.GetOptions{}); err == nil {
 		if cur.Labels[LabelPodUID] == string(a.UID) {
 			// Re-adopted: created before this connect started.
@@ -252,11 +267,11 @@ func (p *provider) CreatePod(ctx context.Context, a *v1.Pod) error {
 		// A pod of the same name that A has replaced (a StatefulSet's).
 		zero := int64(0)
 		if err := pods.Delete(ctx, cur.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &cur.UID}}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("remove the copy %s/%s of an earlier pod %s/%s: %w", p.c.bNS, cur.Name, a.Namespace, a.Name, err)
+			return fmt.Errorf("remove the copy %s/%s of an earlier pod %s/%s: %w", bNS, cur.Name, a.Namespace, a.Name, err)
 		}
-		return fmt.Errorf("the copy %s/%s of an earlier pod %s/%s is being removed; retrying", p.c.bNS, cur.Name, a.Namespace, a.Name)
+		return fmt.Errorf("the copy %s/%s of an earlier pod %s/%s is being removed; retrying", bNS, cur.Name, a.Namespace, a.Name)
 	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("look up the copy of pod %s/%s in %s: %w", a.Namespace, a.Name, p.c.bNS, err)
+		return fmt.Errorf("look up the copy of pod %s/%s in %s: %w", a.Namespace, a.Name, bNS, err)
 	}
 	// The objects first, so that the copy finds them when it starts;
 	// they are owned by the copy once it exists.
@@ -273,7 +288,7 @@ func (p *provider) CreatePod(ctx context.Context, a *v1.Pod) error {
 		p.deleteObjects(ctx, pl)
 		return nil
 	case err != nil:
-		return fmt.Errorf("create the copy of pod %s/%s in %s: %w", a.Namespace, a.Name, p.c.bNS, err)
+		return fmt.Errorf("create the copy of pod %s/%s in %s: %w", a.Namespace, a.Name, bNS, err)
 	}
 	return p.syncObjects(ctx, a, pl, created)
 }
@@ -289,7 +304,7 @@ func apiMessage(err error) string {
 // UpdatePod implements node.PodLifecycleHandler: the copy's objects and
 // the fields a pod may change (labels, annotations, images, deadline).
 func (p *provider) UpdatePod(ctx context.Context, a *v1.Pod) error {
-	pl, err := translate(a, p.target())
+	pl, err := translate(a, p.target(a.Namespace))
 	if err != nil {
 		return nil // refused when created
 	}
@@ -316,8 +331,8 @@ func (p *provider) UpdatePod(ctx context.Context, a *v1.Pod) error {
 	if apiequality.Semantic.DeepEqual(want.ObjectMeta, cur.ObjectMeta) && apiequality.Semantic.DeepEqual(want.Spec, cur.Spec) {
 		return nil
 	}
-	if _, err := p.c.b.CoreV1().Pods(p.c.bNS).Update(ctx, want, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update the copy %s/%s of pod %s/%s: %w", p.c.bNS, cur.Name, a.Namespace, a.Name, err)
+	if _, err := p.c.b.CoreV1().Pods(cur.Namespace).Update(ctx, want, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update the copy %s/%s of pod %s/%s: %w", cur.Namespace, cur.Name, a.Namespace, a.Name, err)
 	}
 	return nil
 }
@@ -339,15 +354,16 @@ func (p *provider) DeletePod(ctx context.Context, a *v1.Pod) error {
 		uid := cur.UID
 		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}
-	err := p.c.b.CoreV1().Pods(p.c.bNS).Delete(ctx, name, opts)
+	bNS := p.nsFor(a.Namespace)
+	err := p.c.b.CoreV1().Pods(bNS).Delete(ctx, name, opts)
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		if wasRefused {
 			return nil
 		}
-		return errdefs.NotFoundf("pod %s/%s has no copy in %s", a.Namespace, a.Name, p.c.bNS)
+		return errdefs.NotFoundf("pod %s/%s has no copy in %s", a.Namespace, a.Name, bNS)
 	}
 	if err != nil {
-		return fmt.Errorf("delete the copy %s/%s of pod %s/%s: %w", p.c.bNS, name, a.Namespace, a.Name, err)
+		return fmt.Errorf("delete the copy %s/%s of pod %s/%s: %w", bNS, name, a.Namespace, a.Name, err)
 	}
 	return nil
 }
@@ -363,7 +379,7 @@ func (p *provider) GetPod(_ context.Context, ns, name string) (*v1.Pod, error) {
 	}
 	b, ok := p.copyOf(ns, name)
 	if !ok {
-		return nil, errdefs.NotFoundf("pod %s/%s has no copy in %s", ns, name, p.c.bNS)
+		return nil, errdefs.NotFoundf("pod %s/%s has no copy in %s", ns, name, p.nsFor(ns))
 	}
 	return p.asA(b), nil
 }
@@ -415,7 +431,7 @@ func (p *provider) GetPods(context.Context) ([]*v1.Pod, error) {
 func (p *provider) syncObjects(ctx context.Context, a *v1.Pod, pl *plan, owner *v1.Pod) error {
 	meta := func(name, source string) metav1.ObjectMeta {
 		m := metav1.ObjectMeta{
-			Name: name, Namespace: p.c.bNS,
+			Name: name, Namespace: p.nsFor(a.Namespace),
 			Labels:      map[string]string{LabelNode: p.c.cfg.NodeName, LabelCluster: p.c.cluster, LabelPodUID: string(a.UID)},
 			Annotations: map[string]string{AnnotSource: source},
 		}
@@ -461,7 +477,7 @@ func (p *provider) syncObjects(ctx context.Context, a *v1.Pod, pl *plan, owner *
 	for k, v := range pl.Downward {
 		data.Data[k] = []byte(v)
 	}
-	cur, _ := p.bSecrets.Secrets(p.c.bNS).Get(pl.PodData)
+	cur, _ := p.bSecrets.Secrets(p.nsFor(a.Namespace)).Get(pl.PodData)
 	for _, key := range sortedKeys(pl.Tokens) {
 		// A token is kept until 70 % of its life is over, then minted
 		// again (a kubelet renews at 80 %; the copy's kubelet in B needs a
@@ -498,11 +514,11 @@ func (p *provider) syncObjects(ctx context.Context, a *v1.Pod, pl *plan, owner *
 }
 
 func (p *provider) putConfigMap(ctx context.Context, want *v1.ConfigMap) error {
-	api := p.c.b.CoreV1().ConfigMaps(p.c.bNS)
-	cur, err := p.bConfigs.ConfigMaps(p.c.bNS).Get(want.Name)
+	api := p.c.b.CoreV1().ConfigMaps(want.Namespace)
+	cur, err := p.bConfigs.ConfigMaps(want.Namespace).Get(want.Name)
 	if apierrors.IsNotFound(err) {
 		if _, err := api.Create(ctx, want, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("copy %s to %s: %w", want.Annotations[AnnotSource], p.c.bNS, err)
+			return fmt.Errorf("copy %s to %s: %w", want.Annotations[AnnotSource], want.Namespace, err)
 		}
 		return nil
 	}
@@ -519,17 +535,17 @@ func (p *provider) putConfigMap(ctx context.Context, want *v1.ConfigMap) error {
 		next.OwnerReferences = want.OwnerReferences
 	}
 	if _, err := api.Update(ctx, next, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update the copy of %s in %s: %w", want.Annotations[AnnotSource], p.c.bNS, err)
+		return fmt.Errorf("update the copy of %s in %s: %w", want.Annotations[AnnotSource], want.Namespace, err)
 	}
 	return nil
 }
 
 func (p *provider) putSecret(ctx context.Context, want *v1.Secret) error {
-	api := p.c.b.CoreV1().Secrets(p.c.bNS)
-	cur, err := p.bSecrets.Secrets(p.c.bNS).Get(want.Name)
+	api := p.c.b.CoreV1().Secrets(want.Namespace)
+	cur, err := p.bSecrets.Secrets(want.Namespace).Get(want.Name)
 	if apierrors.IsNotFound(err) {
 		if _, err := api.Create(ctx, want, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("copy %s to %s: %w", want.Annotations[AnnotSource], p.c.bNS, err)
+			return fmt.Errorf("copy %s to %s: %w", want.Annotations[AnnotSource], want.Namespace, err)
 		}
 		return nil
 	}
@@ -546,7 +562,7 @@ func (p *provider) putSecret(ctx context.Context, want *v1.Secret) error {
 		next.OwnerReferences = want.OwnerReferences
 	}
 	if _, err := api.Update(ctx, next, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update the copy of %s in %s: %w", want.Annotations[AnnotSource], p.c.bNS, err)
+		return fmt.Errorf("update the copy of %s in %s: %w", want.Annotations[AnnotSource], want.Namespace, err)
 	}
 	return nil
 }
@@ -559,13 +575,14 @@ func sameOwners(cur, want []metav1.OwnerReference) bool {
 
 // deleteObjects removes the objects copied for a pod B refused.
 func (p *provider) deleteObjects(ctx context.Context, pl *plan) {
+	ns := pl.Pod.Namespace
 	for _, n := range pl.ConfigMaps {
-		_ = p.c.b.CoreV1().ConfigMaps(p.c.bNS).Delete(ctx, n, metav1.DeleteOptions{})
+		_ = p.c.b.CoreV1().ConfigMaps(ns).Delete(ctx, n, metav1.DeleteOptions{})
 	}
 	for _, n := range pl.Secrets {
-		_ = p.c.b.CoreV1().Secrets(p.c.bNS).Delete(ctx, n, metav1.DeleteOptions{})
+		_ = p.c.b.CoreV1().Secrets(ns).Delete(ctx, n, metav1.DeleteOptions{})
 	}
-	_ = p.c.b.CoreV1().Secrets(p.c.bNS).Delete(ctx, pl.PodData, metav1.DeleteOptions{})
+	_ = p.c.b.CoreV1().Secrets(ns).Delete(ctx, pl.PodData, metav1.DeleteOptions{})
 }
 
 // resync keeps every copy's objects in step with A (an updated ConfigMap,
@@ -593,7 +610,7 @@ func (p *provider) resync(ctx context.Context, every time.Duration) {
 				// and B's status, unchanged, would not correct it.
 				p.queue.Add(ns + "/" + name)
 			}
-			pl, err := translate(a, p.target())
+			pl, err := translate(a, p.target(a.Namespace))
 			if err != nil {
 				continue
 			}
@@ -619,13 +636,13 @@ func (p *provider) collectOrphans(ctx context.Context) {
 	cms, _ := p.bConfigs.ConfigMaps(p.c.bNS).List(p.c.copySelector())
 	for _, o := range cms {
 		if old(o.ObjectMeta) {
-			_ = p.c.b.CoreV1().ConfigMaps(p.c.bNS).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
+			_ = p.c.b.CoreV1().ConfigMaps(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
 		}
 	}
 	secs, _ := p.bSecrets.Secrets(p.c.bNS).List(p.c.copySelector())
 	for _, o := range secs {
 		if old(o.ObjectMeta) {
-			_ = p.c.b.CoreV1().Secrets(p.c.bNS).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
+			_ = p.c.b.CoreV1().Secrets(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &o.UID}})
 		}
 	}
 }

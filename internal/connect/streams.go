@@ -28,18 +28,19 @@ import (
 // API for the pod's copy (pods/log, pods/exec, pods/attach,
 // pods/portforward, the metrics API).
 
-// copyFor is the name in B of the copy of A's running pod ns/name.
-func (p *provider) copyFor(ns, name string) (string, error) {
+// copyFor is the namespace and name in B of the copy of A's running pod
+// ns/name.
+func (p *provider) copyFor(ns, name string) (string, string, error) {
 	b, ok := p.copyOf(ns, name)
 	if !ok {
-		return "", errdefs.NotFoundf("pod %s/%s has no copy in %s (not started yet, or refused)", ns, name, p.c.bNS)
+		return "", "", errdefs.NotFoundf("pod %s/%s has no copy in %s (not started yet, or refused)", ns, name, p.nsFor(ns))
 	}
-	return b.Name, nil
+	return b.Namespace, b.Name, nil
 }
 
 // GetContainerLogs implements nodeutil.Provider.
 func (p *provider) GetContainerLogs(ctx context.Context, ns, name, container string, o api.ContainerLogOpts) (io.ReadCloser, error) {
-	copyName, err := p.copyFor(ns, name)
+	bNS, copyName, err := p.copyFor(ns, name)
 	if err != nil {
 		return nil, err
 	}
@@ -60,16 +61,16 @@ func (p *provider) GetContainerLogs(ctx context.Context, ns, name, container str
 		t := metav1.NewTime(o.SinceTime)
 		opts.SinceTime = &t
 	}
-	return p.c.b.CoreV1().Pods(p.c.bNS).GetLogs(copyName, opts).Stream(ctx)
+	return p.c.b.CoreV1().Pods(bNS).GetLogs(copyName, opts).Stream(ctx)
 }
 
 // RunInContainer implements nodeutil.Provider.
 func (p *provider) RunInContainer(ctx context.Context, ns, name, container string, cmd []string, attach api.AttachIO) error {
-	copyName, err := p.copyFor(ns, name)
+	bNS, copyName, err := p.copyFor(ns, name)
 	if err != nil {
 		return err
 	}
-	req := p.c.b.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.c.bNS).Name(copyName).SubResource("exec").
+	req := p.c.b.CoreV1().RESTClient().Post().Resource("pods").Namespace(bNS).Name(copyName).SubResource("exec").
 		VersionedParams(&v1.PodExecOptions{
 			Container: container, Command: cmd,
 			Stdin: attach.Stdin() != nil, Stdout: attach.Stdout() != nil, Stderr: attach.Stderr() != nil && !attach.TTY(), TTY: attach.TTY(),
@@ -79,11 +80,11 @@ func (p *provider) RunInContainer(ctx context.Context, ns, name, container strin
 
 // AttachToContainer implements nodeutil.Provider.
 func (p *provider) AttachToContainer(ctx context.Context, ns, name, container string, attach api.AttachIO) error {
-	copyName, err := p.copyFor(ns, name)
+	bNS, copyName, err := p.copyFor(ns, name)
 	if err != nil {
 		return err
 	}
-	req := p.c.b.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.c.bNS).Name(copyName).SubResource("attach").
+	req := p.c.b.CoreV1().RESTClient().Post().Resource("pods").Namespace(bNS).Name(copyName).SubResource("attach").
 		VersionedParams(&v1.PodAttachOptions{
 			Container: container,
 			Stdin:     attach.Stdin() != nil, Stdout: attach.Stdout() != nil, Stderr: attach.Stderr() != nil && !attach.TTY(), TTY: attach.TTY(),
@@ -134,11 +135,11 @@ func (q sizeQueue) Next() *remotecommand.TerminalSize {
 // is one stream pair of a port-forward session on B.
 func (p *provider) PortForward(ctx context.Context, ns, name string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
-	copyName, err := p.copyFor(ns, name)
+	bNS, copyName, err := p.copyFor(ns, name)
 	if err != nil {
 		return err
 	}
-	pfURL := p.c.b.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.c.bNS).Name(copyName).SubResource("portforward").URL()
+	pfURL := p.c.b.CoreV1().RESTClient().Post().Resource("pods").Namespace(bNS).Name(copyName).SubResource("portforward").URL()
 	transport, upgrader, err := spdy.RoundTripperFor(p.c.bREST)
 	if err != nil {
 		return err
@@ -146,7 +147,7 @@ func (p *provider) PortForward(ctx context.Context, ns, name string, port int32,
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", pfURL)
 	conn, _, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
 	if err != nil {
-		return fmt.Errorf("port-forward to %s/%s in %s: %w", p.c.bNS, copyName, p.c.cfg.NodeName, err)
+		return fmt.Errorf("port-forward to %s/%s in %s: %w", bNS, copyName, p.c.cfg.NodeName, err)
 	}
 	defer conn.Close()
 	headers := http.Header{}
@@ -238,7 +239,7 @@ func (p *provider) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary,
 	var nodeCPU float64
 	var nodeMem uint64
 	for _, m := range list.Items {
-		b, ok := p.bPodByName(m.Name)
+		b, ok := p.bPodByName(m.Namespace, m.Name)
 		if !ok {
 			continue
 		}
@@ -301,7 +302,7 @@ func (p *provider) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily,
 	return runtime.ResourceMetrics(s, scrapeErr), nil
 }
 
-func (p *provider) bPodByName(name string) (*v1.Pod, bool) {
-	b, err := p.bPods.Pods(p.c.bNS).Get(name)
+func (p *provider) bPodByName(ns, name string) (*v1.Pod, bool) {
+	b, err := p.bPods.Pods(ns).Get(name)
 	return b, err == nil
 }

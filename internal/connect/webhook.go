@@ -62,7 +62,13 @@ func burstPatch(pod *v1.Pod) ([]map[string]any, error) {
 		return nil, fmt.Errorf("label %s=%q: choose enforce, prefer or auto", BurstLabel, mode)
 	}
 	tolerations := append([]v1.Toleration{}, pod.Spec.Tolerations...)
-	tolerations = append(tolerations, v1.Toleration{Key: Taint.Key, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoSchedule})
+	// auto tolerates only the NoSchedule taint: the node's PreferNoSchedule
+	// one (AutoTaint) then scores it below A's own nodes.
+	effect := v1.TaintEffect("")
+	if mode == "auto" {
+		effect = v1.TaintEffectNoSchedule
+	}
+	tolerations = append(tolerations, v1.Toleration{Key: Taint.Key, Operator: v1.TolerationOpExists, Effect: effect})
 	return []map[string]any{
 		{"op": "add", "path": "/spec/affinity", "value": aff},
 		{"op": "add", "path": "/spec/tolerations", "value": tolerations},

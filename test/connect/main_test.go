@@ -6,17 +6,13 @@
 package connect
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +27,8 @@ import (
 )
 
 const (
+	// aMaxPods is the pod capacity of A's one host.
+	aMaxPods = 4
 	nodeName = "cci-burst"
 	tenant   = "acme"
 )
@@ -39,7 +37,7 @@ var (
 	a, b      *cluster.Instance
 	bin       string
 	tenantKC  string
-	connector *connectProc
+	connector *cluster.Connect
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -62,6 +60,9 @@ func run(m *testing.M) int {
 	}
 	a = cluster.New(bin, filepath.Join(work, "a"), slot)
 	b = cluster.New(bin, filepath.Join(work, "b"), slot+1)
+	// A small A: its host takes 4 pods, so that a Deployment labelled
+	// cci.io/burst=auto overflows onto the virtual node (TestAutoOverflow).
+	a.Args = append(a.Args, "--max-pods", strconv.Itoa(aMaxPods))
 	for _, c := range []*cluster.Instance{a, b} {
 		c.Prepare()
 		defer c.Cleanup()
@@ -116,112 +117,9 @@ func run(m *testing.M) int {
 	return code
 }
 
-// connectProc is one `cci connect` process.
-type connectProc struct {
-	args []string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan error
-}
-
-func newConnect() *connectProc {
-	return &connectProc{args: []string{"connect", "--kubeconfig", a.Kubeconfig, "--to", tenantKC, "--name", nodeName,
-		"--kubelet-port", strconv.Itoa(cluster.FreePorts(1)[0]), "--install", "--webhook-port", strconv.Itoa(cluster.FreePorts(1)[0])}}
-}
-
-// Start runs `cci connect` and waits for its ready line.
-func (c *connectProc) Start() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cmd, out, done, err := startConnect(c.args, "CCI connect is ready", 3*time.Minute)
-	if err != nil {
-		return err
-	}
-	c.cmd, c.out, c.done = cmd, out, done
-	return nil
-}
-
-// startConnect runs `cci connect` with args and waits for a line that
-// starts with want (or for its exit).
-func startConnect(args []string, want string, timeout time.Duration) (*exec.Cmd, *bytes.Buffer, chan error, error) {
-	cmd := exec.Command(bin, args...)
-	out := &bytes.Buffer{}
-	pr, pw := io.Pipe()
-	var mu sync.Mutex
-	cmd.Stdout = io.MultiWriter(lockedWriter{&mu, out}, pw)
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		return nil, nil, nil, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		done <- cmd.Wait()
-		pw.Close()
-	}()
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		closed := false
-		for sc.Scan() {
-			if !closed && strings.HasPrefix(sc.Text(), want) {
-				close(ready)
-				closed = true
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	select {
-	case <-ready:
-		return cmd, out, done, nil
-	case err := <-done:
-		done <- err
-		return cmd, out, done, fmt.Errorf("cci connect exited before ready: %v\n%s", err, out.String())
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		return nil, nil, nil, fmt.Errorf("cci connect not ready after %s\n%s", timeout, out.String())
-	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// Stop ends `cci connect` with SIGTERM and waits for it.
-func (c *connectProc) Stop() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cmd == nil {
-		return nil
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-c.done:
-		c.cmd = nil
-		return err
-	case <-time.After(45 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		c.cmd = nil
-		return fmt.Errorf("cci connect did not stop within 45 s of SIGTERM")
-	}
-}
-
-// Output is what every `cci connect` run printed so far.
-func (c *connectProc) Output() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.out == nil {
-		return ""
-	}
-	return c.out.String()
+func newConnect() *cluster.Connect {
+	return cluster.NewConnect(bin, "connect", "--kubeconfig", a.Kubeconfig, "--to", tenantKC, "--name", nodeName,
+		"--kubelet-port", strconv.Itoa(cluster.FreePorts(1)[0]), "--install", "--webhook-port", strconv.Itoa(cluster.FreePorts(1)[0]))
 }
 
 func clientA(t *testing.T) kubernetes.Interface { return a.Client(t) }
