@@ -43,5 +43,16 @@ func run() error {
 		return fmt.Errorf("self subject review at %s: %w", cfg.Host, err)
 	}
 	fmt.Printf("host=%s version=%s user=%s\n", cfg.Host, v.GitVersion, review.Status.UserInfo.Username)
+	// With the downward API's POD_NAMESPACE and POD_NAME, the pod also
+	// reads its own object: the API it reached is the one that scheduled
+	// it (a burst pod's copy must reach its home cluster, not the one it
+	// runs in).
+	if name, ns := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"); name != "" && ns != "" {
+		pod, err := kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get own pod %s/%s at %s: %w", ns, name, cfg.Host, err)
+		}
+		fmt.Printf("pod=%s/%s node=%s uid=%s\n", ns, name, pod.Spec.NodeName, pod.UID)
+	}
 	return nil
 }
