@@ -65,8 +65,15 @@ func (p *provider) nsFor(ns string) string {
 	return p.c.bNS
 }
 
-func (p *provider) target(ns string) target {
-	return target{Namespace: p.nsFor(ns), Node: p.c.cfg.NodeName, Cluster: p.c.cluster, NodeIP: p.c.cfg.NodeIP, DNS: p.c.dns, APIHost: p.c.apiHost, APIPort: p.c.apiPort}
+func (p *provider) target(ns string) target { return p.c.copyTarget(ns) }
+
+// copyTarget is where the copy of a pod of A's namespace ns goes.
+func (c *connector) copyTarget(ns string) target {
+	bNS := c.bNS
+	if c.cfg.Cell {
+		bNS = ns
+	}
+	return target{Namespace: bNS, Node: c.cfg.NodeName, Cluster: c.cluster, NodeIP: c.cfg.NodeIP, DNS: c.dns, APIHost: c.apiHost, APIPort: c.apiPort}
 }
 
 // deletionCost is the ReplicaSet controller's annotation: lower goes first.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -76,7 +77,7 @@ func burstPatch(pod *v1.Pod) ([]map[string]any, error) {
 }
 
 // serveWebhook answers A's apiserver's AdmissionReviews of pods.
-func serveWebhook(w http.ResponseWriter, r *http.Request) {
+func (c *connector) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8<<20))
 	if err != nil {
 		http.Error(w, "read AdmissionReview: "+err.Error(), http.StatusBadRequest)
@@ -90,11 +91,29 @@ func serveWebhook(w http.ResponseWriter, r *http.Request) {
 	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
 	var pod v1.Pod
 	if err := json.Unmarshal(review.Request.Object.Raw, &pod); err == nil {
+		if pod.Namespace == "" {
+			pod.Namespace = review.Request.Namespace
+		}
 		patch, err := burstPatch(&pod)
-		if err != nil {
+		refusal := error(nil)
+		if err == nil {
+			refusal = c.wouldRefuse(r.Context(), &pod)
+		}
+		switch {
+		case err != nil:
 			resp.Allowed = false
 			resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusBadRequest, Reason: metav1.StatusReasonBadRequest, Message: err.Error()}
-		} else {
+		case refusal != nil && pod.Labels[BurstLabel] == "enforce":
+			// Failed later on the node, a ReplicaSet's pod would be
+			// replaced at once, and again: thousands a minute. Refused
+			// here, the ReplicaSet reports FailedCreate and backs off.
+			resp.Allowed = false
+			resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden,
+				Message: fmt.Sprintf("%s=enforce: %v", BurstLabel, refusal)}
+		case refusal != nil:
+			// prefer and auto: the pod stays on A's own nodes.
+			resp.Warnings = []string{fmt.Sprintf("%s=%s: kept on this cluster's own nodes: %v", BurstLabel, pod.Labels[BurstLabel], refusal)}
+		default:
 			raw, _ := json.Marshal(patch)
 			pt := admissionv1.PatchTypeJSONPatch
 			resp.Patch, resp.PatchType = raw, &pt
@@ -103,6 +122,38 @@ func serveWebhook(w http.ResponseWriter, r *http.Request) {
 	out, _ := json.Marshal(admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Response: resp})
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(out)
+}
+
+// wouldRefuse says why the virtual node would refuse pod, nil when it
+// would take it or cannot tell: a field that cannot pass, or B's admission
+// (a flavor CCI does not offer, a policy), asked with a dry run of the
+// copy's creation. Quota is not a refusal (it frees up), nor is B being
+// out of reach.
+func (c *connector) wouldRefuse(ctx context.Context, pod *v1.Pod) error {
+	if pod.Name == "" { // a controller's pod: generateName is not applied yet
+		p := pod.DeepCopy()
+		p.Name = p.GenerateName + "admission"
+		pod = p
+	}
+	t := c.copyTarget(pod.Namespace)
+	pl, err := translate(pod, t)
+	var r *refused
+	if errors.As(err, &r) {
+		return err
+	}
+	if err != nil || c.b == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err = c.b.CoreV1().Pods(t.Namespace).Create(ctx, pl.Pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	switch {
+	case err == nil, apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota"):
+		return nil
+	case apierrors.IsForbidden(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		return &refused{Field: "admission", Why: fmt.Sprintf("the cluster behind node %s refuses the pod: %s", c.cfg.NodeName, apiMessage(err))}
+	}
+	return nil
 }
 
 // runWebhook serves the burst webhook on WebhookPort and registers it in
@@ -122,7 +173,7 @@ func (c *connector) runWebhook(ctx context.Context, ready func()) error {
 		return fmt.Errorf("the burst webhook's port %d (--webhook-port): %w", c.cfg.WebhookPort, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/burst", serveWebhook)
+	mux.HandleFunc("/burst", c.serveWebhook)
 	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()

@@ -362,6 +362,40 @@ func TestFlavorRefused(t *testing.T) {
 	})
 }
 
+// The same pod under a Deployment labelled cci.io/burst=enforce is refused
+// when it is created: its ReplicaSet reports the flavor message and backs
+// off, instead of replacing a pod failed on the node again and again.
+func TestFlavorRefusedAtAdmission(t *testing.T) {
+	ensureNamespace(t)
+	const name = "odd-deploy"
+	apply(t, fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %s, namespace: %s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: %s}}
+  template:
+    metadata: {labels: {app: %s, cci.io/burst: enforce}}
+    spec:
+      containers:
+      - {name: c, image: %s, command: [sleep, "3600"], resources: {limits: {cpu: 100m, memory: 64Mi}}}
+`, name, ns, name, name, image(testimage.Shell)))
+	defer func() { _, _ = kubectl(t, "delete", "deployment", "-n", ns, name, "--wait=true", "--timeout=60s") }()
+	waitFor(t, time.Minute, "the ReplicaSet's FailedCreate with the flavor message", func() (bool, string) {
+		out, _ := kubectl(t, "get", "events", "-n", ns, "--field-selector", "reason=FailedCreate", "-o", "custom-columns=O:.involvedObject.name,M:.message", "--no-headers")
+		return strings.Contains(out, name) && strings.Contains(out, "flavor"), out
+	})
+	// A while later there is still no pod at all.
+	time.Sleep(10 * time.Second)
+	list, err := clientA(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 0 {
+		t.Errorf("%d pods of the refused Deployment exist, want none", len(list.Items))
+	}
+}
+
 func podUID(t *testing.T, name string) string {
 	t.Helper()
 	p, err := clientA(t).CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})

@@ -106,8 +106,9 @@ func TestProjectedTokenReachesA(t *testing.T) {
 func TestHPAScalesBurst(t *testing.T) {
 	ensureNamespace(t)
 	const name, max = "busy", 6
-	// Each pod spins within a 100m limit against a 50m request: about
-	// 200 % of its request, against a 50 % target.
+	// Each pod spins within a 250m limit (the smallest flavor: CCI bills
+	// and admits by limits) against a 50m request: up to 500 % of its
+	// request, against a 50 % target.
 	apply(t, fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: %s, namespace: %s}
@@ -122,7 +123,7 @@ spec:
       - name: c
         image: %s
         command: [sh, -c, "while :; do :; done"]
-        resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {cpu: 100m, memory: 128Mi}}
+        resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {cpu: 250m, memory: 512Mi}}
 `, name, ns, name, name, image(testimage.Shell)))
 	defer func() {
 		_, _ = kubectl(t, "delete", "hpa", "-n", ns, name, "--wait=false")
@@ -142,7 +143,11 @@ spec:
 			return false, err.Error()
 		}
 		onA, onVirtual = 0, 0
+		failed := 0
 		for _, p := range list.Items {
+			if p.Status.Phase == v1.PodFailed {
+				failed++
+			}
 			if p.Status.Phase != v1.PodRunning || p.DeletionTimestamp != nil {
 				continue
 			}
@@ -153,7 +158,7 @@ spec:
 			}
 		}
 		return h.Status.DesiredReplicas == max && onA+onVirtual == max && onVirtual > 0 && onA > 0,
-			fmt.Sprintf("desired %d, current %d, metrics %s; Running: %d on A, %d on %s", h.Status.DesiredReplicas, h.Status.CurrentReplicas, hpaMetrics(h), onA, onVirtual, nodeName)
+			fmt.Sprintf("desired %d, current %d, metrics %s; Running: %d on A, %d on %s; %d Failed", h.Status.DesiredReplicas, h.Status.CurrentReplicas, hpaMetrics(h), onA, onVirtual, nodeName, failed)
 	})
 	t.Logf("HPA scaled to %d: %d pods on A's host, %d on %s", max, onA, onVirtual, nodeName)
 
