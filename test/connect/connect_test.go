@@ -1,12 +1,17 @@
 package connect
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cci-project/cci/internal/testimage"
 	"github.com/cci-project/cci/test/cluster"
@@ -94,6 +100,77 @@ func TestSecondConnectRefuses(t *testing.T) {
 	if !strings.Contains(string(out), "served by another `cci connect`") {
 		t.Errorf("the refusal does not say why:\n%s", out)
 	}
+}
+
+// Bad input: B unreachable at start. connect says so and retries with
+// back-off, without crashing and without registering a node it cannot
+// serve.
+func TestUnreachableAtStart(t *testing.T) {
+	raw, err := os.ReadFile(tenantKC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A port nothing listens on.
+	closed := fmt.Sprintf("https://127.0.0.1:%d", cluster.FreePorts(1)[0])
+	for _, c := range cfg.Clusters {
+		c.Server = closed
+	}
+	kc := filepath.Join(t.TempDir(), "nowhere.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, kc); err != nil {
+		t.Fatal(err)
+	}
+	const node = "cci-nowhere"
+	var out safeBuffer
+	cmd := exec.Command(bin, "connect", "--kubeconfig", a.Kubeconfig, "--to", kc, "--name", node, "--kubelet-port", fmt.Sprint(cluster.FreePorts(1)[0]))
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("connect did not stop on SIGTERM:\n%s", out.String())
+		}
+	}()
+	// Back-off of 1 s, 2 s, 4 s: three tries in about 8 s.
+	waitFor(t, time.Minute, "three retries, each saying why", func() (bool, string) {
+		select {
+		case err := <-exited:
+			t.Fatalf("connect exited while B was unreachable: %v\n%s", err, out.String())
+		default:
+		}
+		return strings.Count(out.String(), "does not answer; retrying") >= 3 && strings.Contains(out.String(), closed), out.String()
+	})
+	if _, err := clientA(t).CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("node %s registered while B was unreachable (err %v)", node, err)
+	}
+}
+
+// safeBuffer is a bytes.Buffer for a process's output read while it runs.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Steps 3-4: a pod that tolerates the node runs in B and is Running in A
