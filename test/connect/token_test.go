@@ -162,14 +162,15 @@ spec:
 	})
 	t.Logf("HPA scaled to %d: %d pods on A's host, %d on %s", max, onA, onVirtual, nodeName)
 
-	// The virtual node's pods are measured: A's metrics API has them.
-	out, err := exec.Command("kubectl", "--kubeconfig", a.Kubeconfig, "top", "pod", "-n", ns, "-l", "app="+name, "--no-headers").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kubectl top: %v\n%s", err, out)
-	}
-	if n := len(strings.Split(strings.TrimSpace(string(out)), "\n")); n < max {
-		t.Errorf("kubectl top lists %d of the %d pods:\n%s", n, max, out)
-	}
+	// The virtual node's pods are measured: A's metrics API has them all
+	// (a new pod's first figures take a scrape or two).
+	waitFor(t, 2*time.Minute, fmt.Sprintf("kubectl top to list all %d pods", max), func() (bool, string) {
+		out, err := exec.Command("kubectl", "--kubeconfig", a.Kubeconfig, "top", "pod", "-n", ns, "-l", "app="+name, "--no-headers").CombinedOutput()
+		if err != nil {
+			return false, fmt.Sprintf("kubectl top: %v\n%s", err, out)
+		}
+		return len(strings.Split(strings.TrimSpace(string(out)), "\n")) >= max, string(out)
+	})
 }
 
 // hpaMetrics describes an HPA's current metrics.
