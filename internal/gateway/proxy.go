@@ -132,16 +132,25 @@ func (d *Dataplane) open(port int) (*listener, error) {
 		return nil, fmt.Errorf("gateway proxy port %d: %w", port, err)
 	}
 	l := &listener{port: ln.Addr().(*net.TCPAddr).Port, d: d}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	l.srv = &http.Server{Handler: l, Protocols: &p, ReadHeaderTimeout: 30 * time.Second}
+	l.srv = l.server()
 	go func() {
-		if err := l.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.srv.Serve(newTLSListener(ln, l)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Warn("gateway proxy port stopped", "port", l.port, "err", err)
 		}
 	}()
 	return l, nil
+}
+
+// server is the HTTP server of a proxy port or of a Gateway's own
+// address: HTTP/1.1 and h2c on plain connections, HTTP/1.1 and h2 (by
+// ALPN) on the TLS connections of HTTPS listeners.
+func (l *listener) server() *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
+	return &http.Server{Handler: l, Protocols: &p, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(l.d.log.Handler(), slog.LevelDebug)}
 }
 
 // Close stops every proxy port at once.
@@ -185,13 +194,10 @@ func (d *Dataplane) SetDirect(want map[string]int) {
 			d.log.Debug("gateway address not bound; the service proxy carries it", "address", a, "err", err)
 			continue
 		}
-		var pr http.Protocols
-		pr.SetHTTP1(true)
-		pr.SetUnencryptedHTTP2(true)
-		srv := &http.Server{Handler: l, Protocols: &pr, ReadHeaderTimeout: 30 * time.Second}
+		srv := l.server()
 		d.direct[a] = &directServer{proxyPort: p, srv: srv}
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(newTLSListener(ln, l)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				d.log.Warn("gateway address socket stopped", "address", a, "err", err)
 			}
 		}()

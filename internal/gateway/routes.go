@@ -29,6 +29,9 @@ type Table struct {
 	exact    map[string][]*entry
 	wildcard []wildcardEntries
 	any      []*entry
+	// TLS, when set, makes the port terminate TLS with these
+	// certificates (HTTPS listeners); nil: plain HTTP.
+	TLS *Certs
 }
 
 type wildcardEntries struct {
