@@ -634,6 +634,20 @@ func routeSpec(r *gatewayv1.HTTPRoute, backends [][]*Backend) RouteSpec {
 				rs.Timeout = d
 			}
 		}
+		if rt := rule.Retry; rt != nil {
+			// Defaults the spec leaves to implementations: one retry
+			// after 25 ms (Envoy's base interval).
+			p := &RetryPolicy{Attempts: ptr.Deref(rt.Attempts, 1), Backoff: 25 * time.Millisecond}
+			for _, code := range rt.Codes {
+				p.Codes = append(p.Codes, int(code))
+			}
+			if rt.Backoff != nil {
+				if d, err := time.ParseDuration(string(*rt.Backoff)); err == nil {
+					p.Backoff = d
+				}
+			}
+			rs.Retry = p
+		}
 		s.Rules = append(s.Rules, rs)
 	}
 	return s

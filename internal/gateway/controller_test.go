@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/utils/ptr"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -91,5 +94,25 @@ func TestConflicts(t *testing.T) {
 	p := meta.FindStatusCondition(s.Conditions, string(gatewayv1.GatewayConditionProgrammed))
 	if p == nil || p.Status != metav1.ConditionFalse || p.Reason != string(gatewayv1.GatewayReasonAddressNotUsable) || !strings.Contains(p.Message, "ns/old") {
 		t.Errorf("Programmed of the Gateway in conflict: %+v, want False AddressNotUsable naming ns/old", p)
+	}
+}
+
+// An HTTPRoute rule's retry becomes the data plane's policy, with the
+// defaults for what it leaves out.
+func TestRouteSpecRetry(t *testing.T) {
+	r := &gatewayv1.HTTPRoute{Spec: gatewayv1.HTTPRouteSpec{Rules: []gatewayv1.HTTPRouteRule{
+		{Retry: &gatewayv1.HTTPRouteRetry{Codes: []gatewayv1.HTTPRouteRetryStatusCode{502, 503}, Attempts: ptr.To(3), Backoff: ptr.To(gatewayv1.Duration("100ms"))}},
+		{Retry: &gatewayv1.HTTPRouteRetry{}},
+		{},
+	}}}
+	s := routeSpec(r, make([][]*Backend, 3))
+	if p := s.Rules[0].Retry; p == nil || !slices.Equal(p.Codes, []int{502, 503}) || p.Attempts != 3 || p.Backoff != 100*time.Millisecond {
+		t.Errorf("rule 0: %+v", p)
+	}
+	if p := s.Rules[1].Retry; p == nil || len(p.Codes) != 0 || p.Attempts != 1 || p.Backoff != 25*time.Millisecond {
+		t.Errorf("rule 1 (defaults): %+v", p)
+	}
+	if p := s.Rules[2].Retry; p != nil {
+		t.Errorf("rule 2 (no retry): %+v", p)
 	}
 }
