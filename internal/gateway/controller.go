@@ -141,7 +141,7 @@ func EnsureClass(ctx context.Context, kube kubernetes.Interface, gw gatewayclien
 		ObjectMeta: metav1.ObjectMeta{Name: ClassName},
 		Spec: gatewayv1.GatewayClassSpec{
 			ControllerName: ControllerName,
-			Description:    ptr.To("CCI: pool addresses, HTTP proxy in the control plane"),
+			Description:    ptr.To("CCI: pool addresses, HTTP and HTTPS proxy in the control plane"),
 		},
 	}
 	if _, err := gw.GatewayV1().GatewayClasses().Create(ctx, gc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
