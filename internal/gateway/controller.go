@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,12 +60,16 @@ const (
 // objects are few and one pass keeps routes, listeners and addresses
 // consistent with each other.
 type Controller struct {
-	kube     kubernetes.Interface
-	gw       gatewayclient.Interface
-	dp       *Dataplane
-	log      *slog.Logger
-	kf       informers.SharedInformerFactory
-	gf       gatewayinformers.SharedInformerFactory
+	kube kubernetes.Interface
+	gw   gatewayclient.Interface
+	dp   *Dataplane
+	log  *slog.Logger
+	kf   informers.SharedInformerFactory
+	gf   gatewayinformers.SharedInformerFactory
+	// sf watches Secrets of type kubernetes.io/tls only: the
+	// listeners' certificates, without holding every Secret of the
+	// cluster in memory.
+	sf       informers.SharedInformerFactory
 	classes  gatewaylisters.GatewayClassLister
 	gateways gatewaylisters.GatewayLister
 	routes   gatewaylisters.HTTPRouteLister
@@ -71,7 +78,17 @@ type Controller struct {
 	svcs     cache.Indexer
 	slices   cache.Indexer
 	nss      cache.Indexer
+	secrets  cache.Indexer
 	queue    workqueue.TypedRateLimitingInterface[string]
+	// certs caches parsed certificates by Secret (namespace/name) and
+	// resourceVersion; only the worker uses it.
+	certs map[string]cachedCert
+}
+
+type cachedCert struct {
+	rv   string
+	cert tls.Certificate
+	err  error
 }
 
 // NewController builds the controller; Run starts it.
@@ -80,6 +97,10 @@ func NewController(kube kubernetes.Interface, gw gatewayclient.Interface, dp *Da
 		kube: kube, gw: gw, dp: dp, log: log,
 		kf: informers.NewSharedInformerFactory(kube, 10*time.Minute),
 		gf: gatewayinformers.NewSharedInformerFactory(gw, 10*time.Minute),
+		sf: informers.NewSharedInformerFactoryWithOptions(kube, 10*time.Minute, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
+		})),
+		certs: map[string]cachedCert{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "gateway"}),
@@ -93,6 +114,7 @@ func NewController(kube kubernetes.Interface, gw gatewayclient.Interface, dp *Da
 	for _, inf := range []cache.SharedIndexInformer{
 		v1.GatewayClasses().Informer(), v1.Gateways().Informer(), v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(),
 		c.kf.Core().V1().Services().Informer(), c.kf.Discovery().V1().EndpointSlices().Informer(), c.kf.Core().V1().Namespaces().Informer(),
+		c.sf.Core().V1().Secrets().Informer(),
 	} {
 		_, _ = inf.AddEventHandler(handler)
 		c.synced = append(c.synced, inf.HasSynced)
@@ -104,6 +126,7 @@ func NewController(kube kubernetes.Interface, gw gatewayclient.Interface, dp *Da
 	c.svcs = c.kf.Core().V1().Services().Informer().GetIndexer()
 	c.slices = c.kf.Discovery().V1().EndpointSlices().Informer().GetIndexer()
 	c.nss = c.kf.Core().V1().Namespaces().Informer().GetIndexer()
+	c.secrets = c.sf.Core().V1().Secrets().Informer().GetIndexer()
 	return c
 }
 
@@ -118,7 +141,7 @@ func EnsureClass(ctx context.Context, kube kubernetes.Interface, gw gatewayclien
 		ObjectMeta: metav1.ObjectMeta{Name: ClassName},
 		Spec: gatewayv1.GatewayClassSpec{
 			ControllerName: ControllerName,
-			Description:    ptr.To("CCI: pool addresses, HTTP proxy in the control plane"),
+			Description:    ptr.To("CCI: pool addresses, HTTP and HTTPS proxy in the control plane"),
 		},
 	}
 	if _, err := gw.GatewayV1().GatewayClasses().Create(ctx, gc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -133,6 +156,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.dp.Close()
 	c.kf.Start(ctx.Done())
 	c.gf.Start(ctx.Done())
+	c.sf.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return ctx.Err()
 	}
@@ -163,16 +187,25 @@ type gwState struct {
 	status    gatewayv1.GatewayStatus
 	listeners map[gatewayv1.SectionName]*lstate
 	// routes per listener port
-	routes   map[int32][]RouteSpec
-	proxy    map[int32]int // listener port → proxy port
+	routes map[int32][]RouteSpec
+	proxy  map[int32]int // listener port → proxy port
+	// https: the ports of HTTPS listeners; certs: their certificates
+	https    map[int32]bool
+	certs    map[int32][]ListenerCerts
 	address  string
 	addrWhy  string
 	accepted bool
+	// conflict, when set, says which other Gateway holds the address and
+	// ports this one asks for (Programmed=False, AddressNotUsable).
+	conflict string
 }
 
 type lstate struct {
-	l        gatewayv1.Listener
-	ok       bool
+	l  gatewayv1.Listener
+	ok bool
+	// refsOK: the listener's certificateRefs resolve (always true for
+	// HTTP); a listener whose refs do not is not programmed.
+	refsOK   bool
 	attached int32
 	status   *gatewayv1.ListenerStatus
 }
@@ -213,8 +246,10 @@ func (c *Controller) sync(ctx context.Context) error {
 		if !ours[string(g.Spec.GatewayClassName)] {
 			continue
 		}
-		gws[gwKey(g.Namespace, g.Name)] = c.gatewayState(g)
+		gws[gwKey(g.Namespace, g.Name)] = c.gatewayState(ctx, g)
 	}
+	markConflicts(gws)
+	c.pruneCerts(gws)
 
 	// Routes attach to listeners; their status is written below.
 	routes, _ := c.routes.List(labels.Everything())
@@ -249,6 +284,11 @@ func (c *Controller) sync(ctx context.Context) error {
 				// attach compiled each route alone, so this does not happen.
 				errs = append(errs, err)
 				continue
+			}
+			if st.https[port] {
+				// Set even without a valid certificate: an HTTPS port
+				// never falls back to plain HTTP.
+				t.TLS = NewCerts(st.certs[port])
 			}
 			tables[proxyPort] = t
 		}
@@ -291,8 +331,9 @@ func (c *Controller) sync(ctx context.Context) error {
 }
 
 // gatewayState validates a Gateway's listeners and picks their proxy ports.
-func (c *Controller) gatewayState(g *gatewayv1.Gateway) *gwState {
-	st := &gwState{gw: g, listeners: map[gatewayv1.SectionName]*lstate{}, routes: map[int32][]RouteSpec{}, proxy: map[int32]int{}, accepted: true}
+func (c *Controller) gatewayState(ctx context.Context, g *gatewayv1.Gateway) *gwState {
+	st := &gwState{gw: g, listeners: map[gatewayv1.SectionName]*lstate{}, routes: map[int32][]RouteSpec{}, proxy: map[int32]int{},
+		https: map[int32]bool{}, certs: map[int32][]ListenerCerts{}, accepted: true}
 	svc := c.service(ServiceName(g.Namespace, g.Name))
 	existing := map[int32]int{}
 	if svc != nil {
@@ -317,7 +358,13 @@ func (c *Controller) gatewayState(g *gatewayv1.Gateway) *gwState {
 		st.addrWhy = "CCI gives a Gateway one address; list at most one in spec.addresses"
 	}
 	hostsOnPort := map[int32]map[string]int{}
+	// The protocol of a port is its first listener's: one socket serves
+	// either plain HTTP or TLS.
+	protoOfPort := map[int32]gatewayv1.ProtocolType{}
 	for _, l := range g.Spec.Listeners {
+		if _, ok := protoOfPort[l.Port]; !ok && supported(l.Protocol) {
+			protoOfPort[l.Port] = l.Protocol
+		}
 		h := ""
 		if l.Hostname != nil {
 			h = string(*l.Hostname)
@@ -328,7 +375,7 @@ func (c *Controller) gatewayState(g *gatewayv1.Gateway) *gwState {
 		hostsOnPort[l.Port][h]++
 	}
 	for _, l := range g.Spec.Listeners {
-		ls := &lstate{l: l, ok: true, status: &gatewayv1.ListenerStatus{Name: l.Name, Conditions: []metav1.Condition{}}}
+		ls := &lstate{l: l, ok: true, refsOK: true, status: &gatewayv1.ListenerStatus{Name: l.Name, Conditions: []metav1.Condition{}}}
 		st.listeners[l.Name] = ls
 		gen := g.Generation
 		cond := func(t string, ok bool, reason, msg string) {
@@ -358,11 +405,11 @@ func (c *Controller) gatewayState(g *gatewayv1.Gateway) *gwState {
 			ls.status.SupportedKinds = []gatewayv1.RouteGroupKind{{Group: ptr.To(gatewayv1.Group(group)), Kind: "HTTPRoute"}}
 		}
 		switch {
-		case l.Protocol != gatewayv1.HTTPProtocolType:
+		case !supported(l.Protocol):
 			ls.ok = false
 			ls.status.SupportedKinds = []gatewayv1.RouteGroupKind{}
 			cond(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedProtocol),
-				fmt.Sprintf("protocol %q is not supported yet: CCI's gateway serves HTTP listeners", l.Protocol))
+				fmt.Sprintf("protocol %q is not supported yet: CCI's gateway serves HTTP and HTTPS listeners (TLS terminated at the gateway; no TLS passthrough)", l.Protocol))
 			cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener is not accepted")
 			cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
 			cond(string(gatewayv1.ListenerConditionConflicted), false, string(gatewayv1.ListenerReasonNoConflicts), "")
@@ -375,13 +422,42 @@ func (c *Controller) gatewayState(g *gatewayv1.Gateway) *gwState {
 			cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener conflicts with another")
 			cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
 			continue
+		case protoOfPort[l.Port] != l.Protocol:
+			ls.ok = false
+			cond(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonProtocolConflict),
+				fmt.Sprintf("port %d is %s by an earlier listener of this Gateway; give this %s listener another port", l.Port, protoOfPort[l.Port], l.Protocol))
+			cond(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonProtocolConflict), "the listener conflicts with another")
+			cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener conflicts with another")
+			cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
+			continue
+		case l.Protocol == gatewayv1.HTTPSProtocolType && l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode != gatewayv1.TLSModeTerminate:
+			ls.ok = false
+			cond(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue),
+				fmt.Sprintf("tls.mode %q: an HTTPS listener terminates TLS; use mode Terminate (or leave it out)", *l.TLS.Mode))
+			cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener is not accepted")
+			cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
+			cond(string(gatewayv1.ListenerConditionConflicted), false, string(gatewayv1.ListenerReasonNoConflicts), "")
+			continue
 		}
 		cond(string(gatewayv1.ListenerConditionConflicted), false, string(gatewayv1.ListenerReasonNoConflicts), "")
 		cond(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "")
-		if kindsOK {
-			cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
-		} else {
+		var certs []tls.Certificate
+		refReason, refMsg := gatewayv1.ListenerReasonResolvedRefs, ""
+		if l.Protocol == gatewayv1.HTTPSProtocolType {
+			st.https[l.Port] = true
+			certs, refReason, refMsg = c.listenerCerts(ctx, g, l)
+			if refReason != gatewayv1.ListenerReasonResolvedRefs {
+				ls.refsOK, certs = false, nil
+			}
+			st.certs[l.Port] = append(st.certs[l.Port], ListenerCerts{Hostname: h, Certs: certs})
+		}
+		switch {
+		case !kindsOK:
 			cond(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds), "CCI's gateway serves HTTPRoutes only")
+		case !ls.refsOK:
+			cond(string(gatewayv1.ListenerConditionResolvedRefs), false, string(refReason), refMsg)
+		default:
+			cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
 		}
 		if _, ok := st.proxy[l.Port]; !ok {
 			st.proxy[l.Port] = existing[l.Port]
@@ -558,6 +634,20 @@ func routeSpec(r *gatewayv1.HTTPRoute, backends [][]*Backend) RouteSpec {
 				rs.Timeout = d
 			}
 		}
+		if rt := rule.Retry; rt != nil {
+			// Defaults the spec leaves to implementations: one retry
+			// after 25 ms (Envoy's base interval).
+			p := &RetryPolicy{Attempts: ptr.Deref(rt.Attempts, 1), Backoff: 25 * time.Millisecond}
+			for _, code := range rt.Codes {
+				p.Codes = append(p.Codes, int(code))
+			}
+			if rt.Backoff != nil {
+				if d, err := time.ParseDuration(string(*rt.Backoff)); err == nil {
+					p.Backoff = d
+				}
+			}
+			rs.Retry = p
+		}
 		s.Rules = append(s.Rules, rs)
 	}
 	return s
@@ -613,7 +703,7 @@ func (c *Controller) backend(r *gatewayv1.HTTPRoute, ref gatewayv1.BackendObject
 	if ref.Group != nil && *ref.Group != "" || ref.Kind != nil && *ref.Kind != "Service" {
 		return b, gatewayv1.RouteReasonInvalidKind, fmt.Sprintf("backendRef %s: only Services (group \"\", kind Service) are supported", ref.Name)
 	}
-	if ns != r.Namespace && !c.granted(r.Namespace, ns, string(ref.Name)) {
+	if ns != r.Namespace && !c.granted("HTTPRoute", r.Namespace, ns, "Service", string(ref.Name)) {
 		return b, gatewayv1.RouteReasonRefNotPermitted, fmt.Sprintf("backendRef %s/%s: no ReferenceGrant in namespace %s lets HTTPRoutes of namespace %s reach it; its owner may create one", ns, ref.Name, ns, r.Namespace)
 	}
 	obj, ok, _ := c.svcs.GetByKey(ns + "/" + string(ref.Name))
@@ -662,16 +752,17 @@ func (c *Controller) backend(r *gatewayv1.HTTPRoute, ref gatewayv1.BackendObject
 	return b, "", ""
 }
 
-// granted says whether a ReferenceGrant in toNS lets HTTPRoutes of fromNS
-// reach Service name.
-func (c *Controller) granted(fromNS, toNS, name string) bool {
+// granted says whether a ReferenceGrant in toNS lets objects of kind
+// fromKind (of the Gateway API group) in fromNS reach the core object
+// toKind/name: HTTPRoute → Service, Gateway → Secret.
+func (c *Controller) granted(fromKind, fromNS, toNS, toKind, name string) bool {
 	grants, _ := c.grants.ReferenceGrants(toNS).List(labels.Everything())
 	for _, g := range grants {
 		from := slices.ContainsFunc(g.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
-			return f.Group == group && f.Kind == "HTTPRoute" && string(f.Namespace) == fromNS
+			return f.Group == group && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
 		})
 		to := slices.ContainsFunc(g.Spec.To, func(t gatewayv1.ReferenceGrantTo) bool {
-			return t.Group == "" && t.Kind == "Service" && (t.Name == nil || string(*t.Name) == name)
+			return t.Group == "" && string(t.Kind) == toKind && (t.Name == nil || string(*t.Name) == name)
 		})
 		if from && to {
 			return true
@@ -786,6 +877,21 @@ func (c *Controller) pruneServices(ctx context.Context, gws map[string]*gwState)
 
 func (c *Controller) writeGatewayStatus(ctx context.Context, st *gwState) error {
 	g := st.gw
+	s := c.gatewayStatus(st)
+	if apiequality.Semantic.DeepEqual(s, &g.Status) {
+		return nil
+	}
+	cp := g.DeepCopy()
+	cp.Status = *s
+	if _, err := c.gw.GatewayV1().Gateways(g.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("Gateway %s/%s status: %w", g.Namespace, g.Name, err)
+	}
+	return nil
+}
+
+// gatewayStatus is the status a Gateway should have.
+func (c *Controller) gatewayStatus(st *gwState) *gatewayv1.GatewayStatus {
+	g := st.gw
 	s := g.Status.DeepCopy()
 	set := func(t gatewayv1.GatewayConditionType, ok bool, reason gatewayv1.GatewayConditionReason, msg string) {
 		v := metav1.ConditionTrue
@@ -804,11 +910,15 @@ func (c *Controller) writeGatewayStatus(ctx context.Context, st *gwState) error 
 		if svc != nil && len(svc.Status.LoadBalancer.Ingress) > 0 {
 			addr = svc.Status.LoadBalancer.Ingress[0].IP
 		}
-		if addr == "" {
+		switch {
+		case addr == "" && st.conflict != "":
+			set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonAddressNotUsable, st.conflict)
+			s.Addresses = nil
+		case addr == "":
 			set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonAddressNotAssigned,
 				fmt.Sprintf("waiting for an address of the load-balancer pool with the listeners' ports free (see the events of Service %s/%s)", Namespace, ServiceName(g.Namespace, g.Name)))
 			s.Addresses = nil
-		} else {
+		default:
 			set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed, "")
 			s.Addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: addr}}
 		}
@@ -823,7 +933,12 @@ func (c *Controller) writeGatewayStatus(ctx context.Context, st *gwState) error 
 		ls.status.AttachedRoutes = ls.attached
 		if ls.ok {
 			prog, reason, msg := st.address != "", gatewayv1.ListenerReasonProgrammed, ""
-			if !prog {
+			switch {
+			case !ls.refsOK:
+				prog, reason, msg = false, gatewayv1.ListenerReasonInvalid, "the listener's certificateRefs do not resolve (see its ResolvedRefs condition); it serves no certificate"
+			case !prog && st.conflict != "":
+				reason, msg = gatewayv1.ListenerReasonPending, "the Gateway's address is not usable (see its Programmed condition)"
+			case !prog:
 				reason, msg = gatewayv1.ListenerReasonPending, "the Gateway has no address yet"
 			}
 			v := metav1.ConditionTrue
@@ -845,15 +960,7 @@ func (c *Controller) writeGatewayStatus(ctx context.Context, st *gwState) error 
 		}
 		s.Listeners = append(s.Listeners, *ls.status)
 	}
-	if apiequality.Semantic.DeepEqual(s, &g.Status) {
-		return nil
-	}
-	cp := g.DeepCopy()
-	cp.Status = *s
-	if _, err := c.gw.GatewayV1().Gateways(g.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("Gateway %s/%s status: %w", g.Namespace, g.Name, err)
-	}
-	return nil
+	return s
 }
 
 func (c *Controller) writeRouteStatus(ctx context.Context, r *gatewayv1.HTTPRoute, parents []gatewayv1.RouteParentStatus) error {
@@ -905,4 +1012,168 @@ func localAddrs() map[netip.Addr]bool {
 		}
 	}
 	return out
+}
+
+func supported(p gatewayv1.ProtocolType) bool {
+	return p == gatewayv1.HTTPProtocolType || p == gatewayv1.HTTPSProtocolType
+}
+
+// listenerCerts resolves an HTTPS listener's certificateRefs. The reason
+// is ResolvedRefs when every ref gives a certificate, RefNotPermitted when
+// one names another namespace's Secret without a ReferenceGrant there
+// (the spec puts it before every other reason), else
+// InvalidCertificateRef; the message names each ref that failed and why.
+func (c *Controller) listenerCerts(ctx context.Context, g *gatewayv1.Gateway, l gatewayv1.Listener) ([]tls.Certificate, gatewayv1.ListenerConditionReason, string) {
+	if l.TLS == nil || len(l.TLS.CertificateRefs) == 0 {
+		return nil, gatewayv1.ListenerReasonInvalidCertificateRef, "an HTTPS listener needs tls.certificateRefs naming a Secret of type kubernetes.io/tls"
+	}
+	var certs []tls.Certificate
+	var problems []string
+	notPermitted := false
+	for _, ref := range l.TLS.CertificateRefs {
+		ns := g.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		if ref.Group != nil && *ref.Group != "" || ref.Kind != nil && *ref.Kind != "Secret" {
+			problems = append(problems, fmt.Sprintf("certificateRef %s/%s: only Secrets (group \"\", kind Secret) are supported", ns, ref.Name))
+			continue
+		}
+		if ns != g.Namespace && !c.granted("Gateway", g.Namespace, ns, "Secret", string(ref.Name)) {
+			notPermitted = true
+			problems = append(problems, fmt.Sprintf("certificateRef %s/%s: no ReferenceGrant in namespace %s lets Gateways of namespace %s use it; its owner may create one", ns, ref.Name, ns, g.Namespace))
+			continue
+		}
+		cert, err := c.secretCert(ctx, ns, string(ref.Name))
+		if err != nil {
+			problems = append(problems, "certificateRef "+ns+"/"+string(ref.Name)+": "+err.Error())
+			continue
+		}
+		certs = append(certs, cert)
+	}
+	switch {
+	case notPermitted:
+		return nil, gatewayv1.ListenerReasonRefNotPermitted, strings.Join(problems, "; ")
+	case len(problems) > 0:
+		return nil, gatewayv1.ListenerReasonInvalidCertificateRef, strings.Join(problems, "; ")
+	}
+	return certs, gatewayv1.ListenerReasonResolvedRefs, ""
+}
+
+// secretCert is the certificate of Secret ns/name, parsed once per
+// resourceVersion: a renewed Secret is read again on the next sync, which
+// its change triggers.
+func (c *Controller) secretCert(ctx context.Context, ns, name string) (tls.Certificate, error) {
+	k := ns + "/" + name
+	obj, ok, _ := c.secrets.GetByKey(k)
+	if !ok {
+		// The informer holds kubernetes.io/tls Secrets only: ask the API
+		// what the Secret is, to say what is wrong with it.
+		s, err := c.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return tls.Certificate{}, fmt.Errorf("Secret %s not found; create it with `kubectl create secret tls %s -n %s --cert=… --key=…`", k, name, ns)
+		case err != nil:
+			return tls.Certificate{}, fmt.Errorf("read Secret %s: %w", k, err)
+		}
+		return parseTLSSecret(s)
+	}
+	s := obj.(*corev1.Secret)
+	if cc, ok := c.certs[k]; ok && cc.rv == s.ResourceVersion {
+		return cc.cert, cc.err
+	}
+	cert, err := parseTLSSecret(s)
+	c.certs[k] = cachedCert{rv: s.ResourceVersion, cert: cert, err: err}
+	return cert, err
+}
+
+// pruneCerts forgets the cached certificates no HTTPS listener names.
+func (c *Controller) pruneCerts(gws map[string]*gwState) {
+	used := map[string]bool{}
+	for _, st := range gws {
+		for _, l := range st.gw.Spec.Listeners {
+			if l.TLS == nil {
+				continue
+			}
+			for _, ref := range l.TLS.CertificateRefs {
+				ns := st.gw.Namespace
+				if ref.Namespace != nil {
+					ns = string(*ref.Namespace)
+				}
+				used[ns+"/"+string(ref.Name)] = true
+			}
+		}
+	}
+	for k := range c.certs {
+		if !used[k] {
+			delete(c.certs, k)
+		}
+	}
+}
+
+// markConflicts finds Gateways that ask (spec.addresses) for an address
+// another Gateway holds, or asks for too and is older, on a shared port:
+// the ELB gives that address and port to one Service only, so the later
+// one would wait without a word. It is not programmed, with
+// AddressNotUsable naming the other Gateway. Its Service stays, so the
+// ELB gives it the address once the other lets go of it. A Gateway that
+// holds its address is never the one in conflict.
+func markConflicts(gws map[string]*gwState) {
+	norm := func(a string) string {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return a
+		}
+		return ip.Unmap().String()
+	}
+	keys := make([]string, 0, len(gws))
+	for k := range gws {
+		keys = append(keys, k)
+	}
+	// By creation time, then namespace/name: the older wins a tie.
+	slices.SortFunc(keys, func(a, b string) int {
+		return cmp.Or(gws[a].gw.CreationTimestamp.Time.Compare(gws[b].gw.CreationTimestamp.Time), strings.Compare(a, b))
+	})
+	rank := map[string]int{}
+	for i, k := range keys {
+		rank[k] = i
+	}
+	for _, k := range keys {
+		st := gws[k]
+		if !st.accepted || len(st.gw.Spec.Addresses) != 1 {
+			continue
+		}
+		want := norm(st.gw.Spec.Addresses[0].Value)
+		if st.address != "" && norm(st.address) == want {
+			continue
+		}
+		for _, ok := range keys {
+			o := gws[ok]
+			if ok == k || !o.accepted {
+				continue
+			}
+			holds := o.address != "" && norm(o.address) == want
+			asks := o.address == "" && len(o.gw.Spec.Addresses) == 1 && norm(o.gw.Spec.Addresses[0].Value) == want && rank[ok] < rank[k]
+			if !holds && !asks {
+				continue
+			}
+			var shared []string
+			for p := range st.proxy {
+				if _, ok := o.proxy[p]; ok {
+					shared = append(shared, strconv.Itoa(int(p)))
+				}
+			}
+			if len(shared) == 0 {
+				continue
+			}
+			slices.Sort(shared)
+			verb := "is held"
+			if !holds {
+				verb = "is asked for"
+			}
+			st.conflict = fmt.Sprintf("address %s %s with port %s by Gateway %s/%s; choose another address or other ports, or remove that Gateway (this one gets the address when it is free)",
+				want, verb, strings.Join(shared, ", "), o.gw.Namespace, o.gw.Name)
+			break
+		}
+	}
 }

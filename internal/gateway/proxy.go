@@ -1,14 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +36,7 @@ type Dataplane struct {
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	retries  *prometheus.CounterVec
 
 	mu        sync.Mutex
 	listeners map[int]*listener
@@ -77,12 +81,16 @@ func NewDataplane(addr string, log, access *slog.Logger) *Dataplane {
 			Help:    "Latency of requests through the Gateway API data plane, by HTTPRoute, from the request's arrival to its response's end.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"namespace", "route"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cci_gateway_retries_total",
+			Help: "Requests the Gateway API data plane sent to a backend again (HTTPRoute retry), by HTTPRoute.",
+		}, []string{"namespace", "route"}),
 	}
 }
 
 // Collectors are the data plane's Prometheus metrics.
 func (d *Dataplane) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{d.requests, d.duration}
+	return []prometheus.Collector{d.requests, d.duration, d.retries}
 }
 
 // Addr is the address the proxy ports listen on.
@@ -132,16 +140,25 @@ func (d *Dataplane) open(port int) (*listener, error) {
 		return nil, fmt.Errorf("gateway proxy port %d: %w", port, err)
 	}
 	l := &listener{port: ln.Addr().(*net.TCPAddr).Port, d: d}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	l.srv = &http.Server{Handler: l, Protocols: &p, ReadHeaderTimeout: 30 * time.Second}
+	l.srv = l.server()
 	go func() {
-		if err := l.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.srv.Serve(newTLSListener(ln, l)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Warn("gateway proxy port stopped", "port", l.port, "err", err)
 		}
 	}()
 	return l, nil
+}
+
+// server is the HTTP server of a proxy port or of a Gateway's own
+// address: HTTP/1.1 and h2c on plain connections, HTTP/1.1 and h2 (by
+// ALPN) on the TLS connections of HTTPS listeners.
+func (l *listener) server() *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
+	return &http.Server{Handler: l, Protocols: &p, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(l.d.log.Handler(), slog.LevelDebug)}
 }
 
 // Close stops every proxy port at once.
@@ -185,13 +202,10 @@ func (d *Dataplane) SetDirect(want map[string]int) {
 			d.log.Debug("gateway address not bound; the service proxy carries it", "address", a, "err", err)
 			continue
 		}
-		var pr http.Protocols
-		pr.SetHTTP1(true)
-		pr.SetUnencryptedHTTP2(true)
-		srv := &http.Server{Handler: l, Protocols: &pr, ReadHeaderTimeout: 30 * time.Second}
+		srv := l.server()
 		d.direct[a] = &directServer{proxyPort: p, srv: srv}
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(newTLSListener(ln, l)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				d.log.Warn("gateway address socket stopped", "address", a, "err", err)
 			}
 		}()
@@ -275,7 +289,7 @@ func (l *listener) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the backend of this HTTPRoute rule does not resolve (see the route's status)", b.Status)
 		return
 	}
-	target := b.endpoint()
+	target, first := b.endpoint()
 	if target == "" {
 		http.Error(w, "no Ready endpoint of "+b.Name, http.StatusServiceUnavailable)
 		return
@@ -288,6 +302,16 @@ func (l *listener) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	transport := l.d.h1
 	if b.H2C {
 		transport = l.d.h2c
+	}
+	if rule.Retry != nil {
+		body, ok, err := replayable(r)
+		if err != nil {
+			http.Error(w, "read the request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if ok {
+			transport = &retrier{next: transport, policy: rule.Retry, backend: b, first: first, body: body, retries: l.d.retries.WithLabelValues(ns, route)}
+		}
 	}
 	rp := &httputil.ReverseProxy{
 		Transport: transport,
@@ -388,4 +412,84 @@ func (d *Dataplane) Reserve(port int) (int, error) {
 	}
 	d.listeners[l.port] = l
 	return l.port, nil
+}
+
+// maxReplayBody is the largest request body kept in memory so that a
+// retry can send it again; a larger one, or one of unknown length, is
+// sent once.
+const maxReplayBody = 64 << 10
+
+// replayable says whether a request may be retried: an idempotent method
+// (RFC 9110 9.2.2), no protocol upgrade, and a body that is empty or
+// small and of known length, which it then reads into memory (the
+// request's Body is replaced by a reader of it) and returns.
+func replayable(r *http.Request) ([]byte, bool, error) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	default:
+		return nil, false, nil
+	}
+	if r.Header.Get("Upgrade") != "" {
+		return nil, false, nil
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, true, nil
+	}
+	if r.ContentLength < 0 || r.ContentLength > maxReplayBody {
+		return nil, false, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+	if err != nil {
+		return nil, false, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, true, nil
+}
+
+// retrier sends a request again, to the backend's next endpoint, when
+// the first try fails with a connection error or answers one of the
+// policy's codes; the last try's answer or error is what the client gets.
+type retrier struct {
+	next    http.RoundTripper
+	policy  *RetryPolicy
+	backend *Backend
+	first   uint64
+	body    []byte
+	retries prometheus.Counter
+}
+
+func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	for i := 0; ; i++ {
+		out := req
+		if i > 0 {
+			wait := min(rt.policy.Backoff<<(i-1), 10*rt.policy.Backoff)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			out = req.Clone(ctx)
+			out.URL.Host = rt.backend.at(rt.first + uint64(i))
+			if req.Body != nil {
+				out.Body = io.NopCloser(bytes.NewReader(rt.body))
+			}
+			rt.retries.Inc()
+		}
+		resp, err := rt.next.RoundTrip(out)
+		last := i >= rt.policy.Attempts || ctx.Err() != nil
+		if err != nil {
+			if last {
+				return nil, err
+			}
+			continue
+		}
+		if last || !slices.Contains(rt.policy.Codes, resp.StatusCode) {
+			return resp, nil
+		}
+		// Read a little of the failed answer so its connection can be
+		// used again.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}
 }

@@ -29,6 +29,9 @@ type Table struct {
 	exact    map[string][]*entry
 	wildcard []wildcardEntries
 	any      []*entry
+	// TLS, when set, makes the port terminate TLS with these
+	// certificates (HTTPS listeners); nil: plain HTTP.
+	TLS *Certs
 }
 
 type wildcardEntries struct {
@@ -74,6 +77,21 @@ type Rule struct {
 	// Timeout bounds the whole request (spec.rules[].timeouts.request);
 	// zero: none.
 	Timeout time.Duration
+	// Retry, when set, retries failed requests (spec.rules[].retry).
+	Retry *RetryPolicy
+}
+
+// RetryPolicy is a rule's retry: which answers are retried, how often,
+// after how long. Connection errors are always retried; only requests
+// that can be sent again unchanged are (see replayable).
+type RetryPolicy struct {
+	// Codes are the status codes retried.
+	Codes []int
+	// Attempts is the number of retries after the first try.
+	Attempts int
+	// Backoff is the wait before the first retry; it doubles for each
+	// further one, up to ten times itself.
+	Backoff time.Duration
 }
 
 // Backend is one weighted backendRef, resolved to endpoints.
@@ -94,12 +112,17 @@ type Backend struct {
 }
 
 // endpoint picks the next endpoint, round robin; "" when there is none.
-func (b *Backend) endpoint() string {
+// The retries of a request take the endpoints after it (at), so a retry
+// goes to another endpoint when there is one.
+func (b *Backend) endpoint() (string, uint64) {
 	if len(b.Endpoints) == 0 {
-		return ""
+		return "", 0
 	}
-	return b.Endpoints[(b.next.Add(1)-1)%uint64(len(b.Endpoints))]
+	i := b.next.Add(1) - 1
+	return b.at(i), i
 }
+
+func (b *Backend) at(i uint64) string { return b.Endpoints[i%uint64(len(b.Endpoints))] }
 
 // pick chooses a backend by weight; nil when every weight is zero or there
 // are no backends (the spec's 500).
@@ -134,6 +157,7 @@ type RuleSpec struct {
 	Filters  []gatewayv1.HTTPRouteFilter
 	Backends []*Backend
 	Timeout  time.Duration
+	Retry    *RetryPolicy
 }
 
 // Compile builds a listener's table. A rule with an invalid match (a
@@ -189,7 +213,7 @@ func Compile(port int32, routes []RouteSpec) (*Table, error) {
 }
 
 func compileRule(rs RouteSpec, spec RuleSpec) (*Rule, error) {
-	r := &Rule{Namespace: rs.Namespace, Route: rs.Name, Backends: spec.Backends, Timeout: spec.Timeout}
+	r := &Rule{Namespace: rs.Namespace, Route: rs.Name, Backends: spec.Backends, Timeout: spec.Timeout, Retry: spec.Retry}
 	for _, b := range spec.Backends {
 		if b.Weight < 0 {
 			return nil, fmt.Errorf("backend %s: weight %d is negative", b.Name, b.Weight)
