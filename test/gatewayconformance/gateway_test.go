@@ -17,8 +17,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"sigs.k8s.io/gateway-api/conformance"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance/tests"
 	confkube "sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
@@ -59,7 +59,22 @@ var Supported = []features.FeatureName{
 // now, each with the reason. They are not run (the suite's SkipTests), so
 // that a failure of any other test fails this one; the summary and the
 // report list them as skipped. CCI_GATEWAY_CONFORMANCE_ALL=1 runs them too.
-var knownFailures = map[string]string{}
+var knownFailures = map[string]string{
+	// Core tests whose Gateways have HTTPS listeners, which CCI refuses
+	// (Accepted=False, UnsupportedProtocol) until TLS termination lands.
+	"GatewayInvalidTLSConfiguration":            httpsMissing,
+	"GatewayModifyListeners":                    httpsMissing,
+	"GatewaySecretInvalidReferenceGrant":        httpsMissing,
+	"GatewaySecretMissingReferenceGrant":        httpsMissing,
+	"GatewaySecretReferenceGrantAllInNamespace": httpsMissing,
+	"GatewaySecretReferenceGrantSpecific":       httpsMissing,
+	"GatewayWithAttachedRoutes":                 httpsMissing,
+	"HTTPRouteHTTPSListener":                    httpsMissing,
+	// Extended: redirects to the HTTPS Gateway of the base manifests.
+	"HTTPRouteRedirectPortAndScheme": httpsMissing,
+}
+
+const httpsMissing = "needs an HTTPS listener (TLS termination with certificates from Secrets), not supported yet"
 
 // echoRef matches the suite's echo backend image in its manifests, any tag.
 var echoRef = regexp.MustCompile(`registry\.k8s\.io/gateway-api/echo-basic:[^\s"']+`)
@@ -203,6 +218,9 @@ func TestGatewayConformance(t *testing.T) {
 		default:
 			r.outcome = "passed"
 		}
+		// One line per test as it ends: the suite's parallel tests
+		// report only when all have ended.
+		st.Logf("conformance test %s: %s", test.ShortName, r.outcome)
 		mu.Lock()
 		results = append(results, r)
 		mu.Unlock()
