@@ -33,10 +33,14 @@ import (
 // Supported are the extended features of the GATEWAY-HTTP profile that
 // CCI declares (docs/gateway.md, "What is supported"); the profile's core
 // features (Gateway, HTTPRoute, ReferenceGrant) are always on. The suite
-// runs every test whose features are all declared.
+// runs every test whose features are all declared. Not declared:
+// GatewayHTTPListenerIsolation (the listeners of one port share one route
+// table, so a route of the catch-all listener also serves a host that a
+// more specific listener names; the suite's test of it fails), and the
+// features docs/gateway.md lists as not done (HTTPS, mirrors, CORS,
+// retries, backend timeouts, backendRef filters, static addresses).
 var Supported = []features.FeatureName{
 	features.SupportGatewayPort8080,
-	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportHTTPRouteQueryParamMatching,
 	features.SupportHTTPRouteMethodMatching,
 	features.SupportHTTPRouteResponseHeaderModification,
@@ -230,7 +234,16 @@ func TestGatewayConformance(t *testing.T) {
 	if err != nil {
 		t.Fatalf("set up the conformance suite: %v", err)
 	}
+	// The report once every test has ended: the suite's parallel tests
+	// run after this function returns, and its own cleanup, registered
+	// by Run after this one, runs before it and ends the run.
 	begin := time.Now()
+	t.Cleanup(func() {
+		t.Logf("suite ran in %s", time.Since(begin).Round(time.Second))
+		if err := report(t.Logf, cs, results, out); err != nil {
+			t.Error(err)
+		}
+	})
 	cs.Setup(t, tests.ConformanceTests)
 	if cs.ControllerName != string(gateway.ControllerName) {
 		t.Fatalf("GatewayClass cci is run by %q, want %q", cs.ControllerName, gateway.ControllerName)
@@ -240,24 +253,28 @@ func TestGatewayConformance(t *testing.T) {
 	if err := cs.Run(t, tests.ConformanceTests); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("suite ran in %s", time.Since(begin).Round(time.Second))
+}
 
+// report writes the suite's YAML report and the summary into out and
+// prints the summary.
+func report(logf func(string, ...any), cs *suite.ConformanceTestSuite, results []result, out string) error {
 	rep, err := cs.Report()
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("conformance report: %w", err)
 	}
 	raw, err := yaml.Marshal(rep)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(out, "report.yaml"), raw, 0o644); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	summary := summarize(results)
 	if err := os.WriteFile(filepath.Join(out, "summary.md"), []byte(summary), 0o644); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	t.Logf("report in %s:\n%s", filepath.Join(out, "report.yaml"), summary)
+	logf("Gateway API conformance (GATEWAY-HTTP), report in %s:\n%s", filepath.Join(out, "report.yaml"), summary)
+	return nil
 }
 
 // addressReachable checks that the test process reaches a Gateway's
