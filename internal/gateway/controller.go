@@ -903,8 +903,12 @@ func (c *Controller) gatewayStatus(st *gwState) *gatewayv1.GatewayStatus {
 	if !st.accepted {
 		set(gatewayv1.GatewayConditionAccepted, false, gatewayv1.GatewayReasonUnsupportedAddress, st.addrWhy)
 		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "the Gateway is not accepted")
+	} else if ok, reason, msg := listenersAccepted(st); !ok {
+		set(gatewayv1.GatewayConditionAccepted, false, reason, msg)
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "the Gateway is not accepted")
+		s.Addresses = nil
 	} else {
-		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonAccepted, "")
+		set(gatewayv1.GatewayConditionAccepted, true, reason, msg)
 		svc := c.service(ServiceName(g.Namespace, g.Name))
 		addr := ""
 		if svc != nil && len(svc.Status.LoadBalancer.Ingress) > 0 {

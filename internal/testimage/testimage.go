@@ -63,6 +63,11 @@ const (
 	// and the sleep applet only, so an exec of sh or bash fails with the
 	// executable not found (the console's terminal shows that, test/console).
 	NoShell = "cci-test/noshell:1"
+	// EchoBasic runs echo-basic, the backend of the Gateway API conformance
+	// suite (sigs.k8s.io/gateway-api/conformance/echo-basic, the version
+	// go.mod requires), on the busybox root: it answers every request with
+	// a JSON description of it. Built by BuildEchoBasic.
+	EchoBasic = "cci-test/echo-basic:1"
 )
 
 // The exit codes of StopSignalCmd: on SIGUSR1 and on SIGTERM.
@@ -206,6 +211,37 @@ func BuildInCluster(ctx context.Context, repoRoot, workDir, registry, busyboxPat
 	return bb.push(ctx, registry, InCluster, spec{
 		extra: []entry{file("usr/local/bin/incluster", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
 		cmd:   []string{"/usr/local/bin/incluster"},
+	})
+}
+
+// EchoBasicPackage is the Go package of the EchoBasic image's program.
+const EchoBasicPackage = "sigs.k8s.io/gateway-api/conformance/echo-basic"
+
+// BuildEchoBasic builds echo-basic from the Gateway API conformance module
+// that the module at repoRoot requires (as upstream's Dockerfile does:
+// static, -trimpath) into workDir, makes the EchoBasic image of it on
+// busyboxPath (default "/bin/busybox") and pushes it to registry. It
+// returns the full reference. Public registries, where upstream publishes
+// the image, are out of reach here.
+func BuildEchoBasic(ctx context.Context, repoRoot, workDir, registry, busyboxPath string) (string, error) {
+	bin := filepath.Join(workDir, "echo-basic")
+	if err := buildCommand(ctx, repoRoot, EchoBasicPackage, bin); err != nil {
+		return "", fmt.Errorf("build test image %q (does go.mod require sigs.k8s.io/gateway-api/conformance?): %w", EchoBasic, err)
+	}
+	binary, err := os.ReadFile(bin)
+	if err != nil {
+		return "", err
+	}
+	bb, err := loadBusybox(ctx, busyboxPath)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", EchoBasic, err)
+	}
+	// The ports the conformance manifests' Services point at: HTTP, h2c
+	// and WebSocket on 3000, the others for TLS and gRPC.
+	return bb.push(ctx, registry, EchoBasic, spec{
+		extra: []entry{file("echo-basic", 0o755, binary)},
+		cmd:   []string{"/echo-basic"},
+		ports: []string{"3000/tcp", "3001/tcp", "8443/tcp"},
 	})
 }
 
