@@ -69,7 +69,11 @@ func TestConnectInsideA(t *testing.T) {
 	waitFor(t, 4*time.Minute, "node "+insideNode+" Ready in A", func() (bool, string) {
 		n, err := clientA(t).CoreV1().Nodes().Get(context.Background(), insideNode, metav1.GetOptions{})
 		if err != nil {
-			return false, err.Error() + "; " + connectPodState(t)
+			state, crashing := connectPodState(t)
+			if crashing {
+				t.Fatalf("the connect pod keeps failing: %s", state)
+			}
+			return false, err.Error() + "; " + state
 		}
 		for _, c := range n.Status.Conditions {
 			if c.Type == v1.NodeReady {
@@ -161,7 +165,26 @@ func insideManifest(t *testing.T, ref string) string {
 		t.Fatal(err)
 	}
 	m := string(b)
-	for old, new := range map[string]string{"image: IMAGE": "image: " + ref, "--name=cci-burst": "--name=" + insideNode} {
+	// A's Service network does not hold from A's pods here: A and B are on
+	// one machine, in one network namespace, and their kube-proxies rewrite
+	// each other's iptables chains (KUBE-SERVICES is the last writer's). So
+	// connect's in-cluster client reaches A's apiserver at the host's
+	// address (its serving certificate names it; the pod is the operator's,
+	// which containment lets reach the host) instead of the kubernetes
+	// Service: the container's env wins over the Service's.
+	rc, err := clientcmd.BuildConfigFromFlags("", a.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(rc.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiEnv := fmt.Sprintf(`        env:
+        - {name: KUBERNETES_SERVICE_HOST, value: %q}
+        - {name: KUBERNETES_SERVICE_PORT, value: %q}
+`, cluster.HostIP(), u.Port())
+	for old, new := range map[string]string{"image: IMAGE": "image: " + ref, "--name=cci-burst": "--name=" + insideNode, "        env:\n": apiEnv} {
 		if !strings.Contains(m, old) {
 			t.Fatalf("deploy/connect.yaml has no %q to replace", old)
 		}
@@ -171,17 +194,20 @@ func insideManifest(t *testing.T, ref string) string {
 }
 
 // connectPodState says how the connect pods are, for a wait that fails
-// (removeInside logs their description and log).
-func connectPodState(t *testing.T) string {
+// (removeInside logs their description and log), and whether one has
+// failed 3 times: it will not get better.
+func connectPodState(t *testing.T) (string, bool) {
 	t.Helper()
 	list, err := clientA(t).CoreV1().Pods("cci-connect").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
-		return err.Error()
+		return err.Error(), false
 	}
 	var s []string
+	crashing := false
 	for _, p := range list.Items {
 		st := fmt.Sprintf("pod %s %s on %q", p.Name, p.Status.Phase, p.Spec.NodeName)
 		for _, c := range p.Status.ContainerStatuses {
+			crashing = crashing || c.RestartCount >= 3
 			if w := c.State.Waiting; w != nil {
 				st += fmt.Sprintf(", waiting: %s %s", w.Reason, w.Message)
 			}
@@ -191,7 +217,7 @@ func connectPodState(t *testing.T) string {
 		}
 		s = append(s, st)
 	}
-	return "connect pods: " + strings.Join(s, "; ")
+	return "connect pods: " + strings.Join(s, "; "), crashing
 }
 
 // removeInside removes what the test made in A: its pods' namespace, the
