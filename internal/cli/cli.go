@@ -456,7 +456,45 @@ other ones). Standard clients use the same file:
 			},
 		}
 	}
-	cmd.AddCommand(imp, test, public(true), public(false))
+	var self image.SelfOptions
+	buildSelf := &cobra.Command{
+		Use:   "build-self",
+		Short: "Build an image of this cci binary (with the shared libraries it needs, from this machine) and push it, e.g. to run cci connect inside a cluster",
+		Long: `Builds an image of this cci binary with no base image: the binary at
+/usr/local/bin/cci (the entrypoint), its program interpreter and the shared
+libraries it needs, taken from this machine as the dynamic loader finds them,
+/tmp, /etc/passwd and this machine's CA bundle. It is pushed to --registry as
+--name, or written to --output as a docker-archive tar for any registry
+(` + "`docker load`, `skopeo copy docker-archive:FILE docker://…`" + `).
+
+  cci image build-self --registry registry.example:5000   # prints registry.example:5000/cci/cci:<version>
+  cci image build-self --output cci-image.tar`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			self.Registry = registryAddr
+			start := time.Now()
+			built, err := image.BuildSelf(cmd.Context(), self)
+			if err != nil {
+				return err
+			}
+			where := "pushed"
+			if self.Output != "" {
+				where = "written to " + self.Output
+			}
+			libs := "a static binary"
+			if len(built.Loader) > 0 {
+				libs = strings.Join(built.Loader, ", ")
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "image %s %s in %s: %s, layer %.1f MiB (%.1f MiB gzipped), with %s\n", built.Ref, where,
+				time.Since(start).Round(100*time.Millisecond), built.Digest, float64(built.Size)/(1<<20), float64(built.CompressedSize)/(1<<20), libs)
+			fmt.Fprintln(cmd.OutOrStdout(), built.Ref)
+			return nil
+		},
+	}
+	buildSelf.Flags().StringVar(&registryAddr, "registry", "127.0.0.1:5000", "registry host:port to push to")
+	buildSelf.Flags().StringVar(&self.Name, "name", image.SelfName(version.Version), "repository:tag of the image")
+	buildSelf.Flags().StringVar(&self.Output, "output", "", "write the image to this docker-archive tar file instead of pushing it")
+	cmd.AddCommand(imp, test, buildSelf, public(true), public(false))
 	return cmd
 }
 

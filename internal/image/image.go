@@ -1,5 +1,7 @@
-// Package image imports image archives into CCI's registry: it is the
-// backend of `cci image import FILE`.
+// Package image puts images into CCI's registry: it is the backend of
+// `cci image import FILE`, which imports image archives, and of `cci image
+// build-self`, which builds the image of cci itself (self.go: the binary
+// and the shared libraries the dynamic loader needs, elf.go).
 //
 // Two archive formats are read, plain or gzipped:
 //
