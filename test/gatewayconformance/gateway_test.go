@@ -64,21 +64,9 @@ var Supported = []features.FeatureName{
 // that a failure of any other test fails this one; the summary and the
 // report list them as skipped. CCI_GATEWAY_CONFORMANCE_ALL=1 runs them too.
 var knownFailures = map[string]string{
-	// Core tests whose Gateways have HTTPS listeners, which CCI refuses
-	// (Accepted=False, UnsupportedProtocol) until TLS termination lands.
-	"GatewayInvalidTLSConfiguration":            httpsMissing,
-	"GatewayModifyListeners":                    httpsMissing,
-	"GatewaySecretInvalidReferenceGrant":        httpsMissing,
-	"GatewaySecretMissingReferenceGrant":        httpsMissing,
-	"GatewaySecretReferenceGrantAllInNamespace": httpsMissing,
-	"GatewaySecretReferenceGrantSpecific":       httpsMissing,
-	"GatewayWithAttachedRoutes":                 httpsMissing,
-	"HTTPRouteHTTPSListener":                    httpsMissing,
-	// Extended: redirects to the HTTPS Gateway of the base manifests.
-	"HTTPRouteRedirectPortAndScheme": httpsMissing,
+	// None: with HTTPS listeners every core test of the profile passes.
+	// A test that fails for a missing feature is listed here with why.
 }
-
-const httpsMissing = "needs an HTTPS listener (TLS termination with certificates from Secrets), not supported yet"
 
 // echoRef matches the suite's echo backend image in its manifests, any tag.
 var echoRef = regexp.MustCompile(`registry\.k8s\.io/gateway-api/echo-basic:[^\s"']+`)
