@@ -139,6 +139,7 @@ func TestStorageUsage(t *testing.T) {
 	if last.MiBSeconds < grown.MiBSeconds || last.MiBSeconds != 64*last.Seconds {
 		t.Errorf("after deletion %+v: want at least the %d MiB-s billed before, 64 MiB × its seconds", last, grown.MiBSeconds)
 	}
+	t.Logf("deleted: billed %d s, %d MiB-s, %v GiB-h", last.Seconds, last.MiBSeconds, last.GiBHours)
 	time.Sleep(4 * time.Second)
 	later, _, _ := volumeUsage(cciUsage(t, "--tenant", tenant), tenant, ns, "data")
 	if later.MiBSeconds != last.MiBSeconds {
