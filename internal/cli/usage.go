@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -30,9 +31,13 @@ func usageCmd() *cobra.Command {
 	var fl usageFlags
 	cmd := &cobra.Command{
 		Use:   "usage [--tenant T] [--since TIME] [--until TIME] [-o table|json|csv]",
-		Short: "Print usage and cost per tenant, namespace and pod",
+		Short: "Print usage and cost per tenant, namespace, pod and volume",
 		Long: `Print metered usage (CPU-core-seconds, GiB-seconds, GPU-seconds) and its cost
-per tenant, namespace and pod, as the control plane's usage endpoint serves it.
+per tenant, namespace and pod, as the control plane's usage endpoint serves it,
+and beside it the storage: GiB-hours of the provisioned size of the tenants'
+bound PersistentVolumes, per StorageClass and per volume, and their cost.
+In the table, the pods' COST is theirs alone and the storage's is below it;
+in JSON and CSV a tenant's, namespace's or the total's cost is both's.
 
 The caller is whoever the kubeconfig names: the admin sees every tenant, a
 tenant (its service-account token, or any identity that may get pods in its
@@ -169,21 +174,48 @@ func usageRow(level, tenant, ns, pod string, u metering.Usage) []string {
 func writeUsageCSV(out io.Writer, rep *metering.Report) error {
 	w := csv.NewWriter(out)
 	_ = w.Write([]string{"level", "tenant", "namespace", "pod", "seconds", "coreSeconds", "gibSeconds", "gpuSeconds", "cost_" + rep.Currency,
-		"uid", "cpu", "memoryGiB", "gpu", "start", "end", "running"})
+		"uid", "cpu", "memoryGiB", "gpu", "start", "end", "running", "storageClass", "sizeGiB", "gibHours"})
+	// Volume rows put the claim in the pod column and "bound" in running;
+	// storage rows are a level's GiB-hours of one class and their cost.
+	blank := func(n int) []string { return make([]string, n) }
+	storageRows := func(tenant, ns string, u metering.Usage) {
+		for _, c := range u.Storage {
+			_ = w.Write(append(append(usageRow("storage", tenant, ns, "", metering.Usage{Cost: c.Cost}), blank(7)...),
+				c.StorageClass, "", strconv.FormatFloat(c.GiBHours, 'f', 6, 64)))
+		}
+	}
 	for _, t := range rep.Tenants {
 		for _, n := range t.Namespaces {
 			for _, p := range n.Pods {
 				_ = w.Write(append(usageRow("pod", t.Tenant, n.Namespace, p.Name, p.Usage),
 					p.UID, strconv.FormatFloat(p.CPU, 'f', -1, 64), strconv.FormatFloat(p.MemoryGiB, 'f', -1, 64), strconv.FormatInt(p.GPU, 10),
-					p.Start.Format(time.RFC3339), p.End.Format(time.RFC3339), strconv.FormatBool(p.Running)))
+					p.Start.Format(time.RFC3339), p.End.Format(time.RFC3339), strconv.FormatBool(p.Running), "", "", ""))
 			}
-			_ = w.Write(append(usageRow("namespace", t.Tenant, n.Namespace, "", n.Usage), "", "", "", "", "", "", ""))
+			for _, v := range n.Volumes {
+				_ = w.Write(append(usageRow("volume", t.Tenant, n.Namespace, v.Claim, metering.Usage{Seconds: v.Seconds, Cost: v.Cost}),
+					v.UID, "", "", "", v.Start.Format(time.RFC3339), v.End.Format(time.RFC3339), strconv.FormatBool(v.Bound),
+					v.StorageClass, strconv.FormatFloat(v.SizeGiB, 'f', -1, 64), strconv.FormatFloat(v.GiBHours, 'f', 6, 64)))
+			}
+			storageRows(t.Tenant, n.Namespace, n.Usage)
+			_ = w.Write(append(usageRow("namespace", t.Tenant, n.Namespace, "", n.Usage), blank(10)...))
 		}
-		_ = w.Write(append(usageRow("tenant", t.Tenant, "", "", t.Usage), "", "", "", "", "", "", ""))
+		storageRows(t.Tenant, "", t.Usage)
+		_ = w.Write(append(usageRow("tenant", t.Tenant, "", "", t.Usage), blank(10)...))
 	}
-	_ = w.Write(append(usageRow("total", "", "", "", rep.Total), "", "", "", "", "", "", ""))
+	storageRows("", "", rep.Total)
+	_ = w.Write(append(usageRow("total", "", "", "", rep.Total), blank(10)...))
 	w.Flush()
 	return w.Error()
+}
+
+// podsOnly is u without its storage: the pods' figures and cost.
+func podsOnly(u metering.Usage) metering.Usage {
+	c := u.Cost
+	for _, s := range u.Storage {
+		c -= s.Cost
+	}
+	u.Cost, u.Storage = math.Round(c*1e9)/1e9, nil
+	return u
 }
 
 func writeUsageTable(out io.Writer, rep *metering.Report) error {
@@ -191,7 +223,7 @@ func writeUsageTable(out io.Writer, rep *metering.Report) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TENANT\tNAMESPACE\tPOD\tFLAVOR\tSECONDS\tCORE-S\tGIB-S\tGPU-S\tCOST")
 	row := func(tenant, ns, pod, flavor string, u metering.Usage) {
-		r := usageRow("", tenant, ns, pod, u)
+		r := usageRow("", tenant, ns, pod, podsOnly(u))
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", tenant, ns, pod, flavor, r[4], r[5], r[6], r[7], r[8])
 	}
 	for _, t := range rep.Tenants {
@@ -212,5 +244,47 @@ func writeUsageTable(out io.Writer, rep *metering.Report) error {
 		row(t.Tenant, "*", "*", "", t.Usage)
 	}
 	row("TOTAL", "", "", "", rep.Total)
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(rep.Total.Storage) == 0 {
+		return nil
+	}
+
+	// Storage: the provisioned size of bound volumes, by the GiB-hour.
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TENANT\tNAMESPACE\tCLAIM\tCLASS\tSIZE\tSECONDS\tGIB-H\tPER-GIB-H\tCOST")
+	srow := func(tenant, ns, claim, size, seconds string, s metering.StorageUsage) {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", tenant, ns, claim, s.StorageClass, size, seconds,
+			strconv.FormatFloat(s.GiBHours, 'f', 6, 64), strconv.FormatFloat(s.PerGiBHour, 'f', -1, 64), strconv.FormatFloat(s.Cost, 'f', 6, 64))
+	}
+	classes := func(tenant, ns, claim string, u metering.Usage) {
+		for _, s := range u.Storage {
+			srow(tenant, ns, claim, "", "", s)
+		}
+	}
+	for _, t := range rep.Tenants {
+		if len(t.Storage) == 0 {
+			continue
+		}
+		for _, n := range t.Namespaces {
+			for _, v := range n.Volumes {
+				claim := v.Claim
+				if v.Bound {
+					claim += " (bound)"
+				}
+				srow(t.Tenant, n.Namespace, claim, strconv.FormatFloat(v.SizeGiB, 'f', -1, 64)+"Gi", strconv.FormatInt(v.Seconds, 10), v.StorageUsage)
+			}
+			classes(t.Tenant, n.Namespace, "*", n.Usage)
+		}
+		classes(t.Tenant, "*", "*", t.Usage)
+	}
+	classes("TOTAL", "", "", rep.Total)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\ncost: %s %s (pods %s, storage %s)\n", strconv.FormatFloat(rep.Total.Cost, 'f', 6, 64), rep.Currency,
+		strconv.FormatFloat(podsOnly(rep.Total).Cost, 'f', 6, 64), strconv.FormatFloat(rep.Total.Cost-podsOnly(rep.Total).Cost, 'f', 6, 64))
+	return nil
 }

@@ -1,4 +1,5 @@
-// Package metering bills tenant pods by the resource-second: it watches every
+// Package metering bills tenant pods by the resource-second, and tenant
+// volumes by their provisioned size per second (volume.go): it watches every
 // pod in a tenant namespace (one labelled cci.io/tenant=<name>), turns the
 // time it held a sandbox into CPU-core-seconds, GiB-seconds and GPU-seconds
 // of its flavor, writes that durably as UsageRecord objects (usagerecords.cci.io,

@@ -22,7 +22,7 @@ import (
 
 // Config is the meter's configuration.
 type Config struct {
-	// Kube reads pods and namespaces and checks callers of the endpoint
+	// Kube reads pods, PersistentVolumes and namespaces and checks callers of the endpoint
 	// (TokenReview, SubjectAccessReview).
 	Kube kubernetes.Interface
 	// Store keeps the usage records.
@@ -38,7 +38,7 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Meter meters tenant pods into usage records. Create with New, then Run.
+// Meter meters tenant pods and volumes into usage records. Create with New, then Run.
 type Meter struct {
 	cfg  Config
 	log  *slog.Logger
@@ -47,9 +47,14 @@ type Meter struct {
 	nsLister corelisters.NamespaceLister
 
 	mu sync.Mutex
-	// pods holds the pods whose records are not final yet: running ones and
-	// those whose last change is not written. Guarded by mu.
-	pods map[types.UID]*podState
+	// items holds the pods and volume segments whose records are not final
+	// yet: running (bound) ones and those whose last change is not
+	// written. Guarded by mu.
+	items map[types.UID]*itemState
+	// volumes maps a PersistentVolume's UID to the key of its latest
+	// segment, kept after the segment is closed so that later events of a
+	// deleted volume open nothing new. Guarded by mu.
+	volumes map[types.UID]types.UID
 	// ready is closed once recovery and the first informer sync are done.
 	ready chan struct{}
 
@@ -62,23 +67,53 @@ type cachedRecord struct {
 	touched time.Time
 }
 
-// podState is the meter's view of one pod.
-type podState struct {
+// itemState is the meter's view of one pod, or of one volume at one size
+// (a segment: a volume that grows gets a new one).
+type itemState struct {
+	// uid is the pod's UID, or segmentKey of a volume segment.
 	uid             types.UID
-	tenant, ns, pod string
+	tenant, ns, pod string // a volume's pod is its claim's name
 	flavor          Flavor
+	vol             volSeg // set for a volume segment
 	iv              Interval
 	open            bool
-	// written is the interval last written for the pod; its hours are the
-	// records that may hold a line of it. writtenLine is the rest of what
+	// written is the interval last written for the item; its hours are the
+	// records that may hold a line of it. writtenID is the rest of what
 	// was written (flavor, names, open), to tell when every line must change.
-	written     Interval
-	writtenLine PodLine
+	written   Interval
+	writtenID lineID
 	// version counts changes, so that a flush does not mark as written a
 	// change that arrived while it was writing.
 	version, flushed int
 	// seen is set once the pod's API object was observed after start.
 	seen bool
+}
+
+// volSeg is what a volume line says besides its interval.
+type volSeg struct {
+	pv          types.UID
+	name, class string
+	mib         int64
+	since       int64 // Unix seconds
+}
+
+func (v volSeg) isVolume() bool { return v.pv != "" }
+
+// segmentKey is the key of a volume's segment that began at since.
+func segmentKey(pv types.UID, since int64) types.UID {
+	return types.UID(fmt.Sprintf("%s@%d", pv, since))
+}
+
+// lineID is everything of an item's lines but their interval.
+type lineID struct {
+	ns, name string
+	flavor   Flavor
+	vol      volSeg
+	open     bool
+}
+
+func (st *itemState) id() lineID {
+	return lineID{st.ns, st.pod, st.flavor, st.vol, st.open}
 }
 
 // New makes a meter.
@@ -100,14 +135,15 @@ func New(cfg Config) *Meter {
 		cfg:     cfg,
 		log:     cfg.Log.With("component", "metering"),
 		kick:    make(chan struct{}, 1),
-		pods:    map[types.UID]*podState{},
+		items:   map[types.UID]*itemState{},
+		volumes: map[types.UID]types.UID{},
 		ready:   make(chan struct{}),
 		records: map[string]*cachedRecord{},
 	}
 }
 
 // Run meters until ctx ends: it reads back the open lines of earlier runs,
-// follows pods and namespaces, and writes usage every FlushInterval and
+// follows pods, PersistentVolumes and namespaces, and writes usage every FlushInterval and
 // soon after every change.
 func (m *Meter) Run(ctx context.Context) error {
 	// Metering must not start without knowing what ran before; a store
@@ -140,14 +176,23 @@ func (m *Meter) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	volReg, err := factory.Core().V1().PersistentVolumes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { m.observeVolume(obj, false) },
+		UpdateFunc: func(_, obj any) { m.observeVolume(obj, false) },
+		DeleteFunc: func(obj any) { m.observeVolume(obj, true) },
+	})
+	if err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
-	// The handler has seen every pod that exists before unseen ones are closed.
-	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+	// The handlers have seen every pod and volume that exists before unseen
+	// ones are closed.
+	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced, volReg.HasSynced) {
 		return nil
 	}
 	m.closeUnseen()
 	close(m.ready)
-	m.log.Info("metering tenant pods", "flushInterval", m.cfg.FlushInterval)
+	m.log.Info("metering tenant pods and volumes", "flushInterval", m.cfg.FlushInterval)
 
 	tick := time.NewTicker(m.cfg.FlushInterval)
 	defer tick.Stop()
@@ -174,7 +219,7 @@ func (m *Meter) Run(ctx context.Context) error {
 }
 
 // recover reads the open lines that earlier runs left: pods that were
-// running when the meter last wrote.
+// running and volumes that were bound when the meter last wrote.
 func (m *Meter) recover(ctx context.Context) error {
 	sel := labels.NewSelector()
 	req, _ := labels.NewRequirement(openLabel, selection.Equals, []string{"true"})
@@ -191,10 +236,10 @@ func (m *Meter) recover(ctx context.Context) error {
 				continue
 			}
 			uid := types.UID(l.UID)
-			st := m.pods[uid]
+			st := m.items[uid]
 			if st == nil {
-				st = &podState{uid: uid, tenant: r.Spec.Tenant, ns: l.Namespace, pod: l.Name, flavor: l.Flavor}
-				m.pods[uid] = st
+				st = &itemState{uid: uid, tenant: r.Spec.Tenant, ns: l.Namespace, pod: l.Name, flavor: l.Flavor}
+				m.items[uid] = st
 			}
 			iv := l.interval()
 			if st.written.Empty() || iv.Start.Before(st.written.Start) {
@@ -204,25 +249,53 @@ func (m *Meter) recover(ctx context.Context) error {
 				st.written.End = iv.End
 			}
 			st.iv, st.open = st.written, true
-			st.writtenLine = PodLine{Namespace: l.Namespace, Name: l.Name, Flavor: l.Flavor, Open: true}
+			st.writtenID = st.id()
+		}
+		for _, l := range r.Spec.Volumes {
+			if !l.Open {
+				continue
+			}
+			seg := volSeg{pv: types.UID(l.UID), name: l.Name, class: l.StorageClass, mib: l.SizeMiB, since: second(l.Since.Time).Unix()}
+			key := segmentKey(seg.pv, seg.since)
+			st := m.items[key]
+			if st == nil {
+				// The run that wrote this open line wrote every hour of the
+				// segment before it, whole: the segment was written from Since.
+				st = &itemState{uid: key, tenant: r.Spec.Tenant, ns: l.Namespace, pod: l.Claim, vol: seg,
+					written: Interval{Start: second(l.Since.Time)}}
+				m.items[key] = st
+			}
+			if end := second(l.End.Time); end.After(st.written.End) {
+				st.written.End = end
+			}
+			st.iv, st.open = st.written, true
+			st.writtenID = st.id()
+			if cur := m.items[m.volumes[seg.pv]]; cur == nil || cur.vol.since < seg.since {
+				m.volumes[seg.pv] = key
+			}
 		}
 	}
-	if len(m.pods) > 0 {
-		m.log.Info("pods running at the last stop", "count", len(m.pods))
+	if len(m.items) > 0 {
+		m.log.Info("pods running and volumes bound at the last stop", "count", len(m.items))
 	}
 	return nil
 }
 
-// closeUnseen closes the recovered pods whose API object is gone: they
-// stopped while the meter was down, and are billed up to the last moment
-// the meter saw them run.
+// closeUnseen closes the recovered pods and volumes whose API object is
+// gone: they stopped (were deleted) while the meter was down, and are
+// billed up to the last moment the meter saw them.
 func (m *Meter) closeUnseen() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, st := range m.pods {
+	for _, st := range m.items {
 		if !st.seen && st.open {
-			m.log.Info("pod vanished while the meter was down; closing its usage at the last time seen running",
-				"pod", st.ns+"/"+st.pod, "tenant", st.tenant, "end", st.written.End)
+			if st.vol.isVolume() {
+				m.log.Info("volume deleted while the meter was down; closing its usage at the last time seen",
+					"volume", st.vol.name, "claim", st.ns+"/"+st.pod, "tenant", st.tenant, "end", st.written.End)
+			} else {
+				m.log.Info("pod vanished while the meter was down; closing its usage at the last time seen running",
+					"pod", st.ns+"/"+st.pod, "tenant", st.tenant, "end", st.written.End)
+			}
 			st.open = false
 			st.version++
 		}
@@ -267,7 +340,7 @@ func (m *Meter) observePod(obj any, gone bool) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := m.pods[p.UID]
+	st := m.items[p.UID]
 	tenant := m.tenantOf(p.Namespace)
 	if tenant == "" && st != nil {
 		tenant = st.tenant
@@ -276,8 +349,8 @@ func (m *Meter) observePod(obj any, gone bool) {
 		return
 	}
 	if st == nil {
-		st = &podState{uid: p.UID}
-		m.pods[p.UID] = st
+		st = &itemState{uid: p.UID}
+		m.items[p.UID] = st
 	}
 	if !st.seen && !st.written.Empty() && iv.Start.Before(st.written.Start) && st.written.Start.Equal(hourOf(st.written.Start)) {
 		// Recovered from an open line that began on the hour: the run that
@@ -299,12 +372,12 @@ func (m *Meter) observePod(obj any, gone bool) {
 func (m *Meter) flush(ctx context.Context) {
 	now := second(m.cfg.Now())
 	type job struct {
-		st      podState
+		st      itemState
 		version int
 	}
 	var jobs []job
 	m.mu.Lock()
-	for _, st := range m.pods {
+	for _, st := range m.items {
 		if st.open && st.seen && now.After(st.iv.End) {
 			st.iv.End = now
 			st.version++
@@ -324,7 +397,7 @@ func (m *Meter) flush(ctx context.Context) {
 			continue // recovered, waiting for the informer
 		}
 		hours := Set{}.Add(st.iv).Add(st.written).Span()
-		same := st.writtenLine.Namespace == st.ns && st.writtenLine.Name == st.pod && st.writtenLine.Flavor == st.flavor && st.writtenLine.Open == st.open
+		same := st.writtenID == st.id()
 		for h := hourOf(hours.Start); h.Before(hours.End); h = h.Add(time.Hour) {
 			if same && unchanged(st.iv, st.written, h) {
 				continue // its line stands: no read, no write
@@ -336,19 +409,28 @@ func (m *Meter) flush(ctx context.Context) {
 				break
 			}
 			part := st.iv.Clip(Interval{h, h.Add(time.Hour)})
-			line := PodLine{
-				UID: string(st.uid), Namespace: st.ns, Name: st.pod, Flavor: st.flavor,
-				Start: metav1.NewTime(part.Start), End: metav1.NewTime(part.End),
-				Open: st.open && part.End.Equal(st.iv.End),
+			open := st.open && part.End.Equal(st.iv.End)
+			var lineChanged bool
+			if v := st.vol; v.isVolume() {
+				lineChanged = rec.setVolumeLine(VolumeLine{
+					UID: string(v.pv), Name: v.name, Namespace: st.ns, Claim: st.pod, StorageClass: v.class, SizeMiB: v.mib,
+					Since: metav1.NewTime(time.Unix(v.since, 0).UTC()),
+					Start: metav1.NewTime(part.Start), End: metav1.NewTime(part.End), Open: open,
+				})
+			} else {
+				lineChanged = rec.setLine(PodLine{
+					UID: string(st.uid), Namespace: st.ns, Name: st.pod, Flavor: st.flavor,
+					Start: metav1.NewTime(part.Start), End: metav1.NewTime(part.End), Open: open,
+				})
 			}
-			if rec.setLine(line) {
+			if lineChanged {
 				changed[rec.Name] = rec
 			}
 			owners[rec.Name] = append(owners[rec.Name], st.uid)
 		}
 	}
 	for name, rec := range changed {
-		if len(rec.Spec.Pods) == 0 && rec.ResourceVersion == "" {
+		if len(rec.Spec.Pods) == 0 && len(rec.Spec.Volumes) == 0 && rec.ResourceVersion == "" {
 			continue
 		}
 		stored, err := m.cfg.Store.Put(ctx, rec)
@@ -368,16 +450,16 @@ func (m *Meter) flush(ctx context.Context) {
 
 	m.mu.Lock()
 	for _, j := range jobs {
-		st := m.pods[j.st.uid]
+		st := m.items[j.st.uid]
 		if st == nil || failed[st.uid] || (!j.st.seen && j.st.open) {
 			continue
 		}
 		st.written = j.st.iv
-		st.writtenLine = PodLine{Namespace: j.st.ns, Name: j.st.pod, Flavor: j.st.flavor, Open: j.st.open}
+		st.writtenID = j.st.id()
 		if st.version == j.version {
 			st.flushed = j.version
 			if !st.open {
-				delete(m.pods, st.uid)
+				delete(m.items, st.uid)
 			}
 		}
 	}
@@ -417,13 +499,14 @@ func (m *Meter) record(ctx context.Context, tenant string, hour time.Time) (*Usa
 	return rec, nil
 }
 
-// live returns copies of the pods whose records may lag: running ones
-// (billed up to now) and changed ones not written yet.
-func (m *Meter) live(now time.Time) map[types.UID]podState {
+// live returns copies of the pods and volume segments whose records may
+// lag: running (bound) ones (billed up to now) and changed ones not
+// written yet.
+func (m *Meter) live(now time.Time) map[types.UID]itemState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[types.UID]podState, len(m.pods))
-	for uid, st := range m.pods {
+	out := make(map[types.UID]itemState, len(m.items))
+	for uid, st := range m.items {
 		if !st.seen {
 			continue
 		}

@@ -27,7 +27,8 @@ const (
 // Group, version and resource of the UsageRecord CRD.
 var UsageRecordResource = schema.GroupVersionResource{Group: "cci.io", Version: "v1alpha1", Resource: "usagerecords"}
 
-// UsageRecord is one tenant's usage in one UTC hour, one line per pod.
+// UsageRecord is one tenant's usage in one UTC hour, one line per pod and
+// one per volume (per size it had in that hour).
 // Cluster-scoped, so that deleting a tenant's namespace keeps its bill, and
 // out of the tenants' reach (they read usage through the usage endpoint).
 type UsageRecord struct {
@@ -41,9 +42,43 @@ type UsageRecordSpec struct {
 	Tenant string      `json:"tenant"`
 	Hour   metav1.Time `json:"hour"`
 	Pods   []PodLine   `json:"pods,omitempty"`
+	// Volumes are the tenant's bound PersistentVolumes, billed by their
+	// provisioned size.
+	Volumes []VolumeLine `json:"volumes,omitempty"`
 	// Totals sum the lines, for people reading records with kubectl.
 	Totals Totals `json:"totals"`
 }
+
+// VolumeLine is one PersistentVolume, at one provisioned size, inside the
+// record's hour. A volume grown in the hour has a line per size; a line is
+// known by UID and Since.
+type VolumeLine struct {
+	UID string `json:"uid"` // the PersistentVolume's
+	// Name is the PersistentVolume's; Namespace and Claim name its claim.
+	Name         string `json:"name"`
+	Namespace    string `json:"namespace"`
+	Claim        string `json:"claim"`
+	StorageClass string `json:"storageClass"`
+	// SizeMiB is the provisioned size (spec.capacity), rounded up to whole MiB.
+	SizeMiB int64 `json:"sizeMiB"`
+	// Since is when the volume got this size: its binding, or the moment
+	// the meter saw it grow.
+	Since metav1.Time `json:"since"`
+	Start metav1.Time `json:"start"`
+	End   metav1.Time `json:"end"`
+	// Open marks a volume still provisioned at this size when the line was
+	// written; End is then the last moment the meter saw it.
+	Open   bool         `json:"open,omitempty"`
+	Totals VolumeTotals `json:"totals"`
+}
+
+// VolumeTotals are a volume line's integer size-seconds.
+type VolumeTotals struct {
+	Seconds    int64 `json:"seconds"`
+	MiBSeconds int64 `json:"mibSeconds"`
+}
+
+func (l VolumeLine) interval() Interval { return Interval{second(l.Start.Time), second(l.End.Time)} }
 
 // PodLine is one pod's metered interval inside the record's hour.
 type PodLine struct {
@@ -65,15 +100,18 @@ type Totals struct {
 	MilliCoreSeconds int64 `json:"milliCoreSeconds"`
 	MiBSeconds       int64 `json:"mibSeconds"`
 	GPUSeconds       int64 `json:"gpuSeconds,omitempty"`
+	// StorageMiBSeconds sums the volume lines (all classes); the other
+	// fields are the pods'.
+	StorageMiBSeconds int64 `json:"storageMiBSeconds,omitempty"`
 }
 
 func (t Totals) add(o Totals) Totals {
-	return Totals{t.Seconds + o.Seconds, t.MilliCoreSeconds + o.MilliCoreSeconds, t.MiBSeconds + o.MiBSeconds, t.GPUSeconds + o.GPUSeconds}
+	return Totals{t.Seconds + o.Seconds, t.MilliCoreSeconds + o.MilliCoreSeconds, t.MiBSeconds + o.MiBSeconds, t.GPUSeconds + o.GPUSeconds, t.StorageMiBSeconds + o.StorageMiBSeconds}
 }
 
 // totalsOf is what a flavor costs over seconds.
 func totalsOf(f Flavor, seconds int64) Totals {
-	return Totals{seconds, seconds * f.MilliCPU, seconds * f.MemoryMiB, seconds * f.GPU}
+	return Totals{seconds, seconds * f.MilliCPU, seconds * f.MemoryMiB, seconds * f.GPU, 0}
 }
 
 func (l PodLine) interval() Interval { return Interval{second(l.Start.Time), second(l.End.Time)} }
@@ -123,6 +161,37 @@ func (r *UsageRecord) setLine(l PodLine) bool {
 	return true
 }
 
+// setVolumeLine puts (or, for an empty interval, removes) the line of a
+// volume at one size and reports whether the record changed.
+func (r *UsageRecord) setVolumeLine(l VolumeLine) bool {
+	empty := l.interval().Empty()
+	secs := l.interval().Seconds()
+	l.Totals = VolumeTotals{Seconds: secs, MiBSeconds: secs * l.SizeMiB}
+	for i, old := range r.Spec.Volumes {
+		if old.UID != l.UID || !old.Since.Equal(&l.Since) {
+			continue
+		}
+		if empty {
+			r.Spec.Volumes = append(r.Spec.Volumes[:i], r.Spec.Volumes[i+1:]...)
+			r.settle()
+			return true
+		}
+		if old.Open == l.Open && old.SizeMiB == l.SizeMiB && old.Start.Equal(&l.Start) && old.End.Equal(&l.End) &&
+			old.Name == l.Name && old.Namespace == l.Namespace && old.Claim == l.Claim && old.StorageClass == l.StorageClass {
+			return false
+		}
+		r.Spec.Volumes[i] = l
+		r.settle()
+		return true
+	}
+	if empty {
+		return false
+	}
+	r.Spec.Volumes = append(r.Spec.Volumes, l)
+	r.settle()
+	return true
+}
+
 // settle recomputes totals, keeps lines in a stable order and the open label.
 func (r *UsageRecord) settle() {
 	sort.Slice(r.Spec.Pods, func(i, j int) bool {
@@ -135,10 +204,27 @@ func (r *UsageRecord) settle() {
 		}
 		return a.UID < b.UID
 	})
+	sort.Slice(r.Spec.Volumes, func(i, j int) bool {
+		a, b := r.Spec.Volumes[i], r.Spec.Volumes[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Claim != b.Claim {
+			return a.Claim < b.Claim
+		}
+		if a.UID != b.UID {
+			return a.UID < b.UID
+		}
+		return a.Since.Before(&b.Since)
+	})
 	var t Totals
 	open := false
 	for _, l := range r.Spec.Pods {
 		t = t.add(l.Totals)
+		open = open || l.Open
+	}
+	for _, l := range r.Spec.Volumes {
+		t.StorageMiBSeconds += l.Totals.MiBSeconds
 		open = open || l.Open
 	}
 	r.Spec.Totals = t
@@ -253,8 +339,17 @@ func usageRecordCRD() *apiextensionsv1.CustomResourceDefinition {
 	date := apiextensionsv1.JSONSchemaProps{Type: "string", Format: "date-time"}
 	integer := apiextensionsv1.JSONSchemaProps{Type: "integer", Format: "int64"}
 	totals := apiextensionsv1.JSONSchemaProps{Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{
-		"seconds": integer, "milliCoreSeconds": integer, "mibSeconds": integer, "gpuSeconds": integer,
+		"seconds": integer, "milliCoreSeconds": integer, "mibSeconds": integer, "gpuSeconds": integer, "storageMiBSeconds": integer,
 	}}
+	volume := apiextensionsv1.JSONSchemaProps{
+		Type:     "object",
+		Required: []string{"uid", "name", "namespace", "claim", "storageClass", "sizeMiB", "since", "start", "end"},
+		Properties: map[string]apiextensionsv1.JSONSchemaProps{
+			"uid": str, "name": str, "namespace": str, "claim": str, "storageClass": str, "sizeMiB": integer,
+			"since": date, "start": date, "end": date, "open": {Type: "boolean"},
+			"totals": {Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{"seconds": integer, "mibSeconds": integer}},
+		},
+	}
 	line := apiextensionsv1.JSONSchemaProps{
 		Type:     "object",
 		Required: []string{"uid", "namespace", "name", "flavor", "start", "end"},
@@ -272,7 +367,8 @@ func usageRecordCRD() *apiextensionsv1.CustomResourceDefinition {
 		Required: []string{"tenant", "hour"},
 		Properties: map[string]apiextensionsv1.JSONSchemaProps{
 			"tenant": str, "hour": date, "totals": totals,
-			"pods": {Type: "array", Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &line}},
+			"pods":    {Type: "array", Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &line}},
+			"volumes": {Type: "array", Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &volume}},
 		},
 	}
 	return &apiextensionsv1.CustomResourceDefinition{
@@ -296,6 +392,7 @@ func usageRecordCRD() *apiextensionsv1.CustomResourceDefinition {
 					{Name: "Seconds", Type: "integer", JSONPath: ".spec.totals.seconds"},
 					{Name: "mCore-s", Type: "integer", JSONPath: ".spec.totals.milliCoreSeconds"},
 					{Name: "MiB-s", Type: "integer", JSONPath: ".spec.totals.mibSeconds"},
+					{Name: "Storage-MiB-s", Type: "integer", JSONPath: ".spec.totals.storageMiBSeconds"},
 					{Name: "Open", Type: "string", JSONPath: ".metadata.labels.cci\\.io/open"},
 				},
 			}},
