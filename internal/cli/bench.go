@@ -63,6 +63,10 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 			cmd.Flags().IntVar(&c.NetPings, "pings", 2000, "round trips timed per message size (1 B and 1400 B) per path")
 			cmd.Flags().StringVar(&c.Source, "source", "", "the CCI source tree, where the measuring program is built from (default: found from the working folder)")
 		}),
+		benchScenarioCmd("gateway", "Requests through a Gateway of class cci to one pod against the same straight to the pod IP, and the time a weight shift takes to reach clients", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().IntVar(&c.GatewayRequests, "requests", 2000, "requests each way (straight to the pod, through the Gateway), split over alternating rounds")
+			cmd.Flags().IntVar(&c.GatewayClients, "clients", 4, "keep-alive clients sending at once")
+		}),
 		benchScenarioCmd("chaos", "A steady workload while agents, containerd, shims, the control plane and hosts are killed at random: nothing may be lost", func(cmd *cobra.Command, c *bench.Config) {
 			f := cmd.Flags()
 			f.IntVar(&c.Rounds, "rounds", 100, "faults to inject, one per round")
