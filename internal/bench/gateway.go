@@ -433,7 +433,7 @@ func (b *bench) gwApp(ctx context.Context, color string) error {
 	}
 	svc := &v1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.ServiceSpec{Selector: sel, Ports: []v1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+		Spec:       v1.ServiceSpec{Selector: sel, Ports: []v1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
 	}
 	if _, err := b.kube.CoreV1().Services(b.ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create service %s: %w", name, err)

@@ -21,7 +21,7 @@ import (
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure pod start latency, burst, churn, density, scale and the pod network against the floor of this machine",
+		Short: "Measure pod start latency, burst, churn, density, scale, the pod network and the gateway against the floor of this machine",
 		Long: `Measure CCI on this machine. Unless --kubeconfig names a running cluster, each
 scenario starts its own ` + "`cci up`" + ` (or ` + "`cci server`" + `) on a temporary data folder and
 free ports, pushes the test images, measures, and removes everything again.
