@@ -27,7 +27,7 @@ import (
 )
 
 // Scenarios, in the order the README lists them.
-var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network", "chaos"}
+var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network", "gateway", "chaos"}
 
 // Config is one bench run. Zero fields take the scenario's defaults.
 type Config struct {
@@ -134,6 +134,13 @@ type Config struct {
 	// Source is the CCI source tree network builds its measuring program
 	// from. Default: found from the working folder or the executable.
 	Source string
+
+	// GatewayRequests is how many requests gateway sends each way
+	// (straight to the pod, through the Gateway). Default 2000.
+	GatewayRequests int
+	// GatewayClients is how many keep-alive clients send them at once.
+	// Default 4.
+	GatewayClients int
 
 	// Rounds is how many faults chaos injects. Default 100.
 	Rounds int
@@ -295,6 +302,15 @@ func (c *Config) defaults() error {
 	if c.NetStreamFor < 0 || c.NetStreams < 0 || c.NetPings < 1 {
 		return fmt.Errorf("--stream-for %s, --streams %d, --pings %d: give positive values", c.NetStreamFor, c.NetStreams, c.NetPings)
 	}
+	if c.GatewayRequests == 0 {
+		c.GatewayRequests = 2000
+	}
+	if c.GatewayClients == 0 {
+		c.GatewayClients = 4
+	}
+	if c.GatewayRequests < 0 || c.GatewayClients < 0 {
+		return fmt.Errorf("--requests %d, --clients %d: give positive values", c.GatewayRequests, c.GatewayClients)
+	}
 	if c.Log == nil {
 		c.Log = os.Stderr
 	}
@@ -426,6 +442,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		err = b.withNamespace(ctx, b.scale)
 	case "network":
 		err = b.withNamespace(ctx, b.network)
+	case "gateway":
+		err = b.withNamespace(ctx, b.gateway)
 	case "chaos":
 		err = b.withNamespace(ctx, b.chaos)
 	}
@@ -672,6 +690,9 @@ func params(c Config) map[string]any {
 		p["streams"] = c.NetStreams
 		p["pings"] = c.NetPings
 		p["sizes"] = netSizes
+	case "gateway":
+		p["requests"] = c.GatewayRequests
+		p["clients"] = c.GatewayClients
 	}
 	if c.Kubeconfig != "" {
 		p["kubeconfig"] = c.Kubeconfig

@@ -1,6 +1,7 @@
 // Package bench measures CCI on the machine it runs on: pod start latency,
-// burst throughput, churn, density, control-plane scale and the pod network
-// (one host and across hosts), each against the
+// burst throughput, churn, density, control-plane scale, the pod network
+// (one host and across hosts) and the gateway (against the pod straight),
+// each against the
 // floor of the same machine measured in the same run (the same image started
 // straight through containerd), so that figures are ratios that hold on any
 // hardware. `cci bench SCENARIO` is its command line; docs/bench.md explains

@@ -21,7 +21,7 @@ import (
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure pod start latency, burst, churn, density, scale and the pod network against the floor of this machine",
+		Short: "Measure pod start latency, burst, churn, density, scale, the pod network and the gateway against the floor of this machine",
 		Long: `Measure CCI on this machine. Unless --kubeconfig names a running cluster, each
 scenario starts its own ` + "`cci up`" + ` (or ` + "`cci server`" + `) on a temporary data folder and
 free ports, pushes the test images, measures, and removes everything again.
@@ -62,6 +62,10 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 			cmd.Flags().IntVar(&c.NetStreams, "streams", 3, "throughput streams per path, one after another (the median counts)")
 			cmd.Flags().IntVar(&c.NetPings, "pings", 2000, "round trips timed per message size (1 B and 1400 B) per path")
 			cmd.Flags().StringVar(&c.Source, "source", "", "the CCI source tree, where the measuring program is built from (default: found from the working folder)")
+		}),
+		benchScenarioCmd("gateway", "Requests through a Gateway of class cci to one pod against the same straight to the pod IP, and the time a weight shift takes to reach clients", func(cmd *cobra.Command, c *bench.Config) {
+			cmd.Flags().IntVar(&c.GatewayRequests, "requests", 2000, "requests each way (straight to the pod, through the Gateway), split over alternating rounds")
+			cmd.Flags().IntVar(&c.GatewayClients, "clients", 4, "keep-alive clients sending at once")
 		}),
 		benchScenarioCmd("chaos", "A steady workload while agents, containerd, shims, the control plane and hosts are killed at random: nothing may be lost", func(cmd *cobra.Command, c *bench.Config) {
 			f := cmd.Flags()
