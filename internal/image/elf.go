@@ -99,14 +99,19 @@ func multiarchTriplet(m elf.Machine) string {
 	return ""
 }
 
-// goArch is the image platform's architecture for an ELF machine: it must
-// match the binary, or containerd's platform matcher refuses the image.
-func goArch(m elf.Machine, data elf.Data) (string, error) {
+// GoArch is the image platform's architecture (GOARCH's spelling) for an
+// ELF machine: it must match the binary, or containerd's platform matcher
+// refuses the image.
+func GoArch(m elf.Machine, data elf.Data) (string, error) {
 	switch m {
 	case elf.EM_X86_64:
 		return "amd64", nil
 	case elf.EM_AARCH64:
 		return "arm64", nil
+	case elf.EM_386:
+		return "386", nil
+	case elf.EM_ARM:
+		return "arm", nil
 	case elf.EM_PPC64:
 		if data == elf.ELFDATA2LSB {
 			return "ppc64le", nil

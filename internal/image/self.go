@@ -158,7 +158,7 @@ func selfImage(ctx context.Context, o SelfOptions) (v1.Image, *SelfImage, func()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("not an ELF program: %w", err)
 	}
-	arch, err := goArch(f.Machine, f.Data)
+	arch, err := GoArch(f.Machine, f.Data)
 	f.Close()
 	if err != nil {
 		return nil, nil, nil, err

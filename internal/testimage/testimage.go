@@ -32,6 +32,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	ciimage "github.com/cci-project/cci/internal/image"
 )
 
 // Images built by Build, by short name.
@@ -374,27 +376,7 @@ func staticArch(binary []byte) (string, error) {
 			return "", errors.New("dynamically linked, so it cannot run in an image without libc")
 		}
 	}
-	switch f.Machine {
-	case elf.EM_X86_64:
-		return "amd64", nil
-	case elf.EM_AARCH64:
-		return "arm64", nil
-	case elf.EM_386:
-		return "386", nil
-	case elf.EM_ARM:
-		return "arm", nil
-	case elf.EM_PPC64:
-		if f.Data == elf.ELFDATA2LSB {
-			return "ppc64le", nil
-		}
-		return "ppc64", nil
-	case elf.EM_S390:
-		return "s390x", nil
-	case elf.EM_RISCV:
-		return "riscv64", nil
-	default:
-		return "", fmt.Errorf("unsupported ELF machine %s", f.Machine)
-	}
+	return ciimage.GoArch(f.Machine, f.Data)
 }
 
 // image builds one test image: a single layer holding the common root plus
