@@ -196,9 +196,17 @@ type gwState struct {
 	addrWhy  string
 	accepted bool
 	// conflict, when set, says which other Gateway holds the address and
-	// ports this one asks for (Programmed=False, AddressNotUsable).
-	conflict string
+	// ports this one asks for (Programmed=False, AddressNotUsable);
+	// conflictPorts are those ports (their listeners are Conflicted).
+	conflict      string
+	conflictPorts map[int32]bool
 }
+
+// ListenerReasonAddressConflict is the reason of a listener's
+// Conflicted=True when another Gateway holds (or asked first for) the
+// address and port it asks for. The spec's reasons are about listeners of
+// one Gateway; it lets implementations add their own.
+const ListenerReasonAddressConflict = "AddressConflict"
 
 type lstate struct {
 	l  gatewayv1.Listener
@@ -942,6 +950,10 @@ func (c *Controller) gatewayStatus(st *gwState) *gatewayv1.GatewayStatus {
 				prog, reason, msg = false, gatewayv1.ListenerReasonInvalid, "the listener's certificateRefs do not resolve (see its ResolvedRefs condition); it serves no certificate"
 			case !prog && st.conflict != "":
 				reason, msg = gatewayv1.ListenerReasonPending, "the Gateway's address is not usable (see its Programmed condition)"
+				if st.conflictPorts[int32(l.Port)] {
+					meta.SetStatusCondition(&ls.status.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionConflicted), Status: metav1.ConditionTrue,
+						Reason: ListenerReasonAddressConflict, Message: st.conflict, ObservedGeneration: g.Generation})
+				}
 			case !prog:
 				reason, msg = gatewayv1.ListenerReasonPending, "the Gateway has no address yet"
 			}
@@ -1162,9 +1174,11 @@ func markConflicts(gws map[string]*gwState) {
 				continue
 			}
 			var shared []string
+			ports := map[int32]bool{}
 			for p := range st.proxy {
 				if _, ok := o.proxy[p]; ok {
 					shared = append(shared, strconv.Itoa(int(p)))
+					ports[p] = true
 				}
 			}
 			if len(shared) == 0 {
@@ -1177,6 +1191,7 @@ func markConflicts(gws map[string]*gwState) {
 			}
 			st.conflict = fmt.Sprintf("address %s %s with port %s by Gateway %s/%s; choose another address or other ports, or remove that Gateway (this one gets the address when it is free)",
 				want, verb, strings.Join(shared, ", "), o.gw.Namespace, o.gw.Name)
+			st.conflictPorts = ports
 			break
 		}
 	}

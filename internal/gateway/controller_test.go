@@ -89,11 +89,28 @@ func TestConflicts(t *testing.T) {
 	c := testController(t)
 	st := gw("new", 2, "10.0.0.5", 80)
 	st.conflict = "address 10.0.0.5 is held with port 80 by Gateway ns/old"
+	st.conflictPorts = map[int32]bool{80: true}
+	for _, l := range []gatewayv1.Listener{{Name: "web", Port: 80, Protocol: gatewayv1.HTTPProtocolType}, {Name: "alt", Port: 8080, Protocol: gatewayv1.HTTPProtocolType}} {
+		st.gw.Spec.Listeners = append(st.gw.Spec.Listeners, l)
+		st.listeners[l.Name] = &lstate{l: l, ok: true, refsOK: true, status: &gatewayv1.ListenerStatus{Name: l.Name, Conditions: []metav1.Condition{
+			{Type: string(gatewayv1.ListenerConditionConflicted), Status: metav1.ConditionFalse, Reason: string(gatewayv1.ListenerReasonNoConflicts)}}}}
+	}
 	c.svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: ServiceName("ns", "new")}})
 	s := c.gatewayStatus(st)
 	p := meta.FindStatusCondition(s.Conditions, string(gatewayv1.GatewayConditionProgrammed))
 	if p == nil || p.Status != metav1.ConditionFalse || p.Reason != string(gatewayv1.GatewayReasonAddressNotUsable) || !strings.Contains(p.Message, "ns/old") {
 		t.Errorf("Programmed of the Gateway in conflict: %+v, want False AddressNotUsable naming ns/old", p)
+	}
+	// The listener of the shared port is Conflicted, the other is not.
+	for _, ls := range s.Listeners {
+		c := meta.FindStatusCondition(ls.Conditions, string(gatewayv1.ListenerConditionConflicted))
+		want := ls.Name == "web"
+		if c == nil || (c.Status == metav1.ConditionTrue) != want || want && (c.Reason != ListenerReasonAddressConflict || !strings.Contains(c.Message, "ns/old")) {
+			t.Errorf("listener %s: Conflicted %+v, want %v", ls.Name, c, want)
+		}
+	}
+	if len(s.Listeners) != 2 {
+		t.Errorf("%d listener statuses, want 2", len(s.Listeners))
 	}
 }
 
