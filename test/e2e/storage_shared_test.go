@@ -78,8 +78,9 @@ func podFile(t *testing.T, ns, pod, path, want string) {
 // A cci-obs claim: one pod writes a file, a second pod (gVisor) reads it,
 // the S3 API serves it as an object with the namespace's keys and refuses
 // another namespace's, and an object put through S3 shows in the pods.
-// Then `cci up` (the agent and the object store) restarts and the pods'
-// mount still works.
+// Then `cci up` (the agent, the object store and the file server)
+// restarts and the pods' mounts, and those of two pods of a cci-sfs claim,
+// still work.
 func TestOBSBucketSharedWithS3(t *testing.T) {
 	suffix := rand.String(4)
 	ns := namedNamespace(t, "obs-a-"+suffix)
@@ -115,6 +116,16 @@ func TestOBSBucketSharedWithS3(t *testing.T) {
 	}
 	podFile(t, ns, "reader", "/data/from-s3.txt", "hello-from-s3")
 
+	// A cci-sfs volume of two pods goes through the same restart (one
+	// restart of the whole `cci up` for both kinds of FUSE mount).
+	createClaim(t, ns, evsClaim("files", "64Mi", "cci-sfs", v1.ReadWriteMany))
+	waitBound(t, ns, "files")
+	createPod(t, ns, claimPod("sfs-writer", "runc", "files", "echo before-restart > /data/note; sleep 3600"))
+	createPod(t, ns, claimPod("sfs-reader", "gvisor", "files", "sleep 3600"))
+	waitPodRunningIn(t, ns, "sfs-writer", 2*time.Minute)
+	waitPodRunningIn(t, ns, "sfs-reader", 2*time.Minute)
+	podFile(t, ns, "sfs-reader", "/data/note", "before-restart")
+
 	// The mounts outlive the agent: rclone runs in a session of its own.
 	if err := cci.Stop(syscall.SIGINT); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -129,6 +140,10 @@ func TestOBSBucketSharedWithS3(t *testing.T) {
 		got, err := getObject(mine, bucket, "later.txt")
 		return err == nil && strings.TrimSpace(got) == "after-restart", fmt.Sprint(got, err)
 	})
+	// The cci-sfs pods' mount too: the old file reads, a new one passes.
+	podFile(t, ns, "sfs-reader", "/data/note", "before-restart")
+	execOut(t, ns, "sfs-writer", "sh", "-c", "echo after-restart > /data/later")
+	podFile(t, ns, "sfs-reader", "/data/later", "after-restart")
 }
 
 // A cci-sfs claim of 64Mi: a second pod (gVisor) reads what the first
