@@ -456,6 +456,9 @@ func (c *Controller) policyActive(ctx context.Context, ns string) bool {
 	return err != nil && strings.Contains(err.Error(), policy.RefusalPrefix)
 }
 
+// GatewayCount is ResourceQuota's object count of Gateways.
+const GatewayCount corev1.ResourceName = "count/gateways.gateway.networking.k8s.io"
+
 // quotaHard maps the tenant's quota to ResourceQuota keys. Admission makes
 // requests equal to limits, so requests are what is counted.
 func quotaHard(q corev1.ResourceList) corev1.ResourceList {
@@ -468,6 +471,12 @@ func quotaHard(q corev1.ResourceList) corev1.ResourceList {
 			hard[corev1.ResourceRequestsMemory] = v
 		case corev1.ResourcePods, corev1.ResourcePersistentVolumeClaims:
 			hard[k] = v
+		case corev1.ResourceServicesLoadBalancers:
+			// A Gateway takes an address of the same pool, through a
+			// Service in cci-gateways, outside the namespace's count:
+			// Gateways are counted apart, to the same number.
+			hard[k] = v
+			hard[GatewayCount] = v
 		case corev1.ResourceStorage:
 			// What the tenant's claims ask for, of every StorageClass.
 			hard[corev1.ResourceRequestsStorage] = v

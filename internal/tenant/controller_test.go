@@ -16,6 +16,7 @@ func TestQuotaHard(t *testing.T) {
 		corev1.ResourcePersistentVolumeClaims: resource.MustParse("3"),
 		perClass:                              resource.MustParse("4Gi"),
 		"nvidia.com/gpu":                      resource.MustParse("1"),
+		corev1.ResourceServicesLoadBalancers:  resource.MustParse("2"),
 	})
 	want := map[corev1.ResourceName]string{
 		corev1.ResourceRequestsCPU:            "2",
@@ -24,6 +25,8 @@ func TestQuotaHard(t *testing.T) {
 		corev1.ResourcePersistentVolumeClaims: "3",
 		perClass:                              "4Gi",
 		"requests.nvidia.com/gpu":             "1",
+		corev1.ResourceServicesLoadBalancers:  "2",
+		GatewayCount:                          "2",
 	}
 	if len(hard) != len(want) {
 		t.Fatalf("hard: %v, want %v", hard, want)
