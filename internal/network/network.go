@@ -67,6 +67,11 @@ type Config struct {
 	// NetnsDir is where pod namespaces are bind-mounted. Default is
 	// "/var/run/netns", where `ip netns` looks.
 	NetnsDir string
+	// RecordDir keeps a file per namespace this Manager made, until its
+	// teardown: NetnsDir is shared by every host and cluster on a machine,
+	// so its names alone cannot tell this host's leftovers (Owned). Default
+	// is IPAMDir's sibling "netns".
+	RecordDir string
 	// MTU of the bridge and pod interfaces; 0 leaves the plugin's default.
 	// Under an overlay it is the overlay's (the link's less encapsulation).
 	MTU int
@@ -122,6 +127,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ConfDir == "" || cfg.IPAMDir == "" {
 		return nil, fmt.Errorf("network config: ConfDir and IPAMDir are required")
 	}
+	if cfg.RecordDir == "" {
+		cfg.RecordDir = filepath.Join(filepath.Dir(filepath.Clean(cfg.IPAMDir)), "netns")
+	}
 	if len(cfg.Bridge) > 15 {
 		return nil, fmt.Errorf("network config: bridge name %q is longer than 15 bytes", cfg.Bridge)
 	}
@@ -136,7 +144,7 @@ func New(cfg Config) (*Manager, error) {
 	if prefix.Bits() > prefix.Addr().BitLen()-2 {
 		return nil, fmt.Errorf("network config: pod CIDR %q is too small for a gateway and a pod", cfg.PodCIDR)
 	}
-	for _, p := range []*string{&cfg.ConfDir, &cfg.IPAMDir, &cfg.NetnsDir} {
+	for _, p := range []*string{&cfg.ConfDir, &cfg.IPAMDir, &cfg.NetnsDir, &cfg.RecordDir} {
 		if *p, err = filepath.Abs(*p); err != nil {
 			return nil, fmt.Errorf("network config: absolute path of %q: %w", *p, err)
 		}
@@ -146,7 +154,7 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("CNI plugin %q not found in %q: install containernetworking-plugins or set PluginDirs", plugin, cfg.PluginDirs)
 		}
 	}
-	for _, dir := range []string{cfg.ConfDir, cfg.IPAMDir, cfg.NetnsDir} {
+	for _, dir := range []string{cfg.ConfDir, cfg.IPAMDir, cfg.NetnsDir, cfg.RecordDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create %q: %w", dir, err)
 		}
@@ -245,6 +253,11 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []PortMapping) (*S
 		return nil, err
 	}
 	created := false
+	// Recorded before the namespace exists, so that no crash leaves one
+	// this host cannot tell as its own.
+	if err := m.record(id); err != nil {
+		return nil, err
+	}
 	if ok {
 		ips, err := interfaceIPs(path, podInterface)
 		if err != nil {
@@ -263,6 +276,7 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []PortMapping) (*S
 			return nil, err
 		}
 		if err := createNetns(path); err != nil {
+			m.unrecord(id)
 			return nil, fmt.Errorf("network namespace for pod %q: %w", id, err)
 		}
 		created = true
@@ -274,7 +288,9 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []PortMapping) (*S
 		// ctx may be what failed, so do not use it.
 		cerr := m.remove(context.WithoutCancel(ctx), id, path)
 		if created && cerr == nil {
-			cerr = removeNetns(path)
+			if cerr = removeNetns(path); cerr == nil {
+				m.unrecord(id)
+			}
 		}
 		if cerr != nil {
 			return nil, fmt.Errorf("set up network of pod %q: %w (clean-up also failed: %v)", id, err, cerr)
@@ -325,7 +341,43 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	if err := m.conntrack.flush(ips); err != nil {
 		return fmt.Errorf("flush connection tracking of pod %q: %w", id, err)
 	}
-	return removeNetns(path)
+	if err := removeNetns(path); err != nil {
+		return err
+	}
+	m.unrecord(id)
+	return nil
+}
+
+// record notes that this Manager makes (or keeps) pod id's namespace.
+func (m *Manager) record(id string) error {
+	f, err := os.OpenFile(filepath.Join(m.cfg.RecordDir, id), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("record the network namespace of pod %q: %w", id, err)
+	}
+	return f.Close()
+}
+
+// unrecord forgets pod id's namespace, once it is gone. A record left by a
+// failed removal only makes Owned list an id whose teardown finds nothing.
+func (m *Manager) unrecord(id string) {
+	_ = os.Remove(filepath.Join(m.cfg.RecordDir, id))
+}
+
+// Owned lists the pod ids whose namespaces this Manager made and has not
+// torn down: after a crash, those of pods the host no longer runs are its
+// leftovers, and only those (other hosts' namespaces share NetnsDir).
+func (m *Manager) Owned() ([]string, error) {
+	entries, err := os.ReadDir(m.cfg.RecordDir)
+	if err != nil {
+		return nil, fmt.Errorf("list recorded network namespaces in %q: %w", m.cfg.RecordDir, err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if validID(e.Name()) == nil {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, nil
 }
 
 // remove runs CNI DEL. The portmap plugin removes nothing unless DEL carries

@@ -162,6 +162,9 @@ func TestPodNetwork(t *testing.T) {
 	if !sameSet(ids, []string{a, b}) {
 		t.Fatalf("Sandboxes = %v, want %v", ids, []string{a, b})
 	}
+	if owned, err := m.Owned(); err != nil || !sameSet(owned, []string{a, b}) {
+		t.Fatalf("Owned = %v, %v, want %v", owned, err, []string{a, b})
+	}
 
 	// A server in pod a, reached from the host, from pod b and by host port.
 	podAddr := net.JoinHostPort(sa.IPs[0].String(), "8080")
@@ -236,6 +239,9 @@ func TestPodNetwork(t *testing.T) {
 	}
 	if ids, err := m.Sandboxes(); err != nil || len(ids) != 0 {
 		t.Errorf("Sandboxes after teardown = %v, %v", ids, err)
+	}
+	if owned, err := m.Owned(); err != nil || len(owned) != 0 {
+		t.Errorf("Owned after teardown = %v, %v", owned, err)
 	}
 }
 

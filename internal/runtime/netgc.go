@@ -13,9 +13,11 @@ import (
 // bound (seen: 76 of 106 teardowns timed out in a churn at load average 50).
 // The worker then forgets the pod, and nothing would try again: its
 // namespace, veth and address stayed until the host was wiped. The runtime
-// keeps trying in the background instead. (A sweep for namespaces no pod of
-// this host owns cannot tell them by name: every cluster and every host of
-// `cci up --hosts` on one machine shares /var/run/netns.)
+// keeps trying in the background instead. At start, the networks the
+// network manager recorded as made by this host and not torn down, of pods
+// the host no longer has, go the same way (sweepNetworks); names in
+// /var/run/netns alone cannot tell them, as every cluster and every host of
+// `cci up --hosts` on one machine shares that folder.
 
 // Variables, not constants, for the tests.
 var (

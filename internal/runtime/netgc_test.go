@@ -71,3 +71,43 @@ func TestTeardownRetriedAfterFailure(t *testing.T) {
 		t.Errorf("Teardown called %d times, want 4 (3 failures, then success)", got)
 	}
 }
+
+// ownedNetwork is a flakyNetwork that records the namespaces it made.
+type ownedNetwork struct{ *flakyNetwork }
+
+func (n ownedNetwork) Owned() ([]string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.netns), nil
+}
+
+// At start, the networks the host made for pods it no longer has are torn
+// down; the running pods' networks are left alone.
+func TestSweepNetworks(t *testing.T) {
+	shortNetGC(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	running := testPod()
+	nw := ownedNetwork{&flakyNetwork{calls: map[string]int{}, netns: []string{string(running.UID), "gone-pod-uid"}, doneCh: make(chan string, 2)}}
+	r := &Runtime{ctx: ctx, pods: map[string]*podWorker{}, cfg: Config{StateDir: t.TempDir(), Network: nw, Log: slog.New(slog.DiscardHandler)}}
+	w := &podWorker{r: r, log: r.cfg.Log, rec: newRecord(running), tasks: map[string]*liveTask{}, probes: map[string]*probeSet{}}
+	r.pods[key(running.Namespace, running.Name)] = w
+	r.sweepNetworks()
+	select {
+	case id := <-nw.doneCh:
+		if id != "gone-pod-uid" {
+			t.Errorf("tore down %q, want the gone pod's", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gone pod's network was not torn down")
+	}
+	time.Sleep(100 * time.Millisecond)
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if nw.calls[string(running.UID)] != 0 {
+		t.Errorf("the running pod's network was torn down")
+	}
+	if !slices.Equal(nw.netns, []string{string(running.UID)}) {
+		t.Errorf("networks left: %v, want the running pod's only", nw.netns)
+	}
+}

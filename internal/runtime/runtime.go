@@ -349,6 +349,33 @@ func (r *Runtime) Start() {
 	if err := r.sweepImageVolumes(r.ctx, func(uid types.UID) bool { _, ok := r.PodByUID(uid); return ok }); err != nil {
 		r.cfg.Log.Warn("sweep image volume views", "err", err)
 	}
+	r.sweepNetworks()
+}
+
+// sweepNetworks tears down the pod networks this host made for pods it no
+// longer has: a crash (of the agent, or of the machine) between a pod's
+// removal and its network's leaves them, with their address and rules.
+// Only the network's own record of what it made counts: other hosts and
+// clusters of the machine share the namespace folder. A pod created
+// meanwhile has its worker before its network, so it is not swept.
+func (r *Runtime) sweepNetworks() {
+	owned, ok := r.cfg.Network.(interface{ Owned() ([]string, error) })
+	if !ok {
+		return
+	}
+	ids, err := owned.Owned()
+	if err != nil {
+		r.cfg.Log.Warn("list this host's pod networks", "err", err)
+		return
+	}
+	for _, id := range ids {
+		uid := types.UID(id)
+		if _, running := r.PodByUID(uid); running {
+			continue
+		}
+		r.cfg.Log.Info("tearing down the network of a pod this host no longer has", "uid", uid)
+		r.retryTeardown(uid)
+	}
 }
 
 // trackPod hands a pod this node now runs to the pod certificate issuer,

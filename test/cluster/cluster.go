@@ -330,8 +330,19 @@ func CleanupPods(dataDir string) {
 		more, _ := os.ReadDir(filepath.Join(dataDir, "hosts", h.Name(), "agent", "pods"))
 		entries = append(entries, more...)
 	}
+	ids := map[string]bool{}
 	for _, e := range entries {
-		p := filepath.Join("/var/run/netns", "cci-"+e.Name())
+		ids[e.Name()] = true
+	}
+	// And the networks the agents recorded as theirs, of pods whose folder
+	// went first (a teardown that failed).
+	recorded, _ := filepath.Glob(filepath.Join(dataDir, "cni", "netns", "*"))
+	more, _ := filepath.Glob(filepath.Join(dataDir, "hosts", "*", "cni", "netns", "*"))
+	for _, r := range append(recorded, more...) {
+		ids[filepath.Base(r)] = true
+	}
+	for id := range ids {
+		p := filepath.Join("/var/run/netns", "cci-"+id)
 		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 		_ = os.Remove(p)
 	}
