@@ -119,7 +119,9 @@ func (r *Runtime) prepareClaim(ctx context.Context, pod *v1.Pod, vol v1.Volume, 
 	if err := unix.Mount(staged, dir, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind persistentvolume %q into the pod: %w", pv.Name, err)
 	}
-	return nil
+	// What is mounted on it later (a volume mounted again, claimrevive.go)
+	// reaches the running containers.
+	return shareClaimMount(dir)
 }
 
 // releaseClaims unstages the claim volumes the pod published, once its

@@ -77,3 +77,73 @@ func TestMountsUnder(t *testing.T) {
 		t.Fatalf("mounts under %s: %v, want [%s]", pod, m, vol)
 	}
 }
+
+// A volume mounted again on a pod's claim folder (shared by
+// shareClaimMount) reaches a container's rslave bind of that folder, as
+// runc makes it, and nothing reaches the staged volume or another pod's
+// folder.
+func TestRemountReachesContainer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	base := t.TempDir()
+	staged, podA, podB, ctr := filepath.Join(base, "staged"), filepath.Join(base, "a"), filepath.Join(base, "b"), filepath.Join(base, "ctr")
+	for _, d := range []string{staged, podA, podB, ctr} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Unmounted in reverse order at the end, each as often as it was.
+	var undo []string
+	defer func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			_ = unix.Unmount(undo[i], unix.MNT_DETACH)
+		}
+	}()
+	mount := func(src, dst, fstype string, flags uintptr) {
+		t.Helper()
+		if err := unix.Mount(src, dst, fstype, flags, ""); err != nil {
+			t.Fatalf("mount %s on %s: %v", src, dst, err)
+		}
+		undo = append(undo, dst)
+	}
+	mount("tmpfs", staged, "tmpfs", 0)
+	if err := os.WriteFile(filepath.Join(staged, "old"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range []string{podA, podB} {
+		mount(staged, pod, "", unix.MS_BIND)
+		if err := shareClaimMount(pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The container's bind, as runc makes it from rbind + rslave.
+	mount(podA, ctr, "", unix.MS_BIND|unix.MS_REC)
+	if err := unix.Mount("", ctr, "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	// The volume mounted again: a new file system stacked on pod A's folder.
+	fresh := filepath.Join(base, "fresh")
+	if err := os.MkdirAll(fresh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mount("tmpfs", fresh, "tmpfs", 0)
+	if err := os.WriteFile(filepath.Join(fresh, "new"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mount(fresh, podA, "", unix.MS_BIND)
+	undo = append(undo, ctr) // the copy the container received
+
+	if _, err := os.Stat(filepath.Join(ctr, "new")); err != nil {
+		t.Errorf("the container does not see the volume mounted again: %v", err)
+	}
+	for _, d := range []string{staged, podB} {
+		if _, err := os.Stat(filepath.Join(d, "new")); err == nil {
+			t.Errorf("the mount on pod A's folder reached %s", d)
+		}
+		if _, err := os.Stat(filepath.Join(d, "old")); err != nil {
+			t.Errorf("%s lost its own volume: %v", d, err)
+		}
+	}
+}

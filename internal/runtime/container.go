@@ -200,6 +200,9 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 		return nil, time.Time{}, err
 	}
 	specOpts = append(specOpts, devOpts...)
+	if handler != handlerGVisor {
+		specOpts = append(specOpts, w.r.claimPropagation(pod))
+	}
 	if cr.Ephemeral {
 		nsOpts, err := w.targetNamespaceOpts(pod, c.Name)
 		if err != nil {

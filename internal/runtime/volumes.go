@@ -43,6 +43,9 @@ func (w *podWorker) refreshVolumes() {
 	if !active {
 		return
 	}
+	if w.deleting == nil {
+		w.reviveClaims()
+	}
 	pod := w.pod()
 	for _, vol := range pod.Spec.Volumes {
 		if vol.ConfigMap == nil && vol.Secret == nil && vol.DownwardAPI == nil && vol.Projected == nil {
