@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
@@ -188,4 +191,132 @@ func allocated(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Blocks * 512
+}
+
+// writePattern writes n MiB of byte b to path and syncs them.
+func writePattern(path string, n int, b byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = b
+	}
+	for i := 0; i < n; i++ {
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// A host file system that fills while thin disks grow: the write that
+// needs a host block fails (EIO or ENOSPC, never silently), Space reports
+// the host full and names the thin disks it fails, the other disk's data
+// stays whole, and once the host has room the failed disk mounts again
+// and takes writes once the failed file is removed.
+func TestHostFull(t *testing.T) {
+	needHost(t)
+	// The host's file system: a 96 MiB XFS of its own (a disk of a pool).
+	outer := &Pool{Dir: t.TempDir()}
+	if err := outer.Create("host", 96<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	hostDir, err := outer.Stage("host", "xfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Pool{Dir: filepath.Join(hostDir, "evs")}
+	t.Cleanup(func() {
+		for _, d := range []string{"d1", "d2"} {
+			_, _ = p.Unstage(d)
+			_ = p.Delete(d)
+		}
+		_, _ = outer.Unstage("host")
+		_ = outer.Delete("host")
+	})
+	for _, d := range []string{"d1", "d2"} {
+		if err := p.Create(d, 64<<20, false); err != nil {
+			t.Fatalf("thin disk %s of 64 MiB on a 96 MiB host: %v", d, err)
+		}
+	}
+	d1, err := p.Stage("d1", "xfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := p.Stage("d2", "xfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := p.Space(); err != nil || s.Full {
+		t.Fatalf("Space before any write: %+v %v, want not full", s, err)
+	}
+	if err := writePattern(filepath.Join(d1, "kept"), 48, 'k'); err != nil {
+		t.Fatalf("48 MiB into d1: %v", err)
+	}
+	s, err := p.Space()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("host after d1's 48 MiB: %d MiB free", s.Free>>20)
+	// 48 MiB fit d2's own file system, not what the host has left.
+	err = writePattern(filepath.Join(d2, "big"), 48, 'b')
+	if !errors.Is(err, syscall.EIO) && !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("48 MiB into d2 with %d MiB left on the host: %v, want EIO or ENOSPC", s.Free>>20, err)
+	}
+	t.Logf("the write past the host's space: %v", err)
+	s, err = p.Space()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Full || !slices.Contains(s.Short, "d2") {
+		t.Fatalf("Space after the host filled: %+v, want full with d2 short", s)
+	}
+	// d1's data is whole: read from its disk, not the page cache.
+	if _, err := p.Unstage("d1"); err != nil {
+		t.Fatal(err)
+	}
+	if d1, err = p.Stage("d1", "xfs"); err != nil {
+		t.Fatalf("stage d1 again on the full host: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(d1, "kept"))
+	if err != nil || len(got) != 48<<20 || strings.Trim(string(got), "k") != "" {
+		t.Fatalf("d1's file after the host filled: %d bytes, %v", len(got), err)
+	}
+	// Room again on the host (d1 goes): d2 mounts again and takes writes.
+	if _, err := p.Unstage("d1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Delete("d1"); err != nil {
+		t.Fatal(err)
+	}
+	// XFS frees a removed file's blocks in the background.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		s, err = p.Space()
+		if err == nil && !s.Full {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Space after removing d1: %+v %v, want room", s, err)
+		}
+	}
+	if _, err := p.Unstage("d2"); err != nil {
+		t.Fatalf("unstage d2 after its failed write: %v", err)
+	}
+	if d2, err = p.Stage("d2", "xfs"); err != nil {
+		t.Fatalf("stage d2 again with room on the host: %v", err)
+	}
+	// The failed file keeps its size in d2's own file system.
+	if err := os.Remove(filepath.Join(d2, "big")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePattern(filepath.Join(d2, "after"), 16, 'a'); err != nil {
+		t.Fatalf("16 MiB into d2 with room on the host: %v", err)
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -210,8 +211,8 @@ func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 	return nil
 }
 
-// Run runs the provisioner and the resizer of this host's disks until ctx
-// ends.
+// Run runs the provisioner and the resizer of this host's disks, and
+// reports a full host file system under them, until ctx ends.
 func Run(ctx context.Context, kube kubernetes.Interface, node string, pool *Pool, log *slog.Logger) error {
 	p := &Provisioner{Node: node, Pool: pool, Log: log}
 	pc := NewProvisionController(ctx, kube, Driver, p,
@@ -225,6 +226,7 @@ func Run(ctx context.Context, kube kubernetes.Interface, node string, pool *Pool
 	)
 	rs := newResizer(kube, node, pool, log)
 	go rs.run(ctx)
+	go watchSpace(ctx, kube, node, pool, log, 10*time.Second)
 	pc.Run(ctx)
 	return nil
 }

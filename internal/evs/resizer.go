@@ -32,9 +32,12 @@ import (
 //
 // A claim whose StorageClass does not allow expansion never gets here:
 // the apiserver refuses the edit.
+//
+// The agent of each host runs one for the cci-evs disks of its host; the
+// control plane runs one for the cci-sfs disks it keeps (RunResizer).
 type resizer struct {
 	kube   kubernetes.Interface
-	node   string
+	mine   func(*v1.PersistentVolume) bool
 	pool   *Pool
 	log    *slog.Logger
 	queue  workqueue.TypedRateLimitingInterface[string]
@@ -44,13 +47,26 @@ type resizer struct {
 }
 
 func newResizer(kube kubernetes.Interface, node string, pool *Pool, log *slog.Logger) *resizer {
+	mine := func(pv *v1.PersistentVolume) bool { return HostOf(pv) == node }
+	return newResizerOf(kube, "evs-resizer", node, mine, pool, log)
+}
+
+func newResizerOf(kube kubernetes.Interface, component, host string, mine func(*v1.PersistentVolume) bool, pool *Pool, log *slog.Logger) *resizer {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	return &resizer{
-		kube: kube, node: node, pool: pool, log: log,
+		kube: kube, mine: mine, pool: pool, log: log,
 		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		events: b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "evs-resizer", Host: node}),
+		events: b.NewRecorder(scheme.Scheme, v1.EventSource{Component: component, Host: host}),
 	}
+}
+
+// RunResizer grows the disks of pool whose volumes mine selects when
+// their claims ask for more, until ctx ends: the same growth as a cci-evs
+// disk's, for the disks of another class kept as cci-evs disks (cci-sfs
+// on the control plane's host). component names the events' source.
+func RunResizer(ctx context.Context, kube kubernetes.Interface, component string, mine func(*v1.PersistentVolume) bool, pool *Pool, log *slog.Logger) {
+	newResizerOf(kube, component, "", mine, pool, log).run(ctx)
 }
 
 func (r *resizer) run(ctx context.Context) {
@@ -105,7 +121,7 @@ func (r *resizer) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	pv, err := r.pvs.Get(pvc.Spec.VolumeName)
-	if err != nil || HostOf(pv) != r.node {
+	if err != nil || pv.Spec.CSI == nil || !r.mine(pv) {
 		return nil
 	}
 	want, ok := pvc.Spec.Resources.Requests[v1.ResourceStorage]

@@ -66,6 +66,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/cci-project/cci/internal/claimcheck"
 	"github.com/cci-project/cci/internal/dns"
 	"github.com/cci-project/cci/internal/endpointguard"
 	"github.com/cci-project/cci/internal/evs"
@@ -313,6 +314,9 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Step("gateway API", cp.installGatewayAPI),
 		supervisor.Background("gateway controller", func(ctx context.Context) error {
 			return gateway.NewController(cp.admin, cp.gatewayClient, cp.gateway, cp.log.With("component", "gateway")).Run(ctx)
+		}),
+		supervisor.Background("claim check", func(ctx context.Context) error {
+			return claimcheck.New(cp.admin, cp.log.With("component", "claim-check")).Run(ctx)
 		}),
 		supervisor.Background("service check", func(ctx context.Context) error {
 			return servicecheck.New(cp.admin, cp.log.With("component", "service-check")).Run(ctx)

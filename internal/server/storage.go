@@ -47,10 +47,16 @@ func ensureStorage(ctx context.Context, c kubernetes.Interface) error {
 	now := storagev1.VolumeBindingImmediate
 	shared := []*storagev1.StorageClass{
 		{ObjectMeta: metav1.ObjectMeta{Name: obs.ClassName}, Provisioner: obs.Driver, ReclaimPolicy: &reclaim, VolumeBindingMode: &now},
-		{ObjectMeta: metav1.ObjectMeta{Name: sfs.ClassName}, Provisioner: sfs.Driver, ReclaimPolicy: &reclaim, VolumeBindingMode: &now},
+		// A cci-sfs volume is a disk of the control plane's host, grown
+		// online as a cci-evs disk is.
+		{ObjectMeta: metav1.ObjectMeta{Name: sfs.ClassName}, Provisioner: sfs.Driver, ReclaimPolicy: &reclaim, VolumeBindingMode: &now, AllowVolumeExpansion: &expand},
 	}
 	for _, class := range append([]*storagev1.StorageClass{class}, shared...) {
-		if _, err := c.StorageV1().StorageClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		_, err := c.StorageV1().StorageClasses().Create(ctx, class, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) && class.AllowVolumeExpansion != nil {
+			err = allowExpansion(ctx, c, class.Name)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create StorageClass %q: %w", class.Name, err)
 		}
 	}
@@ -105,6 +111,20 @@ func ensureStorage(ctx context.Context, c kubernetes.Interface) error {
 		return fmt.Errorf("create ValidatingAdmissionPolicyBinding %q: %w", binding.Name, err)
 	}
 	return nil
+}
+
+// allowExpansion sets allowVolumeExpansion on a class of CCI made by an
+// older version that did not set it (cci-sfs before its volumes grew).
+// A class whose field is set, true or false, is left as an admin left it.
+func allowExpansion(ctx context.Context, c kubernetes.Interface, name string) error {
+	have, err := c.StorageV1().StorageClasses().Get(ctx, name, metav1.GetOptions{})
+	if err != nil || have.AllowVolumeExpansion != nil {
+		return err
+	}
+	yes := true
+	have.AllowVolumeExpansion = &yes
+	_, err = c.StorageV1().StorageClasses().Update(ctx, have, metav1.UpdateOptions{})
+	return err
 }
 
 func ptr[T any](v T) *T { return &v }

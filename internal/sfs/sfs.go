@@ -15,6 +15,8 @@
 //	claim ─► provisioner (control plane): disk made and mounted under
 //	         <data>/sfs/staged/<pv>; the tenant's keys in its Secret
 //	pod   ─► agent: rclone mount of https?://<server>/<pv>/ ─► bind into pod
+//	claim grown ─► control plane: disk and mounted file system grown
+//	         online (the cci-evs resizer), then the PV's and claim's capacity
 package sfs
 
 import (
@@ -215,8 +217,12 @@ func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 	return nil
 }
 
-// Run provisions cci-sfs claims until ctx ends.
+// Run provisions cci-sfs claims, and grows their disks online when the
+// claims ask for more (the cci-evs resizer, on the disks of this host),
+// until ctx ends.
 func Run(ctx context.Context, kube kubernetes.Interface, s *Server) error {
+	mine := func(pv *v1.PersistentVolume) bool { return pv.Spec.CSI != nil && pv.Spec.CSI.Driver == Driver }
+	go evs.RunResizer(ctx, kube, "sfs-resizer", mine, s.Pool, s.Log)
 	pc := evs.NewProvisionController(ctx, kube, Driver, &Provisioner{Server: s, Kube: kube},
 		controller.LeaderElection(false),
 		controller.FailedProvisionThreshold(0),
