@@ -437,6 +437,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			// etcd apart.
 			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd,
 			MaxPods:      cfg.MaxPods,
+			ServiceProxy: serviceProxyFor(cfg.Scenario),
 			ClusterCIDR:  cidr,
 			Hosts:        hostsFor(cfg),
 			// chaos and churn read the processes' goroutines from pprof.
@@ -514,6 +515,17 @@ func hostsFor(c Config) int {
 		return c.Hosts
 	}
 	return 0
+}
+
+// serviceProxyFor is the service proxy of the bench's own cluster: the
+// agent's default, but none for storage, which uses no Service: without a
+// kube-proxy of its own its cluster may run beside another on this host
+// (the end-to-end suites') without the two rewriting each other's rules.
+func serviceProxyFor(scenario string) string {
+	if scenario == "storage" {
+		return "off"
+	}
+	return ""
 }
 
 func clusterCIDR(scenario string) string {
