@@ -32,15 +32,24 @@ type storageRun struct {
 // storageFigure is one of the four measured figures of a diskperf result.
 type storageFigure struct {
 	name string
-	unit string
-	of   func(*diskperf.Result) float64
+	unit string // "MiB/s" or "IOPS"
+	test func(*diskperf.Result) diskperf.Test
+}
+
+// of is the figure's value in r, 0 where its test failed.
+func (f storageFigure) of(r *diskperf.Result) float64 {
+	t := f.test(r)
+	if f.unit == "IOPS" {
+		return t.IOPS()
+	}
+	return t.MiBps()
 }
 
 var storageFigures = []storageFigure{
-	{"sequential write", "MiB/s", func(r *diskperf.Result) float64 { return r.SeqWrite.MiBps() }},
-	{"sequential read", "MiB/s", func(r *diskperf.Result) float64 { return r.SeqRead.MiBps() }},
-	{"random 4 KiB write", "IOPS", func(r *diskperf.Result) float64 { return r.RandWrite.IOPS() }},
-	{"random 4 KiB read", "IOPS", func(r *diskperf.Result) float64 { return r.RandRead.IOPS() }},
+	{"sequential write", "MiB/s", func(r *diskperf.Result) diskperf.Test { return r.SeqWrite }},
+	{"sequential read", "MiB/s", func(r *diskperf.Result) diskperf.Test { return r.SeqRead }},
+	{"random 4 KiB write", "IOPS", func(r *diskperf.Result) diskperf.Test { return r.RandWrite }},
+	{"random 4 KiB read", "IOPS", func(r *diskperf.Result) diskperf.Test { return r.RandRead }},
 }
 
 // storage is `cci bench storage`: the diskperf program on a volume of
@@ -480,7 +489,12 @@ func (b *bench) reportStorage(hosts []*diskperf.Result, runs []storageRun, start
 		for i, f := range storageFigures {
 			v := f.of(run.res)
 			note := ""
-			if floor != nil {
+			if e := f.test(run.res).Error; e != "" {
+				r.figure(f.name, 0, f.unit, "failed: "+e)
+				sum.figure(run.name+": "+f.name, 0, "×", "failed")
+				continue
+			}
+			if floor != nil && floor[i] > 0 {
 				note = fmt.Sprintf("%.2f× %s's %s %s", ratio(v, floor[i]), floorName, trimFloat(floor[i]), f.unit)
 				sum.figure(run.name+": "+f.name, ratio(v, floor[i]), "×", "")
 			}
@@ -503,7 +517,7 @@ func (b *bench) reportStorage(hosts []*diskperf.Result, runs []storageRun, start
 				r.note("no O_DIRECT (%s): the file's cached pages were dropped before the reads (%.0f%% still cached); a cache of the file system's own may still serve them", run.res.DirectError, 100**c)
 			}
 		}
-		if run.res.RandRead.Ops < b.cfg.StorageRandOps || run.res.RandWrite.Ops < b.cfg.StorageRandOps {
+		if rw, rr := run.res.RandWrite, run.res.RandRead; rw.Error == "" && rw.Ops < b.cfg.StorageRandOps || rr.Error == "" && rr.Ops < b.cfg.StorageRandOps {
 			r.note("random tests stopped by the %s limit: %d writes, %d reads", b.cfg.StorageRandFor, run.res.RandWrite.Ops, run.res.RandRead.Ops)
 		}
 		b.rep.Results = append(b.rep.Results, r)
@@ -515,8 +529,12 @@ func (b *bench) reportStorage(hosts []*diskperf.Result, runs []storageRun, start
 
 // hostLatencies records the per-operation latencies of the random tests.
 func hostLatencies(r *Result, res *diskperf.Result) {
-	r.figure("random write latency p50 / p99", res.RandWrite.LatencyP50Us, "µs", fmt.Sprintf("p99 %s µs", trimFloat(res.RandWrite.LatencyP99Us)))
-	r.figure("random read latency p50 / p99", res.RandRead.LatencyP50Us, "µs", fmt.Sprintf("p99 %s µs", trimFloat(res.RandRead.LatencyP99Us)))
+	if res.RandWrite.Error == "" {
+		r.figure("random write latency p50 / p99", res.RandWrite.LatencyP50Us, "µs", fmt.Sprintf("p99 %s µs", trimFloat(res.RandWrite.LatencyP99Us)))
+	}
+	if res.RandRead.Error == "" {
+		r.figure("random read latency p50 / p99", res.RandRead.LatencyP50Us, "µs", fmt.Sprintf("p99 %s µs", trimFloat(res.RandRead.LatencyP99Us)))
+	}
 }
 
 // resultKind says how a run read and wrote: the file system and whether

@@ -97,6 +97,7 @@ func TestReportStorageWithoutHost(t *testing.T) {
 		{"emptyDir", diskResult(200, 200, 2000, 2000, true)},
 		{"cci-sfs", diskResult(50, 100, 500, 500, true)},
 	}
+	runs[1].res.RandWrite = diskperf.Test{Error: "illegal seek"}
 	b.reportStorage(nil, runs, nil)
 	if len(b.rep.Results) != 3 {
 		t.Fatalf("%d results, want 2 places and the ratios", len(b.rep.Results))
@@ -107,6 +108,18 @@ func TestReportStorageWithoutHost(t *testing.T) {
 	}
 	if f := figureOf(t, sum, "cci-sfs: sequential write"); f.Value != 0.25 {
 		t.Errorf("ratio %+v, want 0.25× of the emptyDir pod", f)
+	}
+	// A test the volume refused is a failure with its reason, not a figure.
+	if f := figureOf(t, b.rep.Results[1], "random 4 KiB write"); f.Value != 0 || f.Note != "failed: illegal seek" {
+		t.Errorf("refused random writes: %+v", f)
+	}
+	if f := figureOf(t, sum, "cci-sfs: random 4 KiB write"); f.Value != 0 || f.Note != "failed" {
+		t.Errorf("ratio of refused random writes: %+v", f)
+	}
+	for _, f := range b.rep.Results[1].Figures {
+		if strings.HasPrefix(f.Name, "random write latency") {
+			t.Errorf("a latency of refused random writes: %+v", f)
+		}
 	}
 }
 

@@ -121,6 +121,9 @@ type Test struct {
 	// of the file's pages the page cache held when the test began; -1
 	// when it could not be read (the file could not be mapped).
 	CachedBefore *float64 `json:"cachedBefore,omitempty"`
+	// Error is why the test failed (the file system refused it, e.g.
+	// random writes on a mount that only appends); the others still ran.
+	Error string `json:"error,omitempty"`
 }
 
 // MiBps is the throughput in MiB/s.
@@ -181,7 +184,10 @@ func Parse(out string) (*Result, error) {
 			return nil, fmt.Errorf("diskperf result line: %w", err)
 		}
 		for name, t := range map[string]Test{"seqWrite": r.SeqWrite, "seqRead": r.SeqRead, "randWrite": r.RandWrite, "randRead": r.RandRead} {
-			if t.Bytes <= 0 || t.Ops <= 0 || t.Seconds <= 0 {
+			if name == "seqWrite" && t.Error != "" {
+				return nil, fmt.Errorf("diskperf result: the sequential write failed: %s", t.Error)
+			}
+			if t.Error == "" && (t.Bytes <= 0 || t.Ops <= 0 || t.Seconds <= 0) {
 				return nil, fmt.Errorf("diskperf result: %s moved %d bytes in %d operations and %gs", name, t.Bytes, t.Ops, t.Seconds)
 			}
 		}
@@ -250,15 +256,18 @@ func Run(o Options) (*Result, error) {
 	if res.SeqWrite, err = seqWrite(path, flags, o.SeqBytes, buf); err != nil {
 		return nil, fmt.Errorf("sequential write: %w", err)
 	}
+	// Without the file nothing else can run; the other tests may each
+	// fail on their own (a mount that takes no random writes still
+	// reads), and the result says which did.
 	if res.SeqRead, err = seqRead(path, flags, o.SeqBytes, buf, !res.Direct); err != nil {
-		return nil, fmt.Errorf("sequential read: %w", err)
+		res.SeqRead = Test{Error: err.Error()}
 	}
 	blocks := o.SeqBytes / RandBlock
 	if res.RandWrite, err = randOps(path, flags, blocks, o.RandOps, o.RandFor, buf[:RandBlock], rng, true, false); err != nil {
-		return nil, fmt.Errorf("random write: %w", err)
+		res.RandWrite = Test{Error: err.Error()}
 	}
 	if res.RandRead, err = randOps(path, flags, blocks, o.RandOps, o.RandFor, buf[:RandBlock], rng, false, !res.Direct); err != nil {
-		return nil, fmt.Errorf("random read: %w", err)
+		res.RandRead = Test{Error: err.Error()}
 	}
 	return res, nil
 }

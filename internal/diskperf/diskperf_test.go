@@ -82,11 +82,17 @@ func TestParseRefuses(t *testing.T) {
 	if _, err := Parse(Marker + good); err != nil {
 		t.Fatalf("a good line: %v", err)
 	}
+	// A test other than the sequential write may fail on its own.
+	failed := strings.Replace(good, `"randWrite":{"bytes":1,"ops":1,"seconds":1}`, `"randWrite":{"error":"illegal seek"}`, 1)
+	if r, err := Parse(Marker + failed); err != nil || r.RandWrite.Error != "illegal seek" {
+		t.Errorf("a failed random write: %+v, %v", r, err)
+	}
 	for name, out := range map[string]string{
-		"no line":     "diskperf: open /data: permission denied\n",
-		"not JSON":    Marker + "{oops",
-		"empty test":  Marker + strings.Replace(good, `"randRead":{"bytes":1,"ops":1,"seconds":1}`, `"randRead":{}`, 1),
-		"zero length": Marker + strings.Replace(good, `"seqRead":{"bytes":1,"ops":1,"seconds":1}`, `"seqRead":{"bytes":1,"ops":1,"seconds":0}`, 1),
+		"no line":         "diskperf: open /data: permission denied\n",
+		"not JSON":        Marker + "{oops",
+		"empty test":      Marker + strings.Replace(good, `"randRead":{"bytes":1,"ops":1,"seconds":1}`, `"randRead":{}`, 1),
+		"seqWrite failed": Marker + strings.Replace(good, `"seqWrite":{"bytes":1,"ops":1,"seconds":1}`, `"seqWrite":{"error":"no space left on device"}`, 1),
+		"zero length":     Marker + strings.Replace(good, `"seqRead":{"bytes":1,"ops":1,"seconds":1}`, `"seqRead":{"bytes":1,"ops":1,"seconds":0}`, 1),
 	} {
 		if _, err := Parse(out); err == nil {
 			t.Errorf("%s: parsed", name)
