@@ -517,8 +517,17 @@ func (b *bench) reportStorage(hosts []*diskperf.Result, runs []storageRun, start
 				r.note("no O_DIRECT (%s): the file's cached pages were dropped before the reads (%.0f%% still cached); a cache of the file system's own may still serve them", run.res.DirectError, 100**c)
 			}
 		}
-		if rw, rr := run.res.RandWrite, run.res.RandRead; rw.Error == "" && rw.Ops < b.cfg.StorageRandOps || rr.Error == "" && rr.Ops < b.cfg.StorageRandOps {
-			r.note("random tests stopped by the %s limit: %d writes, %d reads", b.cfg.StorageRandFor, run.res.RandWrite.Ops, run.res.RandRead.Ops)
+		var short []string
+		for _, t := range []struct {
+			what string
+			t    diskperf.Test
+		}{{"writes", run.res.RandWrite}, {"reads", run.res.RandRead}} {
+			if t.t.Error == "" && t.t.Ops < b.cfg.StorageRandOps {
+				short = append(short, fmt.Sprintf("%d %s", t.t.Ops, t.what))
+			}
+		}
+		if len(short) > 0 {
+			r.note("random tests stopped by the %s limit: %s", b.cfg.StorageRandFor, strings.Join(short, ", "))
 		}
 		b.rep.Results = append(b.rep.Results, r)
 	}
