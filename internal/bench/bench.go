@@ -27,7 +27,7 @@ import (
 )
 
 // Scenarios, in the order the README lists them.
-var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network", "gateway", "chaos"}
+var Scenarios = []string{"start", "floor", "burst", "churn", "density", "scale", "network", "gateway", "storage", "chaos"}
 
 // Config is one bench run. Zero fields take the scenario's defaults.
 type Config struct {
@@ -141,6 +141,24 @@ type Config struct {
 	// GatewayClients is how many keep-alive clients send them at once.
 	// Default 4.
 	GatewayClients int
+
+	// StorageClasses are the StorageClasses storage measures. Default
+	// cci-evs, cci-sfs, cci-obs.
+	StorageClasses []string
+	// StorageSizeMiB is storage's test file: written and read
+	// sequentially, then the random tests' file. Default 64.
+	StorageSizeMiB int
+	// StorageRandOps is how many random 4 KiB writes, and as many reads,
+	// storage makes at most on each volume. Default 4096.
+	StorageRandOps int
+	// StorageRandFor bounds each random test of storage. Default 30s.
+	StorageRandFor time.Duration
+	// StorageClaims is how many claims of each class storage times from
+	// create to their pod Running, one after another. Default 3.
+	StorageClaims int
+	// StorageDirect is the program's O_DIRECT choice: "auto" (where the
+	// file system takes it), "on" or "off". Default "auto".
+	StorageDirect string
 
 	// Rounds is how many faults chaos injects. Default 100.
 	Rounds int
@@ -311,6 +329,36 @@ func (c *Config) defaults() error {
 	if c.GatewayRequests < 0 || c.GatewayClients < 0 {
 		return fmt.Errorf("--requests %d, --clients %d: give positive values", c.GatewayRequests, c.GatewayClients)
 	}
+	if len(c.StorageClasses) == 0 {
+		c.StorageClasses = StorageClasses
+	}
+	if c.StorageSizeMiB == 0 {
+		c.StorageSizeMiB = 64
+	}
+	if c.StorageRandOps == 0 {
+		c.StorageRandOps = 4096
+	}
+	if c.StorageRandFor == 0 {
+		c.StorageRandFor = 30 * time.Second
+	}
+	if c.StorageClaims == 0 {
+		c.StorageClaims = 3
+	}
+	if c.StorageSizeMiB < 0 || c.StorageRandOps < 0 || c.StorageRandFor < 0 || c.StorageClaims < 0 {
+		return fmt.Errorf("--size-mib %d, --rand-ops %d, --rand-for %s, --claims %d: give positive values", c.StorageSizeMiB, c.StorageRandOps, c.StorageRandFor, c.StorageClaims)
+	}
+	switch c.StorageDirect {
+	case "":
+		c.StorageDirect = "auto"
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("--direct %q: choose auto, on or off", c.StorageDirect)
+	}
+	for _, class := range c.StorageClasses {
+		if class == "" || strings.ContainsAny(class, " /") {
+			return fmt.Errorf("--classes: %q is not a StorageClass name", class)
+		}
+	}
 	if c.Log == nil {
 		c.Log = os.Stderr
 	}
@@ -389,6 +437,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			// etcd apart.
 			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd,
 			MaxPods:      cfg.MaxPods,
+			ServiceProxy: serviceProxyFor(cfg.Scenario),
 			ClusterCIDR:  cidr,
 			Hosts:        hostsFor(cfg),
 			// chaos and churn read the processes' goroutines from pprof.
@@ -444,6 +493,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		err = b.withNamespace(ctx, b.network)
 	case "gateway":
 		err = b.withNamespace(ctx, b.gateway)
+	case "storage":
+		err = b.withNamespace(ctx, b.storage)
 	case "chaos":
 		err = b.withNamespace(ctx, b.chaos)
 	}
@@ -464,6 +515,17 @@ func hostsFor(c Config) int {
 		return c.Hosts
 	}
 	return 0
+}
+
+// serviceProxyFor is the service proxy of the bench's own cluster: the
+// agent's default, but none for storage, which uses no Service: without a
+// kube-proxy of its own its cluster may run beside another on this host
+// (the end-to-end suites') without the two rewriting each other's rules.
+func serviceProxyFor(scenario string) string {
+	if scenario == "storage" {
+		return "off"
+	}
+	return ""
 }
 
 func clusterCIDR(scenario string) string {
@@ -693,6 +755,13 @@ func params(c Config) map[string]any {
 	case "gateway":
 		p["requests"] = c.GatewayRequests
 		p["clients"] = c.GatewayClients
+	case "storage":
+		p["classes"] = c.StorageClasses
+		p["sizeMiB"] = c.StorageSizeMiB
+		p["randOps"] = c.StorageRandOps
+		p["randFor"] = c.StorageRandFor.String()
+		p["claims"] = c.StorageClaims
+		p["direct"] = c.StorageDirect
 	}
 	if c.Kubeconfig != "" {
 		p["kubeconfig"] = c.Kubeconfig

@@ -166,7 +166,7 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 	}
 	has := func(flag string) bool { return bytes.Contains(help, []byte("--"+flag+" ")) }
 
-	ports, err := freePorts(7)
+	ports, err := freePorts(9)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +185,12 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 	// Ports of newer roles default to api-port + 1 and such: free ones.
 	if has("usage-port") {
 		args = append(args, "--usage-port", strconv.Itoa(ports[6]))
+	}
+	if has("object-store-port") {
+		args = append(args, "--object-store-port", strconv.Itoa(ports[7]))
+	}
+	if has("file-store-port") {
+		args = append(args, "--file-store-port", strconv.Itoa(ports[8]))
 	}
 	// Cluster DNS on a free port of the host's address, not port 53.
 	if has("dns-address") {

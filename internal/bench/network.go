@@ -192,7 +192,7 @@ func sourceTree(dir string) (string, error) {
 			d = up
 		}
 	}
-	return "", errors.New("the network bench builds its measuring program (internal/testimage/netperf) from the CCI source tree: run it from the repository, or pass --source DIR")
+	return "", errors.New("the network and storage benches build their measuring programs (internal/testimage/netperf, internal/testimage/diskperf) from the CCI source tree: run them from the repository, or pass --source DIR")
 }
 
 // netPod runs a netperf pod on node and waits until it runs; it returns

@@ -21,7 +21,7 @@ import (
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure pod start latency, burst, churn, density, scale, the pod network and the gateway against the floor of this machine",
+		Short: "Measure pod start latency, burst, churn, density, scale, the pod network, the gateway and storage against the floor of this machine",
 		Long: `Measure CCI on this machine. Unless --kubeconfig names a running cluster, each
 scenario starts its own ` + "`cci up`" + ` (or ` + "`cci server`" + `) on a temporary data folder and
 free ports, pushes the test images, measures, and removes everything again.
@@ -66,6 +66,16 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 		benchScenarioCmd("gateway", "Requests through a Gateway of class cci to one pod against the same straight to the pod IP, and the time a weight shift takes to reach clients", func(cmd *cobra.Command, c *bench.Config) {
 			cmd.Flags().IntVar(&c.GatewayRequests, "requests", 2000, "requests each way (straight to the pod, through the Gateway), split over alternating rounds")
 			cmd.Flags().IntVar(&c.GatewayClients, "clients", 4, "keep-alive clients sending at once")
+		}),
+		benchScenarioCmd("storage", "Sequential and random read/write throughput and IOPS of each StorageClass in a pod, against the same program on the host's data folder, and claim create→pod Running", func(cmd *cobra.Command, c *bench.Config) {
+			f := cmd.Flags()
+			f.StringSliceVar(&c.StorageClasses, "classes", bench.StorageClasses, "StorageClasses to measure")
+			f.IntVar(&c.StorageSizeMiB, "size-mib", 64, "test file in MiB: written and read sequentially, then the random tests' file")
+			f.IntVar(&c.StorageRandOps, "rand-ops", 4096, "random 4 KiB writes, and as many reads, on each volume at most")
+			f.DurationVar(&c.StorageRandFor, "rand-for", 30*time.Second, "time limit of each random test")
+			f.IntVar(&c.StorageClaims, "claims", 3, "claims of each class timed from create to their pod Running, one after another")
+			f.StringVar(&c.StorageDirect, "direct", "auto", "O_DIRECT: auto (where the file system takes it), on (fail where not), off")
+			f.StringVar(&c.Source, "source", "", "the CCI source tree, where the measuring program is built from (default: found from the working folder)")
 		}),
 		benchScenarioCmd("chaos", "A steady workload while agents, containerd, shims, the control plane and hosts are killed at random: nothing may be lost", func(cmd *cobra.Command, c *bench.Config) {
 			f := cmd.Flags()

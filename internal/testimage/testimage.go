@@ -61,6 +61,11 @@ const (
 	// `netperf run` measures a path to one (internal/netperf). Built by
 	// BuildNetperfProgram and PushNetperf.
 	Netperf = "cci-test/netperf:1"
+	// Diskperf runs the diskperf command of this repository (on the
+	// busybox root): `diskperf run -dir DIR` measures the file system of
+	// DIR (internal/diskperf). Built by BuildDiskperfProgram and
+	// PushDiskperf.
+	Diskperf = "cci-test/diskperf:1"
 	// NoShell runs `sleep 3600` and has no shell: its /bin holds busybox
 	// and the sleep applet only, so an exec of sh or bash fails with the
 	// executable not found (the console's terminal shows that, test/console).
@@ -274,6 +279,36 @@ func PushNetperf(ctx context.Context, registry, busyboxPath, program string) (st
 		extra: []entry{file("usr/local/bin/netperf", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
 		cmd:   []string{"/usr/local/bin/netperf", "serve"},
 		ports: []string{"5201/tcp"},
+	})
+}
+
+// BuildDiskperfProgram builds the diskperf command of the module at
+// repoRoot into out: static, so that it runs in the Diskperf image and
+// straight on a host alike.
+func BuildDiskperfProgram(ctx context.Context, repoRoot, out string) error {
+	return buildCommand(ctx, repoRoot, "./internal/testimage/diskperf", out)
+}
+
+// PushDiskperf makes the Diskperf image of busyboxPath (default
+// "/bin/busybox") and program, a static diskperf binary (see
+// BuildDiskperfProgram), and pushes it to registry. It returns the
+// image's full reference. The image's command only sleeps: pods give
+// `diskperf run` with its flags as a shell snippet.
+func PushDiskperf(ctx context.Context, registry, busyboxPath, program string) (string, error) {
+	bb, err := loadBusybox(ctx, busyboxPath)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: %w", Diskperf, err)
+	}
+	binary, err := os.ReadFile(program)
+	if err != nil {
+		return "", fmt.Errorf("build test image %q: read the diskperf program: %w", Diskperf, err)
+	}
+	if _, err := staticArch(binary); err != nil {
+		return "", fmt.Errorf("build test image %q: diskperf program %q: %w", Diskperf, program, err)
+	}
+	return bb.push(ctx, registry, Diskperf, spec{
+		extra: []entry{file("usr/local/bin/diskperf", 0o755, binary), dir("usr/local", 0o755), dir("usr/local/bin", 0o755)},
+		cmd:   []string{"sleep", "3600"},
 	})
 }
 
