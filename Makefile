@@ -42,14 +42,14 @@ up: setup ## set up, then run the control plane and a host agent (data in $(DATA
 # and Service ranges, bridge, hosts range). The packages whose cluster runs
 # in the machine's own network namespace run after it, one at a time: two
 # kube-proxies in one network namespace rewrite each other's chains.
-BESIDE_E2E = ./test/console/ ./test/fleet/ ./test/conformance/ ./test/gatewayconformance/
+BESIDE_E2E = ./test/console/ ./test/fleet/ ./test/conformance/ ./test/gatewayconformance/ ./test/cells/ ./test/connect/
 test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	@rc=0; \
 	go test -count=1 -timeout 30m $$(go list ./... | grep -v '/test/') || rc=1; \
 	go test -count=1 -timeout 60m ./test/e2e/ & e2e=$$!; \
 	go test -count=1 -p 1 -timeout 60m $(BESIDE_E2E) || rc=1; \
 	wait $$e2e || rc=1; \
-	go test -count=1 -p 1 -timeout 60m $$(go list ./test/... | grep -v -e '/test/e2e$$' -e '/test/console$$' -e '/test/fleet$$' -e '/test/conformance$$' -e '/test/gatewayconformance$$') || rc=1; \
+	go test -count=1 -p 1 -timeout 60m $$(go list ./test/... | grep -v -e '/test/e2e$$' -e '/test/console$$' -e '/test/fleet$$' -e '/test/conformance$$' -e '/test/gatewayconformance$$' -e '/test/cells$$' -e '/test/connect$$') || rc=1; \
 	exit $$rc
 
 test-unit: ## unit and component tests only

@@ -108,10 +108,13 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 		f.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "folder for the agent's state (containerd, pods, logs)")
 		f.StringVar(&c.Server, "server", "", "apiserver URL, e.g. https://10.0.0.1:6443")
 		f.StringVar(&c.Token, "token", "", "join token (the server's <data>/pki/token)")
-		f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
 		f.StringVar(&c.BuiltinRegistry, "builtin-registry", "", "the server's built-in registry (host:port as images name it): pods outside tenant namespaces pull from it with the join token")
-		f.StringSliceVar(&c.RegistryMirrors, "registry-mirror", nil, "REGISTRY=MIRROR (both host:port): pull images named after REGISTRY from MIRROR, e.g. 127.0.0.1:5000=10.0.0.1:5000")
 	}
+	// Also `cci up`'s: its hosts pull from other registries than its own
+	// (another CCI's built-in one), which its own hosts' network namespaces
+	// may reach at another address than the machine does.
+	f.StringSliceVar(&c.InsecureRegistries, "insecure-registry", nil, "registries (host:port) reached over plain HTTP, e.g. the server's built-in registry")
+	f.StringSliceVar(&c.RegistryMirrors, "registry-mirror", nil, "REGISTRY=MIRROR (both host:port): pull images named after REGISTRY from MIRROR, e.g. 127.0.0.1:5000=10.0.0.1:5000")
 	f.StringVar(&c.NodeName, "node-name", "", "node name (default: the host name)")
 	f.StringVar(&c.NodeIP, "node-ip", "", "IP the apiserver uses to reach this host's kubelet API")
 	f.IntVar(&c.KubeletPort, "kubelet-port", 10250, "kubelet API TLS port")

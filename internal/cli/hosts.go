@@ -109,6 +109,9 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 	for _, r := range a.InsecureRegistries {
 		args = append(args, "--insecure-registry", r)
 	}
+	for _, m := range a.RegistryMirrors {
+		args = append(args, "--registry-mirror", m)
+	}
 	return args
 }
 

@@ -45,16 +45,20 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer done()
-	// Three slots: the clusters' pod and Service ranges differ (their
-	// service proxies share the machine's tables).
+	// Three slots: each cluster's pod, Service and hosts ranges are its
+	// own. Each cluster's one host is a network namespace of its own (with
+	// its own service proxy), so that the package runs beside others whose
+	// cluster is in the machine's namespace (test/e2e's).
 	slot, err := cluster.ClaimSlots(3)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	front = cluster.New(bin, filepath.Join(work, "front"), slot)
+	front = cluster.New(bin, filepath.Join(work, "front"), slot).WithHosts(1, slot)
 	for i := range cells {
-		cells[i] = cluster.New(bin, filepath.Join(work, cellNode(i)), slot+1+i)
+		// The cells' hosts pull the tenant's images from the front's
+		// registry, at the front's hosts' gateway.
+		cells[i] = cluster.New(bin, filepath.Join(work, cellNode(i)), slot+1+i).WithHosts(1, slot+1+i).PullsFrom(front)
 	}
 	all := []*cluster.Instance{front, cells[0], cells[1]}
 	for _, c := range all {

@@ -55,6 +55,9 @@ type Instance struct {
 	// Hosts is the number of hosts of `cci up --hosts` (WithHosts); 0 for
 	// one host in the `cci up` process.
 	Hosts int
+	// HostsGateway is the machine's address on the hosts' network
+	// (WithHosts): where the hosts reach the control plane and registry.
+	HostsGateway string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -122,9 +125,20 @@ func New(bin, work string, slot int) *Instance {
 // the slot's own.
 func (c *Instance) WithHosts(n, slot int) *Instance {
 	c.Hosts = n
+	c.HostsGateway = fmt.Sprintf("10.44.%d.1", slot%100)
 	c.Args = append(c.Args, "--hosts", strconv.Itoa(n),
 		"--hosts-cidr", fmt.Sprintf("10.44.%d.0/24", slot%100),
 		"--vxlan-vni", strconv.Itoa(100+slot%100), "--flannel-backend", "vxlan")
+	return c
+}
+
+// PullsFrom lets the hosts of c (WithHosts) pull the images named after
+// other's registry (a loopback address, which is the host's own in its
+// network namespace) from where they reach it: other's hosts' gateway,
+// where other's registry listens as well (other must be WithHosts too).
+func (c *Instance) PullsFrom(other *Instance) *Instance {
+	_, port, _ := net.SplitHostPort(other.Registry)
+	c.Args = append(c.Args, "--registry-mirror", other.Registry+"="+net.JoinHostPort(other.HostsGateway, port))
 	return c
 }
 

@@ -165,26 +165,10 @@ func insideManifest(t *testing.T, ref string) string {
 		t.Fatal(err)
 	}
 	m := string(b)
-	// A's Service network does not hold from A's pods here: A and B are on
-	// one machine, in one network namespace, and their kube-proxies rewrite
-	// each other's iptables chains (KUBE-SERVICES is the last writer's). So
-	// connect's in-cluster client reaches A's apiserver at the host's
-	// address (its serving certificate names it; the pod is the operator's,
-	// which containment lets reach the host) instead of the kubernetes
-	// Service: the container's env wins over the Service's.
-	rc, err := clientcmd.BuildConfigFromFlags("", a.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(rc.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiEnv := fmt.Sprintf(`        env:
-        - {name: KUBERNETES_SERVICE_HOST, value: %q}
-        - {name: KUBERNETES_SERVICE_PORT, value: %q}
-`, cluster.HostIP(), u.Port())
-	for old, new := range map[string]string{"image: IMAGE": "image: " + ref, "--name=cci-burst": "--name=" + insideNode, "        env:\n": apiEnv} {
+	// Connect's in-cluster client reaches A's apiserver through the
+	// kubernetes Service, as it would in a user's cluster: A's host runs in
+	// a network namespace of its own, with its own service proxy.
+	for old, new := range map[string]string{"image: IMAGE": "image: " + ref, "--name=cci-burst": "--name=" + insideNode} {
 		if !strings.Contains(m, old) {
 			t.Fatalf("deploy/connect.yaml has no %q to replace", old)
 		}

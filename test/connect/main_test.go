@@ -51,15 +51,19 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer done()
-	// Two slots: the clusters' pod and Service ranges differ (their service
-	// proxies share the machine's tables).
+	// Two slots: each cluster's pod, Service and hosts ranges are its own.
+	// Each cluster's one host is a network namespace of its own (with its
+	// own service proxy), so that the package runs beside others whose
+	// cluster is in the machine's namespace (test/e2e's).
 	slot, err := cluster.ClaimSlots(2)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	a = cluster.New(bin, filepath.Join(work, "a"), slot)
-	b = cluster.New(bin, filepath.Join(work, "b"), slot+1)
+	b = cluster.New(bin, filepath.Join(work, "b"), slot+1).WithHosts(1, slot+1)
+	// A's pods pull the test images from B's registry, at B's hosts'
+	// gateway.
+	a = cluster.New(bin, filepath.Join(work, "a"), slot).WithHosts(1, slot).PullsFrom(b)
 	// A small A: its host takes 4 pods, so that a Deployment labelled
 	// cci.io/burst=auto overflows onto the virtual node (TestAutoOverflow).
 	a.Args = append(a.Args, "--max-pods", strconv.Itoa(aMaxPods))
