@@ -189,3 +189,24 @@ func allocated(t *testing.T, path string) int64 {
 	}
 	return st.Blocks * 512
 }
+
+func TestFSTypeOf(t *testing.T) {
+	for _, c := range []struct {
+		params map[string]string
+		want   string
+		err    bool
+	}{
+		{nil, "xfs", false},
+		{map[string]string{FSTypeParameter: "ext4"}, "ext4", false},
+		{map[string]string{CSIFSTypeParameter: "ext4"}, "ext4", false},
+		// A copy of cci-evs (fsType: xfs) that asks for ext4 the CSI way.
+		{map[string]string{FSTypeParameter: "xfs", CSIFSTypeParameter: "ext4"}, "ext4", false},
+		{map[string]string{FSTypeParameter: "btrfs"}, "", true},
+		{map[string]string{FSTypeParameter: "xfs", CSIFSTypeParameter: "vfat"}, "", true},
+	} {
+		got, err := FSTypeOf("c", c.params)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("FSTypeOf(%v) = %q, %v; want %q, error %v", c.params, got, err, c.want, c.err)
+		}
+	}
+}
