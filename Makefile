@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH):/usr/local/go/bin
 DATA_DIR ?= .cci
 
-.PHONY: help setup build console console-assets console-test up test test-unit test-e2e conformance fmt vet clean
+.PHONY: help setup build console console-assets console-test up test test-unit test-e2e conformance conformance-storage fmt vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -69,7 +69,14 @@ HOSTS ?=
 conformance: setup ## upstream conformance specs on a private cci up: make conformance [FOCUS=re] [SKIP=re] [PROCS=n] [HOSTS=n]
 	CCI_CONFORMANCE_FOCUS='$(FOCUS)' CCI_CONFORMANCE_SKIP='$(SKIP)' CCI_CONFORMANCE_PROCS=$(PROCS) CCI_CONFORMANCE_HOSTS=$(HOSTS) \
 	CCI_CONFORMANCE_OUT=$(CURDIR)/_output/conformance \
-	go test -count=1 -v -timeout 3h ./test/conformance/
+	go test -count=1 -v -timeout 3h -run '^TestConformance$$' ./test/conformance/
+
+STORAGE_FOCUS ?= External.Storage
+STORAGE_SKIP ?= \[Slow\]|\[Serial\]|\[Disruptive\]|\[Feature:|\[FeatureGate:|\[Flaky\]
+conformance-storage: setup ## upstream External Storage suite on cci-evs: make conformance-storage [STORAGE_FOCUS=re] [STORAGE_SKIP=re] [PROCS=n] [HOSTS=n]
+	CCI_STORAGE_FOCUS='$(STORAGE_FOCUS)' CCI_STORAGE_SKIP='$(STORAGE_SKIP)' CCI_STORAGE_PROCS=$(PROCS) CCI_CONFORMANCE_HOSTS=$(HOSTS) \
+	CCI_STORAGE_OUT=$(CURDIR)/_output/conformance-storage \
+	go test -count=1 -v -timeout 3h -run '^TestStorage$$' ./test/conformance/
 
 fmt: ## gofmt every Go file
 	gofmt -w $$(git ls-files '*.go')

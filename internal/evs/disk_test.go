@@ -320,3 +320,24 @@ func TestHostFull(t *testing.T) {
 		t.Fatalf("16 MiB into d2 with room on the host: %v", err)
 	}
 }
+
+func TestFSTypeOf(t *testing.T) {
+	for _, c := range []struct {
+		params map[string]string
+		want   string
+		err    bool
+	}{
+		{nil, "xfs", false},
+		{map[string]string{FSTypeParameter: "ext4"}, "ext4", false},
+		{map[string]string{CSIFSTypeParameter: "ext4"}, "ext4", false},
+		// A copy of cci-evs (fsType: xfs) that asks for ext4 the CSI way.
+		{map[string]string{FSTypeParameter: "xfs", CSIFSTypeParameter: "ext4"}, "ext4", false},
+		{map[string]string{FSTypeParameter: "btrfs"}, "", true},
+		{map[string]string{FSTypeParameter: "xfs", CSIFSTypeParameter: "vfat"}, "", true},
+	} {
+		got, err := FSTypeOf("c", c.params)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("FSTypeOf(%v) = %q, %v; want %q, error %v", c.params, got, err, c.want, c.err)
+		}
+	}
+}

@@ -48,6 +48,10 @@ const (
 	// FSTypeParameter is the StorageClass parameter choosing the file
 	// system of Filesystem volumes: xfs (default) or ext4.
 	FSTypeParameter = "fsType"
+	// CSIFSTypeParameter is the CSI external-provisioner's name of the
+	// same parameter, which tools written for any CSI driver set (the
+	// upstream storage e2e suite among them); it means what fsType means.
+	CSIFSTypeParameter = "csi.storage.k8s.io/fstype"
 	// AllocationParameter is the StorageClass parameter choosing how a
 	// disk takes its host's space: "thin" (default: as it is written, so
 	// a host may promise more than it has, and a full host file system
@@ -142,12 +146,9 @@ func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOpti
 	if !ok || req.IsZero() {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("claim %s/%s asks for no storage: set spec.resources.requests.storage", pvc.Namespace, pvc.Name)
 	}
-	fsType := DefaultFSType
-	if t, ok := opts.StorageClass.Parameters[FSTypeParameter]; ok {
-		fsType = t
-	}
-	if fsType != "xfs" && fsType != "ext4" {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use xfs or ext4", opts.StorageClass.Name, FSTypeParameter, fsType)
+	fsType, err := FSTypeOf(opts.StorageClass.Name, opts.StorageClass.Parameters)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
 	}
 	alloc := "thin"
 	if a, ok := opts.StorageClass.Parameters[AllocationParameter]; ok {
@@ -195,6 +196,24 @@ func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOpti
 		pv.Spec.CSI.FSType = fsType
 	}
 	return pv, controller.ProvisioningFinished, nil
+}
+
+// FSTypeOf is the file system a class's parameters ask for:
+// csi.storage.k8s.io/fstype, else fsType, else xfs; another file system is
+// refused. The CSI name wins because tools that test any CSI driver (the
+// upstream storage e2e suite) copy an existing class, fsType included, and
+// add it to choose the file system.
+func FSTypeOf(class string, params map[string]string) (string, error) {
+	name, fsType := "", DefaultFSType
+	if t, ok := params[CSIFSTypeParameter]; ok {
+		name, fsType = CSIFSTypeParameter, t
+	} else if t, ok := params[FSTypeParameter]; ok {
+		name, fsType = FSTypeParameter, t
+	}
+	if fsType != "xfs" && fsType != "ext4" {
+		return "", fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use xfs or ext4", class, name, fsType)
+	}
+	return fsType, nil
 }
 
 // Delete removes a volume's disk from this host.

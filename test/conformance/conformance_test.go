@@ -125,25 +125,65 @@ func env(name, def string) string {
 // per-SIG table and every failure goes to the test log, and the test fails
 // when a spec failed that exceptions.tsv does not explain.
 func TestConformance(t *testing.T) {
-	focus := env("CCI_CONFORMANCE_FOCUS", CISubset)
 	// Set and empty, CCI_CONFORMANCE_SKIP skips nothing (the serial set).
 	skip, set := os.LookupEnv("CCI_CONFORMANCE_SKIP")
 	if !set {
 		skip = `\[Serial\]|\[Disruptive\]`
 	}
-	procs, err := strconv.Atoi(env("CCI_CONFORMANCE_PROCS", "8"))
-	if err != nil || procs < 1 {
-		t.Fatalf("CCI_CONFORMANCE_PROCS=%q: want a positive number", os.Getenv("CCI_CONFORMANCE_PROCS"))
+	suite(t, "CCI_CONFORMANCE", env("CCI_CONFORMANCE_FOCUS", CISubset), skip, 8)
+}
+
+// StorageDrivers are the driver definitions of the upstream "External
+// Storage" suite (test/e2e/storage/external) that TestStorage gives
+// e2e.test: one per StorageClass of CCI that the suite can judge.
+var StorageDrivers = []string{"test/conformance/storage/evs-driver.yaml"}
+
+// StorageCISubset is the focus of TestStorage when CCI_STORAGE_FOCUS is
+// unset: the External Storage specs of cci-evs that pass on one host in a
+// few minutes (docs/conformance.md, "Storage", lists the whole set).
+const StorageCISubset = `External.Storage.*evs\.cci\.io.*(volumes should|volume-expand|ephemeral should|\(delayed binding\)\] topology should provision|subPath should (support (existing directory|existing single file|file as subpath|non-existent path|readOnly (directory|file))|be able to unmount))`
+
+// StorageSkip leaves out what a run of one host cannot judge in minutes:
+// slow, serial and disruptive specs, and optional features (snapshots,
+// volume attributes classes, SELinux mounts).
+const StorageSkip = `\[Slow\]|\[Serial\]|\[Disruptive\]|\[Feature:|\[FeatureGate:|\[Flaky\]`
+
+// TestStorage runs the upstream External Storage suite against CCI's
+// storage classes, described by StorageDrivers, and reports as
+// TestConformance does. CCI_STORAGE_FOCUS, CCI_STORAGE_SKIP (set and empty
+// skips nothing), CCI_STORAGE_PROCS, CCI_STORAGE_OUT and
+// CCI_STORAGE_TIMEOUT choose the run.
+func TestStorage(t *testing.T) {
+	skip, set := os.LookupEnv("CCI_STORAGE_SKIP")
+	if !set {
+		skip = StorageSkip
 	}
-	out := env("CCI_CONFORMANCE_OUT", t.TempDir())
+	var drivers []string
+	for _, d := range StorageDrivers {
+		drivers = append(drivers, "--storage.testdriver="+filepath.Join(root, d))
+	}
+	suite(t, "CCI_STORAGE", env("CCI_STORAGE_FOCUS", StorageCISubset), skip, 4, drivers...)
+}
+
+// suite runs e2e.test with ginkgo on the focus, then the report: the
+// per-SIG table and every failure go to the test log, and the test fails
+// when a spec failed that exceptions.tsv does not explain. prefix names the
+// environment variables of the run (<prefix>_PROCS, _OUT, _TIMEOUT); extra
+// are more arguments of e2e.test.
+func suite(t *testing.T, prefix, focus, skip string, defProcs int, extra ...string) {
+	procs, err := strconv.Atoi(env(prefix+"_PROCS", strconv.Itoa(defProcs)))
+	if err != nil || procs < 1 {
+		t.Fatalf("%s_PROCS=%q: want a positive number", prefix, os.Getenv(prefix+"_PROCS"))
+	}
+	out := env(prefix+"_OUT", t.TempDir())
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	report := filepath.Join(out, "report.json")
-	timeout := env("CCI_CONFORMANCE_TIMEOUT", "80m")
+	timeout := env(prefix+"_TIMEOUT", "80m")
 	d, err := time.ParseDuration(timeout)
 	if err != nil {
-		t.Fatalf("CCI_CONFORMANCE_TIMEOUT=%q: %v", timeout, err)
+		t.Fatalf("%s_TIMEOUT=%q: %v", prefix, timeout, err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
@@ -155,6 +195,7 @@ func TestConformance(t *testing.T) {
 		"--kubeconfig=" + cci.Kubeconfig, "--provider=skeleton",
 		"--report-dir=" + out,
 	}
+	args = append(args, extra...)
 	if skip != "" {
 		args = append([]string{"--skip=" + skip}, args...)
 	}
