@@ -164,6 +164,8 @@ func RunController(ctx context.Context, kube kubernetes.Interface, snaps snapcli
 		true,  // prevent volume mode conversion, upstream's default
 		false, // no group snapshots
 	)
+	rel := &sourceRelease{kube: kube, pvcs: core.Core().V1().PersistentVolumeClaims().Lister(), snaps: factory.Snapshot().V1().VolumeSnapshots().Lister()}
+	rel.register(core.Core().V1().PersistentVolumeClaims().Informer(), factory.Snapshot().V1().VolumeSnapshots().Informer())
 	factory.Start(ctx.Done())
 	core.Start(ctx.Done())
 	// Run returns when ctx ends; wg holds its workers.
