@@ -13,7 +13,7 @@ setup: ## install missing Debian packages and Go modules, build bin/cci
 
 build: ## build bin/cci (what scripts/setup.sh builds, without the set-up); builds the console first when npm is there and it is not built
 	@$(MAKE) --no-print-directory console-assets
-	@go generate ./internal/gateway/crds
+	@go generate ./internal/gateway/crds ./internal/snapshot/crds
 	@KUBE_VERSION=$$(go list -m -f '{{.Version}}' k8s.io/kubernetes); \
 	go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=$$(git describe --always --dirty 2>/dev/null || echo dev) -X k8s.io/component-base/version.gitVersion=$$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$(echo $$KUBE_VERSION | cut -d. -f2)" -o bin/cci ./cmd/cci
 
@@ -53,7 +53,7 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	exit $$rc
 
 test-unit: ## unit and component tests only
-	go generate ./internal/gateway/crds
+	go generate ./internal/gateway/crds ./internal/snapshot/crds
 	go test -count=1 $$(go list ./... | grep -v '/test/')
 
 test-e2e: ## end-to-end tests against a real `cci up` (and the console in Chromium)

@@ -72,7 +72,7 @@ VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
 # from (kubectl version, /version), as in a release build of Kubernetes.
 KUBE_VERSION=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 KUBE_MINOR=$(echo "$KUBE_VERSION" | cut -d. -f2)
-go generate ./internal/gateway/crds
+go generate ./internal/gateway/crds ./internal/snapshot/crds
 go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION} -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_MINOR}" -o bin/cci ./cmd/cci
 
 # A current gVisor. Debian's runsc is from 2022 (ptrace platform only, with

@@ -79,9 +79,11 @@ import (
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/runtime"
 	"github.com/cci-project/cci/internal/serviceproxy"
+	"github.com/cci-project/cci/internal/snapshot"
 	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/version"
 	"github.com/cci-project/cci/internal/vknode"
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 )
 
 // Config is the host agent's configuration.
@@ -336,7 +338,13 @@ func (a *hostAgent) components() []supervisor.Component {
 		// Before the pods: a re-adopted pod's volumes are mounted already,
 		// and a new one's disk is made here.
 		supervisor.Background("cci-evs provisioner", func(ctx context.Context) error {
-			return evs.Run(ctx, a.kube, a.cfg.NodeName, a.evs, a.log.With("component", "evs"))
+			return evs.Run(ctx, a.kube, evs.APISnapshots{Client: a.snaps}, a.cfg.NodeName, a.evs, a.log.With("component", "evs"))
+		}),
+		// The snapshots of this host's disks (the snapshot-controller in
+		// the control plane labels each VolumeSnapshotContent with the
+		// host of its volume).
+		supervisor.Background("cci-evs snapshotter", func(ctx context.Context) error {
+			return snapshot.RunSidecar(ctx, a.kube, a.snaps, a.cfg.NodeName, &evs.Snapshotter{Node: a.cfg.NodeName, Pool: a.evs, Log: a.log.With("component", "evs-snapshot")})
 		}),
 		supervisor.Service("node controller", a.runNode),
 		supervisor.Step("republish", func(context.Context) error {
@@ -375,6 +383,7 @@ type hostAgent struct {
 	restCfg  *rest.Config
 	caPEM    []byte
 	kube     kubernetes.Interface
+	snaps    snapclient.Interface
 	id       string // the host id (HostIDAnnotation)
 	mirrors  map[string]string
 	insecure []string // registries reached over plain HTTP, mirrors included
@@ -438,6 +447,9 @@ func newHostAgent(ctx context.Context, cfg Config) (*hostAgent, error) {
 		return nil, err
 	}
 	if a.kube, err = kubernetes.NewForConfig(vknode.Protobuf(a.restCfg)); err != nil {
+		return nil, err
+	}
+	if a.snaps, err = snapclient.NewForConfig(a.restCfg); err != nil {
 		return nil, err
 	}
 	if a.id, err = hostID(cfg.DataDir); err != nil {

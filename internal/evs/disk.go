@@ -260,7 +260,14 @@ func (p *Pool) Stage(name, fsType string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	if err := unix.Mount(dev, dir, have, 0, ""); err != nil {
+	// A disk restored from a snapshot has the file system UUID of the
+	// disk it was taken of, which may be mounted on this host too; XFS
+	// refuses a second mount of a UUID unless told not to check.
+	data := ""
+	if have == "xfs" {
+		data = "nouuid"
+	}
+	if err := unix.Mount(dev, dir, have, 0, data); err != nil {
 		return "", fmt.Errorf("mount disk %q (%s, %s) on %q: %w", name, dev, have, dir, err)
 	}
 	if err := growFS(dev, dir); err != nil {

@@ -23,3 +23,12 @@ func NewProvisionController(ctx context.Context, kube kubernetes.Interface, name
 	defer newControllerMu.Unlock()
 	return controller.NewProvisionController(ctx, kube, name, p, options...)
 }
+
+// LockScheme takes the lock of client-go's global scheme that
+// NewProvisionController takes, for another constructor that registers
+// types in it (the snapshot controllers); call the returned func to
+// release it.
+func LockScheme() (unlock func()) {
+	newControllerMu.Lock()
+	return newControllerMu.Unlock
+}

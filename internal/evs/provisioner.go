@@ -73,7 +73,10 @@ const (
 type Provisioner struct {
 	Node string
 	Pool *Pool
-	Log  *slog.Logger
+	// Snapshots finds the copies that claims with a VolumeSnapshot as
+	// data source are restored from; nil refuses such claims.
+	Snapshots SnapshotLookup
+	Log       *slog.Logger
 }
 
 var (
@@ -83,9 +86,65 @@ var (
 	_ controller.BlockProvisioner = (*Provisioner)(nil)
 )
 
-// ShouldProvision takes the claims the scheduler placed on this host.
-func (p *Provisioner) ShouldProvision(_ context.Context, pvc *v1.PersistentVolumeClaim) bool {
-	return pvc.Annotations["volume.kubernetes.io/selected-node"] == p.Node
+// ShouldProvision takes the claims the scheduler placed on this host, and
+// the claims restored from a snapshot whose copy is on this host wherever
+// the scheduler placed them: the copy is a file of this host, so the new
+// disk is made here and its volume's node affinity brings the claim's pod
+// here (the scheduler finds the bound volume does not fit the node it
+// picked first and places the pod again). A restore whose snapshot cannot
+// be used is taken by the selected host, which reports why.
+func (p *Provisioner) ShouldProvision(ctx context.Context, pvc *v1.PersistentVolumeClaim) bool {
+	selected := pvc.Annotations["volume.kubernetes.io/selected-node"]
+	if selected == "" {
+		return false
+	}
+	if ref := snapshotRef(pvc); ref != nil && p.Snapshots != nil && ref.Namespace == nil {
+		if src, err := p.Snapshots.Lookup(ctx, pvc.Namespace, ref.Name); err == nil {
+			return p.Pool.HasSnapshot(src.handle)
+		}
+	}
+	return selected == p.Node
+}
+
+// snapshotRef is the claim's data source, or nil for a claim made empty.
+func snapshotRef(pvc *v1.PersistentVolumeClaim) *v1.TypedObjectReference {
+	if ref := pvc.Spec.DataSourceRef; ref != nil {
+		return ref
+	}
+	if ds := pvc.Spec.DataSource; ds != nil {
+		return &v1.TypedObjectReference{APIGroup: ds.APIGroup, Kind: ds.Kind, Name: ds.Name}
+	}
+	return nil
+}
+
+// snapshotGroup is the API group of VolumeSnapshots.
+const snapshotGroup = "snapshot.storage.k8s.io"
+
+// source is the snapshot a claim is restored from; ok is false for a
+// claim made empty.
+func (p *Provisioner) source(ctx context.Context, pvc *v1.PersistentVolumeClaim) (src snapshotSource, ok bool, err error) {
+	ref := snapshotRef(pvc)
+	if ref == nil {
+		return snapshotSource{}, false, nil
+	}
+	group := ""
+	if ref.APIGroup != nil {
+		group = *ref.APIGroup
+	}
+	if group != snapshotGroup || ref.Kind != "VolumeSnapshot" {
+		return snapshotSource{}, false, fmt.Errorf("claim %s/%s: data source %s %q is not offered: StorageClass %s makes disks empty or from a VolumeSnapshot (apiGroup %s)", pvc.Namespace, pvc.Name, ref.Kind, ref.Name, ClassName, snapshotGroup)
+	}
+	if ref.Namespace != nil && *ref.Namespace != pvc.Namespace {
+		return snapshotSource{}, false, fmt.Errorf("claim %s/%s: VolumeSnapshot %s/%s is in another namespace: StorageClass %s restores only snapshots of the claim's namespace", pvc.Namespace, pvc.Name, *ref.Namespace, ref.Name, ClassName)
+	}
+	if p.Snapshots == nil {
+		return snapshotSource{}, false, fmt.Errorf("claim %s/%s: this host cannot restore VolumeSnapshots", pvc.Namespace, pvc.Name)
+	}
+	src, err = p.Snapshots.Lookup(ctx, pvc.Namespace, ref.Name)
+	if err != nil {
+		return snapshotSource{}, false, fmt.Errorf("claim %s/%s cannot be restored: %w", pvc.Namespace, pvc.Name, err)
+	}
+	return src, true, nil
 }
 
 // ShouldDelete takes the volumes whose disk is on this host.
@@ -134,9 +193,17 @@ func RoundSize(q resource.Quantity) int64 {
 }
 
 // Provision makes the disk of a claim on this host and returns its volume.
-func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	pvc := opts.PVC
-	if opts.SelectedNodeName != p.Node {
+	src, restore, err := p.source(ctx, pvc)
+	switch {
+	case err != nil && opts.SelectedNodeName != p.Node:
+		return nil, controller.ProvisioningNoChange, &controller.IgnoredError{Reason: "the claim's selected node is another host"}
+	case err != nil:
+		return nil, controller.ProvisioningFinished, err
+	case restore && !p.Pool.HasSnapshot(src.handle):
+		return nil, controller.ProvisioningNoChange, &controller.IgnoredError{Reason: "the claim's snapshot is on another host"}
+	case !restore && opts.SelectedNodeName != p.Node:
 		return nil, controller.ProvisioningNoChange, &controller.IgnoredError{Reason: "the claim's selected node is another host"}
 	}
 	if err := CheckAccessModes(pvc.Spec.AccessModes); err != nil {
@@ -158,14 +225,35 @@ func (p *Provisioner) Provision(_ context.Context, opts controller.ProvisionOpti
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q is not offered; use thin or thick", opts.StorageClass.Name, AllocationParameter, alloc)
 	}
 	size := RoundSize(req)
-	if err := p.Pool.Create(opts.PVName, size, alloc == "thick"); err != nil {
+	if restore {
+		have, _, err := p.Pool.SnapshotInfo(src.handle)
+		if err != nil {
+			return nil, controller.ProvisioningFinished, err
+		}
+		if size < have {
+			min := resource.NewQuantity(have, resource.BinarySI).String()
+			return nil, controller.ProvisioningFinished, fmt.Errorf("claim %s/%s asks for %s, less than the restore size %s of VolumeSnapshot %s: ask for at least %s",
+				pvc.Namespace, pvc.Name, req.String(), min, snapshotRef(pvc).Name, min)
+		}
+		err = p.Pool.CreateFromSnapshot(ctx, opts.PVName, src.handle, size, alloc == "thick")
+		switch {
+		case errors.Is(err, ErrTooLarge):
+			free, _ := p.Pool.Free()
+			return nil, controller.ProvisioningFinished, fmt.Errorf("cannot restore a disk of %s on host %s: its cci-evs pool has %s free; ask for less", req.String(), p.Node, resource.NewQuantity(free, resource.BinarySI).String())
+		case err != nil:
+			return nil, controller.ProvisioningFinished, fmt.Errorf("restore disk %s on host %s: %w", opts.PVName, p.Node, err)
+		}
+		p.Log.Info("disk restored", "pv", opts.PVName, "claim", pvc.Namespace+"/"+pvc.Name, "snapshot", src.handle, "bytes", size)
+	} else if err := p.Pool.Create(opts.PVName, size, alloc == "thick"); err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			free, _ := p.Pool.Free()
 			return nil, controller.ProvisioningFinished, fmt.Errorf("cannot make a disk of %s on host %s: its cci-evs pool has %s free; ask for less", req.String(), p.Node, resource.NewQuantity(free, resource.BinarySI).String())
 		}
 		return nil, controller.ProvisioningFinished, fmt.Errorf("make disk %s on host %s: %w", opts.PVName, p.Node, err)
 	}
-	p.Log.Info("disk made", "pv", opts.PVName, "claim", pvc.Namespace+"/"+pvc.Name, "bytes", size)
+	if !restore {
+		p.Log.Info("disk made", "pv", opts.PVName, "claim", pvc.Namespace+"/"+pvc.Name, "bytes", size)
+	}
 	reclaim := v1.PersistentVolumeReclaimDelete
 	if opts.StorageClass.ReclaimPolicy != nil {
 		reclaim = *opts.StorageClass.ReclaimPolicy
@@ -232,8 +320,10 @@ func (p *Provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 
 // Run runs the provisioner and the resizer of this host's disks, and
 // reports a full host file system under them, until ctx ends.
-func Run(ctx context.Context, kube kubernetes.Interface, node string, pool *Pool, log *slog.Logger) error {
-	p := &Provisioner{Node: node, Pool: pool, Log: log}
+func Run(ctx context.Context, kube kubernetes.Interface, snapshots SnapshotLookup, node string, pool *Pool, log *slog.Logger) error {
+	// A snapshot cut short by the agent's end left its disk frozen.
+	pool.thaw()
+	p := &Provisioner{Node: node, Pool: pool, Snapshots: snapshots, Log: log}
 	pc := NewProvisionController(ctx, kube, Driver, p,
 		// One controller per host, each for its own claims: no leader.
 		controller.LeaderElection(false),

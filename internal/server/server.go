@@ -80,8 +80,11 @@ import (
 	"github.com/cci-project/cci/internal/registry"
 	"github.com/cci-project/cci/internal/servicecheck"
 	"github.com/cci-project/cci/internal/sfs"
+	"github.com/cci-project/cci/internal/snapshot"
+	snapshotcrds "github.com/cci-project/cci/internal/snapshot/crds"
 	"github.com/cci-project/cci/internal/supervisor"
 	"github.com/cci-project/cci/internal/tenant"
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 )
 
 // Config is the control plane's configuration. Zero fields take the defaults
@@ -318,6 +321,13 @@ func (cp *controlPlane) components() []supervisor.Component {
 		supervisor.Background("claim check", func(ctx context.Context) error {
 			return claimcheck.New(cp.admin, cp.log.With("component", "claim-check")).Run(ctx)
 		}),
+		// VolumeSnapshots of cci-evs disks: the upstream CRDs, the default
+		// VolumeSnapshotClass and the snapshot-controller; the snapshots
+		// themselves are taken by the agent of each disk's host.
+		supervisor.Step("snapshot API", cp.installSnapshotAPI),
+		supervisor.Background("snapshot controller", func(ctx context.Context) error {
+			return snapshot.RunController(ctx, cp.admin, cp.snapClient)
+		}),
 		supervisor.Background("service check", func(ctx context.Context) error {
 			return servicecheck.New(cp.admin, cp.log.With("component", "service-check")).Run(ctx)
 		}),
@@ -396,6 +406,7 @@ type controlPlane struct {
 	// metrics the control plane serves.
 	gateway       *gateway.Dataplane
 	gatewayClient gatewayclient.Interface
+	snapClient    snapclient.Interface
 }
 
 // newControlPlane checks the configuration, makes or loads the PKI and
@@ -458,6 +469,9 @@ func newControlPlane(cfg Config) (*controlPlane, error) {
 	}
 	cp.pools = pool.NewController(cp.admin, cp.log.With("component", "pools"))
 	if cp.gatewayClient, err = gatewayclient.NewForConfig(cp.rest); err != nil {
+		return nil, err
+	}
+	if cp.snapClient, err = snapclient.NewForConfig(cp.rest); err != nil {
 		return nil, err
 	}
 	access, err := os.OpenFile(filepath.Join(cp.logDir, "gateway-access.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -609,6 +623,15 @@ func (cp *controlPlane) installGatewayAPI(ctx context.Context) error {
 		return err
 	}
 	return gateway.EnsureClass(ctx, cp.admin, cp.gatewayClient)
+}
+
+// installSnapshotAPI installs the VolumeSnapshot CRDs and the default
+// VolumeSnapshotClass cci-evs and the admission policy of contents.
+func (cp *controlPlane) installSnapshotAPI(ctx context.Context) error {
+	if err := snapshotcrds.Install(ctx, cp.rest); err != nil {
+		return err
+	}
+	return snapshot.EnsureAPI(ctx, cp.admin, cp.snapClient)
 }
 
 func (cp *controlPlane) runControllerManager(ctx context.Context) error {
@@ -937,6 +960,13 @@ func ensureAgentRBAC(ctx context.Context, c kubernetes.Interface) error {
 			{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
 			{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims/status"}, Verbs: []string{"update", "patch"}},
 			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
+			// cci-evs snapshots: each agent takes and removes the
+			// snapshots of its own host's disks (the CSI snapshotter
+			// sidecar's rights, in its per-node deployment) and reads
+			// the VolumeSnapshots that claims are restored from.
+			{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotclasses", "volumesnapshots"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotcontents"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
+			{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotcontents/status"}, Verbs: []string{"update", "patch"}},
 			// The service proxy.
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"get", "list", "watch"}},

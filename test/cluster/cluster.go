@@ -161,13 +161,13 @@ func Build(root, dir string) (string, error) {
 	}
 	ldflags := "-X github.com/cci-project/cci/internal/version.Version=test -X k8s.io/component-base/version.gitVersion=" + kv +
 		" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=" + minor
-	// The Gateway API CRDs the binary embeds are copied from their module
-	// by go generate, as make build does.
-	gen := exec.Command("go", "generate", "./internal/gateway/crds")
+	// The Gateway API and VolumeSnapshot CRDs the binary embeds are
+	// copied from their modules by go generate, as make build does.
+	gen := exec.Command("go", "generate", "./internal/gateway/crds", "./internal/snapshot/crds")
 	gen.Dir = root
 	gen.Stdout, gen.Stderr = os.Stderr, os.Stderr
 	if err := gen.Run(); err != nil {
-		return "", fmt.Errorf("go generate ./internal/gateway/crds: %w", err)
+		return "", fmt.Errorf("go generate ./internal/gateway/crds ./internal/snapshot/crds: %w", err)
 	}
 	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", bin, "./cmd/cci")
 	build.Dir = root
