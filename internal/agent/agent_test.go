@@ -80,7 +80,7 @@ func TestPoolFlagValidated(t *testing.T) {
 // step that removes the refusal rules an earlier proxy left.
 func TestComponents(t *testing.T) {
 	middle := []string{"containerd client", "devices", "node registration", "network settings", "overlay", "pod network",
-		"network policy enforcer", "tenant containment", "events", "pod certificates", "cci-evs provisioner", "node controller", "republish", "pod status watch", "node deletion watch"}
+		"network policy enforcer", "tenant containment", "events", "pod certificates", "cci-evs provisioner", "cci-evs snapshotter", "node controller", "republish", "pod status watch", "node deletion watch"}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
