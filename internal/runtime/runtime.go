@@ -607,10 +607,18 @@ func (r *Runtime) waitTerminating(ctx context.Context) bool {
 
 // UpdatePod takes a new version of a running pod's spec (only the fields
 // Kubernetes allows to change, such as images and activeDeadlineSeconds).
-func (r *Runtime) UpdatePod(_ context.Context, pod *v1.Pod) error {
+//
+// The pod controller calls it when GetPod finds a pod of that name. The pod
+// found may be an earlier pod of the same name (a StatefulSet's, or any pod
+// deleted and made again) whose API object is gone while the node still
+// releases what it held, or one that went between the two calls: the pod
+// handed in is then new to the node and is created. (An error here would
+// have the controller mark the new pod ProviderFailed, and Failed when its
+// restartPolicy is Never.)
+func (r *Runtime) UpdatePod(ctx context.Context, pod *v1.Pod) error {
 	w := r.worker(pod.Namespace, pod.Name)
 	if w == nil || w.pod().UID != pod.UID {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+		return r.CreatePod(ctx, pod)
 	}
 	w.post(event{kind: evUpdate, pod: pod.DeepCopy()})
 	return nil
