@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/containers"
@@ -87,6 +88,14 @@ func (r *Runtime) prepareClaim(ctx context.Context, pod *v1.Pod, vol v1.Volume, 
 	}
 	if pvc.Status.Phase != v1.ClaimBound || pvc.Spec.VolumeName == "" {
 		return fmt.Errorf("persistentvolumeclaim %q is not bound yet", claim)
+	}
+	if slices.Contains(pvc.Spec.AccessModes, v1.ReadWriteOncePod) {
+		// The scheduler keeps a second pod of the claim off every node; a
+		// pod bound by nodeName is held here, as the kubelet's volume
+		// manager holds it, until the first one is gone.
+		if other := r.claimUser(pod, claim); other != "" {
+			return fmt.Errorf("volume uses the ReadWriteOncePod access mode and is already in use by another pod (%s)", other)
+		}
 	}
 	pv, err := r.cfg.Kube.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
 	if err != nil {
@@ -245,4 +254,23 @@ func mountsUnder(dir string) []string {
 		}
 	}
 	return out
+}
+
+// claimUser names another pod of this node, not finished, with a volume of
+// the claim; "" when there is none.
+func (r *Runtime) claimUser(pod *v1.Pod, claim string) string {
+	r.mu.Lock()
+	others := r.activePods(pod)
+	r.mu.Unlock()
+	for _, o := range others {
+		if o.Namespace != pod.Namespace {
+			continue
+		}
+		for _, vol := range o.Spec.Volumes {
+			if name, _ := claimName(o, vol); name == claim {
+				return o.Name
+			}
+		}
+	}
+	return ""
 }
