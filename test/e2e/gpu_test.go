@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -202,17 +203,27 @@ func TestFakeGPUs(t *testing.T) {
 	}
 	waitRunning(t, "default", "app=gpu-two", 1, 90*time.Second)
 	waitRunning(t, "default", "app=gpu-one", 1, 90*time.Second)
-	check := func(pod, want string) {
+	// Which GPUs each pod gets depends on the order the two are admitted
+	// in and on when the earlier tests' pods let theirs go: each pod must
+	// see as many as it asked for, none of the other's, and for each the
+	// device node and the ID of the same GPU.
+	sees := func(pod string, n int) []string {
 		t.Helper()
-		if got := strings.TrimSpace(execOut(t, "default", pod, "sh", "-c", visibleGPUs)); got != want {
-			t.Fatalf("pod %s sees %q, want %q", pod, got, want)
+		got := strings.TrimSpace(execOut(t, "default", pod, "sh", "-c", visibleGPUs))
+		gpus, err := gpusSeen(got)
+		if err != nil || len(gpus) != n {
+			t.Fatalf("pod %s sees %q (%v), want %d GPUs, each its device node and its ID", pod, got, err, n)
 		}
+		return gpus
 	}
-	check("gpu-two", "nvidia0 nvidia1 visible=GPU-fake-0000,GPU-fake-0001")
-	check("gpu-one", "nvidia2 visible=GPU-fake-0002")
+	two, one := sees("gpu-two", 2), sees("gpu-one", 1)
+	if slices.Contains(two, one[0]) {
+		t.Fatalf("gpu-one's GPU %s is also gpu-two's %v", one[0], two)
+	}
 	// Its device node is the harmless one the agent made (1:3, /dev/null's).
-	if got := strings.TrimSpace(execOut(t, "default", "gpu-two", "sh", "-c", "echo x > /dev/nvidia1 && stat -c %t:%T /dev/nvidia1")); got != "1:3" {
-		t.Fatalf("/dev/nvidia1 of gpu-two is %q, want char device 1:3", got)
+	dev := "/dev/nvidia" + two[1]
+	if got := strings.TrimSpace(execOut(t, "default", "gpu-two", "sh", "-c", "echo x > "+dev+" && stat -c %t:%T "+dev)); got != "1:3" {
+		t.Fatalf("%s of gpu-two is %q, want char device 1:3", dev, got)
 	}
 
 	over := gpuPod("gpu-over", 1, idle)
@@ -241,7 +252,9 @@ func TestFakeGPUs(t *testing.T) {
 	if after.Status.ContainerStatuses[0].ContainerID != before.Status.ContainerStatuses[0].ContainerID {
 		t.Fatalf("gpu-two was not re-adopted: container %s, was %s", after.Status.ContainerStatuses[0].ContainerID, before.Status.ContainerStatuses[0].ContainerID)
 	}
-	check("gpu-two", "nvidia0 nvidia1 visible=GPU-fake-0000,GPU-fake-0001")
+	if again := sees("gpu-two", 2); !slices.Equal(again, two) {
+		t.Fatalf("gpu-two sees GPUs %v after the restart, had %v", again, two)
+	}
 	if p, err := cs.CoreV1().Pods("default").Get(ctx, "gpu-over", metav1.GetOptions{}); err != nil || p.Spec.NodeName != "" {
 		t.Fatalf("gpu-over bound while every GPU is held: %v %s %s %s", err, p.Spec.NodeName, p.Status.Phase, p.Status.Message)
 	}
@@ -256,5 +269,33 @@ func TestFakeGPUs(t *testing.T) {
 		}
 		return p.Status.Phase == v1.PodRunning, string(p.Status.Phase)
 	})
-	check("gpu-over", "nvidia2 visible=GPU-fake-0002")
+	if got := sees("gpu-over", 1); !slices.Equal(got, one) {
+		t.Fatalf("gpu-over got GPU %v, want the one gpu-one freed, %v", got, one)
+	}
+}
+
+// gpusSeen reads what visibleGPUs prints ("nvidia0 nvidia2
+// visible=GPU-fake-0000,GPU-fake-0002"): the indexes of the GPUs, when the
+// device nodes and the IDs name the same ones.
+func gpusSeen(out string) ([]string, error) {
+	devs, ids, ok := strings.Cut(out, "visible=")
+	if !ok {
+		return nil, fmt.Errorf("no NVIDIA_VISIBLE_DEVICES")
+	}
+	var gpus []string
+	for _, d := range strings.Fields(devs) {
+		gpus = append(gpus, strings.TrimPrefix(d, "nvidia"))
+	}
+	var want []string
+	for _, id := range strings.Split(strings.TrimSpace(ids), ",") {
+		n, err := strconv.Atoi(strings.TrimPrefix(id, "GPU-fake-"))
+		if err != nil {
+			return nil, fmt.Errorf("ID %q is not a fake GPU's", id)
+		}
+		want = append(want, strconv.Itoa(n))
+	}
+	if !slices.Equal(gpus, want) {
+		return nil, fmt.Errorf("device nodes %v, IDs %v", gpus, want)
+	}
+	return gpus, nil
 }

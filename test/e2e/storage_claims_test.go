@@ -68,7 +68,9 @@ func TestClaimUnknownClass(t *testing.T) {
 	if _, err := c.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = c.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+	})
 
 	createClaim(t, ns, evsClaim("plain", "16Mi", ""))
 	createClaim(t, ns, evsClaim("other", "16Mi", other))
