@@ -141,7 +141,7 @@ var StorageDrivers = []string{"test/conformance/storage/evs-driver.yaml"}
 // StorageCISubset is the focus of TestStorage when CCI_STORAGE_FOCUS is
 // unset: the External Storage specs of cci-evs that pass on one host in a
 // few minutes (docs/conformance.md, "Storage", lists the whole set).
-const StorageCISubset = `External.Storage.*evs\.cci\.io.*(volumes should|volume-expand|ephemeral should|\(delayed binding\)\] topology should provision|subPath should (support (existing directory|existing single file|file as subpath|non-existent path|readOnly (directory|file))|be able to unmount))`
+const StorageCISubset = `External.Storage.*evs\.cci\.io.*(volumes should|volume-expand|ephemeral should|\(delayed binding\)\] topology should provision|subPath should (support (existing directory|existing single file|file as subpath|non-existent path|readOnly (directory|file))|be able to unmount)|subPath should support existing directories when readOnly|read-write-once-pod should block a second pod)`
 
 // StorageSkip leaves out what a run of one host cannot judge in minutes:
 // slow, serial and disruptive specs, and optional features (snapshots,
