@@ -107,11 +107,16 @@ func (w *podWorker) reviveClaims() {
 		if claim == "" {
 			continue
 		}
+		dir := r.volumeDir(pod, vol.Name)
+		// A statfs first: every pod's claims are checked every few
+		// seconds, and it is far cheaper than reading the mount table.
+		if answers(dir) {
+			continue
+		}
 		if _, dev, err := readClaimRecord(r.claimRecord(pod, vol.Name)); err != nil || dev != "" {
 			continue // not published yet, or a block device
 		}
-		dir := r.volumeDir(pod, vol.Name)
-		if !mounted(dir) || answers(dir) {
+		if !mounted(dir) {
 			continue
 		}
 		w.log.Warn("claim volume does not answer; mounting it again", "volume", vol.Name, "claim", claim)
