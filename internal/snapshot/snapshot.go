@@ -55,14 +55,14 @@ const (
 	createTimeout = 10 * time.Minute
 )
 
-// registerScheme adds the snapshot types to client-go's scheme once, so
-// that the controllers' events name VolumeSnapshots. Scheme writes are map
-// writes: they take the lock the provisioner library's constructors take.
-var registerScheme = sync.OnceFunc(func() {
-	unlock := evs.LockScheme()
-	defer unlock()
+// The snapshot types go into client-go's global scheme (so that the
+// controllers' events name VolumeSnapshots) when the program starts,
+// before any goroutine reads the scheme: a registration later, while
+// informers run, is a map write beside their reads ("concurrent map read
+// and map write", seen at a `cci up` start).
+func init() {
 	_ = snapscheme.AddToScheme(scheme.Scheme)
-})
+}
 
 func retry() workqueue.TypedRateLimiter[string] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute)
@@ -145,7 +145,6 @@ func EnsureAPI(ctx context.Context, kube kubernetes.Interface, snaps snapclient.
 // RunController runs the snapshot-controller until ctx ends. The
 // VolumeSnapshot CRDs must be installed.
 func RunController(ctx context.Context, kube kubernetes.Interface, snaps snapclient.Interface) error {
-	registerScheme()
 	factory := snapinformers.NewSharedInformerFactory(snaps, resync)
 	core := informers.NewSharedInformerFactory(kube, resync)
 	ctrl := common.NewCSISnapshotCommonController(
@@ -180,7 +179,6 @@ func RunController(ctx context.Context, kube kubernetes.Interface, snaps snapcli
 // RunSidecar runs the snapshotter sidecar's controller for the contents of
 // host node until ctx ends, taking snapshots with s.
 func RunSidecar(ctx context.Context, kube kubernetes.Interface, snaps snapclient.Interface, node string, s *evs.Snapshotter) error {
-	registerScheme()
 	var _ snapshotter.Snapshotter = s
 	factory := snapinformers.NewSharedInformerFactory(snaps, resync)
 	// --node-deployment: only the contents the snapshot-controller
