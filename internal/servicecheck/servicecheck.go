@@ -14,14 +14,13 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/cci-project/cci/internal/eventloop"
 )
 
 // Controller reports Services whose selector matches no pod.
@@ -68,25 +67,7 @@ func New(kube kubernetes.Interface, log *slog.Logger) *Controller {
 
 // Run reports until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	defer c.queue.ShutDown()
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "cci-service-check"})
-	c.factory.Start(ctx.Done())
-	c.factory.WaitForCacheSync(ctx.Done())
-	go wait.UntilWithContext(ctx, func(ctx context.Context) {
-		for {
-			k, quit := c.queue.Get()
-			if quit {
-				return
-			}
-			c.check(k, recorder)
-			c.queue.Done(k)
-		}
-	}, time.Second)
-	<-ctx.Done()
-	return nil
+	return eventloop.Run(ctx, c.kube, c.factory, c.queue, "cci-service-check", c.check)
 }
 
 func (c *Controller) check(k string, recorder record.EventRecorder) {
