@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step prints the seconds since the start, to show where a fresh
+# machine's set-up spends its time.
+START=$SECONDS
+step() { echo "setup: $* (at $((SECONDS - START)) s)"; }
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -39,6 +44,14 @@ declare -A PKGS=(
   [npm]=npm
   [chromium]=chromium
 )
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin; else
+    echo "setup: Go 1.26 is needed (https://go.dev/dl/); install it to /usr/local/go" >&2; exit 1; fi
+fi
+# The Go modules download while apt-get installs the packages.
+go mod download &
+GOMOD=$!
+
 missing=()
 for bin in "${!PKGS[@]}"; do
   if [[ "$bin" == /* ]]; then
@@ -55,18 +68,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+  step "Debian packages installed"
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin; else
-    echo "setup: Go 1.26 is needed (https://go.dev/dl/); install it to /usr/local/go" >&2; exit 1; fi
+if ! wait "$GOMOD"; then
+  echo "setup: go mod download failed: is the Go module proxy reachable (GOPROXY=$(go env GOPROXY))?" >&2
+  exit 1
 fi
-
-go mod download
+step "Go modules downloaded"
 mkdir -p bin
 # The web console's assets, embedded by the Go build (internal/console);
 # without them the binary serves a placeholder page.
 make --no-print-directory console-assets
+step "console built"
 VERSION=$(git describe --always --dirty 2>/dev/null || echo dev)
 # The embedded Kubernetes components report the version they are built
 # from (kubectl version, /version), as in a release build of Kubernetes.
@@ -74,6 +88,7 @@ KUBE_VERSION=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 KUBE_MINOR=$(echo "$KUBE_VERSION" | cut -d. -f2)
 go generate ./internal/gateway/crds ./internal/snapshot/crds
 go build -ldflags "-X github.com/cci-project/cci/internal/version.Version=${VERSION} -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_MINOR}" -o bin/cci ./cmd/cci
+step "bin/cci built"
 
 # A current gVisor. Debian's runsc is from 2022 (ptrace platform only, with
 # vulnerabilities fixed since); this one comes from the Go module proxy
@@ -89,6 +104,7 @@ if [ "$(go version -m "$RUNSC" 2>/dev/null | awk '$1 == "mod" { print $3 }')" !=
   GOBIN=$tmp CGO_ENABLED=0 go install -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION" "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
   $SUDO install -D -m 0755 "$tmp/runsc" "$RUNSC"
   rm -rf "$tmp"
+  step "runsc built"
 fi
 
 # kubectl: the tests and the quick start use the real binary; when the host

@@ -117,6 +117,9 @@ type Config struct {
 	// (systrap for a current runsc, ptrace for Debian's 2022 one), but
 	// ptrace where that is kvm (KVM may be missing, and hangs on some hosts).
 	RunscPlatform string `json:"runscPlatform"`
+	// RunscSystrapFastPath keeps systrap's spinning fast path, which
+	// the agent turns off by default (see runtime.RunscConfig).
+	RunscSystrapFastPath bool `json:"runscSystrapFastPath"`
 	// ClusterDNS is the DNS server of pods with dnsPolicy ClusterFirst.
 	// Default: the ClusterIP of the Service kube-system/kube-dns.
 	ClusterDNS []string `json:"clusterDNS"`
@@ -692,7 +695,7 @@ func (a *hostAgent) runNode(ctx context.Context, ready func()) error {
 			RegistryCredentials: a.registryCredentials(),
 			ClusterDNS:          a.cfg.ClusterDNS,
 			Allocatable:         a.nodeSpec.Status.Allocatable.DeepCopy(),
-			Runsc:               runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform},
+			Runsc:               runtime.RunscConfig{Path: a.cfg.RunscPath, Platform: a.cfg.RunscPlatform, SystrapFastPath: a.cfg.RunscSystrapFastPath},
 			Containerd:          a.ctrd,
 			Devices:             a.devices,
 			AdjustNode:          func(n *v1.Node) { withDeviceResources(n, a.devices) },

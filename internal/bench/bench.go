@@ -177,6 +177,9 @@ type Config struct {
 	// Wave is how many pods churn's waves create at once (with Pods and
 	// no ChurnRates). Default 100.
 	Wave int
+	// ChurnFor, when set, stops churn's waves once this long has passed
+	// (the leftovers and the engine's processes are still checked).
+	ChurnFor time.Duration
 	// Settle is how long churn waits after its last wave before it reads
 	// the processes' goroutines, files and memory again. Default 30s.
 	Settle time.Duration

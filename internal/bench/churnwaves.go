@@ -105,9 +105,14 @@ func (b *bench) churnWaves(ctx context.Context) error {
 	}
 	var readies, gones []float64
 	t0 := time.Now()
-	for done, i := 0, 0; done < b.cfg.Pods; i++ {
+	done := 0
+	for i := 0; done < b.cfg.Pods; i++ {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if b.cfg.ChurnFor > 0 && time.Since(t0) > b.cfg.ChurnFor {
+			run.note("stopped after %d of %d pods: --for %s passed", done, b.cfg.Pods, b.cfg.ChurnFor)
+			break
 		}
 		n := min(wr.Wave, b.cfg.Pods-done)
 		ready, gone, failed, gv, err := wave(fmt.Sprintf("churn-%d-", i), n)
@@ -123,7 +128,8 @@ func (b *bench) churnWaves(ctx context.Context) error {
 			return err
 		}
 	}
-	wr.PodsPerSec = float64(b.cfg.Pods) / time.Since(t0).Seconds()
+	wr.Pods = done
+	wr.PodsPerSec = float64(done) / time.Since(t0).Seconds()
 	wr.WaveReady = run.latency("wave create → all Ready", readies, nil).Summary
 	wr.WaveGone = run.latency("wave delete → all gone from the API", gones, nil).Summary
 
@@ -169,7 +175,7 @@ func (b *bench) churnWaves(ctx context.Context) error {
 		wr.Processes = append(wr.Processes, ProcDelta{Name: name, Before: before[name], After: b.procStat(ctx, name, pid)})
 	}
 
-	run.figure("pods churned", float64(b.cfg.Pods), "", fmt.Sprintf("%d waves, %d under gVisor", wr.Waves, wr.GVisor))
+	run.figure("pods churned", float64(wr.Pods), "", fmt.Sprintf("%d waves, %d under gVisor", wr.Waves, wr.GVisor))
 	run.figure("pods/s (create → Ready → delete → gone)", wr.PodsPerSec, "", "")
 	run.figure("pods that did not become Ready", float64(wr.Failed), "", "expected 0")
 	run.figure("leftovers", float64(wr.Leftovers.Total()), "", wr.Leftovers.String())
@@ -269,20 +275,8 @@ func (b *bench) churnWave(ctx context.Context, prefix string, n int, gvisor bool
 	}
 	ready = time.Since(t0)
 	t1 := time.Now()
-	// A loaded apiserver may end a large DeleteCollection at its request
-	// timeout, part done: asking again deletes the rest.
-	for try := 1; ; try++ {
-		err := b.kube.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
-		if err == nil {
-			break
-		}
-		if try == 5 || ctx.Err() != nil {
-			return ready, 0, failed, gv, fmt.Errorf("delete wave %s (%d tries): %w", prefix, try, err)
-		}
-		b.logf("churn: delete wave %s: %v; asking again", prefix, err)
-		if !sleepCtx(ctx, 2*time.Second) {
-			return ready, 0, failed, gv, ctx.Err()
-		}
+	if err := b.deletePodCollection(ctx, metav1.ListOptions{LabelSelector: sel}); err != nil {
+		return ready, 0, failed, gv, fmt.Errorf("wave %s: %w", prefix, err)
 	}
 	deadline = time.Now().Add(3 * time.Minute)
 	for {

@@ -50,6 +50,10 @@ func (b *bench) density(ctx context.Context) error {
 		return sum
 	}
 	const cciGroup = "cci (control plane + agent)"
+	// The host's busy CPU before the first pod, beside which the idle
+	// pods' own is read at the end: a sandbox whose platform spins
+	// (gVisor's systrap fast path) costs CPU even when its pod is idle.
+	cpu0 := busyCores(ctx, idleCPUFor)
 	used0, kernel0, shims0 := memUsed(), kernelMem(), shimPSS(b.c.ContainerdSocket)
 	cci0, ctrd0 := rss(cciGroup), rss("containerd")
 
@@ -111,6 +115,7 @@ func (b *bench) density(ctx context.Context) error {
 		stop = fmt.Sprintf("the node's room or --pods (%d pods) reached", limit)
 	}
 	time.Sleep(time.Second) // settle: the last containers finish starting
+	cpuIdle := busyCores(ctx, idleCPUFor)
 	pods := t.snapshot()
 	var cgroups int64
 	for _, p := range pods {
@@ -143,6 +148,7 @@ func (b *bench) density(ctx context.Context) error {
 		run.figure("  cci process growth", per(cciDelta), "bytes", "agent + control plane RSS")
 		run.figure("  containerd growth", per(ctrdDelta), "bytes", "")
 		run.figure("host memory per pod (MemAvailable)", per(used), "bytes", "includes page cache; noisy when other processes run")
+		run.figure("host CPU with the pods idle", cpuIdle, "cores", fmt.Sprintf("%.2f before the first pod; %.1f millicores per idle pod; over %s", cpu0, 1000*(cpuIdle-cpu0)/float64(count), idleCPUFor))
 	}
 	run.Series = append(run.Series,
 		&Series{Name: fmt.Sprintf("p99 start of the last %d pods", window), X: "pods running", Y: "ms", Points: p99s},

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -183,8 +184,10 @@ func (b *bench) floorSetup(ctx context.Context) (*floorEnv, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: runsc is not installed", ErrRuntimeClassUnavailable)
 		}
+		// The platform flags the agent gives this runsc, so that the
+		// floor's sandboxes are the pods' own.
 		wrapper := filepath.Join(env.dir, "runsc-wrapper")
-		script := fmt.Sprintf("#!/bin/sh\nexec %s --network=none \"$@\"\n", runsc)
+		script := fmt.Sprintf("#!/bin/sh\nexec %s %s --network=none \"$@\"\n", runsc, strings.Join(runtime.RunscPlatformArgs(runsc, runtime.RunscConfig{}), " "))
 		if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 			return nil, err
 		}

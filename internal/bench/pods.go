@@ -185,8 +185,8 @@ func (b *bench) deleteNamespace(ctx context.Context, timeout time.Duration) erro
 // deletePods deletes the run's pods and waits until the API has none left.
 func (b *bench) deletePods(ctx context.Context, timeout time.Duration) error {
 	sel := metav1.ListOptions{LabelSelector: labelRun + "=" + b.runID}
-	if err := b.kube.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
-		return fmt.Errorf("delete pods: %w", err)
+	if err := b.deletePodCollection(ctx, sel); err != nil {
+		return err
 	}
 	var left int
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
@@ -201,6 +201,25 @@ func (b *bench) deletePods(ctx context.Context, timeout time.Duration) error {
 		return fmt.Errorf("%d pods still in the API %s after deleting them", left, timeout)
 	}
 	return nil
+}
+
+// deletePodCollection deletes the pods sel picks. A loaded apiserver may
+// end a large DeleteCollection at its request timeout, part done: asking
+// again deletes the rest.
+func (b *bench) deletePodCollection(ctx context.Context, sel metav1.ListOptions) error {
+	for try := 1; ; try++ {
+		err := b.kube.CoreV1().Pods(b.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel)
+		if err == nil {
+			return nil
+		}
+		if try == 5 || ctx.Err() != nil {
+			return fmt.Errorf("delete pods %s (%d tries): %w", sel.LabelSelector, try, err)
+		}
+		b.logf("delete pods %s: %v; asking again", sel.LabelSelector, err)
+		if !sleepCtx(ctx, 2*time.Second) {
+			return ctx.Err()
+		}
+	}
 }
 
 // stamps reads each running pod's first-instruction stamp through the API

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -159,6 +160,18 @@ func hostCPU() time.Duration {
 		busy += n
 	}
 	return time.Duration(busy) * time.Second / clockTicks
+}
+
+// idleCPUFor is how long density reads the host's CPU with no pod, and
+// again with every pod idle.
+const idleCPUFor = 10 * time.Second
+
+// busyCores is how many of the machine's cores were busy, on average,
+// over the next d.
+func busyCores(ctx context.Context, d time.Duration) float64 {
+	c0, t0 := hostCPU(), time.Now()
+	sleepCtx(ctx, d)
+	return float64(hostCPU()-c0) / float64(time.Since(t0))
 }
 
 // findProcs returns the pids whose command line satisfies match.

@@ -127,6 +127,7 @@ func addAgentFlags(cmd *cobra.Command, c *agent.Config, standalone bool) {
 	f.StringVar(&c.Bridge, "cni-bridge", "cci0", "Linux bridge the pods attach to (one per cluster on a host)")
 	f.StringVar(&c.RunscPath, "runsc-path", "", "gVisor's runsc, which runs the pods of the gvisor RuntimeClass, e.g. /usr/bin/runsc for Debian's of 2022 (default: the current one make setup builds at /usr/local/lib/cci/runsc, else runsc in PATH)")
 	f.StringVar(&c.RunscPlatform, "runsc-platform", "", "runsc --platform for gvisor pods (systrap, ptrace, kvm; default: the runsc's own default, but ptrace instead of kvm)")
+	f.BoolVar(&c.RunscSystrapFastPath, "runsc-systrap-fast-path", false, "keep gVisor's systrap fast path (spinning for syscalls instead of sleeping): lower syscall latency for a few busy sandboxes, CPU taken from the others where many share a core (default: off, --systrap-disable-fast-path)")
 	f.Int64Var(&c.PodMaxPids, "pod-max-pids", 4096, "most processes a pod may have, as the kubelet's flag of this name (-1: no limit)")
 	f.StringVar(&c.ContainerLogMaxSize, "container-log-max-size", "10Mi", "size at which a container's log file is rotated, as the kubelet's containerLogMaxSize")
 	f.IntVar(&c.ContainerLogMaxFiles, "container-log-max-files", 5, "log files kept per container run, the current one included, as the kubelet's containerLogMaxFiles")

@@ -94,6 +94,7 @@ func (h *hostsns) agentArgs(fl *upFlags, info *server.Info) []string {
 		"--max-pods", strconv.Itoa(a.MaxPods),
 		"--runsc-path", a.RunscPath,
 		"--runsc-platform", a.RunscPlatform,
+		"--runsc-systrap-fast-path=" + strconv.FormatBool(a.RunscSystrapFastPath),
 		"--service-proxy", a.ServiceProxy,
 		"--pool", a.Pool,
 		"--pod-max-pids", strconv.FormatInt(a.PodMaxPids, 10),

@@ -116,6 +116,14 @@ type RunscConfig struct {
 	// which needs hardware virtualisation the host may lack and hangs on
 	// some.
 	Platform string
+	// SystrapFastPath keeps the systrap platform's fast path (gVisor's
+	// default): stub threads and the sentry spin for a while on each
+	// syscall rather than sleep. That lowers one busy sandbox's syscall
+	// latency but costs CPU in every active sandbox; on a host that packs
+	// many sandboxes per core, the spinning sandboxes take the cores from
+	// one another. Off by default: runsc gets --systrap-disable-fast-path
+	// where it has the flag.
+	SystrapFastPath bool
 }
 
 // gvisor is what the agent prepared for gvisor pods at start.
@@ -205,6 +213,9 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	// a RuntimeDefault pod would run unconfined inside the sandbox. With it
 	// gVisor's kernel applies the profile to the container's processes.
 	runsc := fmt.Sprintf("'%s' --platform='%s' --network=host --oci-seccomp", path, cfg.Platform)
+	if disableFastPath(cfg, flags) {
+		runsc += " --systrap-disable-fast-path"
+	}
 	fifos := filepath.Join(dir, "start")
 	wrappers := map[string]string{
 		g.sandboxRuntime:   fmt.Sprintf(wrapper, runsc, fifos, 0),
@@ -223,6 +234,29 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 		}
 	}
 	return g
+}
+
+// disableFastPath says whether the agent gives runsc
+// --systrap-disable-fast-path: on systrap, unless cfg keeps the fast path,
+// where the runsc has the flag.
+func disableFastPath(cfg RunscConfig, flags string) bool {
+	return cfg.Platform == "systrap" && !cfg.SystrapFastPath && hasBoolFlag(flags, "systrap-disable-fast-path")
+}
+
+// RunscPlatformArgs are the platform flags the agent gives runsc at path
+// under cfg (its --platform, and --systrap-disable-fast-path where the
+// agent turns the fast path off): for a floor that starts the same
+// sandboxes straight through containerd.
+func RunscPlatformArgs(path string, cfg RunscConfig) []string {
+	flags := runscFlags(path)
+	if cfg.Platform == "" {
+		cfg.Platform = defaultPlatform(flags)
+	}
+	args := []string{"--platform=" + cfg.Platform}
+	if disableFastPath(cfg, flags) {
+		args = append(args, "--systrap-disable-fast-path")
+	}
+	return args
 }
 
 // runscFlags is runsc's list of its flags ("" if it cannot be read).

@@ -462,3 +462,52 @@ func TestGVisorGPUs(t *testing.T) {
 		t.Error("hasBoolFlag misreads the flag list")
 	}
 }
+
+// Systrap's spinning fast path is off unless asked for, and the flag is
+// only given to a runsc that has it, on systrap.
+func TestSystrapFastPath(t *testing.T) {
+	dir := t.TempDir()
+	current := filepath.Join(dir, "runsc-current")
+	script := strings.Replace(fakeRunsc, "case \" $* \" in\n*\" create \"*)", "case \" $* \" in\n*\" flags \"*)\n\tprintf '  -platform string\\n    \\tspecifies which platform to use: systrap (default), ptrace, kvm. (default \"systrap\")\\n  -systrap-disable-fast-path\\n    \\tunconditionally disables the Systrap fast path.\\n' ;;\n*\" create \"*)", 1)
+	if script == fakeRunsc {
+		t.Fatal("the fake runsc's script changed: update this test")
+	}
+	if err := os.WriteFile(current, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(t.TempDir(), "runsc")
+	if err := os.WriteFile(old, []byte(fakeRunsc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  RunscConfig
+		want bool
+	}{
+		{"current runsc, its default platform", RunscConfig{Path: current}, true},
+		{"current runsc, systrap, fast path kept", RunscConfig{Path: current, SystrapFastPath: true}, false},
+		{"current runsc, ptrace", RunscConfig{Path: current, Platform: "ptrace"}, false},
+		{"runsc without the flag, systrap", RunscConfig{Path: old, Platform: "systrap"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := setupGVisor(filepath.Join(t.TempDir(), "gv"), tc.cfg)
+			if g.err != nil {
+				t.Fatal(g.err)
+			}
+			for _, w := range []string{g.sandboxRuntime, g.containerRuntime} {
+				raw, err := os.ReadFile(w)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := strings.Contains(string(raw), "--systrap-disable-fast-path"); got != tc.want {
+					t.Errorf("%s: --systrap-disable-fast-path given %v, want %v", filepath.Base(w), got, tc.want)
+				}
+			}
+		})
+	}
+	// The runsc make setup builds has the flag, so that the agent's
+	// default reaches it.
+	if flags := runscFlags(CurrentRunsc); flags != "" && !hasBoolFlag(flags, "systrap-disable-fast-path") {
+		t.Errorf("%s lists no -systrap-disable-fast-path", CurrentRunsc)
+	}
+}
