@@ -59,7 +59,7 @@ test-unit: ## unit and component tests only
 test-e2e: ## end-to-end tests against a real `cci up` (and the console in Chromium)
 	go test -count=1 -v -timeout 30m ./test/e2e/ ./test/console/
 
-test-chaos: ## short chaos (3 faults) and churn (100 pods) against a bench-owned `cci up`; nothing lost, nothing leaked
+test-chaos: ## short chaos (3 faults) and churn (500 pods, a fifth under gVisor) against a bench-owned `cci up`; nothing lost, nothing leaked
 	go test -count=1 -v -timeout 20m ./test/chaos/
 
 FOCUS ?= \[Conformance\]

@@ -177,6 +177,9 @@ type Config struct {
 	// Wave is how many pods churn's waves create at once (with Pods and
 	// no ChurnRates). Default 100.
 	Wave int
+	// GVisorEvery puts every GVisorEvery-th pod of churn's waves under
+	// gVisor, the others under runc. Default 2 (half).
+	GVisorEvery int
 	// ChurnFor, when set, stops churn's waves once this long has passed
 	// (the leftovers and the engine's processes are still checked).
 	ChurnFor time.Duration
@@ -258,8 +261,11 @@ func (c *Config) defaults() error {
 	if c.Settle == 0 {
 		c.Settle = 30 * time.Second
 	}
-	if c.Wave < 0 || c.Settle < 0 {
-		return fmt.Errorf("--wave %d, --settle %s: give positive values", c.Wave, c.Settle)
+	if c.GVisorEvery == 0 {
+		c.GVisorEvery = 2
+	}
+	if c.Wave < 0 || c.Settle < 0 || c.GVisorEvery < 0 {
+		return fmt.Errorf("--wave %d, --settle %s, --gvisor-every %d: give positive values", c.Wave, c.Settle, c.GVisorEvery)
 	}
 	if c.Rounds == 0 {
 		c.Rounds = 100

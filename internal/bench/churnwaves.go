@@ -210,7 +210,7 @@ func (b *bench) churnWave(ctx context.Context, prefix string, n int, gvisor bool
 	var createErr error
 	for i := 0; i < n; i++ {
 		rc := ""
-		if gvisor && i%2 == 1 {
+		if gvisor && i%b.cfg.GVisorEvery == b.cfg.GVisorEvery-1 {
 			rc = "gvisor"
 			gv++
 		}

@@ -40,6 +40,7 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 		}),
 		benchScenarioCmd("churn", "N pods (default 10000) created and deleted in waves, runc and gVisor mixed, with volumes, probes and a Service: nothing may leak (with --rates: the highest steady rate instead)", func(cmd *cobra.Command, c *bench.Config) {
 			cmd.Flags().IntVar(&c.Wave, "wave", 100, "pods created at once in each wave")
+			cmd.Flags().IntVar(&c.GVisorEvery, "gvisor-every", 2, "every N-th pod runs under gVisor, the others under runc (1: all)")
 			cmd.Flags().DurationVar(&c.ChurnFor, "for", 0, "start no wave after this long (0: run all --pods); the leftovers and the engine's processes are checked either way")
 			cmd.Flags().DurationVar(&c.Settle, "settle", 30*time.Second, "pause before the goroutines, open files and memory of the engine are read, before the first wave and after the last")
 			cmd.Flags().IntVar(&c.Hosts, "hosts", 0, "hosts of the bench's own `cci up --hosts` (0: one host in the `cci up` process)")
