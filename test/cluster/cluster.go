@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -412,12 +413,32 @@ func FreePorts(n int) []int {
 var handedOut = struct {
 	sync.Mutex
 	m map[int]bool
+	// suite is the test package's suite (Setup's), whose block of ports
+	// PickPort gives from.
+	suite string
 }{m: map[int]bool{}}
 
+// portSuites are the cluster test packages that may run at once (make
+// test runs several beside test/e2e). Each picks its ports from a block
+// of its own: a port one package checked free, or let go while its cci
+// restarts, is never another's pick. Other callers share the last block.
+var portSuites = []string{"e2e", "console", "fleet", "conformance", "gatewayconformance", "cells", "connect", "chaos"}
+
+// portBlock is the part of [10000, low) that suite picks ports from.
+func portBlock(suite string, low int) (from, to int) {
+	i := slices.Index(portSuites, suite)
+	if i < 0 {
+		i = len(portSuites)
+	}
+	size := (low - 10000) / (len(portSuites) + 1)
+	return 10000 + i*size, 10000 + (i+1)*size
+}
+
 // PickPort returns a random port below the kernel's ephemeral range for
-// which free holds. Ports of that range are what outgoing connections get:
-// while cci is stopped in the restart tests, any connection on the host may
-// take its ports, and the next start fails with "address already in use".
+// which free holds, in the block of the package's suite (portBlock). Ports
+// of that range are what outgoing connections get: while cci is stopped in
+// the restart tests, any connection on the host may take its ports, and
+// the next start fails with "address already in use".
 func PickPort(free func(int) bool) int {
 	low := 32768
 	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
@@ -429,8 +450,9 @@ func PickPort(free func(int) bool) int {
 	}
 	handedOut.Lock()
 	defer handedOut.Unlock()
+	from, to := portBlock(handedOut.suite, low)
 	for {
-		p := 10000 + mrand.Intn(low-10000-1)
+		p := from + mrand.Intn(to-from)
 		if !handedOut.m[p] && free(p) {
 			handedOut.m[p] = true
 			return p
@@ -491,6 +513,9 @@ func Keep() bool { return os.Getenv("CCI_E2E_KEEP") != "" }
 // suite's work folder and builds cci once for the whole package (or takes
 // the binary CCI_E2E_BIN names). done removes the work folder unless Keep.
 func Setup(suite string, tools ...string) (bin, work string, done func(), err error) {
+	handedOut.Lock()
+	handedOut.suite = suite
+	handedOut.Unlock()
 	if os.Geteuid() != 0 {
 		return "", "", nil, fmt.Errorf("%s tests need root (containerd, network namespaces, mounts): run them with sudo or as root", suite)
 	}
