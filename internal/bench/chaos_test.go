@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,22 @@ func TestStartedSince(t *testing.T) {
 		if got := startedSince(tc.p, fault); got != tc.want {
 			t.Errorf("%s: startedSince = %v, want %v", name, got, tc.want)
 		}
+	}
+}
+
+func TestMemStat(t *testing.T) {
+	// The tail of a real debug=1 heap profile: taken from this process.
+	var buf strings.Builder
+	if err := pprof.Lookup("heap").WriteTo(&buf, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v := memStat(buf.String(), "HeapInuse"); v <= 0 {
+		t.Errorf("HeapInuse %d from this process's profile, want > 0", v)
+	}
+	if v := memStat("# HeapAlloc = 7\n", "HeapInuse"); v != -1 {
+		t.Errorf("HeapInuse %d where the profile has none, want -1", v)
+	}
+	if v := memStat("heap profile: …\n# HeapInuse = 4096\n# HeapSys = 9\n", "HeapInuse"); v != 4096 {
+		t.Errorf("HeapInuse %d, want 4096", v)
 	}
 }

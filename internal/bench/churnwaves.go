@@ -50,6 +50,14 @@ type ProcStat struct {
 	FDs        int   `json:"fds"`
 	Threads    int   `json:"threads"`
 	RSS        int64 `json:"rssBytes"`
+	// RSSAnon and RSSFile split RSS: anonymous memory (the Go heap and
+	// stacks), and mapped files (etcd's bbolt database in `cci up`).
+	RSSAnon int64 `json:"rssAnonBytes"`
+	RSSFile int64 `json:"rssFileBytes"`
+	// HeapInuse is the Go heap in use right after a forced GC, from the
+	// pprof listener (-1 without one): what a leak of Go objects grows,
+	// while RSS also holds memory the runtime has not yet given back.
+	HeapInuse int64 `json:"heapInuseBytes"`
 }
 
 // ProcDelta is a process before and after.
@@ -192,6 +200,11 @@ func (b *bench) churnWaves(ctx context.Context) error {
 		}
 		fig("open files", float64(p.Before.FDs), float64(p.After.FDs), "")
 		fig("RSS", float64(p.Before.RSS), float64(p.After.RSS), "B")
+		fig("  RSS anonymous", float64(p.Before.RSSAnon), float64(p.After.RSSAnon), "B")
+		fig("  RSS of mapped files", float64(p.Before.RSSFile), float64(p.After.RSSFile), "B")
+		if p.Before.HeapInuse >= 0 && p.After.HeapInuse >= 0 {
+			fig("Go heap in use after GC", float64(p.Before.HeapInuse), float64(p.After.HeapInuse), "B")
+		}
 	}
 	if wr.Failed > 0 || wr.Leftovers.Total() > 0 {
 		return fmt.Errorf("churn: %d pods did not become Ready; leftovers: %s", wr.Failed, wr.Leftovers)
@@ -323,9 +336,11 @@ func (b *bench) engineProcs() map[string]int {
 // for the `cci up` process, its goroutines from its pprof listener (after
 // a garbage collection, which the heap profile's gc=1 asks for).
 func (b *bench) procStat(ctx context.Context, name string, pid int) ProcStat {
-	s := ProcStat{PID: pid, Goroutines: -1}
+	s := ProcStat{PID: pid, Goroutines: -1, HeapInuse: -1}
 	if pid == b.c.PID && b.c.PprofAddr != "" {
-		_, _ = pprofGet(ctx, b.c.PprofAddr, "/debug/pprof/heap?gc=1")
+		if raw, err := pprofGet(ctx, b.c.PprofAddr, "/debug/pprof/heap?gc=1&debug=1"); err == nil {
+			s.HeapInuse = memStat(raw, "HeapInuse")
+		}
 		if raw, err := pprofGet(ctx, b.c.PprofAddr, "/debug/pprof/goroutine?debug=1"); err == nil {
 			s.Goroutines = goroutineTotal(raw)
 		}
@@ -334,7 +349,7 @@ func (b *bench) procStat(ctx context.Context, name string, pid int) ProcStat {
 		s.FDs = len(es)
 	}
 	st := procStatus(pid)
-	s.RSS = st["VmRSS"]
+	s.RSS, s.RSSAnon, s.RSSFile = st["VmRSS"], st["RssAnon"], st["RssFile"]
 	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		sc := bufio.NewScanner(strings.NewReader(string(raw)))
 		for sc.Scan() {
@@ -363,6 +378,19 @@ func pprofGet(ctx context.Context, addr, path string) (string, error) {
 		return "", fmt.Errorf("%s: %s", path, resp.Status)
 	}
 	return string(raw), err
+}
+
+// memStat reads "# name = N" from the runtime.MemStats a debug=1 heap
+// profile ends with; -1 when it is not there.
+func memStat(profile, name string) int64 {
+	for _, l := range strings.Split(profile, "\n") {
+		if v, ok := strings.CutPrefix(l, "# "+name+" = "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // goroutineTotal reads "goroutine profile: total N" from a debug=1 profile.
