@@ -403,19 +403,8 @@ func TestDefaultRunscPath(t *testing.T) {
 // --nvproxy: such a runsc gets wrappers with it for pods given GPUs; fake
 // GPUs, NPUs and a runsc without nvproxy are refused with what to do.
 func TestGVisorGPUs(t *testing.T) {
-	dir := t.TempDir()
-	withNV := filepath.Join(dir, "runsc-nv")
-	script := strings.Replace(fakeRunsc, "case \" $* \" in\n*\" create \"*)", "case \" $* \" in\n*\" flags \"*)\n\tprintf '  -network string\\n    \\tnetwork (default \"sandbox\")\\n  -nvproxy\\n    \\tLEGACY: enable support for Nvidia GPUs.\\n  -nvproxy-docker docker run --gpus\\n    \\tLEGACY\\n' ;;\n*\" create \"*)", 1)
-	if script == fakeRunsc {
-		t.Fatal("the fake runsc's script changed: update this test")
-	}
-	if err := os.WriteFile(withNV, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	without := filepath.Join(t.TempDir(), "runsc")
-	if err := os.WriteFile(without, []byte(fakeRunsc), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	withNV := fakeRunscListing(t, `  -network string\n    \tnetwork (default "sandbox")\n  -nvproxy\n    \tLEGACY: enable support for Nvidia GPUs.\n  -nvproxy-docker docker run --gpus\n    \tLEGACY\n`)
+	without := fakeRunscListing(t, "")
 	nv := setupGVisor(filepath.Join(t.TempDir(), "gv"), RunscConfig{Path: withNV, Platform: "ptrace"})
 	old := setupGVisor(filepath.Join(t.TempDir(), "gv"), RunscConfig{Path: without, Platform: "ptrace"})
 	if nv.err != nil || old.err != nil {
@@ -453,7 +442,7 @@ func TestGVisorGPUs(t *testing.T) {
 	if out, err := exec.Command(nv.sandboxGPURuntime, "--root", "/run/r", "start", "sb").CombinedOutput(); err != nil {
 		t.Fatalf("nvproxy wrapper: %v\n%s", err, out)
 	}
-	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
+	calls, _ := os.ReadFile(filepath.Join(filepath.Dir(withNV), "calls"))
 	if !strings.Contains(string(calls), "--platform=ptrace --network=host --oci-seccomp --nvproxy --root /run/r start sb\n") {
 		t.Errorf("runsc calls:\n%s\nwant start with --nvproxy", calls)
 	}
@@ -466,19 +455,8 @@ func TestGVisorGPUs(t *testing.T) {
 // Systrap's spinning fast path is off unless asked for, and the flag is
 // only given to a runsc that has it, on systrap.
 func TestSystrapFastPath(t *testing.T) {
-	dir := t.TempDir()
-	current := filepath.Join(dir, "runsc-current")
-	script := strings.Replace(fakeRunsc, "case \" $* \" in\n*\" create \"*)", "case \" $* \" in\n*\" flags \"*)\n\tprintf '  -platform string\\n    \\tspecifies which platform to use: systrap (default), ptrace, kvm. (default \"systrap\")\\n  -systrap-disable-fast-path\\n    \\tunconditionally disables the Systrap fast path.\\n' ;;\n*\" create \"*)", 1)
-	if script == fakeRunsc {
-		t.Fatal("the fake runsc's script changed: update this test")
-	}
-	if err := os.WriteFile(current, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	old := filepath.Join(t.TempDir(), "runsc")
-	if err := os.WriteFile(old, []byte(fakeRunsc), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	current := fakeRunscListing(t, `  -platform string\n    \tspecifies which platform to use: systrap (default), ptrace, kvm. (default "systrap")\n  -systrap-disable-fast-path\n    \tunconditionally disables the Systrap fast path.\n`)
+	old := fakeRunscListing(t, "")
 	for _, tc := range []struct {
 		name string
 		cfg  RunscConfig
@@ -510,4 +488,23 @@ func TestSystrapFastPath(t *testing.T) {
 	if flags := runscFlags(CurrentRunsc); flags != "" && !hasBoolFlag(flags, "systrap-disable-fast-path") {
 		t.Errorf("%s lists no -systrap-disable-fast-path", CurrentRunsc)
 	}
+}
+
+// fakeRunscListing writes the fake runsc into a folder of its own, its
+// `flags` printing list (a printf format; "" for the fake's own answer),
+// and returns its path.
+func fakeRunscListing(t *testing.T, list string) string {
+	t.Helper()
+	script := fakeRunsc
+	if list != "" {
+		script = strings.Replace(fakeRunsc, "case \" $* \" in\n*\" create \"*)", "case \" $* \" in\n*\" flags \"*)\n\tprintf '"+list+"' ;;\n*\" create \"*)", 1)
+		if script == fakeRunsc {
+			t.Fatal("the fake runsc's script changed: update this helper")
+		}
+	}
+	path := filepath.Join(t.TempDir(), "runsc")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
