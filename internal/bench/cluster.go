@@ -487,8 +487,11 @@ func (c *Cluster) Close() error {
 			fmt.Fprintf(c.log, "bench: remove bridge %s: %v: %s\n", c.bridge, err, bytes.TrimSpace(out))
 		}
 	}
+	// runsc pins an empty network namespace under its root and never lets
+	// it go; it holds no data to inspect, so it goes even where the data
+	// folder stays (--data-dir given, or kept after a failure).
+	hostns.ReleaseNullNetns(c.DataDir)
 	if c.tmp && !c.keep {
-		hostns.ReleaseNullNetns(c.DataDir)
 		if m := hostns.MountsUnder(c.DataDir); len(m) > 0 {
 			return fmt.Errorf("left %s in place: %d mounts remain under it (first %s)", c.DataDir, len(m), m[0])
 		}
