@@ -193,9 +193,7 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	}
 	g.path = path
 	flags := runscFlags(path)
-	if cfg.Platform == "" {
-		cfg.Platform = defaultPlatform(flags)
-	}
+	platformArgs := platformArgs(&cfg, flags)
 	g.nvproxy = hasBoolFlag(flags, "nvproxy")
 	g.platform = cfg.Platform
 	for _, s := range []string{path, cfg.Platform, dir} {
@@ -212,10 +210,7 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	// profile (gVisor's own filters guard the host, not the container), so
 	// a RuntimeDefault pod would run unconfined inside the sandbox. With it
 	// gVisor's kernel applies the profile to the container's processes.
-	runsc := fmt.Sprintf("'%s' --platform='%s' --network=host --oci-seccomp", path, cfg.Platform)
-	if disableFastPath(cfg, flags) {
-		runsc += " --systrap-disable-fast-path"
-	}
+	runsc := fmt.Sprintf("'%s' %s --network=host --oci-seccomp", path, strings.Join(platformArgs, " "))
 	fifos := filepath.Join(dir, "start")
 	wrappers := map[string]string{
 		g.sandboxRuntime:   fmt.Sprintf(wrapper, runsc, fifos, 0),
@@ -236,27 +231,26 @@ func setupGVisor(dir string, cfg RunscConfig) *gvisor {
 	return g
 }
 
-// disableFastPath says whether the agent gives runsc
-// --systrap-disable-fast-path: on systrap, unless cfg keeps the fast path,
-// where the runsc has the flag.
-func disableFastPath(cfg RunscConfig, flags string) bool {
-	return cfg.Platform == "systrap" && !cfg.SystrapFastPath && hasBoolFlag(flags, "systrap-disable-fast-path")
-}
-
-// RunscPlatformArgs are the platform flags the agent gives runsc at path
-// under cfg (its --platform, and --systrap-disable-fast-path where the
-// agent turns the fast path off): for a floor that starts the same
-// sandboxes straight through containerd.
-func RunscPlatformArgs(path string, cfg RunscConfig) []string {
-	flags := runscFlags(path)
+// platformArgs fills in cfg's platform from runsc's flag list where it
+// is unset, and returns the platform flags the agent gives runsc: its
+// --platform, and --systrap-disable-fast-path on systrap unless cfg keeps
+// the fast path, where the runsc has that flag.
+func platformArgs(cfg *RunscConfig, flags string) []string {
 	if cfg.Platform == "" {
 		cfg.Platform = defaultPlatform(flags)
 	}
 	args := []string{"--platform=" + cfg.Platform}
-	if disableFastPath(cfg, flags) {
+	if cfg.Platform == "systrap" && !cfg.SystrapFastPath && hasBoolFlag(flags, "systrap-disable-fast-path") {
 		args = append(args, "--systrap-disable-fast-path")
 	}
 	return args
+}
+
+// RunscPlatformArgs are the platform flags the agent gives runsc at path
+// under cfg: for a floor that starts the same sandboxes straight through
+// containerd.
+func RunscPlatformArgs(path string, cfg RunscConfig) []string {
+	return platformArgs(&cfg, runscFlags(path))
 }
 
 // runscFlags is runsc's list of its flags ("" if it cannot be read).
