@@ -37,6 +37,10 @@ type WavesReport struct {
 	PodsPerSec float64 `json:"podsPerSecond"`
 	// Leftovers is what the hosts still hold for any churned pod.
 	Leftovers Leftovers `json:"leftovers"`
+	// Trace is the `cci up` process read after each wave, deleted pods
+	// gone: whether its memory levels off or keeps growing with the pods
+	// churned.
+	Trace []ProcStat `json:"trace,omitempty"`
 	// Processes are the engine's processes before the first wave and
 	// after the last (both after a warm-up wave and a settling pause).
 	Processes []ProcDelta `json:"processes"`
@@ -58,6 +62,10 @@ type ProcStat struct {
 	// pprof listener (-1 without one): what a leak of Go objects grows,
 	// while RSS also holds memory the runtime has not yet given back.
 	HeapInuse int64 `json:"heapInuseBytes"`
+	// HeapKept is heap the runtime holds free but has not yet given back
+	// to the system (HeapIdle - HeapReleased, after the same GC): part of
+	// RSS that the scavenger returns over time; -1 without a listener.
+	HeapKept int64 `json:"heapKeptBytes"`
 }
 
 // ProcDelta is a process before and after.
@@ -131,6 +139,12 @@ func (b *bench) churnWaves(ctx context.Context) error {
 		readies = append(readies, ms(ready))
 		gones = append(gones, ms(gone))
 		b.logf("churn: wave %d: %d pods (%d gVisor) ready in %s, gone in %s; %d of %d done, %d failed", i, n, gv, ready.Round(time.Millisecond), gone.Round(time.Millisecond), done, b.cfg.Pods, wr.Failed)
+		if b.c.PID != 0 {
+			st := b.procStat(ctx, "cci up", b.c.PID)
+			wr.Trace = append(wr.Trace, st)
+			b.logf("churn: wave %d: cci up RSS %d MiB (anonymous %d, mapped files %d), Go heap in use %d MiB, free not returned %d MiB, goroutines %d",
+				i, st.RSS>>20, st.RSSAnon>>20, st.RSSFile>>20, st.HeapInuse>>20, st.HeapKept>>20, st.Goroutines)
+		}
 		if err != nil {
 			run.note("wave %d: %v", i, err)
 			return err
@@ -204,6 +218,9 @@ func (b *bench) churnWaves(ctx context.Context) error {
 		fig("  RSS of mapped files", float64(p.Before.RSSFile), float64(p.After.RSSFile), "B")
 		if p.Before.HeapInuse >= 0 && p.After.HeapInuse >= 0 {
 			fig("Go heap in use after GC", float64(p.Before.HeapInuse), float64(p.After.HeapInuse), "B")
+		}
+		if p.Before.HeapKept >= 0 && p.After.HeapKept >= 0 {
+			fig("Go heap free, not yet returned", float64(p.Before.HeapKept), float64(p.After.HeapKept), "B")
 		}
 	}
 	if wr.Failed > 0 || wr.Leftovers.Total() > 0 {
@@ -336,10 +353,13 @@ func (b *bench) engineProcs() map[string]int {
 // for the `cci up` process, its goroutines from its pprof listener (after
 // a garbage collection, which the heap profile's gc=1 asks for).
 func (b *bench) procStat(ctx context.Context, name string, pid int) ProcStat {
-	s := ProcStat{PID: pid, Goroutines: -1, HeapInuse: -1}
+	s := ProcStat{PID: pid, Goroutines: -1, HeapInuse: -1, HeapKept: -1}
 	if pid == b.c.PID && b.c.PprofAddr != "" {
 		if raw, err := pprofGet(ctx, b.c.PprofAddr, "/debug/pprof/heap?gc=1&debug=1"); err == nil {
 			s.HeapInuse = memStat(raw, "HeapInuse")
+			if idle, rel := memStat(raw, "HeapIdle"), memStat(raw, "HeapReleased"); idle >= 0 && rel >= 0 {
+				s.HeapKept = idle - rel
+			}
 		}
 		if raw, err := pprofGet(ctx, b.c.PprofAddr, "/debug/pprof/goroutine?debug=1"); err == nil {
 			s.Goroutines = goroutineTotal(raw)
