@@ -147,3 +147,31 @@ func TestMemStat(t *testing.T) {
 		t.Errorf("HeapInuse %d, want 4096", v)
 	}
 }
+
+func TestTraceFigures(t *testing.T) {
+	var none Result
+	traceFigures(&none, []ProcStat{{RSS: 1 << 30}})
+	if len(none.Figures) != 0 {
+		t.Errorf("one wave gave figures %v, want none", none.Figures)
+	}
+	var r Result
+	traceFigures(&r, []ProcStat{
+		{RSS: 1000 << 20, HeapLive: 400 << 20},
+		{RSS: 1100 << 20, HeapLive: 300 << 20},
+		{RSS: 1200 << 20, HeapLive: 200 << 20},
+	})
+	if len(r.Figures) != 2 {
+		t.Fatalf("figures %v, want RSS and live heap", r.Figures)
+	}
+	if f := r.Figures[0]; f.Value != 1.2 || f.Note != "1000 1100 1200 MiB" {
+		t.Errorf("RSS figure %+v, want 1.2× over 1000 1100 1200 MiB", f)
+	}
+	if f := r.Figures[1]; f.Value != 0.5 || f.Note != "400 300 200 MiB" {
+		t.Errorf("live heap figure %+v, want 0.5× over 400 300 200 MiB", f)
+	}
+	var nolive Result
+	traceFigures(&nolive, []ProcStat{{RSS: 1, HeapLive: -1}, {RSS: 2, HeapLive: -1}})
+	if len(nolive.Figures) != 1 {
+		t.Errorf("without a pprof listener: figures %v, want RSS only", nolive.Figures)
+	}
+}

@@ -62,6 +62,11 @@ type ProcStat struct {
 	// pprof listener (-1 without one): what a leak of Go objects grows,
 	// while RSS also holds memory the runtime has not yet given back.
 	HeapInuse int64 `json:"heapInuseBytes"`
+	// HeapLive is the bytes of Go objects still reachable after that GC
+	// (HeapAlloc): what a leak grows. HeapInuse minus HeapLive is room in
+	// spans that hold some live objects (fragmentation); -1 without a
+	// listener.
+	HeapLive int64 `json:"heapLiveBytes"`
 	// HeapKept is heap the runtime holds free but has not yet given back
 	// to the system (HeapIdle - HeapReleased, after the same GC): part of
 	// RSS that the scavenger returns over time; -1 without a listener.
@@ -142,8 +147,8 @@ func (b *bench) churnWaves(ctx context.Context) error {
 		if b.c.PID != 0 {
 			st := b.procStat(ctx, "cci up", b.c.PID)
 			wr.Trace = append(wr.Trace, st)
-			b.logf("churn: wave %d: cci up RSS %d MiB (anonymous %d, mapped files %d), Go heap in use %d MiB, free not returned %d MiB, goroutines %d",
-				i, st.RSS>>20, st.RSSAnon>>20, st.RSSFile>>20, st.HeapInuse>>20, st.HeapKept>>20, st.Goroutines)
+			b.logf("churn: wave %d: cci up RSS %d MiB (anonymous %d, mapped files %d), Go heap in use %d MiB, live %d MiB, free not returned %d MiB, goroutines %d",
+				i, st.RSS>>20, st.RSSAnon>>20, st.RSSFile>>20, st.HeapInuse>>20, st.HeapLive>>20, st.HeapKept>>20, st.Goroutines)
 		}
 		if err != nil {
 			run.note("wave %d: %v", i, err)
@@ -219,10 +224,14 @@ func (b *bench) churnWaves(ctx context.Context) error {
 		if p.Before.HeapInuse >= 0 && p.After.HeapInuse >= 0 {
 			fig("Go heap in use after GC", float64(p.Before.HeapInuse), float64(p.After.HeapInuse), "B")
 		}
+		if p.Before.HeapLive >= 0 && p.After.HeapLive >= 0 {
+			fig("Go objects live after GC", float64(p.Before.HeapLive), float64(p.After.HeapLive), "B")
+		}
 		if p.Before.HeapKept >= 0 && p.After.HeapKept >= 0 {
 			fig("Go heap free, not yet returned", float64(p.Before.HeapKept), float64(p.After.HeapKept), "B")
 		}
 	}
+	traceFigures(run, wr.Trace)
 	if wr.Failed > 0 || wr.Leftovers.Total() > 0 {
 		return fmt.Errorf("churn: %d pods did not become Ready; leftovers: %s", wr.Failed, wr.Leftovers)
 	}
@@ -353,10 +362,11 @@ func (b *bench) engineProcs() map[string]int {
 // for the `cci up` process, its goroutines from its pprof listener (after
 // a garbage collection, which the heap profile's gc=1 asks for).
 func (b *bench) procStat(ctx context.Context, name string, pid int) ProcStat {
-	s := ProcStat{PID: pid, Goroutines: -1, HeapInuse: -1, HeapKept: -1}
+	s := ProcStat{PID: pid, Goroutines: -1, HeapInuse: -1, HeapLive: -1, HeapKept: -1}
 	if pid == b.c.PID && b.c.PprofAddr != "" {
 		if raw, err := pprofGet(ctx, b.c.PprofAddr, "/debug/pprof/heap?gc=1&debug=1"); err == nil {
 			s.HeapInuse = memStat(raw, "HeapInuse")
+			s.HeapLive = memStat(raw, "HeapAlloc")
 			if idle, rel := memStat(raw, "HeapIdle"), memStat(raw, "HeapReleased"); idle >= 0 && rel >= 0 {
 				s.HeapKept = idle - rel
 			}
@@ -432,5 +442,28 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-time.After(d):
 		return true
+	}
+}
+
+// traceFigures compares `cci up` after the last wave with after the first:
+// memory that grows with the pods churned keeps rising from wave to wave,
+// while caches and heap sized by one wave's peak level off after it.
+func traceFigures(run *Result, trace []ProcStat) {
+	if len(trace) < 2 {
+		return
+	}
+	first, last := trace[0], trace[len(trace)-1]
+	series := func(v func(ProcStat) int64) string {
+		parts := make([]string, len(trace))
+		for i, st := range trace {
+			parts[i] = strconv.FormatInt(v(st)>>20, 10)
+		}
+		return strings.Join(parts, " ") + " MiB"
+	}
+	run.figure("cci up RSS after the last wave / after the first", ratio(float64(last.RSS), float64(first.RSS)), "×",
+		series(func(s ProcStat) int64 { return s.RSS }))
+	if first.HeapLive > 0 && last.HeapLive >= 0 {
+		run.figure("cci up Go objects live after the last wave / after the first", ratio(float64(last.HeapLive), float64(first.HeapLive)), "×",
+			series(func(s ProcStat) int64 { return s.HeapLive }))
 	}
 }
