@@ -57,6 +57,10 @@ type Config struct {
 	// EmbeddedEtcd keeps scale's etcd inside the `cci server` process,
 	// as `cci server` runs it by default, instead of a `cci etcd` of its own.
 	EmbeddedEtcd bool
+	// EtcdApart runs the bench's own cluster with etcd as a process of its
+	// own (`cci etcd`, and `cci up --etcd-servers`), so that chaos can kill
+	// etcd alone (FaultEtcd).
+	EtcdApart bool
 	// MaxPods is the pod capacity of the bench's own host. Default 250
 	// (a /24 pod subnet), or N+10 for a burst of more; a larger capacity
 	// gets the host a larger pod subnet.
@@ -284,8 +288,10 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("fault %q: choose from %s", f, strings.Join(AllFaults, ", "))
 		}
 	}
-	if c.Scenario == "chaos" && c.Hosts == 0 && len(c.Faults) == 1 && c.Faults[0] == FaultHost {
-		return errors.New("--faults host needs --hosts N (hosts of the bench's own `cci up --hosts`)")
+	if c.Scenario == "chaos" && !slices.ContainsFunc(c.Faults, func(f string) bool {
+		return (f != FaultHost || c.Hosts > 0) && (f != FaultEtcd || c.EtcdApart)
+	}) {
+		return errors.New("--faults host needs --hosts N (hosts of the bench's own `cci up --hosts`), and --faults etcd needs --etcd-apart")
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -444,7 +450,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			ControlPlaneOnly: cfg.Scenario == "scale",
 			// The control plane's own figures in scale are apiserver and
 			// etcd apart.
-			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd,
+			SeparateEtcd: cfg.Scenario == "scale" && !cfg.EmbeddedEtcd || cfg.EtcdApart,
 			MaxPods:      cfg.MaxPods,
 			ServiceProxy: serviceProxyFor(cfg.Scenario),
 			ClusterCIDR:  cidr,

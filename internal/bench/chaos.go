@@ -47,10 +47,14 @@ const (
 	// FaultHost powers a host of `cci up --hosts` off (`cci host stop`:
 	// every process of it SIGKILLed) and on again.
 	FaultHost = "host"
+	// FaultEtcd SIGKILLs etcd where it runs apart from the control plane
+	// (`cci etcd`, chaos --etcd-apart) and starts it again on the same
+	// data folder; the apiserver reconnects to it.
+	FaultEtcd = "etcd"
 )
 
 // AllFaults are every fault chaos knows.
-var AllFaults = []string{FaultAgent, FaultContainerd, FaultShim, FaultControlPlane, FaultHost}
+var AllFaults = []string{FaultAgent, FaultContainerd, FaultShim, FaultControlPlane, FaultHost, FaultEtcd}
 
 // apiDeadline is how soon after its restart the control plane must answer.
 const apiDeadline = 10 * time.Second
@@ -202,7 +206,7 @@ func (b *bench) chaosFinish(run *Result, cr *ChaosReport, recov, apiReady []floa
 func (b *bench) availableFaults() []string {
 	var out []string
 	for _, f := range b.cfg.Faults {
-		if f == FaultHost && b.cfg.Hosts == 0 {
+		if f == FaultHost && b.cfg.Hosts == 0 || f == FaultEtcd && b.c.EtcdPID == 0 {
 			continue
 		}
 		out = append(out, f)
@@ -464,6 +468,17 @@ func (b *bench) chaosRound(ctx context.Context, rng *rand.Rand, st *chaosState, 
 	case FaultControlPlane:
 		rec.Target = "cci up"
 		ready, err := b.restartCluster(ctx, syscall.SIGTERM)
+		rec.APIReadyMs = ms(ready)
+		if err != nil {
+			return rec, err
+		}
+	case FaultEtcd:
+		rec.Target = "etcd (cci etcd)"
+		t1 := time.Now()
+		if err := b.c.RestartEtcd(ctx, syscall.SIGKILL); err != nil {
+			return rec, err
+		}
+		ready, err := b.waitAPI(ctx, t1)
 		rec.APIReadyMs = ms(ready)
 		if err != nil {
 			return rec, err
@@ -752,7 +767,12 @@ func (b *bench) restartCluster(ctx context.Context, sig syscall.Signal) (time.Du
 	if _, err := b.c.Restart(sig); err != nil {
 		return 0, err
 	}
-	t0 := time.Now()
+	return b.waitAPI(ctx, time.Now())
+}
+
+// waitAPI waits until the apiserver reports itself ready (its readyz
+// checks etcd too) and returns how long that took from t0.
+func (b *bench) waitAPI(ctx context.Context, t0 time.Time) (time.Duration, error) {
 	deadline := t0.Add(3 * time.Minute)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -769,7 +789,7 @@ func (b *bench) restartCluster(ctx context.Context, sig syscall.Signal) (time.Du
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the API did not answer within 3 minutes of the restart (last: %v)", err)
+			return 0, fmt.Errorf("the API was not ready within 3 minutes of the restart (last: %v)", err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,38 @@ func TestTraceFigures(t *testing.T) {
 	traceFigures(&nolive, []ProcStat{{RSS: 1, HeapLive: -1}, {RSS: 2, HeapLive: -1}})
 	if len(nolive.Figures) != 1 {
 		t.Errorf("without a pprof listener: figures %v, want RSS only", nolive.Figures)
+	}
+}
+
+func TestChaosFaultChoice(t *testing.T) {
+	for name, c := range map[string]Config{
+		"host without hosts":      {Scenario: "chaos", Faults: []string{FaultHost}},
+		"etcd embedded":           {Scenario: "chaos", Faults: []string{FaultEtcd}},
+		"neither can be injected": {Scenario: "chaos", Faults: []string{FaultHost, FaultEtcd}},
+		"unknown fault":           {Scenario: "chaos", Faults: []string{"disk"}},
+	} {
+		if err := c.defaults(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	for name, c := range map[string]Config{
+		"etcd apart":       {Scenario: "chaos", Faults: []string{FaultEtcd}, EtcdApart: true},
+		"host with hosts":  {Scenario: "chaos", Faults: []string{FaultHost}, Hosts: 2},
+		"one of two works": {Scenario: "chaos", Faults: []string{FaultEtcd, FaultShim}},
+		"all by default":   {Scenario: "chaos"},
+	} {
+		if err := c.defaults(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	avail := func(c Config, etcdPID int) []string {
+		b := &bench{cfg: c, c: &Cluster{EtcdPID: etcdPID}}
+		return b.availableFaults()
+	}
+	if got := avail(Config{Faults: AllFaults}, 0); slices.Contains(got, FaultEtcd) || slices.Contains(got, FaultHost) {
+		t.Errorf("one host, etcd embedded: faults %v, want neither host nor etcd", got)
+	}
+	if got := avail(Config{Faults: AllFaults, Hosts: 3}, 4242); !slices.Contains(got, FaultEtcd) || !slices.Contains(got, FaultHost) {
+		t.Errorf("three hosts, etcd apart: faults %v, want host and etcd among them", got)
 	}
 }

@@ -105,6 +105,7 @@ type Cluster struct {
 	nodes   int      // host nodes waitReady waits for
 	etcd    *exec.Cmd
 	etcdEnd chan struct{} // closed when the etcd child has exited
+	etcdRun etcdRun       // how etcd was started, for RestartEtcd
 	bridge  string        // the CNI bridge the child was told to use, removed by Close
 	// hostsBridge is the machine's bridge to the hosts of `cci up
 	// --hosts`; Close tears the hosts down.
@@ -533,9 +534,11 @@ func (c *Cluster) startEtcd(ctx context.Context, binary, dir string, clientPort,
 		return "", fmt.Errorf("start %s etcd: %w", binary, err)
 	}
 	c.etcd, c.EtcdPID, c.EtcdDir = cmd, cmd.Process.Pid, filepath.Join(dir, "etcd")
-	c.etcdEnd = make(chan struct{})
+	c.etcdRun = etcdRun{binary: binary, dir: dir, clientPort: clientPort, peerPort: peerPort}
+	end := make(chan struct{})
+	c.etcdEnd = end
 	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(c.etcdEnd) }()
+	go func() { waitErr = cmd.Wait(); close(end) }()
 	url := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -557,6 +560,36 @@ func (c *Cluster) startEtcd(ctx context.Context, binary, dir string, clientPort,
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// etcdRun is how startEtcd started etcd's own process.
+type etcdRun struct {
+	binary, dir          string
+	clientPort, peerPort int
+}
+
+// RestartEtcd sends etcd's own process sig, waits until it has exited and
+// starts it again on the same data folder and ports, as its supervisor
+// would; it returns once etcd answers again.
+func (c *Cluster) RestartEtcd(ctx context.Context, sig syscall.Signal) error {
+	if c.etcd == nil {
+		return errors.New("etcd runs inside the cluster process: it has no process of its own to restart")
+	}
+	_ = c.etcd.Process.Signal(sig)
+	select {
+	case <-c.etcdEnd:
+	case <-time.After(time.Minute):
+		return fmt.Errorf("etcd %d did not exit within a minute of %s", c.EtcdPID, sig)
+	}
+	c.etcd, c.EtcdPID = nil, 0
+	log, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	r := c.etcdRun
+	_, err = c.startEtcd(ctx, r.binary, r.dir, r.clientPort, r.peerPort, log)
+	return err
 }
 
 // nodeCIDRMask is the node pod-subnet size that holds maxPods addresses

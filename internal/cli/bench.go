@@ -79,11 +79,12 @@ Results: a table on stdout, <out>/<scenario>.json and a self-contained
 			f.StringVar(&c.StorageDirect, "direct", "auto", "O_DIRECT: auto (where the file system takes it), on (fail where not), off")
 			f.StringVar(&c.Source, "source", "", "the CCI source tree, where the measuring program is built from (default: found from the working folder)")
 		}),
-		benchScenarioCmd("chaos", "A steady workload while agents, containerd, shims, the control plane and hosts are killed at random: nothing may be lost", func(cmd *cobra.Command, c *bench.Config) {
+		benchScenarioCmd("chaos", "A steady workload while agents, containerd, shims, the control plane, hosts and etcd are killed at random: nothing may be lost", func(cmd *cobra.Command, c *bench.Config) {
 			f := cmd.Flags()
 			f.IntVar(&c.Rounds, "rounds", 100, "faults to inject, one per round")
 			f.IntVar(&c.Completions, "completions", 200, "completions of the workload's Job")
-			f.StringSliceVar(&c.Faults, "faults", bench.AllFaults, "faults to pick from at random: "+strings.Join(bench.AllFaults, ", ")+" (host only with --hosts)")
+			f.StringSliceVar(&c.Faults, "faults", bench.AllFaults, "faults to pick from at random: "+strings.Join(bench.AllFaults, ", ")+" (host only with --hosts, etcd only with --etcd-apart)")
+			f.BoolVar(&c.EtcdApart, "etcd-apart", false, "run the bench's own cluster's etcd as a process of its own (cci etcd), which the etcd fault kills")
 			f.Uint64Var(&c.Seed, "seed", 0, "seed of the random choices, to repeat a run (default: from the clock; the report gives it)")
 			f.IntVar(&c.Hosts, "hosts", 0, "hosts of the bench's own `cci up --hosts` (0: one host in the `cci up` process)")
 			f.DurationVar(&c.RecoveryTimeout, "recovery-timeout", 5*time.Minute, "how long one round may take to recover before the run fails")

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -286,5 +287,77 @@ func TestDeleteStaleTask(t *testing.T) {
 	}
 	if _, err := cl.LoadContainer(ctx, id); !errdefs.IsNotFound(err) {
 		t.Errorf("container after deleteStaleTask: err = %v, want NotFound", err)
+	}
+}
+
+// A start cut short can leave a task whose container record its undo
+// already removed (containerd finishes the create after the agent gave
+// up on it). The container's next run has an id of its own, so nothing
+// would ever replace that task: re-adoption (deleteStaleTask) and the
+// next run's start (removeContainer of the earlier id) delete it, shim,
+// process and all, whether it was only created or runs.
+func TestRemoveTaskWithoutContainer(t *testing.T) {
+	cl, ctx := testContainerd(t)
+	tasksOf := func(id string) int {
+		t.Helper()
+		l, err := cl.TaskService().List(ctx, &tasks.ListTasksRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range l.Tasks {
+			if p.ID == id {
+				n++
+			}
+		}
+		return n
+	}
+	orphan := func(id string, start bool) uint32 {
+		t.Helper()
+		ctr := sleeper(t, cl, ctx, id)
+		task, err := ctr.NewTask(ctx, cio.NullIO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if start {
+			if err := task.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.ContainerService().Delete(ctx, id); err != nil {
+			t.Fatalf("delete the container record: %v", err)
+		}
+		t.Cleanup(func() { _, _ = deleteOrphanTask(ctx, cl, id) })
+		if n := tasksOf(id); n != 1 {
+			t.Fatalf("%d tasks %s without their container, want 1 (the test no longer sets it up)", n, id)
+		}
+		return task.Pid()
+	}
+	r := &Runtime{ctx: ctx, cfg: Config{Containerd: cl, Log: slog.New(slog.DiscardHandler)}}
+	w := &podWorker{r: r, log: r.cfg.Log}
+	gone := func(id string, pid uint32) {
+		t.Helper()
+		if n := tasksOf(id); n != 0 {
+			t.Errorf("%d tasks %s, want none", n, id)
+		}
+		if _, err := cl.LoadContainer(ctx, id); !errdefs.IsNotFound(err) {
+			t.Errorf("container %s (the stand-in): err = %v, want NotFound", id, err)
+		}
+		if processRuns(pid) {
+			t.Errorf("the process %d of task %s still runs", pid, id)
+		}
+	}
+
+	created := orphan("cut-created", false)
+	w.deleteStaleTask(&ctrRecord{Name: "main", ID: "cut-created"})
+	gone("cut-created", created)
+
+	running := orphan("cut-running", true)
+	w.removeContainer("cut-running", nil)
+	gone("cut-running", running)
+
+	// Nothing there: nothing to do, and no error.
+	if found, err := deleteOrphanTask(ctx, cl, "never-made"); found || err != nil {
+		t.Errorf("deleteOrphanTask of no task = %v, %v; want false, nil", found, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -179,6 +180,10 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	for _, id := range []string{prev, cr.ID} {
 		if _, err := client.LoadContainer(ctx, id); err == nil {
 			w.removeContainer(id, nil)
+		} else if errdefs.IsNotFound(err) && id == prev && prev != cr.ID {
+			// The earlier run's task may outlive its container: a start
+			// cut short (see deleteOrphanTask).
+			w.removeContainer(id, nil)
 		}
 	}
 
@@ -309,11 +314,73 @@ func removeStaleTask(ctx context.Context, client *containerd.Client, ctr contain
 		}
 		return err
 	}
-	_, err := client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: ctr.ID()})
-	if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
-		return err
+	_, err := deleteTaskByID(ctx, client, ctr.ID())
+	return err
+}
+
+// deleteOrphanTask deletes a task containerd holds under id without a
+// container of that id; false, nil when there is none. A start cut short
+// (the agent stopping, containerd dying under the create) has its undo
+// remove the container while containerd still finishes making the task,
+// whose shim and cgroup would then stay with nothing naming them, as the
+// container's next run has an id of its own (runContainerID). containerd's
+// task service finds tasks through their container, so a stand-in
+// container of that id is made for the deletion and removed after it.
+func deleteOrphanTask(ctx context.Context, client *containerd.Client, id string) (bool, error) {
+	// The containerd of Debian 12 (1.6) lists every task whatever the
+	// filter: the id is matched here.
+	l, err := client.TaskService().List(ctx, &tasks.ListTasksRequest{Filter: "id==" + id})
+	if err = errgrpc.ToNative(err); err != nil {
+		return false, fmt.Errorf("list tasks: %w", err)
 	}
-	return nil
+	if !slices.ContainsFunc(l.Tasks, func(t *task.Process) bool { return t.ID == id }) {
+		return false, nil
+	}
+	ctr, err := client.NewContainer(ctx, id, containerd.WithRuntime(runcRuntime, nil), containerd.WithNewSpec())
+	if errdefs.IsAlreadyExists(err) {
+		ctr, err = client.LoadContainer(ctx, id)
+	}
+	if err != nil {
+		return false, fmt.Errorf("a stand-in container to delete its task through: %w", err)
+	}
+	err = removeStaleTask(ctx, client, ctr)
+	if derr := ctr.Delete(ctx); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
+		err = fmt.Errorf("remove the stand-in container: %w", derr)
+	}
+	return true, err
+}
+
+// deleteTaskByID deletes the task of container id through the task
+// service, killing its process first where it runs; false, nil when there
+// is none.
+func deleteTaskByID(ctx context.Context, client *containerd.Client, id string) (bool, error) {
+	ts := client.TaskService()
+	killed := false
+	for {
+		_, err := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+		switch err = errgrpc.ToNative(err); {
+		case err == nil:
+			return true, nil
+		case errdefs.IsNotFound(err):
+			return false, nil
+		case !errdefs.IsFailedPrecondition(err):
+			return false, err
+		}
+		// Its process runs, and a running task is not deleted: killed
+		// first, as the client's WithProcessKill does.
+		if !killed {
+			_, kerr := ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, Signal: uint32(syscall.SIGKILL)})
+			if kerr = errgrpc.ToNative(kerr); kerr != nil && !errdefs.IsNotFound(kerr) {
+				return false, fmt.Errorf("kill: %w", kerr)
+			}
+			killed = true
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("%w (its process was killed and has not exited)", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // setLogs records the log a task writes to, for attached clients; the
@@ -404,6 +471,14 @@ func (w *podWorker) removeContainer(id string, task containerd.Task) {
 func (w *podWorker) tryRemoveContainer(ctx context.Context, id string, task containerd.Task) error {
 	c, err := w.r.cfg.Containerd.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
+		// Its task may still be there without it (deleteOrphanTask).
+		found, err := deleteOrphanTask(ctx, w.r.cfg.Containerd, id)
+		if err != nil {
+			return fmt.Errorf("delete the task left without its container: %w", err)
+		}
+		if found {
+			w.log.Info("removed a task left without its container by a start cut short", "id", id)
+		}
 		w.removeCgroups(id)
 		return nil
 	}

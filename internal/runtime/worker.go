@@ -1138,10 +1138,13 @@ func (w *podWorker) watch(name string, task containerd.Task, exitCh <-chan conta
 func (w *podWorker) deleteStaleTask(cr *ctrRecord) {
 	ctx, cancel := w.cleanupCtx()
 	defer cancel()
-	if _, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID); err != nil {
+	if _, err := w.r.cfg.Containerd.LoadContainer(ctx, cr.ID); err == nil {
+		w.log.Info("removing a container that no longer runs, left by an interrupted clean-up", "container", cr.Name, "id", cr.ID)
+	} else if !errdefs.IsNotFound(err) {
 		return
 	}
-	w.log.Info("removing a container that no longer runs, left by an interrupted clean-up", "container", cr.Name, "id", cr.ID)
+	// Also where the container is gone: its task may not be (a start cut
+	// short, see deleteOrphanTask).
 	w.removeContainer(cr.ID, nil)
 }
 
