@@ -66,7 +66,7 @@ type ChaosReport struct {
 	Faults map[string]int `json:"faults"`
 	// Recovery is fault → everything back (ms).
 	Recovery Summary `json:"recoveryMs"`
-	// APIReady is a restarted control plane's start → /readyz answers (ms).
+	// APIReady is a restarted control plane's (or etcd's) start → /readyz answers (ms).
 	APIReady Summary `json:"apiReadyMs"`
 	// APILate counts restarts after which the API took longer than 10 s.
 	APILate int `json:"apiLate"`
@@ -179,7 +179,7 @@ func (b *bench) chaos(ctx context.Context) error {
 func (b *bench) chaosFinish(run *Result, cr *ChaosReport, recov, apiReady []float64, err error) error {
 	cr.Recovery = run.latency("fault → recovered", recov, nil).Summary
 	if len(apiReady) > 0 {
-		cr.APIReady = run.latency("control plane restart → API answers", apiReady, nil).Summary
+		cr.APIReady = run.latency("control plane or etcd restart → API ready", apiReady, nil).Summary
 	}
 	run.figure("rounds", float64(cr.Rounds), "", "")
 	for _, f := range AllFaults {
