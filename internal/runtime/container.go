@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
-	"github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -324,63 +323,46 @@ func removeStaleTask(ctx context.Context, client *containerd.Client, ctr contain
 // remove the container while containerd still finishes making the task,
 // whose shim and cgroup would then stay with nothing naming them, as the
 // container's next run has an id of its own (runContainerID). containerd's
-// task service finds tasks through their container, so a stand-in
-// container of that id is made for the deletion and removed after it.
-func deleteOrphanTask(ctx context.Context, client *containerd.Client, id string) (bool, error) {
-	// The containerd of Debian 12 (1.6) lists every task whatever the
-	// filter: the id is matched here.
-	l, err := client.TaskService().List(ctx, &tasks.ListTasksRequest{Filter: "id==" + id})
-	if err = errgrpc.ToNative(err); err != nil {
-		return false, fmt.Errorf("list tasks: %w", err)
-	}
-	if !slices.ContainsFunc(l.Tasks, func(t *task.Process) bool { return t.ID == id }) {
-		return false, nil
-	}
+// task service finds tasks only through their container, so a stand-in
+// container of that id is made for the deletion and removed after it
+// (listing the tasks instead would ask every shim for its state).
+func deleteOrphanTask(ctx context.Context, client *containerd.Client, id string) (found bool, err error) {
 	ctr, err := client.NewContainer(ctx, id, containerd.WithRuntime(runcRuntime, nil), containerd.WithNewSpec())
 	if errdefs.IsAlreadyExists(err) {
-		ctr, err = client.LoadContainer(ctx, id)
+		// A container of that id exists again: its task goes with it.
+		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("a stand-in container to delete its task through: %w", err)
 	}
-	err = removeStaleTask(ctx, client, ctr)
-	if derr := ctr.Delete(ctx); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
-		err = fmt.Errorf("remove the stand-in container: %w", derr)
+	defer func() {
+		if derr := ctr.Delete(context.WithoutCancel(ctx)); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
+			err = fmt.Errorf("remove the stand-in container: %w", derr)
+		}
+	}()
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return false, nil
 	}
-	return true, err
+	if err != nil {
+		return deleteTaskByID(ctx, client, id)
+	}
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return true, err
+	}
+	return true, nil
 }
 
 // deleteTaskByID deletes the task of container id through the task
-// service, killing its process first where it runs; false, nil when there
-// is none.
+// service; false, nil when there is none. It reaches a shim whose create
+// was cut before runc made the container, which answers no state, so that
+// the client cannot load it as a task.
 func deleteTaskByID(ctx context.Context, client *containerd.Client, id string) (bool, error) {
-	ts := client.TaskService()
-	killed := false
-	for {
-		_, err := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
-		switch err = errgrpc.ToNative(err); {
-		case err == nil:
-			return true, nil
-		case errdefs.IsNotFound(err):
-			return false, nil
-		case !errdefs.IsFailedPrecondition(err):
-			return false, err
-		}
-		// Its process runs, and a running task is not deleted: killed
-		// first, as the client's WithProcessKill does.
-		if !killed {
-			_, kerr := ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, Signal: uint32(syscall.SIGKILL)})
-			if kerr = errgrpc.ToNative(kerr); kerr != nil && !errdefs.IsNotFound(kerr) {
-				return false, fmt.Errorf("kill: %w", kerr)
-			}
-			killed = true
-		}
-		select {
-		case <-ctx.Done():
-			return false, fmt.Errorf("%w (its process was killed and has not exited)", err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	_, err := client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+		return false, nil
 	}
+	return err == nil, err
 }
 
 // setLogs records the log a task writes to, for attached clients; the
