@@ -560,7 +560,7 @@ func PowerOff(h Host) (int, error) {
 		}
 		victims := map[int]bool{}
 		for pid := range procs {
-			if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && link == want {
+			if inNetns(pid, want) {
 				victims[pid] = true
 			}
 		}
@@ -594,6 +594,27 @@ func PowerOn(h Host) error {
 		return err
 	}
 	return nil
+}
+
+// inNetns tells whether any thread of process pid is in the network
+// namespace want ("net:[inode]"). Not only its first thread: the agent
+// runs work inside pods' namespaces on threads it then discards, and when
+// the Go runtime picks the main thread for that, the main thread stays in
+// the pod's namespace for good, and /proc/PID/ns/net with it.
+func inNetns(pid int, want string) bool {
+	if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && link == want {
+		return true
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, t := range tasks {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/task/%s/ns/net", pid, t.Name())); err == nil && link == want {
+			return true
+		}
+	}
+	return false
 }
 
 // listProcs maps every process to its parent.
