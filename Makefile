@@ -39,10 +39,11 @@ up: setup ## set up, then run the control plane and a host agent (data in $(DATA
 # so that a slow machine does not run three clusters on two cores at once.
 # Cluster packages whose hosts are network namespaces of their own run beside
 # test/e2e, the longest package (each test cluster has slots of its own: pod
-# and Service ranges, bridge, hosts range). The packages whose cluster runs
-# in the machine's own network namespace run after it, one at a time: two
+# and Service ranges, bridge, hosts range); test/chaos among them, whose
+# bench cluster has one such host. Any package whose cluster runs in the
+# machine's own network namespace runs after it, one at a time: two
 # kube-proxies in one network namespace rewrite each other's chains.
-BESIDE_E2E = ./test/console/ ./test/fleet/ ./test/conformance/ ./test/gatewayconformance/ ./test/cells/ ./test/connect/
+BESIDE_E2E = ./test/console/ ./test/fleet/ ./test/conformance/ ./test/gatewayconformance/ ./test/cells/ ./test/connect/ ./test/chaos/
 # The conformance kit (upstream's e2e.test and its tools) is compiled first,
 # before any cluster runs: from a cold Go build cache that takes about 10
 # minutes of both cores, and compiled beside test/e2e's cluster it slowed
@@ -54,7 +55,7 @@ test: setup ## set up, then run every test (unit and end-to-end; needs root)
 	go test -count=1 -timeout 60m ./test/e2e/ & e2e=$$!; \
 	go test -count=1 -p 1 -timeout 60m $(BESIDE_E2E) || rc=1; \
 	wait $$e2e || rc=1; \
-	go test -count=1 -p 1 -timeout 60m $$(go list ./test/... | grep -v -e '/test/e2e$$' -e '/test/console$$' -e '/test/fleet$$' -e '/test/conformance$$' -e '/test/gatewayconformance$$' -e '/test/cells$$' -e '/test/connect$$') || rc=1; \
+	go test -count=1 -p 1 -timeout 60m $$(go list ./test/... | grep -v -e '/test/e2e$$' -e '/test/console$$' -e '/test/fleet$$' -e '/test/conformance$$' -e '/test/gatewayconformance$$' -e '/test/cells$$' -e '/test/connect$$' -e '/test/chaos$$') || rc=1; \
 	exit $$rc
 
 test-unit: ## unit and component tests only

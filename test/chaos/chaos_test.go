@@ -43,20 +43,24 @@ func (w testLog) Write(p []byte) (int, error) {
 }
 
 // config is a bench run on a cluster of its own, on a bridge and pod range
-// apart from the other suites' and from a `cci bench` run by hand.
+// apart from the other suites' and from a `cci bench` run by hand. Its one
+// host is a network namespace of its own (`cci up --hosts 1`), whose
+// service proxy owns that namespace's chains: the package runs beside
+// test/e2e's cluster, as the other cluster packages with hosts do.
 func config(t *testing.T, scenario string) bench.Config {
 	return bench.Config{
 		Scenario:    scenario,
 		Binary:      bin,
 		Bridge:      "cci-chaost0",
 		ClusterCIDR: "10.76.0.0/16",
+		Hosts:       1,
 		Log:         testLog{t},
 	}
 }
 
-// TestChaos kills the agent (with the control plane: they share the `cci
-// up` process), containerd, a shim and the control plane at random for 3
-// rounds while Deployments (runc and gVisor) and a Job run: every object
+// TestChaos kills the host's agent, its containerd, a shim, the whole host
+// (powered off and on) and the control plane at random for 3 rounds while
+// Deployments (runc and gVisor) and a Job run: every object
 // stays, no pod that was not killed restarts, the Job completes exactly,
 // finished and deleted pods leave nothing on the host.
 func TestChaos(t *testing.T) {
