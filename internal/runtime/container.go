@@ -176,12 +176,10 @@ func (w *podWorker) startContainer(c *v1.Container, cr *ctrRecord, img *pulledIm
 	// The earlier run's container, if its removal did not happen, and one
 	// of this id left by a start cut short before the record was written,
 	// go first.
+	// The earlier run's task may also outlive its container (a start cut
+	// short, see deleteOrphanTask): its removal runs where it is gone too.
 	for _, id := range []string{prev, cr.ID} {
-		if _, err := client.LoadContainer(ctx, id); err == nil {
-			w.removeContainer(id, nil)
-		} else if errdefs.IsNotFound(err) && id == prev && prev != cr.ID {
-			// The earlier run's task may outlive its container: a start
-			// cut short (see deleteOrphanTask).
+		if _, err := client.LoadContainer(ctx, id); err == nil || errdefs.IsNotFound(err) && id != cr.ID {
 			w.removeContainer(id, nil)
 		}
 	}
